@@ -1,0 +1,1 @@
+"""thoraxmae study package."""

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny phantom ChestX-ray14 set in the real NIH layout, its prepared store,
+an MLflow SQLite URI, and one session-scoped local Ray for the integration tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TINY_SIZE = 64  # store side in pixels; the tiny ViT reads 64 px, patch 8
+
+
+@pytest.fixture(scope="session")
+def phantom_nih(tmp_path_factory) -> Path:
+    """A 240-image phantom NIH folder (PNG files, Data_Entry csv, train_val_list/test_list)."""
+    from datasets.phantom import generate_phantom
+
+    root = tmp_path_factory.mktemp("phantom_nih")
+    generate_phantom(root, n=240, size=128, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def phantom_store(phantom_nih, tmp_path_factory) -> Path:
+    """The phantom set prepared into a 64 px store (train/val/test splits)."""
+    from datasets.sources import load_source
+    from datasets.store import prepare_store
+
+    out = tmp_path_factory.mktemp("store") / "nih64"
+    table = load_source("nih", phantom_nih, split_seed=0)
+    prepare_store(table, out, size=TINY_SIZE, workers=1, progress=False)
+    return out
+
+
+@pytest.fixture()
+def mlflow_uri(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole integration suite (2 CPUs, small object store, dashboard on 127.0.0.1)."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=True,
+                 dashboard_host="127.0.0.1", log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,1 @@
+"""thoraxmae trainers package."""

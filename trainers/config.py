@@ -1,0 +1,94 @@
+"""Typed configs the trainers consume; study/spec.py composes them (trainers never import study).
+
+Field names are the knob names of DESIGN.md: `pretrain.mask_ratio` is `PretrainConfig.mask_ratio`.
+Defaults are the paper's ViT-S values (FACTS.md); tiny models override them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ModelConfig(BaseModel):
+    """A ViT (timm blocks) or a CNN baseline. `name` picks a preset; explicit fields override it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "vit_small_patch16"  # vit_small_patch16 | vit_base_patch16 | vit_tiny_test | densenet121 | resnet50
+    img_size: int = Field(224, ge=16)
+    patch_size: int = Field(16, ge=2)
+    in_chans: int = Field(3, ge=1)
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float = 4.0
+    # MAE decoder (FACTS.md: ViT-S uses 512-dim, 2 blocks, 16 heads)
+    decoder_embed_dim: int = 512
+    decoder_depth: int = 2
+    decoder_num_heads: int = 16
+    global_pool: Literal["avg", "token"] = "avg"
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.img_size % self.patch_size:
+            raise ValueError(f"model.img_size={self.img_size} is not a multiple of model.patch_size={self.patch_size}")
+        return self
+
+
+class PretrainConfig(BaseModel):
+    """MAE pre-training (FACTS.md: 800 epochs, blr 1.5e-4, batch 2048, mask 0.9, crop 0.5-1.0)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(800, ge=1)
+    warmup_epochs: int = Field(40, ge=0)
+    batch_size: int = Field(256, ge=1, description="per-worker batch per optimizer step (before accumulation)")
+    accum_iter: int = Field(1, ge=1)
+    blr: float = Field(1.5e-4, gt=0, description="base LR; lr = blr * global_batch / 256")
+    min_lr: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
+    mask_ratio: float = Field(0.90, gt=0, lt=1)
+    crop_min: float = Field(0.5, gt=0, le=1)
+    norm_pix_loss: bool = False
+    hflip: bool = True
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap for smoke runs")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> PretrainConfig:
+        if self.warmup_epochs >= self.epochs and self.epochs > 1:
+            raise ValueError(f"pretrain.warmup_epochs={self.warmup_epochs} must be < pretrain.epochs={self.epochs}")
+        return self
+
+
+class FinetuneConfig(BaseModel):
+    """Multi-label fine-tuning (FACTS.md: 75 epochs, blr 2.5e-4, LLRD 0.55, DropPath 0.2, RandAug m6)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(75, ge=1)
+    warmup_epochs: int = Field(5, ge=0)
+    batch_size: int = Field(128, ge=1, description="per-worker batch per optimizer step")
+    accum_iter: int = Field(1, ge=1)
+    blr: float = Field(2.5e-4, gt=0, description="base LR; lr = blr * global_batch / 256")
+    min_lr: float = Field(1e-5, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
+    layer_decay: float = Field(0.55, gt=0, le=1)
+    drop_path: float = Field(0.2, ge=0, lt=1)
+    randaug_magnitude: int = Field(6, ge=0, le=30, description="timm rand-m{M}-mstd0.5-inc1; 0 disables")
+    crop_min: float = Field(0.08, gt=0, le=1)
+    hflip: bool = False
+    init: Path | None = Field(None, description="checkpoint to start from (local path)")
+    init_format: Literal["thoraxmae", "medical_mae", "timm"] = "thoraxmae"
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the test mAUC CI")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap for smoke runs")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> FinetuneConfig:
+        if self.warmup_epochs >= self.epochs and self.epochs > 1:
+            raise ValueError(f"finetune.warmup_epochs={self.warmup_epochs} must be < finetune.epochs={self.epochs}")
+        return self
