@@ -1,1 +1,30 @@
-"""thoraxmae analysis package."""
+"""thoraxmae analysis package: a study's MLflow runs -> tidy tables, hyperparameter importance, marginal
+effects, a recipe with its uncertainty, and the HTML/Markdown report. Reads only MLflow; never imports Ray.
+
+Public surface (imported on first use, so `thoraxmae --help` stays instant):
+- `build_report(study_name, tracking_uri=None, out_dir="report", ...) -> ReportResult` (analysis.report)
+- `load_study(name, tracking_uri=None) -> StudyRecord`, `default_tracking_uri()` (analysis.load)
+- `analyze(study, AnalysisOptions) -> StudyAnalysis` (analysis.analyze): every number of the report
+- `trial_table(study)`, `curve_table(study)` (analysis.tables): the tidy tables
+- `ReportError` (analysis.errors)
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from analysis.errors import ReportError
+
+_LAZY = {"AnalysisOptions": "analysis.analyze", "StudyAnalysis": "analysis.analyze", "analyze": "analysis.analyze",
+         "StudyRecord": "analysis.load", "default_tracking_uri": "analysis.load", "load_study": "analysis.load",
+         "ReportResult": "analysis.report", "build_report": "analysis.report",
+         "curve_table": "analysis.tables", "trial_table": "analysis.tables"}
+
+__all__ = ["AnalysisOptions", "ReportError", "ReportResult", "StudyAnalysis", "StudyRecord", "analyze",
+           "build_report", "curve_table", "default_tracking_uri", "load_study", "trial_table"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")

@@ -1,1 +1,11 @@
-"""thoraxmae study package."""
+"""thoraxmae study package: the study spec, Tune + Optuna + ASHA studies, MLflow tracking, the CLI.
+
+Public surface (heavy Ray/MLflow imports stay inside the functions' modules):
+- `load_spec(path, overrides) -> StudySpec`, `StudySpec`, `SpecError` (study.spec, study.errors)
+- `run_study`, `resume_study`, `init_ray` (study.tune), `submit_study` (study.submit)
+- `study_status`, `locate_spec` (study.resume); run-schema names in study.schema
+"""
+from study.errors import SpecError
+from study.spec import StudySpec, dump_spec, load_spec
+
+__all__ = ["SpecError", "StudySpec", "dump_spec", "load_spec"]

@@ -1,0 +1,244 @@
+"""The recipe: what the top trials agree on, how sure we are, and how it compares with a reference.
+
+Top-k: the best `top_fraction` of the completed trials (at least `min_k`; all scored trials when fewer
+than `min_k` completed). Per knob the recommended value is the top-k median (int knobs rounded, log
+knobs the geometric median, categoricals the most common choice) with the top-k range as its spread.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from analysis.errors import ReportError
+from analysis.tables import KnobInfo, is_missing, rank_trials
+from study import schema
+
+
+@dataclass
+class KnobRecipe:
+    knob: str
+    kind: str
+    value: Any  # recommended
+    low: Any  # top-k range (min, max); for a categorical, the least / most common choice
+    high: Any
+    iqr: tuple[float, float] | None  # top-k interquartile range (numeric knobs)
+    share: float  # categorical: share of top-k with the recommended choice; numeric: 1.0
+    best_value: Any  # the best trial's value
+
+
+@dataclass
+class BestTrial:
+    trial_id: str
+    run_id: str
+    status: str
+    objective: float
+    params: dict[str, Any]
+    test: float
+    test_ci: tuple[float, float]
+
+
+@dataclass
+class Confidence:
+    k: int
+    n_pool: int
+    pool: str  # "completed" or "scored"
+    n_scored: int
+    topk_mean: float
+    topk_ci: tuple[float, float]
+    rest_mean: float
+    diff_ci: tuple[float, float]  # top-k mean - rest mean, bootstrap 95% CI (nan without a rest)
+    diff_beyond_noise: bool | None
+    best_gap: float  # best - runner-up (sign-adjusted: > 0 means the best is better)
+    noise: float  # evaluation noise scale: median test/mauc CI half-width of the top-k (nan if not logged)
+    best_beyond_noise: bool | None
+    statements: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Recipe:
+    knobs: list[KnobRecipe]
+    best: BestTrial
+    confidence: Confidence
+    top: pd.DataFrame  # the top-k trials, best first
+
+    def values(self) -> dict[str, Any]:
+        return {r.knob: r.value for r in self.knobs}
+
+
+@dataclass
+class ReferenceRow:
+    knob: str
+    reference: Any
+    recommended: Any
+    agrees: bool | None  # None: no reference value for this knob
+    diff: float  # recommended - reference (nan for categoricals)
+    rel_diff: float  # diff / |reference|
+    verdict: str
+
+
+def distill_recipe(scored: pd.DataFrame, infos: list[KnobInfo], mode: str, top_fraction: float = 0.2,
+                   min_k: int = 3, n_bootstrap: int = 1000, seed: int = 0) -> Recipe:
+    """The recipe of the top-k trials. `scored` holds at least one trial."""
+    ranked = rank_trials(scored, mode)
+    completed = ranked[ranked["status"] == schema.STATUS_COMPLETED]
+    pool, pool_name = (completed, "completed") if len(completed) >= min_k else (ranked, "scored")
+    k = min(max(min_k, math.ceil(top_fraction * len(pool))), len(pool))
+    top = pool.head(k).reset_index(drop=True)
+    best = _best_trial(top.iloc[0], infos)
+    knobs = [_knob_recipe(top, info, best.params.get(info.name)) for info in infos]
+    rest = ranked[~ranked["trial_id"].isin(top["trial_id"])]
+    conf = _confidence(top, rest, pool, mode, pool_name, len(ranked), n_bootstrap, seed)
+    return Recipe(knobs, best, conf, top)
+
+
+def recipe_spec(spec: dict | None, recipe: Recipe, stage: str) -> dict:
+    """The study's spec with each searched knob fixed to its recommended value and `search` removed
+    (stage and everything else kept): a ready-to-run spec for the final training run."""
+    out = copy.deepcopy(spec) if spec else {"stage": stage}
+    out.pop("search", None)
+    for r in recipe.knobs:
+        phase, name = r.knob.split(".", 1)
+        section = out.get(phase)
+        if not isinstance(section, dict):
+            section = out[phase] = {}
+        section[name] = _plain(r.value)
+    return out
+
+
+def compare_reference(recipe: Recipe, reference: dict[str, Any]) -> list[ReferenceRow]:
+    """Per searched knob: does the recipe agree with the reference (inside the top-k range), and by how much."""
+    rows = []
+    for r in recipe.knobs:
+        ref = reference.get(r.knob)
+        if ref is None:
+            rows.append(ReferenceRow(r.knob, None, r.value, None, math.nan, math.nan, "no reference value"))
+        elif r.kind == "categorical" or isinstance(ref, bool | str):
+            agrees = ref == r.value
+            verdict = "agrees" if agrees else f"disagrees: top trials prefer {r.value} ({r.share:.0%} of top-k)"
+            rows.append(ReferenceRow(r.knob, ref, r.value, agrees, math.nan, math.nan, verdict))
+        else:
+            diff = float(r.value) - float(ref)
+            rel = diff / abs(ref) if ref else math.nan
+            agrees = float(r.low) <= float(ref) <= float(r.high)
+            where = "inside" if agrees else "outside"
+            direction = "higher" if diff > 0 else "lower"
+            size = f"{abs(rel):.0%} {direction}" if math.isfinite(rel) else f"{abs(diff):.3g} {direction}"
+            verdict = (f"{'agrees' if agrees else 'disagrees'}: recommended {r.value} is {size} than {ref}; "
+                       f"{ref} is {where} the top-k range {r.low}–{r.high}")
+            rows.append(ReferenceRow(r.knob, ref, r.value, agrees, diff, rel, verdict))
+    return rows
+
+
+def load_reference(path: Path) -> dict[str, Any]:
+    """A reference recipe from YAML: flat (`finetune.layer_decay: 0.55`) or by section (a study spec's
+    `finetune: {layer_decay: 0.55}`); ReportError naming the file otherwise."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ReportError(f"{path}: reference recipe not readable: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ReportError(f"{path}: a reference recipe is a mapping of knob: value, got {type(raw).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items() if not isinstance(v, dict | list)})
+        elif "." in str(key):
+            out[str(key)] = value
+    if not out:
+        raise ReportError(f"{path}: no knob values found (expected e.g. `finetune.layer_decay: 0.55`)")
+    return out
+
+
+def _best_trial(row: pd.Series, infos: list[KnobInfo]) -> BestTrial:
+    return BestTrial(trial_id=str(row["trial_id"]), run_id=str(row["run_id"]), status=str(row["status"]),
+                     objective=float(row["objective"]), params={i.name: _plain(row[i.name]) for i in infos},
+                     test=float(row[schema.M_TEST_MAUC]),
+                     test_ci=(float(row[schema.M_TEST_MAUC_CI_LOW]), float(row[schema.M_TEST_MAUC_CI_HIGH])))
+
+
+def _knob_recipe(top: pd.DataFrame, info: KnobInfo, best_value: Any) -> KnobRecipe:
+    values = [_plain(v) for v in top[info.name].tolist() if not is_missing(v)]
+    if not values:
+        return KnobRecipe(info.name, info.kind, None, None, None, None, 0.0, best_value)
+    if info.kind == "categorical":
+        counts = Counter(values).most_common()
+        tied = [v for v, c in counts if c == counts[0][1]]
+        value = best_value if best_value in tied else tied[0]
+        return KnobRecipe(info.name, info.kind, value, counts[-1][0], counts[0][0], None,
+                          counts[0][1] / len(values), best_value)
+    x = np.asarray(values, dtype=float)
+    t = np.log(x) if info.log else x
+    median = float(np.exp(np.median(t))) if info.log else float(np.median(t))
+    q25, q75 = np.percentile(x, [25, 75])
+    value = round(median) if info.kind == "int" else _round(median)
+    low, high = (int(x.min()), int(x.max())) if info.kind == "int" else (_round(x.min()), _round(x.max()))
+    return KnobRecipe(info.name, info.kind, value, low, high, (float(q25), float(q75)), 1.0, best_value)
+
+
+def _confidence(top: pd.DataFrame, rest: pd.DataFrame, pool: pd.DataFrame, mode: str, pool_name: str,
+                n_scored: int, n_boot: int, seed: int) -> Confidence:
+    """Top-k mean and CI, top-k vs the rest, and the best trial's lead over the pool's runner-up
+    compared with the evaluation noise (test/mauc CI half-width)."""
+    rng = np.random.default_rng(seed)
+    sign = 1.0 if mode == "max" else -1.0
+    y_top = top["objective"].to_numpy(dtype=float)
+    y_rest = rest["objective"].to_numpy(dtype=float)
+    top_means = rng.choice(y_top, (n_boot, len(y_top))).mean(axis=1)
+    topk_ci = tuple(float(v) for v in np.percentile(top_means, [2.5, 97.5]))
+    diff_ci, beyond = (math.nan, math.nan), None
+    if len(y_rest):
+        diffs = top_means - rng.choice(y_rest, (n_boot, len(y_rest))).mean(axis=1)
+        diff_ci = tuple(float(v) for v in np.percentile(diffs, [2.5, 97.5]))
+        beyond = bool(sign * diff_ci[0] > 0 if mode == "max" else sign * diff_ci[1] > 0)
+    values = pool["objective"].to_numpy(dtype=float)
+    gap = float(sign * (values[0] - values[1])) if len(values) > 1 else math.nan
+    half = ((top[schema.M_TEST_MAUC_CI_HIGH] - top[schema.M_TEST_MAUC_CI_LOW]) / 2).to_numpy(dtype=float)
+    noise = float(np.nanmedian(half)) if np.isfinite(half).any() else math.nan
+    best_beyond = bool(gap > noise) if math.isfinite(gap) and math.isfinite(noise) else None
+    conf = Confidence(len(top), len(pool), pool_name, n_scored, float(y_top.mean()), topk_ci,
+                      float(y_rest.mean()) if len(y_rest) else math.nan, diff_ci, beyond, gap, noise, best_beyond)
+    conf.statements = _statements(conf)
+    return conf
+
+
+def _statements(c: Confidence) -> list[str]:
+    ci = f"{c.topk_ci[0]:.4f}–{c.topk_ci[1]:.4f}"
+    out = [f"Supported by the top {c.k} of {c.n_pool} {c.pool} trials ({c.n_scored} scored in all).",
+           f"Objective among the top {c.k}: mean {c.topk_mean:.4f} (95% bootstrap CI {ci})."]
+    if c.diff_beyond_noise is not None:
+        verdict = "exceeds the noise (CI excludes 0)" if c.diff_beyond_noise else "is within the noise (CI includes 0)"
+        out.append(f"Top-{c.k} mean minus the other trials' mean: {c.topk_mean - c.rest_mean:+.4f} (95% CI "
+                   f"{c.diff_ci[0]:+.4f} to {c.diff_ci[1]:+.4f}): the difference {verdict}.")
+    else:
+        out.append("No trials outside the top-k to compare with.")
+    if c.best_beyond_noise is None:
+        gap = f"{c.best_gap:.4f}" if math.isfinite(c.best_gap) else "n/a"
+        out.append(f"The best trial's lead over the runner-up ({gap}) cannot be compared with evaluation "
+                   f"noise (no test/mauc CI logged or a single trial).")
+    elif c.best_beyond_noise:
+        out.append(f"The best trial leads the runner-up by {c.best_gap:.4f}, more than the evaluation noise "
+                   f"(median test CI half-width {c.noise:.4f}).")
+    else:
+        out.append(f"The best trial leads the runner-up by only {c.best_gap:.4f}, within the evaluation noise "
+                   f"(median test CI half-width {c.noise:.4f}): the top trials are tied; prefer the top-k recipe "
+                   f"to the single best configuration.")
+    return out
+
+
+def _round(v: float) -> float:
+    return float(f"{float(v):.3g}")
+
+
+def _plain(v: Any) -> Any:
+    """numpy / pandas scalars to Python ones (for YAML and comparisons)."""
+    if v is None or v is pd.NA:
+        return None
+    return v.item() if hasattr(v, "item") else v

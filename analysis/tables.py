@@ -1,0 +1,185 @@
+"""Tidy tables of a study: one row per trial, one row per (trial, epoch), and what each knob is.
+
+Column names are the run schema's names: a knob column is its spec path (`finetune.layer_decay`),
+a metric column its metric name (`test/mauc`). The objective is the study's `search.metric`;
+`objective` is its best value over the epochs a trial ran (mode-aware), as the trainers select
+the best-on-val weights, and `objective_final` is the last epoch's value.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import StudyRecord, TrialRecord
+from study import schema
+
+SCORED = (schema.STATUS_COMPLETED, schema.STATUS_PRUNED)  # trials whose objective is final (ASHA: truncated)
+COST_UNITS = {schema.M_COST_GPU_HOURS: "GPU-hours", schema.M_COST_CPU_HOURS: "CPU-hours"}
+TRIAL_METRICS = (schema.M_TEST_MAUC, schema.M_TEST_MAUC_CI_LOW, schema.M_TEST_MAUC_CI_HIGH, schema.M_EPOCH_TIME,
+                 schema.M_THROUGHPUT)
+LOG_DECADES = 2.0  # a positive float knob whose observed range spans >= 2 decades is read on a log scale
+
+
+@dataclass(frozen=True)
+class KnobInfo:
+    """How a searched knob varies: kind float | int | categorical, its observed range or choices."""
+
+    name: str
+    kind: str
+    log: bool = False
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("float", "int") or (self.kind == "categorical" and all(
+            isinstance(c, int | float) and not isinstance(c, bool) for c in self.choices))
+
+    @property
+    def varied(self) -> bool:
+        return len(self.choices) > 1 if self.kind == "categorical" else self.low != self.high
+
+
+def parse_value(text: str) -> Any:
+    """An MLflow param string back to the Python value it was logged from (bool, int, float, str)."""
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def trial_table(study: StudyRecord) -> pd.DataFrame:
+    """One row per trial: ids, status, searched knobs (typed), objective (best and final), epochs,
+    test metrics, cost in `cost_hours` (`cost_unit` GPU-hours or CPU-hours) and timings."""
+    cost_metric = cost_metric_of(study)
+    rows = [_trial_row(study, t, cost_metric) for t in study.trials]
+    df = pd.DataFrame(rows)
+    for knob in study.knobs:
+        df[knob] = _typed_column([parse_value(t.params[knob]) if knob in t.params else None for t in study.trials])
+    order = ["trial_id", "run_id", "status", *study.knobs]
+    df = df[order + [c for c in df.columns if c not in order]]
+    df.attrs.update(metric=study.metric, mode=study.mode, study=study.name)
+    return df.sort_values(["start_time", "trial_id"], na_position="last").reset_index(drop=True)
+
+
+def curve_table(study: StudyRecord) -> pd.DataFrame:
+    """One row per (trial, epoch) of the objective metric: trial_id, run_id, status, epoch, value."""
+    rows = [{"trial_id": t.trial_id, "run_id": t.run_id, "status": t.status, "epoch": step, "value": value}
+            for t in study.trials for step, value in t.history.get(study.metric, [])]
+    cols = ["trial_id", "run_id", "status", "epoch", "value"]
+    return pd.DataFrame(rows, columns=cols).astype({"epoch": "int64", "value": "float64"})
+
+
+def scored_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """Completed and pruned trials with a finite objective (pruned: the value ASHA stopped them at,
+    which is what the Optuna searcher saw). Failed and still-running trials are left out."""
+    keep = trials["status"].isin(SCORED) & np.isfinite(trials["objective"].to_numpy(dtype=float))
+    return trials[keep].reset_index(drop=True)
+
+
+def rank_trials(scored: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """Best first (ties broken by trial id, so the order is reproducible)."""
+    return scored.sort_values(["objective", "trial_id"], ascending=[mode == "min", True]).reset_index(drop=True)
+
+
+def knob_infos(trials: pd.DataFrame, knobs: tuple[str, ...], space: dict[str, dict]) -> list[KnobInfo]:
+    """Each knob's kind, read from the values trials ran with (the spec's space says when a numeric
+    knob was searched as categorical, or on a log scale)."""
+    out = []
+    for knob in knobs:
+        values = [v for v in trials[knob].tolist() if not is_missing(v)] if knob in trials else []
+        declared = space.get(knob) or {}
+        out.append(_knob_info(knob, values, declared))
+    return out
+
+
+def numeric_matrix(scored: pd.DataFrame, infos: list[KnobInfo]) -> np.ndarray:
+    """[N, K] float features for models: numeric knobs as is (log10 on log knobs), other categoricals
+    as the index of their choice."""
+    cols = []
+    for info in infos:
+        values = scored[info.name].tolist()
+        if info.numeric:
+            col = np.array([float(v) for v in values])
+            cols.append(np.log10(col) if info.log else col)
+        else:
+            index = {c: i for i, c in enumerate(info.choices)}
+            cols.append(np.array([float(index.get(v, np.nan)) for v in values]))
+    return np.stack(cols, axis=1) if cols else np.zeros((len(scored), 0))
+
+
+def cost_metric_of(study: StudyRecord) -> str:
+    """cost/gpu_hours when any trial logged GPU time, else cost/cpu_hours."""
+    gpu = any(t.metrics.get(schema.M_COST_GPU_HOURS, 0) > 0 for t in study.trials)
+    return schema.M_COST_GPU_HOURS if gpu else schema.M_COST_CPU_HOURS
+
+
+def max_epochs_of(study: StudyRecord, trial: TrialRecord) -> float:
+    """The epochs a trial would have run without early stopping: its `<phase>.epochs` param, capped
+    by the scheduler's max_t when the spec sets one."""
+    phase = study.scored_phase
+    epochs = trial.params.get(f"{phase}.epochs") or ((study.spec or {}).get(phase) or {}).get("epochs")
+    if epochs is None:
+        return math.nan
+    scheduler = (((study.spec or {}).get("search") or {}).get("scheduler") or {})
+    max_t = scheduler.get("max_t") if scheduler.get("type", "asha") == "asha" else None
+    return float(min(int(epochs), int(max_t))) if max_t else float(epochs)
+
+
+def _trial_row(study: StudyRecord, t: TrialRecord, cost_metric: str) -> dict[str, Any]:
+    curve = [v for _, v in t.history.get(study.metric, []) if math.isfinite(v)]
+    steps = [s for s, _ in t.history.get(study.metric, [])]
+    best_i = (int(np.argmax(curve)) if study.mode == "max" else int(np.argmin(curve))) if curve else None
+    row = {"trial_id": t.trial_id, "run_id": t.run_id, "status": t.status,
+           "objective": curve[best_i] if curve else math.nan,
+           "objective_final": curve[-1] if curve else math.nan,
+           "best_epoch": float(steps[best_i]) if curve else math.nan,
+           "epochs_run": float(max(steps)) if steps else 0.0,
+           "max_epochs": max_epochs_of(study, t)}
+    row.update({m: t.metrics.get(m, math.nan) for m in TRIAL_METRICS})
+    row["cost_hours"] = t.metrics.get(cost_metric, math.nan)
+    row["cost_unit"] = COST_UNITS[cost_metric]
+    row["start_time"] = pd.Timestamp(t.start_time, unit="s", tz="UTC") if t.start_time else pd.NaT
+    row["duration_s"] = (t.end_time - t.start_time) if t.end_time and t.start_time else math.nan
+    return row
+
+
+def _typed_column(values: list[Any]) -> pd.Series:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pd.Series(values, dtype="boolean")
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pd.Series(values, dtype="Int64")
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return pd.Series([math.nan if v is None else float(v) for v in values], dtype="float64")
+    return pd.Series([None if v is None else str(v) for v in values], dtype="string")
+
+
+def _knob_info(knob: str, values: list[Any], declared: dict) -> KnobInfo:
+    numeric = values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if declared.get("type") == "categorical" or not numeric:
+        return KnobInfo(knob, "categorical", choices=tuple(sorted(set(values), key=_choice_order)))
+    low, high = float(min(values)), float(max(values))
+    kind = "int" if all(isinstance(v, int) for v in values) else "float"
+    log = bool(declared.get("log")) or (kind == "float" and low > 0 and high / low >= 10 ** LOG_DECADES)
+    return KnobInfo(knob, kind, log=log and low > 0, low=low, high=high)
+
+
+def _choice_order(v: Any) -> tuple:
+    return (0, float(v), "") if isinstance(v, int | float) and not isinstance(v, bool) else (1, 0.0, str(v))
+
+
+def is_missing(v: Any) -> bool:
+    """None, pandas' NA or a float NaN (an absent param or metric)."""
+    return v is None or v is pd.NA or (isinstance(v, float | np.floating) and math.isnan(v))

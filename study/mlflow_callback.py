@@ -1,0 +1,127 @@
+"""Tune callback that writes the MLflow run schema (through study.tracking) from the study's driver.
+
+A trial's status: `failed` when Tune reports an error (after Train's own retries), `completed` when
+its last scored epoch reached the trial's epochs (or ASHA's max_t), `pruned` otherwise (ASHA
+stopped it early). Per-epoch metrics are logged in one batch per report with step = epoch (the
+phase's own epoch: a pipeline trial's pre-training epochs are logged under `pretrain/...`).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+from study import schema
+from study.space import apply_knobs, knob_values
+from study.spec import StudySpec
+from study.tracking import StudyTracker, schema_metrics, trial_params
+from study.trial import PHASE_KEY
+
+log = logging.getLogger(__name__)
+
+
+class MlflowStudyCallback(Callback):
+    def __init__(self, spec: StudySpec):
+        self.spec = spec
+        self.tracker = StudyTracker(spec)
+        self._runs: dict[str, str] = {}  # trial_id -> child run id
+        self._checkpoints: dict[str, str] = {}  # trial_id -> latest scored-phase checkpoint dir
+        self._logged: dict[tuple[str, str], int] = {}  # (trial_id, phase) -> last epoch logged
+
+    def setup(self, **info: Any) -> None:
+        self.tracker.start_study()
+
+    # --- trial lifecycle ---------------------------------------------------------------------------
+    def _run_id(self, trial) -> str:
+        run_id = self._runs.get(trial.trial_id)
+        if run_id is None:
+            run_id = self.tracker.start_trial(trial.trial_id, self.params(trial.config))
+            self._runs[trial.trial_id] = run_id
+            for phase in self.spec.phases:  # a restarted trial re-reports nothing it already logged
+                key = self.spec.metric if phase == self.spec.scored_phase else schema.M_PRETRAIN_LOSS
+                self._logged[(trial.trial_id, phase)] = self.tracker.last_step(run_id, key)
+        return run_id
+
+    def params(self, config: dict) -> dict[str, str]:
+        knobs = knob_values(config, frozenset(self.spec.search.space))
+        phases = {p: apply_knobs(self.spec.phase_config(p), p, knobs) for p in self.spec.phases}
+        return trial_params(self.spec, phases)
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._runs.pop(trial.trial_id, None)  # (re)started: look the run up again, reuse it if it exists
+        self._run_id(trial)
+
+    def on_trial_restore(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        metrics = schema_metrics(result)
+        if result.get(PHASE_KEY) == "pretrain" and self.spec.stage == "pipeline":
+            step = result.get(f"pretrain/{schema.M_EPOCH}")
+            metrics.pop(self.spec.metric, None)
+        else:
+            step = result.get(schema.M_EPOCH)
+            if result.get(CHECKPOINT_PATH_KEY):
+                self._checkpoints[trial.trial_id] = result[CHECKPOINT_PATH_KEY]
+        if step is None:
+            log.warning("trial %s reported no epoch; result not logged: %s", trial.trial_id, sorted(result))
+            return
+        run_id = self._run_id(trial)
+        phase_key = (trial.trial_id, result.get(PHASE_KEY, self.spec.scored_phase))
+        if int(step) <= self._logged.get(phase_key, 0):
+            return
+        self._logged[phase_key] = int(step)
+        self.tracker.log_epoch(run_id, metrics, int(step))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        run_id = self._run_id(trial)
+        status = trial_status(self.spec, trial.config, trial.last_result or {})
+        self._finish_artifacts(trial, run_id)
+        self.tracker.end_trial(run_id, status)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        run_id = self._run_id(trial)
+        self._finish_artifacts(trial, run_id)
+        self.tracker.end_trial(run_id, schema.STATUS_FAILED, error=trial_error(trial))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.tracker.end_study()
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def _finish_artifacts(self, trial, run_id: str) -> None:
+        path = self._checkpoints.get(trial.trial_id)
+        try:
+            if path and Path(path).is_dir():
+                self.tracker.log_checkpoint(run_id, Path(path))
+            elif path:
+                log.warning("trial %s: checkpoint %s is not on this machine's file system; not logged",
+                            trial.trial_id, path)
+            self.tracker.log_auc_table(run_id, self.spec.metric, self.spec.mode)
+        except OSError as exc:  # an artifact problem must not lose the trial's status
+            log.warning("trial %s: artifacts not logged: %s", trial.trial_id, exc)
+
+
+def trial_status(spec: StudySpec, config: dict, last_result: dict) -> str:
+    """A trial Tune ended without error: completed when its scored phase ran all its epochs (or
+    ASHA's max_t), pruned when ASHA stopped it earlier."""
+    phase = spec.scored_phase
+    knobs = knob_values(config, frozenset(spec.search.space))
+    epochs = apply_knobs(spec.phase_config(phase), phase, knobs).epochs
+    if spec.search.scheduler.type == "asha":
+        epochs = min(epochs, spec.max_t)
+    reached = last_result.get(schema.M_EPOCH) if last_result.get(PHASE_KEY, phase) == phase else None
+    return schema.STATUS_COMPLETED if reached is not None and reached >= epochs else schema.STATUS_PRUNED
+
+
+def trial_error(trial) -> str:
+    """The trial's error: the tail of Tune's error trace (the exception type and message come last).
+    Tune writes it to the trial's local folder before callbacks run, and syncs it to storage later."""
+    try:
+        local = trial.error_file
+        text = Path(local).read_text() if local and Path(local).is_file() else trial.get_error()
+    except OSError as exc:
+        return f"trial failed; its error trace could not be read: {exc}"
+    return str(text).strip()[-2000:] if text else "trial failed (no error recorded)"

@@ -1,0 +1,98 @@
+"""Live study progress for the CLI (rich): trials running / completed / pruned / failed, best so far.
+
+A Tune callback; it is pickled with Tune's state, so the console and the live display are made on
+first use and dropped when pickled.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from study import schema
+from study.mlflow_callback import trial_status
+from study.spec import StudySpec
+from study.trial import PHASE_KEY
+
+
+class StudyProgress(Callback):
+    def __init__(self, spec: StudySpec):
+        self.spec = spec
+        self.status: dict[str, str] = {}  # trial_id -> running | completed | pruned | failed
+        self.epoch: dict[str, str] = {}  # trial_id -> "pretrain 3/10" | "finetune 2/5"
+        self.best: tuple[float, str] | None = None
+        self.started: dict[str, float] = {}
+        self.first_report_s: list[float] = []  # trial start -> first epoch report (start-up + 1 epoch)
+        self._live = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_live": None}
+
+    # --- Tune events ---------------------------------------------------------------------------------
+    def setup(self, **info: Any) -> None:
+        from rich.live import Live
+
+        self._live = Live(self.render(), refresh_per_second=2, transient=False)
+        self._live.start()
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self.status[trial.trial_id] = schema.STATUS_RUNNING
+        self.started[trial.trial_id] = time.monotonic()
+        self._refresh()
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        tid = trial.trial_id
+        if tid in self.started:
+            self.first_report_s.append(time.monotonic() - self.started.pop(tid))
+        phase = result.get(PHASE_KEY, self.spec.scored_phase)
+        epoch = result.get(schema.M_EPOCH, result.get(f"pretrain/{schema.M_EPOCH}"))
+        self.epoch[tid] = f"{phase} {epoch}"
+        value = result.get(self.spec.metric)
+        if isinstance(value, int | float) and math.isfinite(value) and phase == self.spec.scored_phase:
+            sign = 1 if self.spec.mode == "max" else -1
+            if self.best is None or sign * value > sign * self.best[0]:
+                self.best = (float(value), tid)
+        self._refresh()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self.status[trial.trial_id] = trial_status(self.spec, trial.config, trial.last_result or {})
+        self._refresh()
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self.status[trial.trial_id] = schema.STATUS_FAILED
+        self._refresh()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._refresh()
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    # --- display ---------------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(schema.TRIAL_STATUSES, 0)
+        for s in self.status.values():
+            out[s] += 1
+        return out
+
+    def render(self):
+        from rich.table import Table
+
+        c = self.counts()
+        table = Table(title=f"study {self.spec.name} ({self.spec.stage}, {self.spec.search.num_samples} trials)")
+        for col in ("running", "completed", "pruned", "failed", f"best {self.spec.metric}"):
+            table.add_column(col, justify="right")
+        best = f"{self.best[0]:.4f} ({self.best[1]})" if self.best else "-"
+        table.add_row(str(c[schema.STATUS_RUNNING]), str(c[schema.STATUS_COMPLETED]),
+                      str(c[schema.STATUS_PRUNED]), str(c[schema.STATUS_FAILED]), best)
+        running = [f"{tid}: {self.epoch.get(tid, 'starting')}" for tid, s in self.status.items()
+                   if s == schema.STATUS_RUNNING]
+        if running:
+            table.caption = "running: " + ", ".join(running)
+        return table
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self.render())

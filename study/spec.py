@@ -1,0 +1,343 @@
+"""The study spec: one typed object loaded from YAML and validated before any Ray work.
+
+Layout (every section but `name`, `stage`, `data` and the phases the stage runs is optional):
+
+    name: demo                      # experiment name and Tune run name ([A-Za-z0-9_.-])
+    stage: pipeline                 # pretrain | finetune | pipeline (pre-train, then fine-tune, one trial)
+    data: {store: ../store}         # datasets.config.DataConfig
+    pretrain_data: {store: ../mix}  # optional: the pre-training store when it differs (e.g. X-rays 0.3M)
+    model: {name: vit_tiny_test}    # trainers.config.ModelConfig
+    pretrain: {...}                 # trainers.config.PretrainConfig (stages pretrain, pipeline)
+    finetune: {...}                 # trainers.config.FinetuneConfig (stages finetune, pipeline)
+    search:
+      metric: val/mauc              # default val/mauc (finetune, pipeline) or pretrain/loss (pretrain)
+      mode: max                     # default max for val/*, min otherwise
+      num_samples: 8
+      sampler: {type: tpe, seed: 0, n_startup_trials: 4, multivariate: true}
+      scheduler: {type: asha, grace_period: 1, reduction_factor: 2}   # max_t defaults to the epochs
+      points_to_evaluate: [paper, {finetune.layer_decay: 0.75}]       # `paper` = FACTS.md recipe
+      space:
+        finetune.layer_decay: {type: float, low: 0.4, high: 0.9}
+        finetune.randaug_magnitude: {type: int, low: 0, high: 12, step: 3}
+        pretrain.mask_ratio: {type: categorical, choices: [0.75, 0.9]}
+    resources: {workers_per_trial: 1, cpus_per_worker: 1, gpus_per_worker: 0.5, max_concurrent_trials: 2}
+    tracking: {uri: sqlite:///mlflow.db, experiment: demo}
+    storage_path: studies
+
+Relative paths written in the YAML are relative to the spec file; `--set` values are relative to the
+working directory. Defaults: tracking.uri = $MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db,
+tracking.experiment = name, storage_path = <cwd>/studies. `load_spec` returns them resolved (absolute).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from datasets.config import DataConfig
+from study import schema
+from study.errors import SpecError
+from study.space import KnobSpace
+from study.validate import semantic_problems
+from trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
+
+Stage = Literal["pretrain", "finetune", "pipeline"]
+STAGE_PHASES: dict[str, tuple[str, ...]] = {
+    "pretrain": ("pretrain",),
+    "finetune": ("finetune",),
+    "pipeline": ("pretrain", "finetune"),
+}
+PAPER_POINT = "paper"  # in points_to_evaluate: the paper's recipe (study.schema.PAPER_RECIPE) on the space
+
+
+class SamplerConfig(BaseModel):
+    """Optuna sampler: TPE (seeded, multivariate + group) or random."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+    n_startup_trials: int = Field(10, ge=0, description="random trials before TPE models the results")
+    multivariate: bool = True
+
+
+class SchedulerConfig(BaseModel):
+    """Early stopping by Tune's ASHA on `training_iteration` (= epochs reported to Tune)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
+    reduction_factor: float = Field(2, gt=1)
+    max_t: int | None = Field(None, ge=1, description="default: the epochs of the scored phase")
+
+
+class SearchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str | None = None
+    mode: Literal["max", "min"] | None = None
+    num_samples: int = Field(1, ge=1)
+    sampler: SamplerConfig = SamplerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    points_to_evaluate: list[dict[str, Any] | Literal["paper"]] = []
+    space: dict[str, KnobSpace] = {}
+
+
+class ResourcesConfig(BaseModel):
+    """Per trial: a Train worker group of `workers_per_trial` workers; fractional GPUs allowed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers_per_trial: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0)
+    max_concurrent_trials: int = Field(1, ge=1)
+    max_failures: int = Field(0, ge=0, description="Train worker-group restarts per trial (from checkpoint)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ResourcesConfig:
+        g = self.gpus_per_worker
+        if g > 1 and g != int(g):
+            raise ValueError(f"resources.gpus_per_worker={g}: above 1 it must be a whole number")
+        return self
+
+
+class TrackingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<cwd>/mlflow.db")
+    experiment: str | None = Field(None, description="default: the study name")
+
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    stage: Stage
+    data: DataConfig
+    pretrain_data: DataConfig | None = Field(None, description="pre-training store when it differs from `data`")
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig | None = None
+    finetune: FinetuneConfig | None = None
+    search: SearchConfig = SearchConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    storage_path: Path | None = Field(None, description="Tune storage; default <cwd>/studies")
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        problems = semantic_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
+    # --- derived values (never written back) ----------------------------------------------------
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return STAGE_PHASES[self.stage]
+
+    @property
+    def metric(self) -> str:
+        if self.search.metric:
+            return self.search.metric
+        return schema.M_PRETRAIN_LOSS if self.stage == "pretrain" else schema.M_VAL_MAUC
+
+    @property
+    def mode(self) -> str:
+        if self.search.mode:
+            return self.search.mode
+        return "max" if self.metric.startswith(("val/", "test/")) else "min"
+
+    @property
+    def scored_phase(self) -> str:
+        """The phase whose epochs Tune sees (pipeline: fine-tuning; see study/tune.py)."""
+        return "pretrain" if self.stage == "pretrain" else "finetune"
+
+    @property
+    def max_t(self) -> int:
+        """ASHA's max_t: the scored phase's epochs (the largest searched value if epochs is searched)."""
+        if self.search.scheduler.max_t is not None:
+            return self.search.scheduler.max_t
+        knob = f"{self.scored_phase}.epochs"
+        dist = self.search.space.get(knob)
+        if dist is not None:
+            return int(max(v for _, v in dist.bounds()))
+        return getattr(self, self.scored_phase).epochs
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def points(self) -> list[dict[str, Any]]:
+        """points_to_evaluate, complete (OptunaSearch needs every knob): `paper` becomes the paper's
+        values of the searched knobs, and a knob a point leaves out takes the spec's fixed value."""
+        out = []
+        for point in self.search.points_to_evaluate:
+            if point == PAPER_POINT:
+                point = {k: v for k, v in schema.PAPER_RECIPE.items() if k in self.search.space}
+            full = {}
+            for knob in self.search.space:
+                if knob in point:
+                    full[knob] = point[knob]
+                else:
+                    phase, field = knob.split(".", 1)
+                    full[knob] = getattr(getattr(self, phase), field, None)
+            full.update({k: v for k, v in point.items() if k not in full})
+            out.append(full)
+        return out
+
+    def data_for(self, phase: str) -> DataConfig:
+        """The store a phase reads: `pretrain_data` for pre-training when given, else `data`."""
+        return self.pretrain_data if phase == "pretrain" and self.pretrain_data is not None else self.data
+
+    def phase_config(self, phase: str) -> PretrainConfig | FinetuneConfig:
+        cfg = getattr(self, phase)
+        if cfg is None:
+            raise SpecError(f"{phase}: this spec (stage {self.stage}) has no {phase} section")
+        return cfg
+
+
+# --- loading ------------------------------------------------------------------------------------
+_PATH_FIELDS = (("data", "store"), ("pretrain_data", "store"), ("storage_path",), ("finetune", "init"))
+
+
+def load_spec(path: Path | str, overrides: list[str] | None = None, *, check_store: bool = True) -> StudySpec:
+    """Read, override (`key=value`, value parsed as YAML), resolve paths and validate a spec.
+
+    Raises SpecError naming the file and the field (or line, for YAML syntax errors). With
+    `check_store`, the data store must exist here (manifest.json); `study submit` skips that check
+    because the store lives on the cluster.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found")
+    raw = _read_yaml(path)
+    overridden = set()
+    for item in overrides or []:
+        overridden.add(_apply_override(raw, item, path))
+    _resolve_paths(raw, base=path.parent, overridden=overridden)
+    spec = parse_spec(raw, source=str(path))
+    spec = with_defaults(spec)
+    if check_store:
+        check_data_store(spec, source=str(path))
+    return spec
+
+
+def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
+    """Validate a spec mapping; SpecError lists every problem as `source: field.path: reason`."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a spec is a mapping of sections, got {type(raw).__name__}")
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_format_error(e) for e in exc.errors()]
+        raise SpecError(f"{source}: " + "\n  ".join(lines)) from None
+
+
+def with_defaults(spec: StudySpec) -> StudySpec:
+    """Fill tracking.uri, tracking.experiment and storage_path (absolute) where the spec left them out."""
+    uri = spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    tracking = spec.tracking.model_copy(update={"uri": uri, "experiment": spec.experiment})
+    storage = (spec.storage_path or Path.cwd() / "studies").resolve()
+    return spec.model_copy(update={"tracking": tracking, "storage_path": storage})
+
+
+def check_data_store(spec: StudySpec, source: str = "<spec>") -> None:
+    for section in ("data", "pretrain_data"):
+        d = getattr(spec, section)
+        manifest = Path(d.store) / "manifest.json" if d is not None else None
+        if manifest is not None and not manifest.is_file():
+            raise SpecError(f"{source}: {section}.store: no prepared store at {d.store} ({manifest.name} "
+                            f"missing); create one with `thoraxmae data prepare ... --out {d.store}`")
+
+
+def dump_spec(spec: StudySpec) -> str:
+    """The resolved spec as YAML (the `spec.yaml` artifact); `load_spec` reads it back unchanged."""
+    data = spec.model_dump(mode="json", exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise SpecError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec is a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def _split_key(key: str) -> list[str]:
+    """`search.space.finetune.drop_path.high` -> [search, space, finetune.drop_path, high]."""
+    parts = key.split(".")
+    if parts[:2] == ["search", "space"] and len(parts) >= 4:
+        return parts[:2] + [".".join(parts[2:4])] + parts[4:]
+    return parts
+
+
+def _apply_override(raw: dict, item: str, source: Path) -> tuple[str, ...]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(f"--set {item!r}: expected key=value, e.g. finetune.drop_path=0.1")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"--set {key}: value {text!r} is not valid YAML ({exc})") from None
+    parts = _split_key(key.strip())
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a section in {source}")
+        node = child
+    node[parts[-1]] = value
+    return tuple(parts)
+
+
+def _resolve_paths(raw: dict, base: Path, overridden: set[tuple[str, ...]]) -> None:
+    for fields in _PATH_FIELDS:
+        node = raw
+        for f in fields[:-1]:
+            node = node.get(f) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not isinstance(node.get(fields[-1]), str):
+            continue
+        root = Path.cwd() if fields in overridden else base
+        node[fields[-1]] = str((root / Path(node[fields[-1]]).expanduser()).resolve())
+    tracking = raw.get("tracking")
+    if isinstance(tracking, dict) and isinstance(tracking.get("uri"), str):
+        root = Path.cwd() if ("tracking", "uri") in overridden else base
+        tracking["uri"] = _resolve_sqlite(tracking["uri"], root)
+
+
+def _resolve_sqlite(uri: str, root: Path) -> str:
+    """`sqlite:///mlflow.db` (relative) -> `sqlite:////abs/mlflow.db`; other URIs unchanged."""
+    m = re.fullmatch(r"sqlite:///(.+)", uri)
+    if not m or m.group(1).startswith("/"):
+        return uri
+    return f"sqlite:///{(root / m.group(1)).resolve()}"
+
+
+def _format_error(err: dict) -> str:
+    loc = [str(p) for p in err["loc"]]
+    # discriminated unions add the tag (`float`) to the path: search.space.<knob>.float.low
+    if len(loc) >= 4 and loc[:2] == ["search", "space"] and loc[3] in ("float", "int", "categorical"):
+        loc = loc[:3] + loc[4:]
+    path = ".".join(loc)
+    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        msg = str(err["ctx"]["error"])
+        return msg if not path or msg.startswith(path) else f"{path}: {msg}"
+    shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {err.get('input')!r})"
+    if err["type"] == "extra_forbidden":
+        return f"{path}: unknown key"
+    return f"{path}: {err['msg']}{shown}" if path else f"{err['msg']}{shown}"

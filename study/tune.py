@@ -1,0 +1,149 @@
+"""Tuner + OptunaSearch + ASHA for a study spec, and restoring a study whose driver died.
+
+Wiring (Ray 2.60, Train V2): a Tune function trainable (study.trial.trial_driver) per trial builds
+the trainers' TorchTrainer, whose worker group gets its own placement group; the driver itself
+asks Tune for no CPU (only `DRIVER_RESOURCES` memory) so drivers never hold the CPUs their workers need, and
+`max_concurrent_trials` bounds how many worker groups compete. ASHA's clock is the reported `epoch`
+of the scored phase (see study.trial for the pipeline); OptunaSearch gets the space as Optuna
+distributions, a seeded TPE sampler and the spec's points_to_evaluate.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+import ray
+import ray.tune
+from ray.tune import Callback, Tuner
+
+from study import schema
+from study.errors import SpecError
+from study.mlflow_callback import MlflowStudyCallback
+from study.resume import SPEC_FILE
+from study.space import to_optuna_space
+from study.spec import StudySpec, dump_spec
+from study.trial import trial_driver
+
+log = logging.getLogger(__name__)
+# The trial driver only waits on its Train controller: no CPU, a little memory (its Python process).
+DRIVER_RESOURCES = {"cpu": 0, "memory": 256 * 1024**2}
+
+
+def init_ray(**local_options) -> float:
+    """Join RAY_ADDRESS when set (or inside a Ray job), else start a local Ray with its dashboard on
+    127.0.0.1 (the dashboard also frees the placement groups of trials that ASHA stops). Returns seconds.
+
+    A local Ray is started on a chosen GCS port with RAY_ADDRESS naming it in the environment its
+    processes inherit: Train's placement-group cleaner finds "its" cluster through RAY_ADDRESS (or
+    the last `ray start` on the machine), and on a machine running several Rays it would otherwise
+    ask the wrong one, leak the group of every stopped trial and hang the study.
+    `local_options` go to ray.init (e.g. num_cpus=2 in tests)."""
+    t0 = time.monotonic()
+    if ray.is_initialized():
+        return 0.0
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+        return time.monotonic() - t0
+    gcs_port, dashboard_port = free_ports(2)
+    own = {"RAY_GCS_SERVER_PORT": str(gcs_port), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{gcs_port}"}
+    saved = {k: os.environ.get(k) for k in own}
+    os.environ.update(own)
+    try:
+        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
+                   "log_to_driver": False, **local_options}
+        ray.init(address="local", **options)  # "local": never a cluster some `ray start` left here
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return time.monotonic() - t0
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def make_sampler(spec: StudySpec):
+    import optuna
+
+    s = spec.search.sampler
+    if s.type == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials,
+                                      multivariate=s.multivariate, group=s.multivariate)
+
+
+def make_search(spec: StudySpec):
+    from ray.tune.search.optuna import OptunaSearch
+
+    if not spec.search.space:
+        return None  # nothing to search: num_samples repeats of the fixed recipe
+    return OptunaSearch(space=to_optuna_space(spec.search.space), metric=spec.metric, mode=spec.mode,
+                        points_to_evaluate=spec.points() or None, sampler=make_sampler(spec))
+
+
+def make_scheduler(spec: StudySpec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    sched = spec.search.scheduler
+    if sched.type == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr=schema.M_EPOCH, max_t=spec.max_t, grace_period=sched.grace_period,
+                         reduction_factor=sched.reduction_factor)
+
+
+def trainable(spec: StudySpec):
+    return ray.tune.with_resources(ray.tune.with_parameters(trial_driver, spec=spec), DRIVER_RESOURCES)
+
+
+def run_config(spec: StudySpec, callbacks: list[Callback]) -> ray.tune.RunConfig:
+    return ray.tune.RunConfig(name=spec.name, storage_path=str(spec.storage_path),
+                              callbacks=[MlflowStudyCallback(spec), *callbacks],
+                              failure_config=ray.tune.FailureConfig(max_failures=0), verbose=0)
+
+
+def study_dir(spec: StudySpec) -> Path:
+    return Path(spec.storage_path) / spec.name
+
+
+def build_tuner(spec: StudySpec, callbacks: list[Callback] | None = None) -> Tuner:
+    tune_config = ray.tune.TuneConfig(
+        metric=spec.metric, mode=spec.mode, search_alg=make_search(spec), scheduler=make_scheduler(spec),
+        num_samples=spec.search.num_samples, max_concurrent_trials=spec.resources.max_concurrent_trials)
+    return Tuner(trainable(spec), tune_config=tune_config, run_config=run_config(spec, callbacks or []))
+
+
+def run_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ray.tune.ResultGrid:
+    """Run a new study to the end (Ray must be initialised). A failed trial does not stop it."""
+    if Tuner.can_restore(str(study_dir(spec))):
+        raise SpecError(f"name: study `{spec.name}` already exists at {study_dir(spec)}; "
+                        f"continue it with `thoraxmae study resume {spec.name}` or choose another name")
+    study_dir(spec).mkdir(parents=True, exist_ok=True)
+    (study_dir(spec) / SPEC_FILE).write_text(dump_spec(spec))
+    return build_tuner(spec, callbacks).fit()
+
+
+def resume_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ray.tune.ResultGrid:
+    """Continue a study whose driver died: finished trials stay finished, unfinished and errored
+    ones run again (their Train runs resume from their last checkpoint), the rest are sampled."""
+    path = str(study_dir(spec))
+    if not Tuner.can_restore(path):
+        raise SpecError(f"name: no Tune state for study `{spec.name}` at {path}; nothing to resume")
+    tuner = Tuner.restore(path, trainable=trainable(spec), resume_unfinished=True, resume_errored=True)
+    # Tune restores the callbacks pickled when the study started; this process's own (a fresh
+    # progress display) replace them through the one place Tuner keeps its RunConfig.
+    local = getattr(tuner, "_local_tuner", None)
+    if local is not None and callbacks is not None:
+        local.get_run_config().callbacks = [MlflowStudyCallback(spec), *callbacks]
+    return tuner.fit()

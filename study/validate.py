@@ -1,0 +1,87 @@
+"""Meaning checks of a study spec across its sections (types and single-field ranges are pydantic's).
+
+Each problem is one line starting with the field path, e.g. `search.space.pretrain.mask_ratio.high:`.
+A search range is checked by building the phase config with each bound, so a bound must itself be
+a valid value of the knob.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from study.space import PHASES, check_value, split_knob
+
+if TYPE_CHECKING:
+    from study.spec import StudySpec
+
+
+def semantic_problems(spec: StudySpec) -> list[str]:
+    """Meaning checks across sections; each problem starts with the field path."""
+    problems = []
+    for phase in PHASES:
+        used = phase in spec.phases
+        if used and getattr(spec, phase) is None:
+            problems.append(f"{phase}: section required by stage `{spec.stage}`")
+        if not used and getattr(spec, phase) is not None:
+            problems.append(f"{phase}: not used by stage `{spec.stage}` (remove it, or use stage: pipeline)")
+    if problems:
+        return problems
+    if spec.pretrain_data is not None and "pretrain" not in spec.phases:
+        problems.append(f"pretrain_data: not used by stage `{spec.stage}`")
+    if spec.stage == "pipeline" and spec.finetune.init is not None:
+        problems.append("finetune.init: set by the pipeline (each trial fine-tunes its own pre-trained encoder)")
+    if spec.model.name in ("densenet121", "resnet50") and "pretrain" in spec.phases:
+        problems.append(f"model.name: MAE pre-training needs a ViT, got `{spec.model.name}`")
+    for section in ("data", "pretrain_data"):
+        d = getattr(spec, section)
+        if d is not None and d.in_chans != spec.model.in_chans:
+            problems.append(f"{section}.in_chans={d.in_chans} differs from model.in_chans={spec.model.in_chans}")
+    for knob, dist in spec.search.space.items():
+        problems += _knob_problems(spec, knob, dist)
+    for i, (raw, point) in enumerate(zip(spec.search.points_to_evaluate, spec.points(), strict=True)):
+        problems += _point_problems(spec, i, raw, point)
+    if spec.search.scheduler.max_t is not None and spec.search.scheduler.max_t > _max_epochs(spec):
+        problems.append(f"search.scheduler.max_t={spec.search.scheduler.max_t} exceeds "
+                        f"{spec.scored_phase}.epochs={_max_epochs(spec)}")
+    if spec.search.scheduler.type == "asha" and spec.search.scheduler.grace_period > spec.max_t:
+        problems.append(f"search.scheduler.grace_period={spec.search.scheduler.grace_period} exceeds "
+                        f"max_t={spec.max_t}")
+    return problems
+
+
+def _max_epochs(spec: StudySpec) -> int:
+    dist = spec.search.space.get(f"{spec.scored_phase}.epochs")
+    if dist is not None:
+        return int(max(v for _, v in dist.bounds()))
+    return getattr(spec, spec.scored_phase).epochs
+
+
+def _knob_problems(spec: StudySpec, knob: str, dist: Any) -> list[str]:
+    path = f"search.space.{knob}"
+    try:
+        phase, field = split_knob(knob)
+    except ValueError as exc:
+        return [f"{path}: {exc}"]
+    if phase not in spec.phases:
+        return [f"{path}: stage `{spec.stage}` does not run {phase}; `{knob}` is not used"]
+    if spec.stage == "pipeline" and knob == "finetune.init":
+        return [f"{path}: set by the pipeline"]
+    problems = [f"{path}.{where}: {why}" for where, why in dist.check()]
+    base = getattr(spec, phase)
+    for where, value in dist.bounds():
+        reason = check_value(base, field, value)
+        if reason:
+            problems.append(f"{path}.{where}: {knob}={value!r} is not a valid value ({reason})")
+    return problems
+
+
+def _point_problems(spec: StudySpec, i: int, raw: Any, point: dict[str, Any]) -> list[str]:
+    problems = []
+    for knob, value in point.items():
+        path = f"search.points_to_evaluate[{i}].{knob}"
+        dist = spec.search.space.get(knob)
+        origin = "" if isinstance(raw, dict) and knob in raw else " (the point leaves it out: the fixed value)"
+        if dist is None:
+            problems.append(f"{path}: not a searched knob (space has {sorted(spec.search.space)})")
+        elif not dist.contains(value):
+            problems.append(f"{path}: {value!r}{origin} is outside the space {dist.model_dump(exclude_none=True)}")
+    return problems

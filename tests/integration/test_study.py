@@ -1,0 +1,88 @@
+"""Studies on the real local Ray (2 CPUs) with real MLflow (SQLite) on the phantom store."""
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+
+from study import schema
+from study.spec import load_spec
+from tests.integration.study_helpers import TEST_ENV, history, study_runs, tiny_spec, trial_runs, write_spec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _fail_fast_env(monkeypatch):
+    for key, value in TEST_ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture()
+def study_ray(request):
+    """The session's Ray, started through study.tune.init_ray when no test started it before, so its
+    processes carry RAY_ADDRESS (see init_ray: other Rays on this machine must not confuse Train)."""
+    import ray
+
+    from study.tune import init_ray
+
+    if not ray.is_initialized():
+        init_ray(num_cpus=2, object_store_memory=200 * 1024**2)
+    return request.getfixturevalue("ray_session")
+
+
+def test_finetune_study_prunes_and_tracks_every_trial(study_ray, phantom_store, tmp_path):
+    from study.tune import run_study
+
+    raw = tiny_spec(phantom_store, tmp_path, "ft-study", num_samples=5)
+    # the paper-like point learns; the second barely moves (blr 1e-6), so ASHA stops it at its first rung
+    raw["search"]["points_to_evaluate"] = [{"finetune.layer_decay": 0.75, "finetune.blr": 3e-3},
+                                           {"finetune.layer_decay": 0.75, "finetune.blr": 1e-6}]
+    spec = load_spec(write_spec(raw, tmp_path / "spec.yaml"))
+    grid = run_study(spec)
+
+    uri = spec.tracking.uri
+    assert len(grid) == 5 and not grid.errors
+    parents = study_runs(uri, "ft-study")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    runs = trial_runs(uri, "ft-study")
+    assert len(runs) == 5
+    assert len({r.data.tags[schema.TAG_TRIAL_ID] for r in runs}) == 5
+    assert all(r.data.tags[schema.TAG_PARENT] == parents[0].info.run_id for r in runs)
+    statuses = [r.data.tags[schema.TAG_STATUS] for r in runs]
+    assert statuses.count(schema.STATUS_PRUNED) >= 1, statuses
+    assert set(statuses) <= {schema.STATUS_COMPLETED, schema.STATUS_PRUNED}
+    for r in runs:
+        assert {"finetune.layer_decay", "finetune.blr", "finetune.lr", "finetune.drop_path"} <= set(r.data.params)
+        steps = [s for s, _ in history(uri, r.info.run_id, schema.M_VAL_MAUC)]
+        assert steps == list(range(1, len(steps) + 1)) and steps, steps
+        if r.data.tags[schema.TAG_STATUS] == schema.STATUS_COMPLETED:
+            assert steps[-1] == 3 and schema.M_TEST_MAUC in r.data.metrics
+            arts = {a.path for a in MlflowClient(uri).list_artifacts(r.info.run_id)}
+            assert {schema.ARTIFACT_CHECKPOINT_DIR, schema.ARTIFACT_AUC_TABLE} <= arts
+        else:
+            assert steps[-1] < 3
+    lr = {float(r.data.params["finetune.blr"]): float(r.data.params["finetune.lr"]) for r in runs}
+    assert lr[1e-6] == pytest.approx(1e-6 * 16 / 256)  # derived lr = blr * global batch / 256
+
+
+def test_pipeline_study_pretrains_then_finetunes(study_ray, phantom_store, tmp_path):
+    from study.tune import run_study
+
+    raw = tiny_spec(phantom_store, tmp_path, "pipe-study", stage="pipeline", num_samples=2)
+    spec = load_spec(write_spec(raw, tmp_path / "spec.yaml"))
+    grid = run_study(spec)
+
+    assert len(grid) == 2 and not grid.errors
+    uri = spec.tracking.uri
+    runs = trial_runs(uri, "pipe-study")
+    assert len(runs) == 2
+    for r in runs:
+        assert r.data.tags[schema.TAG_STATUS] in (schema.STATUS_COMPLETED, schema.STATUS_PRUNED)
+        assert r.data.params["pretrain.mask_ratio"] in ("0.75", "0.9") and "finetune.layer_decay" in r.data.params
+        assert [s for s, _ in history(uri, r.info.run_id, schema.M_PRETRAIN_LOSS)] == [1, 2]
+        assert [s for s, _ in history(uri, r.info.run_id, schema.M_VAL_MAUC)][0] == 1
+        pre_cost = r.data.metrics.get(f"pretrain/{schema.M_COST_CPU_HOURS}")
+        assert pre_cost is not None and r.data.metrics[schema.M_COST_CPU_HOURS] > pre_cost
+    # every trial fine-tuned its own encoder: one pre-training Train run per trial, marked done
+    done = list((spec.storage_path / spec.name / "train").glob("train-*-pretrain/thoraxmae_final.json"))
+    assert len(done) == 2

@@ -1,0 +1,208 @@
+"""A synthetic study in MLflow that follows the run schema exactly, with a KNOWN response surface.
+
+The objective (val/mauc) of a trial is
+
+    0.80 - 0.100 * ((layer_decay - 0.6) / 0.3)^2 - 0.020 * ((drop_path - 0.1) / 0.2)^2
+         - 0.008 * ((mask_ratio - 0.85) / 0.1)^2 + noise(sd 0.002)        (randaug_magnitude: no effect)
+
+so the planted optimum is layer_decay 0.6, drop_path 0.1, mask_ratio 0.85 and the importance order
+layer_decay >> {drop_path, mask_ratio} >> randaug_magnitude (over the searched ranges drop_path and
+mask_ratio move the objective by up to 0.045 and 0.05: their mutual order is not planted).
+
+Knob values come from Optuna's TPE (as in a real study); ASHA is simulated (grace 2 epochs, reduction 2, max 8): a trial below the median of the
+earlier trials at a rung stops there with a shorter curve. One trial fails (no metrics), the last one
+is still running. Everything is written with MlflowClient.log_batch, so 40 trials take a few seconds.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from study import schema
+
+OPTIMUM = {"finetune.layer_decay": 0.6, "finetune.drop_path": 0.1, "pretrain.mask_ratio": 0.85}
+WEIGHTS = {"finetune.layer_decay": (0.100, 0.3), "finetune.drop_path": (0.020, 0.2),
+           "pretrain.mask_ratio": (0.008, 0.1)}  # knob: (depth of the bowl, its width)
+IRRELEVANT = "finetune.randaug_magnitude"
+MOST_IMPORTANT = "finetune.layer_decay"
+SPACE = {
+    "pretrain.mask_ratio": {"type": "float", "low": 0.6, "high": 0.95},
+    "finetune.layer_decay": {"type": "float", "low": 0.4, "high": 1.0},
+    "finetune.drop_path": {"type": "float", "low": 0.0, "high": 0.4},
+    "finetune.randaug_magnitude": {"type": "int", "low": 0, "high": 15},
+}
+EPOCHS, GRACE, REDUCTION = 8, 2, 2
+N_STARTUP = 16  # random trials before TPE models the results
+PEAK, NOISE_SD = 0.80, 0.002
+CURVE_RISE = 0.03  # val/mauc climbs by this much from epoch 1 to the plateau
+
+
+@dataclass
+class SimTrial:
+    trial_id: str
+    status: str
+    params: dict[str, Any]
+    curve: list[float] = field(default_factory=list)  # val/mauc per epoch 1..len
+
+
+@dataclass
+class SyntheticStudy:
+    name: str
+    uri: str
+    parent_run_id: str
+    trials: list[SimTrial]
+
+    def count(self, status: str) -> int:
+        return sum(t.status == status for t in self.trials)
+
+
+def objective(params: dict[str, Any]) -> float:
+    """The planted surface without noise."""
+    return PEAK - sum(depth * ((params[k] - OPTIMUM[k]) / width) ** 2 for k, (depth, width) in WEIGHTS.items())
+
+
+def spec_dict(name: str, space: dict | None = None) -> dict[str, Any]:
+    """A pipeline study spec as study.tracking dumps it (valid for study.spec.parse_spec)."""
+    return {
+        "name": name, "stage": "pipeline", "data": {"store": "/data/store"},
+        "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8, "depth": 4},
+        "pretrain": {"epochs": 3, "warmup_epochs": 1, "batch_size": 32, "mask_ratio": 0.9, "crop_min": 0.5},
+        "finetune": {"epochs": EPOCHS, "warmup_epochs": 1, "batch_size": 32, "layer_decay": 0.75,
+                     "drop_path": 0.2, "randaug_magnitude": 6},
+        "search": {"metric": schema.M_VAL_MAUC, "mode": "max", "num_samples": 40,
+                   "scheduler": {"type": "asha", "grace_period": GRACE, "reduction_factor": REDUCTION},
+                   "space": SPACE if space is None else space},
+        "tracking": {"experiment": name},
+    }
+
+
+def simulate_trials(n: int = 40, seed: int = 0, failed_index: int = 5) -> list[SimTrial]:
+    """n trials chosen by TPE on the planted surface, ASHA-pruned; one failed, the last running."""
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists = {k: IntDistribution(v["low"], v["high"]) if v["type"] == "int" else FloatDistribution(v["low"], v["high"])
+             for k, v in SPACE.items()}
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=N_STARTUP, multivariate=True)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    rng = np.random.default_rng(seed)
+    rungs: dict[int, list[float]] = {}
+    trials = []
+    for i in range(n):
+        ask = study.ask(dists)
+        final = objective(ask.params) + rng.normal(0, NOISE_SD)
+        curve = [final - CURVE_RISE * math.exp(-(e - 1) / 1.5) + rng.normal(0, 0.001) for e in range(1, EPOCHS + 1)]
+        if i == failed_index:
+            study.tell(ask, state=optuna.trial.TrialState.FAIL)
+            trials.append(SimTrial(f"t{i:03d}", schema.STATUS_FAILED, ask.params))
+            continue
+        if i == n - 1:
+            trials.append(SimTrial(f"t{i:03d}", schema.STATUS_RUNNING, ask.params, curve[:3]))
+            continue
+        stop = _asha_stop(curve, rungs)
+        curve = curve[:stop]
+        study.tell(ask, max(curve))
+        status = schema.STATUS_COMPLETED if stop == EPOCHS else schema.STATUS_PRUNED
+        trials.append(SimTrial(f"t{i:03d}", status, ask.params, curve))
+    return trials
+
+
+def _asha_stop(curve: list[float], rungs: dict[int, list[float]]) -> int:
+    """The epoch ASHA stops this trial at: the first rung where it is below the top 1/REDUCTION."""
+    rung = GRACE
+    while rung < EPOCHS:
+        seen = rungs.setdefault(rung, [])
+        value = curve[rung - 1]
+        cutoff = np.quantile(seen, 1 - 1 / REDUCTION) if seen else -math.inf
+        seen.append(value)
+        if value < cutoff:
+            return rung
+        rung *= REDUCTION
+    return EPOCHS
+
+
+def write_study(uri: str, name: str, trials: list[SimTrial], artifact_root: Path,
+                spec: dict | None = None) -> SyntheticStudy:
+    """Write the parent run (spec.yaml) and one child run per trial into experiment `name`."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment(name, artifact_location=(artifact_root / name).resolve().as_uri())
+    spec = spec_dict(name) if spec is None else spec
+    parent = client.create_run(exp, run_name=name, tags={
+        schema.TAG_ROLE: schema.ROLE_STUDY, schema.TAG_STUDY: name, schema.TAG_STAGE: spec["stage"]}).info.run_id
+    client.log_text(parent, yaml.safe_dump(spec, sort_keys=False), schema.ARTIFACT_SPEC)
+    t0 = int(time.time() * 1000) - 3_600_000
+    for i, trial in enumerate(trials):
+        _write_trial(client, exp, parent, name, trial, start_ms=t0 + 60_000 * i)
+    client.set_terminated(parent, "FINISHED")
+    return SyntheticStudy(name=name, uri=uri, parent_run_id=parent, trials=trials)
+
+
+def write_empty_study(uri: str, name: str, artifact_root: Path) -> None:
+    """An experiment with a parent run and no trial runs (a study that never started a trial)."""
+    write_study(uri, name, [], artifact_root)
+
+
+def _write_trial(client, exp: str, parent: str, name: str, trial: SimTrial, start_ms: int) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    tags = {schema.TAG_PARENT: parent, schema.TAG_ROLE: schema.ROLE_TRIAL, schema.TAG_STUDY: name,
+            schema.TAG_STAGE: "pipeline", schema.TAG_TRIAL_ID: trial.trial_id, schema.TAG_STATUS: trial.status}
+    run = client.create_run(exp, start_time=start_ms, tags=tags, run_name=f"{name}-{trial.trial_id}").info.run_id
+    params = {**{k: str(v) for k, v in trial.params.items()}, "finetune.epochs": str(EPOCHS),
+              "pretrain.epochs": "3", "model.name": "vit_tiny_test", "finetune.lr": "0.000125"}
+    metrics = []
+    for step in (1, 2, 3):  # the pipeline's pre-training phase, logged under its own epochs
+        metrics.append(Metric(schema.M_PRETRAIN_LOSS, 0.5 / step, start_ms, step))
+    for epoch, value in enumerate(trial.curve, start=1):
+        ts = start_ms + 30_000 * epoch
+        metrics += [Metric(schema.M_VAL_MAUC, value, ts, epoch), Metric(schema.M_EPOCH_TIME, 30.0, ts, epoch),
+                    Metric(schema.M_TRAIN_LOSS, 0.3 - 0.01 * epoch, ts, epoch),
+                    Metric(schema.M_COST_CPU_HOURS, epoch * 30.0 / 3600, ts, epoch)]
+    if trial.status == schema.STATUS_COMPLETED:
+        test = trial.curve[-1] - 0.01
+        ts = start_ms + 30_000 * len(trial.curve)
+        metrics += [Metric(schema.M_TEST_MAUC, test, ts, len(trial.curve)),
+                    Metric(schema.M_TEST_MAUC_CI_LOW, test - 0.012, ts, len(trial.curve)),
+                    Metric(schema.M_TEST_MAUC_CI_HIGH, test + 0.012, ts, len(trial.curve))]
+    if trial.status == schema.STATUS_FAILED:
+        metrics = []
+        client.set_tag(run, schema.TAG_ERROR, "RuntimeError: simulated worker crash")
+    client.log_batch(run, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
+                     tags=[RunTag("mlflow.runName", f"{name}-{trial.trial_id}")])
+    if trial.status != schema.STATUS_RUNNING:
+        mlflow_status = {schema.STATUS_COMPLETED: "FINISHED", schema.STATUS_PRUNED: "KILLED"}.get(trial.status, "FAILED")
+        client.set_terminated(run, mlflow_status, end_time=start_ms + 30_000 * max(len(trial.curve), 1))
+
+
+def study_record(trials: list[SimTrial], name: str = "synthetic", spec: dict | None = None):
+    """The StudyRecord analysis.load would read back from `write_study` (no MLflow), for fast unit tests."""
+    from analysis.load import StudyRecord, TrialRecord
+
+    spec = spec_dict(name) if spec is None else spec
+    records = []
+    t0 = time.time() - 3600
+    for i, trial in enumerate(trials):
+        start = t0 + 60 * i
+        metrics = {}
+        if trial.curve:
+            metrics = {schema.M_VAL_MAUC: trial.curve[-1], schema.M_COST_CPU_HOURS: len(trial.curve) * 30.0 / 3600}
+        if trial.status == schema.STATUS_COMPLETED:
+            test = trial.curve[-1] - 0.01
+            metrics.update({schema.M_TEST_MAUC: test, schema.M_TEST_MAUC_CI_LOW: test - 0.012,
+                            schema.M_TEST_MAUC_CI_HIGH: test + 0.012})
+        params = {**{k: str(v) for k, v in trial.params.items()}, "finetune.epochs": str(EPOCHS)}
+        history = {schema.M_VAL_MAUC: [(e, v) for e, v in enumerate(trial.curve, start=1)]}
+        end = None if trial.status == schema.STATUS_RUNNING else start + 30 * max(len(trial.curve), 1)
+        records.append(TrialRecord(f"run{i:03d}", trial.trial_id, trial.status, start, end, params, metrics, history))
+    return StudyRecord(name=name, tracking_uri="memory://", experiment_id="0", parent_run_id=None, spec=spec,
+                       stage=spec["stage"], metric=schema.M_VAL_MAUC, mode="max", knobs=tuple(spec["search"]["space"]),
+                       space=spec["search"]["space"], trials=records)

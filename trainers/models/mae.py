@@ -1,0 +1,156 @@
+"""Masked autoencoder (He et al., 2022) with a ViT encoder made of timm blocks.
+
+The encoder sees only the visible patches; a lightweight decoder rebuilds every patch from the encoded
+visible tokens plus a shared mask token; the loss is the pixel MSE on the masked patches only
+(FACTS.md: the paper keeps norm-pix loss off). Parameter names follow the reference MAE, so a state dict
+of this model is a reference-format pre-trained checkpoint and its encoder keys are timm ViT keys.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from trainers.config import ModelConfig
+from trainers.models.presets import ResolvedModel, resolve_model
+from trainers.pos_embed import sincos_2d
+
+
+def num_visible(num_patches: int, mask_ratio: float) -> int:
+    """Patches the encoder sees: floor(L * (1 - mask_ratio)), e.g. 19 of 196 at 0.9 (FACTS.md), 49 at 0.75.
+
+    The reference computes `int(L * (1 - mask_ratio))` in floating point, which drops one patch when the
+    product lands just under an integer (L=100, 0.9 -> 9.999... -> 9); the 1e-6 slack here keeps the
+    exact value (10) and agrees with the reference everywhere else."""
+    keep = int(num_patches * (1 - mask_ratio) + 1e-6)
+    if keep < 1:
+        raise ValueError(f"pretrain.mask_ratio={mask_ratio} leaves no visible patch of {num_patches}")
+    return keep
+
+
+class MaskedAutoencoderViT(nn.Module):
+    """MAE with a ViT backbone; forward(imgs [N,C,H,W], mask_ratio) -> (loss, pred [N,L,p*p*C], mask [N,L])."""
+
+    def __init__(self, r: ResolvedModel, norm_pix_loss: bool = False):
+        super().__init__()
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        self.patch_size, self.in_chans, self.norm_pix_loss = r.patch_size, r.in_chans, norm_pix_loss
+        # encoder
+        self.patch_embed = PatchEmbed(r.img_size, r.patch_size, r.in_chans, r.embed_dim)
+        num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, r.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, r.embed_dim), requires_grad=False)  # fixed
+        self.blocks = nn.ModuleList([Block(r.embed_dim, r.num_heads, r.mlp_ratio, qkv_bias=True,
+                                           norm_layer=norm_layer) for _ in range(r.depth)])
+        self.norm = norm_layer(r.embed_dim)
+        # decoder
+        self.decoder_embed = nn.Linear(r.embed_dim, r.decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, r.decoder_embed_dim))
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, r.decoder_embed_dim),
+                                              requires_grad=False)  # fixed
+        self.decoder_blocks = nn.ModuleList([Block(r.decoder_embed_dim, r.decoder_num_heads, r.mlp_ratio,
+                                                   qkv_bias=True, norm_layer=norm_layer)
+                                             for _ in range(r.decoder_depth)])
+        self.decoder_norm = norm_layer(r.decoder_embed_dim)
+        self.decoder_pred = nn.Linear(r.decoder_embed_dim, r.patch_size**2 * r.in_chans)
+        self.initialize_weights(r.grid_size)
+
+    def initialize_weights(self, grid_size: int) -> None:
+        """Reference MAE init: fixed sin-cos positions, xavier-uniform linears (the patch projection
+        treated as a linear), normal(0.02) class and mask tokens, unit LayerNorms."""
+        self.pos_embed.data.copy_(sincos_2d(self.pos_embed.shape[-1], grid_size, cls_token=True)[None])
+        self.decoder_pos_embed.data.copy_(sincos_2d(self.decoder_pos_embed.shape[-1], grid_size, cls_token=True)[None])
+        w = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
+        """imgs [N, C, H, W] -> [N, L, p*p*C], each patch flattened as (row, column, channel)."""
+        p, (n, c, h, w) = self.patch_size, imgs.shape
+        x = imgs.reshape(n, c, h // p, p, w // p, p)  # [N, C, h, p, w, p]
+        x = torch.einsum("nchpwq->nhwpqc", x)  # [N, h, w, p, p, C]
+        return x.reshape(n, (h // p) * (w // p), p * p * c)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, L, p*p*C] -> imgs [N, C, H, W] (square grid)."""
+        p, c, n = self.patch_size, self.in_chans, x.shape[0]
+        g = round(x.shape[1] ** 0.5)
+        x = x.reshape(n, g, g, p, p, c)  # [N, h, w, p, p, C]
+        x = torch.einsum("nhwpqc->nchpwq", x)  # [N, C, h, p, w, p]
+        return x.reshape(n, c, g * p, g * p)
+
+    def random_masking(self, x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keep a random num_visible(L, mask_ratio) patches per sample (argsort of uniform noise).
+
+        x: [N, L, D] -> x_visible [N, L_keep, D], mask [N, L] (0 keep, 1 masked), ids_restore [N, L]."""
+        n, length, dim = x.shape
+        keep = num_visible(length, mask_ratio)
+        noise = torch.rand(n, length, device=x.device)  # [N, L]
+        ids_shuffle = torch.argsort(noise, dim=1)  # smallest noise first: those are kept
+        ids_restore = torch.argsort(ids_shuffle, dim=1)  # [N, L]
+        ids_keep = ids_shuffle[:, :keep]  # [N, L_keep]
+        x_visible = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))  # [N, L_keep, D]
+        mask = torch.ones(n, length, device=x.device)
+        mask[:, :keep] = 0
+        mask = torch.gather(mask, 1, ids_restore)  # [N, L] in patch order
+        return x_visible, mask, ids_restore
+
+    def forward_encoder(self, imgs: torch.Tensor, mask_ratio: float
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """imgs [N, C, H, W] -> latent [N, 1 + L_keep, D], mask [N, L], ids_restore [N, L]."""
+        x = self.patch_embed(imgs)  # [N, L, D]
+        x = x + self.pos_embed[:, 1:, :]
+        x, mask, ids_restore = self.random_masking(x, mask_ratio)  # x: [N, L_keep, D]
+        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)  # [N, 1, D]
+        x = torch.cat([cls, x], dim=1)  # [N, 1 + L_keep, D]
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x), mask, ids_restore
+
+    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """latent [N, 1 + L_keep, D], ids_restore [N, L] -> pred [N, L, p*p*C] (class token dropped)."""
+        x = self.decoder_embed(latent)  # [N, 1 + L_keep, Dd]
+        n, length, dim = x.shape[0], ids_restore.shape[1], x.shape[2]
+        mask_tokens = self.mask_token.to(x.dtype).expand(n, length + 1 - x.shape[1], -1)  # [N, L - L_keep, Dd]
+        patches = torch.cat([x[:, 1:, :], mask_tokens], dim=1)  # [N, L, Dd], shuffled order
+        patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))  # patch order
+        x = torch.cat([x[:, :1, :], patches], dim=1) + self.decoder_pos_embed  # [N, 1 + L, Dd]
+        for block in self.decoder_blocks:
+            x = block(x)
+        x = self.decoder_pred(self.decoder_norm(x))  # [N, 1 + L, p*p*C]
+        return x[:, 1:, :]
+
+    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error over the masked patches only (per-patch normalised targets if norm_pix_loss)."""
+        target = self.patchify(imgs).float()  # [N, L, p*p*C]
+        if self.norm_pix_loss:
+            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        loss = ((pred.float() - target) ** 2).mean(dim=-1)  # [N, L], per-patch MSE
+        return (loss * mask).sum() / mask.sum()
+
+    def forward(self, imgs: torch.Tensor, mask_ratio: float = 0.75
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio)
+        pred = self.forward_decoder(latent, ids_restore)  # [N, L, p*p*C]
+        return self.forward_loss(imgs, pred, mask), pred, mask
+
+
+def build_mae(model: ModelConfig, norm_pix_loss: bool) -> MaskedAutoencoderViT:
+    """The MAE for `model` (a ViT preset); `norm_pix_loss` is pretrain.norm_pix_loss."""
+    resolved = resolve_model(model)
+    if resolved.kind != "vit":
+        raise ValueError(f"model.name={model.name!r}: MAE pre-training needs a ViT")
+    return MaskedAutoencoderViT(resolved, norm_pix_loss=norm_pix_loss)

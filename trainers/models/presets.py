@@ -1,0 +1,93 @@
+"""Model presets by `model.name`, and the one rule that turns a ModelConfig into concrete sizes.
+
+Resolution rule (`resolve_model`): a ModelConfig field that holds a value is used as given; a field that
+is None takes the preset's value. Nothing else is looked at (not which fields a user typed, not whether a
+value equals ModelConfig's default), so a config that is dumped and re-loaded resolves to the same model.
+Consequence with today's ModelConfig: `img_size`, `patch_size` and the `decoder_*` fields have non-None
+defaults (224, 16, 512/2/16: the ViT-S values of FACTS.md), so they always win over a preset; only
+`embed_dim`, `depth` and `num_heads` (default None) come from the preset unless given. Hence
+`vit_tiny_test` needs `img_size: 64, patch_size: 8` written out (configs/demo.yaml does), and
+`vit_base_patch16` keeps the 2-block decoder unless `decoder_depth: 8` (FACTS.md) is written.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from trainers.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+VIT_FIELDS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads",
+              "decoder_embed_dim", "decoder_depth", "decoder_num_heads")
+
+# FACTS.md: ViT-S/16 decoder 512-dim, 2 blocks, 16 heads; ViT-B/16 decoder 512-dim, 8 blocks, 16 heads.
+PRESETS: dict[str, dict] = {
+    "vit_small_patch16": {"kind": "vit", "img_size": 224, "patch_size": 16, "embed_dim": 384, "depth": 12,
+                          "num_heads": 6, "decoder_embed_dim": 512, "decoder_depth": 2, "decoder_num_heads": 16},
+    "vit_base_patch16": {"kind": "vit", "img_size": 224, "patch_size": 16, "embed_dim": 768, "depth": 12,
+                         "num_heads": 12, "decoder_embed_dim": 512, "decoder_depth": 8, "decoder_num_heads": 16},
+    # a few-second-per-epoch model for tests and the demo on 2 CPU cores
+    "vit_tiny_test": {"kind": "vit", "img_size": 64, "patch_size": 8, "embed_dim": 64, "depth": 4,
+                      "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2},
+    "densenet121": {"kind": "cnn", "img_size": 224},
+    "resnet50": {"kind": "cnn", "img_size": 224},
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Concrete sizes of one model; the ViT fields are None for a CNN."""
+
+    name: str
+    kind: Literal["vit", "cnn"]
+    img_size: int
+    in_chans: int
+    global_pool: Literal["avg", "token"]
+    mlp_ratio: float
+    patch_size: int | None = None
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    decoder_embed_dim: int | None = None
+    decoder_depth: int | None = None
+    decoder_num_heads: int | None = None
+
+    @property
+    def grid_size(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+
+def resolve_model(cfg: ModelConfig) -> ResolvedModel:
+    """Apply the resolution rule of this module's docstring; ValueError names the offending field."""
+    if cfg.name not in PRESETS:
+        raise ValueError(f"model.name={cfg.name!r} is not one of {sorted(PRESETS)}")
+    preset = PRESETS[cfg.name]
+    common = {"name": cfg.name, "kind": preset["kind"], "in_chans": cfg.in_chans,
+              "global_pool": cfg.global_pool, "mlp_ratio": cfg.mlp_ratio}
+    if preset["kind"] == "cnn":
+        return ResolvedModel(img_size=cfg.img_size, **common)
+    sizes = {}
+    for field in VIT_FIELDS:
+        given = getattr(cfg, field)
+        sizes[field] = preset[field] if given is None else given
+        if given is not None and given != preset[field]:
+            logger.info("model.%s=%s overrides the %s preset's %s", field, given, cfg.name, preset[field])
+    resolved = ResolvedModel(**common, **sizes)
+    _check_divisible(resolved)
+    return resolved
+
+
+def _check_divisible(r: ResolvedModel) -> None:
+    pairs = [("img_size", "patch_size"), ("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")]
+    for num, den in pairs:
+        if getattr(r, num) % getattr(r, den):
+            raise ValueError(f"model.{num}={getattr(r, num)} is not a multiple of model.{den}={getattr(r, den)}")
+    for field in ("embed_dim", "decoder_embed_dim"):
+        if getattr(r, field) % 4:
+            raise ValueError(f"model.{field}={getattr(r, field)} must be a multiple of 4 (2-D sin-cos embedding)")
