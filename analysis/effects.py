@@ -55,15 +55,21 @@ class MarginalEffect:
             return self.best.ci_low > min(b.ci_high for b in sized if b is not self.best)
         return self.best.ci_high < max(b.ci_low for b in sized if b is not self.best)
 
-    def takeaway(self, mode: str) -> str:
+    def verdict(self, mode: str) -> str:
+        """few (too few distinct values) | confounded (bins differ through other knobs) | clear | unclear."""
         if self.best is None or len(self.bins) < 2:
-            return f"`{self.knob}`: too few distinct values to show an effect"
+            return "few"
         if self.pd_y is not None and self.pd_swing < self.swing / CONFOUNDED:
-            verdict = "the bins differ mostly through other knobs (the partial dependence is nearly flat)"
-        elif self.clear(mode):
-            verdict = "a clear effect (best bin's CI clear of the worst's)"
-        else:
-            verdict = "no clear effect (bin CIs overlap)"
+            return "confounded"
+        return "clear" if self.clear(mode) else "unclear"
+
+    def takeaway(self, mode: str) -> str:
+        kind = self.verdict(mode)
+        if kind == "few":
+            return f"`{self.knob}`: too few distinct values to show an effect"
+        verdict = {"confounded": "the bins differ mostly through other knobs (the partial dependence is nearly flat)",
+                   "clear": "a clear effect (best bin's CI clear of the worst's)",
+                   "unclear": "no clear effect (bin CIs overlap)"}[kind]
         forest = f", the forest's partial dependence by {self.pd_swing:.4f}" if self.pd_y is not None else ""
         return (f"`{self.knob}`: best around {self.best.label} (mean {self.best.mean:.4f}, n={self.best.n}); "
                 f"bin means differ by {self.swing:.4f}{forest}: {verdict}")

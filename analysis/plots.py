@@ -66,9 +66,11 @@ def plot_importance(a: StudyAnalysis, path: Path) -> Path:
     fan = np.array([r.fanova for r in rows])
     err = np.array([[r.fanova - r.fanova_low for r in rows], [r.fanova_high - r.fanova for r in rows]]).clip(0)
     ax.barh(y + 0.18, fan, height=0.36, xerr=err, capsize=3, color="#1f77b4", label="fANOVA (95% bootstrap range)")
-    ax.barh(y - 0.18, [r.ped_anova for r in rows], height=0.36, color="#9ecae1", label="PED-ANOVA")
+    ped = np.array([r.ped_anova for r in rows], dtype=float)
+    ped_label = "PED-ANOVA" if np.isfinite(ped).any() else "PED-ANOVA (not computed)"
+    ax.barh(y - 0.18, np.nan_to_num(ped), height=0.36, color="#9ecae1", label=ped_label)
     ax.set_yticks(y, [r.knob for r in rows])
-    ax.set_xlabel("importance (share of the objective's variance, 0-1)")
+    ax.set_xlabel("importance (normalised to sum to 1; fANOVA: share of the objective's variance)")
     ax.set_xlim(0, 1)
     ax.set_title(f"Hyperparameter importance for {a.study.metric} ({a.importance.n_trials} trials)")
     ax.legend(loc="lower right", fontsize=8)
@@ -77,9 +79,9 @@ def plot_importance(a: StudyAnalysis, path: Path) -> Path:
 
 def plot_effects(a: StudyAnalysis, path: Path) -> Path:
     effects = a.effects
-    cols = min(3, max(len(effects), 1))
+    cols = grid_columns(len(effects))
     nrows = max(1, -(-len(effects) // cols))
-    fig = Figure(figsize=(4.2 * cols, 3.5 * nrows), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(4.2 * cols + 0.8, 3.5 * nrows + 0.5), dpi=DPI, layout="constrained")
     axes = fig.subplots(nrows, cols, squeeze=False)
     for ax, e in zip(axes.flat, effects, strict=False):
         x = np.array([b.center for b in e.bins], dtype=float)
@@ -99,10 +101,15 @@ def plot_effects(a: StudyAnalysis, path: Path) -> Path:
         ax.set_title(e.knob, fontsize=10)
     for ax in list(axes.flat)[len(effects):]:
         ax.set_visible(False)
-    if effects:
-        axes.flat[0].legend(fontsize=7)
+    if effects:  # one legend for all panels, outside them (it would hide points inside one)
+        fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
     fig.suptitle("Marginal effect of each knob (scored trials binned by value)")
     return _save(fig, path)
+
+
+def grid_columns(n: int) -> int:
+    """Panels per row: 4 as 2x2, otherwise up to 3 a row (fewest empty panels)."""
+    return max(1, n) if n <= 3 else 2 if n == 4 else 3
 
 
 def plot_interaction(a: StudyAnalysis, path: Path) -> Path:

@@ -22,7 +22,7 @@ th { background: #f2f2f7; } tr:nth-child(even) td { background: #fafafa; }
 code { background: #f2f2f7; padding: 1px 4px; border-radius: 3px; font-size: 0.92em; }
 td code, th code { font-size: 1em; }
 pre { background: #1d1d1f; color: #f5f5f7; padding: 12px 16px; border-radius: 6px; overflow-x: auto;
-      font-size: 0.85em; max-height: 420px; }
+      font-size: 0.85em; }
 pre code { background: none; padding: 0; }
 figure { margin: 18px 0; } figure img { max-width: 100%; height: auto; border: 1px solid #e5e5ea; }
 figcaption { font-size: 0.92em; color: #3a3a3c; margin-top: 4px; }

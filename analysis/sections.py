@@ -103,9 +103,16 @@ def _recipe(a: StudyAnalysis, recipe_text: str) -> Section:
     return Section("Recipe", [
         (f"Recommended value per knob: the median of the top-{r.confidence.k} trials (most common choice for "
         f"categorical knobs), with their spread. Values of knobs that hardly matter are free choices."),
-        table, Bullets(r.confidence.statements),
+        table, Bullets(r.confidence.statements), _best_config(a),
         ("Ready-to-run spec for the final training run (`recipe.yaml`: the study's spec with the searched knobs "
         "fixed and the search section removed):"), Code(recipe_text)])
+
+
+def _best_config(a: StudyAnalysis) -> str:
+    b = a.recipe.best
+    exact = ", ".join(f"`{k}` = {v!r}" for k, v in b.params.items())
+    return (f"Best trial's exact configuration (`{b.trial_id}`, {b.status}, MLflow run `{b.run_id}`; its other "
+            f"settings are the spec's): {exact}.")
 
 
 def _importance(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
@@ -113,9 +120,11 @@ def _importance(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
     if not imp.ranked:
         return Section("Hyperparameter importance", [f"**Importance cannot be ranked**: {imp.reason}."])
     top = imp.rows[0]
-    take = (f"`{top.knob}` explains {top.fanova:.0%} of the objective's variance (fANOVA); "
-            f"PED-ANOVA ranks `{max(imp.rows, key=lambda x: x.ped_anova).knob}` first.")
-    rows = [[f"`{x.knob}`", f"{x.fanova:.3f}", f"{x.fanova_low:.3f} – {x.fanova_high:.3f}", f"{x.ped_anova:.3f}",
+    ped = [x for x in imp.rows if math.isfinite(x.ped_anova)]
+    ped_text = f"PED-ANOVA ranks `{max(ped, key=lambda x: x.ped_anova).knob}` first" if ped \
+        else "PED-ANOVA could not be computed"
+    take = f"`{top.knob}` explains {top.fanova:.0%} of the objective's variance (fANOVA); {ped_text}."
+    rows = [[f"`{x.knob}`", f"{x.fanova:.3f}", f"{x.fanova_low:.3f} – {x.fanova_high:.3f}", fmt(x.ped_anova),
              f"{x.p_first:.0%}"] for x in imp.rows]
     blocks: list[Block] = [
         FigureRef(figures["importance"], "Hyperparameter importance", take),
@@ -130,11 +139,10 @@ def _importance(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
 
 def _effects(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
     mode = a.study.mode
-    first = a.effects[0].takeaway(mode) if a.effects else "no knobs"
     intro = ("Dots: mean objective of the scored trials in each bin of the knob, with a bootstrap 95% CI. Raw bins "
              "can be confounded when the sampler moved several knobs together; the dashed line (a random forest's "
              "partial dependence) averages the other knobs out.")
-    blocks: list[Block] = [intro, FigureRef(figures["effects"], "Marginal effects", first),
+    blocks: list[Block] = [intro, FigureRef(figures["effects"], "Marginal effects", effects_takeaway(a)),
                            Bullets([e.takeaway(mode) for e in a.effects])]
     it = a.interaction
     if it is not None and "interaction" in figures:
@@ -144,6 +152,19 @@ def _effects(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
     else:
         blocks.append("No interaction plot: it needs a ranked importance (two knobs, enough trials).")
     return Section("Marginal effects and interaction", blocks)
+
+
+def effects_takeaway(a: StudyAnalysis) -> str:
+    """One line for the marginal-effects figure: which knobs show a clear effect, and where."""
+    mode = a.study.mode
+    groups: dict[str, list[str]] = {}
+    for e in a.effects:
+        name = f"`{e.knob}` (best around {e.best.label})" if e.verdict(mode) == "clear" else f"`{e.knob}`"
+        groups.setdefault(e.verdict(mode), []).append(name)
+    parts = [f"{label}: {', '.join(groups[kind])}" for kind, label in (
+        ("clear", "Clear effect"), ("unclear", "no clear effect"), ("confounded", "differences due to other knobs"),
+        ("few", "too few values")) if kind in groups]
+    return ("; ".join(parts) + ".") if parts else "No knobs to show."
 
 
 def _search(a: StudyAnalysis, figures: dict[str, Path]) -> Section:

@@ -132,9 +132,9 @@ def _prepare(args: argparse.Namespace) -> int:
     failed = manifest["failed"]
     if failed:
         console.print(f"[yellow]{len(failed)} image(s) could not be decoded and were skipped "
-                      f"(all listed in {args.out / 'manifest.json'}):[/yellow]")
+                      f"(all listed in {args.out / 'manifest.json'}):[/yellow]", soft_wrap=True)
         for f in failed[:SHOWN_FAILURES]:
-            console.print(f"  {f['reason']}", markup=False, highlight=False)
+            console.print(f"  {f['reason']}", markup=False, highlight=False, soft_wrap=True)
     else:
         console.print("no failed images")
     return 0

@@ -71,7 +71,8 @@ def prepare_store(table: SourceTable, out: Path, size: int = 256, workers: int =
     if len(todo) < len(plans):
         log.info("%s: %d of %d shards already complete; preparing the other %d", out, len(plans) - len(todo),
                  len(plans), len(todo))
-    with progress_bar(progress, f"prepare {table.name}", sum(len(p.rows) for p in todo)) as advance:
+    reused = len(table) - sum(len(p.rows) for p in todo)
+    with progress_bar(progress, f"prepare {table.name}", len(table), completed=reused) as advance:
         for plan, data in _decode_shards(table, todo, size, workers, strict, advance):
             write_shard(out / plan.file, data, plan.key)
     manifest = _manifest(table, out, plans, size)

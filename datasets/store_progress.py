@@ -16,13 +16,14 @@ from rich.progress import (
 
 
 @contextmanager
-def progress_bar(enabled: bool, description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """Yields `advance(n)`; draws a rich bar on stderr when `enabled`."""
+def progress_bar(enabled: bool, description: str, total: int, completed: int = 0) -> Iterator[Callable[[int], None]]:
+    """Yields `advance(n)`; draws a rich bar on stderr when `enabled`, starting at `completed` of `total`
+    (work a resumed job already has)."""
     if not enabled:
         yield lambda n: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(description, total=total, completed=completed)
         yield lambda n: bar.advance(task, n)

@@ -82,7 +82,7 @@ def validate_table(t: SourceTable, required_splits: Sequence[str] = ()) -> None:
         leak = by_split[a] & by_split[b]
         if leak:
             raise DataError(f"{t.name}: patient leakage, {len(leak)} patients in both {a} and {b}, "
-                            f"e.g. patient {sorted(leak)[0]!r}")
+                            f"e.g. patient {min(leak)!r}")
 
 
 def concat_tables(tables: Sequence[SourceTable], name: str = "mixture",

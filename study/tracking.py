@@ -18,6 +18,7 @@ from typing import Any
 
 from study import schema
 from study.spec import StudySpec, dump_spec
+from trainers.optim import absolute_lr
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,6 @@ def schema_metrics(result: Mapping[str, Any]) -> dict[str, float]:
         if isinstance(value, int | float) and math.isfinite(value):
             out[key] = float(value)
     return out
-
-
-def absolute_lr(blr: float, batch_size: int, accum_iter: int, workers: int) -> float:
-    """FACTS.md: lr = blr * global_batch / 256, global batch = per-worker batch * accumulation * workers."""
-    return blr * batch_size * accum_iter * workers / 256
 
 
 def trial_params(spec: StudySpec, phases: Mapping[str, Any]) -> dict[str, str]:

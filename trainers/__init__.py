@@ -1,1 +1,32 @@
-"""thoraxmae trainers package."""
+"""thoraxmae trainers: MAE pre-training and multi-label fine-tuning of ViTs (and CNN baselines) as Ray
+Train workers. trainers never import study; each loop runs from its own typed job.
+
+Public surface (lazy, so `import trainers` stays light):
+- configs: `ModelConfig`, `PretrainConfig`, `FinetuneConfig` (trainers.config); jobs `PretrainJob`,
+  `FinetuneJob` (trainers.jobs)
+- `pretrain_trainer(job, scaling, run_config)`, `finetune_trainer(...)` -> TorchTrainer (trainers.api)
+- `pretrain_loop`, `finetune_loop`: the train_loop_per_worker functions
+- models: `build_mae`, `build_classifier`; checkpoints: `load_encoder`, `read_checkpoint`, `CheckpointError`
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ModelConfig": "trainers.config", "PretrainConfig": "trainers.config", "FinetuneConfig": "trainers.config",
+    "PretrainJob": "trainers.jobs", "FinetuneJob": "trainers.jobs",
+    "pretrain_trainer": "trainers.api", "finetune_trainer": "trainers.api",
+    "pretrain_loop": "trainers.pretrain", "finetune_loop": "trainers.finetune",
+    "build_mae": "trainers.models", "build_classifier": "trainers.models",
+    "load_encoder": "trainers.checkpoints", "read_checkpoint": "trainers.checkpoints",
+    "CheckpointError": "trainers.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trainers' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -75,3 +75,8 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every group's LR to lr times its "lr_scale" (1.0 when a group has none)."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def absolute_lr(blr: float, batch_size: int, accum_iter: int, workers: int) -> float:
+    """FACTS.md: lr = blr * global_batch / 256, global batch = per-worker batch * accumulation * workers."""
+    return blr * batch_size * accum_iter * workers / 256

@@ -4,9 +4,9 @@ import dataclasses
 import pytest
 
 from analysis.analyze import AnalysisOptions, analyze
-from analysis.plots import draw_all
+from analysis.plots import draw_all, grid_columns
 from analysis.render import render_html
-from analysis.sections import build_sections
+from analysis.sections import build_sections, effects_takeaway
 from study import schema
 from tests.unit.analysis import synthetic as syn
 
@@ -33,3 +33,20 @@ def test_min_mode_study_renders_every_figure(loss_study, tmp_path):
     page = render_html("t", "s", build_sections(a, figures, "a: 1\n"))
     assert f"Best trial <code>{a.recipe.best.trial_id}</code>" in page
     assert "(minimised)" in page and page.count("<figure>") == 7
+
+
+def test_effects_takeaway_and_missing_ped_anova(loss_study, tmp_path):
+    a = analyze(loss_study, AnalysisOptions(n_bootstrap=3, n_bootstrap_means=100))
+    take = effects_takeaway(a)
+    assert take.endswith(".") and all(f"`{e.knob}`" in take for e in a.effects)
+    clear = [e for e in a.effects if e.verdict("min") == "clear"]
+    assert all(f"`{e.knob}` (best around {e.best.label})" in take for e in clear)
+    a.importance.rows = [dataclasses.replace(r, ped_anova=float("nan")) for r in a.importance.rows]
+    figures = draw_all(a, tmp_path)
+    page = render_html("t", "s", build_sections(a, figures, "a: 1\n"))
+    assert "PED-ANOVA could not be computed" in page and "<td>nan</td>" not in page
+    assert f"MLflow run <code>{a.recipe.best.run_id}</code>" in page
+
+
+def test_effects_grid_leaves_few_empty_panels():
+    assert [grid_columns(n) for n in (0, 1, 2, 3, 4, 5, 6, 7)] == [1, 1, 2, 3, 2, 3, 3, 3]

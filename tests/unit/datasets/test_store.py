@@ -209,3 +209,32 @@ def test_phantom_through_the_nih_source_into_a_store(phantom_nih, phantom_store)
     assert list(store.splits) == list(table.frame["split"])
     img = store.image(0)
     assert 40 < img.mean() < 200 and img.std() > 20  # a chest, not a blank
+
+
+def test_rgba_and_16_bit_pngs_are_converted_not_failed(tmp_path):
+    table = make_table(tmp_path)
+    rgba, deep = table.frame["path"].iloc[2], table.frame["path"].iloc[5]
+    Image.fromarray(np.dstack([np.full((24, 24), 40, np.uint8)] * 3 + [np.full((24, 24), 255, np.uint8)])).save(rgba)
+    Image.fromarray(np.full((24, 24), 4095, np.uint16)).save(deep)  # 12-bit white in a 16-bit PNG
+    m = prepare_store(table, tmp_path / "s", size=16, progress=False)
+    assert m["failed"] == [] and m["images"] == 10
+    store = open_store(tmp_path / "s")
+    assert np.all(store.image(2) == 40) and np.all(store.image(5) == 255)
+
+
+def test_image_gone_since_listing_is_skipped_and_named(tmp_path):
+    table = make_table(tmp_path)
+    os.remove(table.frame["path"].iloc[6])
+    m = prepare_store(table, tmp_path / "s", size=16, progress=False)
+    assert [f["image_id"] for f in m["failed"]] == ["img006"]
+    assert "img006.png" in m["failed"][0]["reason"] and "not found" in m["failed"][0]["reason"]
+    with pytest.raises(DataError, match=r"img006\.png: image file not found"):
+        prepare_store(table, tmp_path / "strict", size=16, progress=False, strict=True)
+
+
+def test_resumed_progress_counts_the_reused_shards(tmp_path, capsys):
+    table = make_table(tmp_path, n=12)
+    prepare_store(table, tmp_path / "s", size=16, progress=False, shard_size=4)
+    os.remove(tmp_path / "s" / "shards" / "shard-00002.arrow")
+    prepare_store(table, tmp_path / "s", size=16, progress=True, shard_size=4)
+    assert "12/12" in capsys.readouterr().err

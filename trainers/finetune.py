@@ -1,0 +1,139 @@
+"""Multi-label (or COVIDx multi-class) fine-tuning as a Ray Train `train_loop_per_worker`.
+
+FACTS.md recipe: AdamW (0.9, 0.999), LLRD (`layer_decay`), DropPath, RandAug, crop scale, warm-up +
+cosine per iteration to `min_lr`. BCE-with-logits masked by the label mask (U-Ignore labels carry 0)
+for multi-label stores, cross-entropy for multi-class. Each epoch evaluates the validation split
+(per-class AUC, mean AUC; accuracy for multi-class) and keeps the best-on-validation weights; after
+the last epoch those weights are evaluated on the test split once, with a bootstrap 95% CI of the
+test mean AUC. Checkpoints (every epoch) hold the training state and the best weights, so a restarted
+worker group resumes where it stopped and still tests the right model.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datasets.loader import StoreDataset, make_loader
+from datasets.store_read import open_store
+from datasets.transforms import build_eval_transform, build_finetune_transform
+from trainers import reporting as R
+from trainers.checkpoints import load_encoder
+from trainers.engine import Batch, Schedule, predict, train_epoch
+from trainers.jobs import FinetuneJob
+from trainers.metrics import accuracy, auc_metrics, bootstrap_mauc_ci, mean_auc, per_class_auc
+from trainers.models import build_classifier, resolve_model, unwrap
+from trainers.optim import absolute_lr, param_groups
+from trainers.runtime import CostClock, Worker, cpu_threads, current_worker, maybe_fail, prepare, report, \
+    restore_files, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def multilabel_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Mean BCE-with-logits over the unmasked (image, label) pairs."""
+    images, labels, mask = batch
+    per_label = F.binary_cross_entropy_with_logits(model(images).float(), labels, reduction="none")  # [B, K]
+    return (per_label * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def multiclass_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    images, labels, _ = batch
+    return F.cross_entropy(model(images).float(), labels.argmax(dim=1))
+
+
+def evaluate(model, loader, worker: Worker, multiclass: bool, prefix: str, names) -> tuple[dict, tuple]:
+    """Metrics of one split under `prefix` ("val/" or "test/") and the raw (labels, scores, mask)."""
+    y, s, m = predict(model, loader, worker, multiclass)
+    aucs = per_class_auc(y, s, m)
+    out = {f"{prefix}mauc": mean_auc(aucs), **auc_metrics(f"{prefix}auc/", names, aucs)}
+    if multiclass:
+        out[f"{prefix}acc"] = accuracy(y, s)
+    return out, (y, s, m)
+
+
+def finetune_loop(config: dict[str, Any]) -> None:
+    job = FinetuneJob.model_validate(config["job"])
+    cfg, data = job.finetune, job.data
+    cpu_threads(job.resources.cpus_per_worker)
+    worker = current_worker()
+    seed_everything(cfg.seed, worker.rank)
+    r = resolve_model(job.model)
+    store = open_store(data.store)
+    names, multiclass = store.label_names, store.task == "multiclass"
+    train_tf = build_finetune_transform(r.img_size, cfg.crop_min, cfg.randaug_magnitude, cfg.hflip,
+                                        data.mean, data.std, data.in_chans)
+    eval_tf = build_eval_transform(r.img_size, data.mean, data.std, data.in_chans)
+    train_ds = StoreDataset(store, data.train_split, train_tf)
+    val_ds = StoreDataset(store, data.val_split, eval_tf)
+    has_test = len(store.split_indices(data.test_split)) > 0
+    test_ds = StoreDataset(store, data.test_split, eval_tf) if has_test else None
+
+    model = build_classifier(job.model, len(names), cfg.drop_path)
+    files = restore_files()
+    state = files[R.CHECKPOINT_FILE] if files else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+    elif cfg.init is not None:
+        report_ = load_encoder(model, cfg.init, cfg.init_format)
+        if worker.is_main:
+            log.info("initialised from %s; not in the file (trained from scratch): %s", cfg.init, sorted(report_.missing))
+    best_state = files[R.BEST_MODEL_FILE]["model"] if files and R.BEST_MODEL_FILE in files else None
+    best = float(state.get("best_mauc", -math.inf)) if state else -math.inf
+    best_epoch = int(state.get("best_epoch", 0)) if state else 0
+    model = prepare(model)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.layer_decay), lr=0.0)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    start = int(state["epoch"]) if state else 0
+    devices = job.resources.gpus_per_worker if worker.device.type == "cuda" else job.resources.cpus_per_worker
+    clock = CostClock(worker, devices, float(state.get("cost_hours", 0.0)) if state else 0.0)
+    lr = absolute_lr(cfg.blr, cfg.batch_size, cfg.accum_iter, worker.world_size)
+    sched = Schedule(lr, cfg.min_lr, cfg.warmup_epochs, cfg.epochs, cfg.accum_iter, cfg.max_steps_per_epoch)
+    loss_fn = multiclass_loss if multiclass else multilabel_loss
+    val_loader = make_loader(val_ds, batch_size=cfg.batch_size, train=False, rank=worker.rank,
+                             world_size=worker.world_size, num_workers=data.num_workers)
+    if worker.is_main:
+        log.info("fine-tuning %s on %s: %d train / %d val images, %d labels, lr %.3g, epochs %d-%d", r.name,
+                 store.path, len(train_ds), len(val_ds), len(names), lr, start + 1, cfg.epochs)
+
+    for epoch in range(start, cfg.epochs):
+        maybe_fail(job.fail_once_at_epoch, epoch + 1, restored=state is not None)
+        loader = make_loader(train_ds, batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch,
+                             rank=worker.rank, world_size=worker.world_size, num_workers=data.num_workers)
+        stats = train_epoch(model, loader, optimizer, loss_fn, epoch, sched, worker)
+        val, _ = evaluate(model, val_loader, worker, multiclass, "val/", names)
+        done = epoch + 1
+        if math.isfinite(val[R.M_VAL_MAUC]) and val[R.M_VAL_MAUC] > best:
+            best, best_epoch = val[R.M_VAL_MAUC], done
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()})
+        metrics = {R.M_EPOCH: done, R.M_TRAIN_LOSS: stats.loss, R.M_LR: stats.lr, **val,
+                   R.M_BEST_EPOCH: best_epoch, R.M_EPOCH_TIME: stats.seconds, R.M_THROUGHPUT: stats.images_per_s}
+        if done == cfg.epochs and test_ds is not None:
+            metrics.update(_test_once(model, best_state, test_ds, cfg, worker, multiclass, names))
+        metrics[clock.key] = clock.hours()
+        full = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": done,
+                "cost_hours": clock.hours(), "best_mauc": best, "best_epoch": best_epoch,
+                "model_config": job.model.model_dump(mode="json")}
+        out = {R.CHECKPOINT_FILE: full}
+        if best_state is not None:
+            out[R.BEST_MODEL_FILE] = {"model": best_state, "epoch": best_epoch, "val_mauc": best,
+                                      "label_names": list(names), "model_config": job.model.model_dump(mode="json")}
+        report(worker, metrics, out)
+
+
+def _test_once(model, best_state, test_ds: StoreDataset, cfg, worker: Worker, multiclass: bool, names) -> dict:
+    """Test metrics of the best-on-validation weights (the current ones if no epoch had a finite val mAUC)."""
+    if best_state is not None:
+        unwrap(model).load_state_dict(best_state)
+    loader = make_loader(test_ds, batch_size=cfg.batch_size, train=False, rank=worker.rank,
+                         world_size=worker.world_size)
+    test, (y, s, m) = evaluate(model, loader, worker, multiclass, "test/", names)
+    lo, hi = bootstrap_mauc_ci(y, s, m, cfg.bootstrap, seed=cfg.seed) if worker.is_main else (np.nan, np.nan)
+    test[R.M_TEST_MAUC_CI_LOW], test[R.M_TEST_MAUC_CI_HIGH] = lo, hi
+    return test

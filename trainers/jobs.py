@@ -1,0 +1,38 @@
+"""What one training run needs, as one typed object per phase: the model, the store, the phase
+config and the resources per worker. `trainers.api` turns a job into a Ray Train TorchTrainer; the
+worker loop re-validates it from its plain-dict form on its first line."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from datasets.config import DataConfig
+from trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
+
+
+class WorkerResources(BaseModel):
+    """Per Ray Train worker: what the cost clock multiplies by (and torch's CPU thread count)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+
+
+class PretrainJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelConfig
+    data: DataConfig
+    pretrain: PretrainConfig
+    resources: WorkerResources = WorkerResources()
+    fail_once_at_epoch: int | None = Field(None, ge=1, description="test hook: raise once in this epoch")
+
+
+class FinetuneJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelConfig
+    data: DataConfig
+    finetune: FinetuneConfig
+    resources: WorkerResources = WorkerResources()
+    fail_once_at_epoch: int | None = Field(None, ge=1, description="test hook: raise once in this epoch")

@@ -1,0 +1,25 @@
+"""Names of the metrics the training loops report (step = epoch). They are the MLflow run schema's
+names (study/schema.py, DESIGN.md); trainers may not import study, so a unit test checks the two
+lists never drift."""
+from __future__ import annotations
+
+M_EPOCH = "epoch"
+M_TRAIN_LOSS = "train/loss"
+M_PRETRAIN_LOSS = "pretrain/loss"
+M_LR = "train/lr"
+M_VAL_MAUC = "val/mauc"
+M_VAL_AUC_PREFIX = "val/auc/"
+M_VAL_ACC = "val/acc"
+M_TEST_MAUC = "test/mauc"
+M_TEST_MAUC_CI_LOW = "test/mauc_ci_low"
+M_TEST_MAUC_CI_HIGH = "test/mauc_ci_high"
+M_TEST_AUC_PREFIX = "test/auc/"
+M_TEST_ACC = "test/acc"
+M_COST_GPU_HOURS = "cost/gpu_hours"
+M_COST_CPU_HOURS = "cost/cpu_hours"
+M_EPOCH_TIME = "time/epoch_s"
+M_THROUGHPUT = "throughput/img_s"
+M_BEST_EPOCH = "val/best_epoch"
+
+CHECKPOINT_FILE = "checkpoint.pt"  # full training state (model, optimizer, epoch, ...), thoraxmae format
+BEST_MODEL_FILE = "best_model.pt"  # fine-tuning: best-on-validation weights, timm names

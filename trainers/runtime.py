@@ -1,0 +1,154 @@
+"""What both training loops need from Ray Train inside a worker: rank/world, device, mixed precision,
+restoring the latest checkpoint, reporting an epoch (with a checkpoint from rank 0), gathering eval
+outputs across ranks, and the cost clock.
+
+Every rank calls `report` once per epoch (Ray Train's report is a barrier); only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from trainers import reporting
+
+log = logging.getLogger(__name__)
+
+
+class InjectedFailure(RuntimeError):
+    """Raised once by `maybe_fail` so tests can watch Ray Train restart a worker group."""
+
+
+@dataclass(frozen=True)
+class Worker:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
+def current_worker() -> Worker:
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return Worker(ctx.get_world_rank(), ctx.get_world_size(), device)
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    import random
+
+    random.seed(seed * 1000 + rank)
+    np.random.seed((seed * 1000 + rank) % 2**32)
+    torch.manual_seed(seed * 1000 + rank)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on GPU (FACTS.md: mixed precision); full fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare(model: torch.nn.Module) -> torch.nn.Module:
+    """Move to this worker's device and wrap in DDP when there are several workers."""
+    import ray.train.torch
+
+    return ray.train.torch.prepare_model(model)
+
+
+def restore_files() -> dict[str, Any] | None:
+    """{file name: loaded object} of the latest reported checkpoint (after a worker failure or a
+    restarted trial), else None. Always `torch.load(weights_only=True)`."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as folder:
+        files = {p.name: torch.load(p, map_location="cpu", weights_only=True) for p in Path(folder).glob("*.pt")}
+    if reporting.CHECKPOINT_FILE not in files:
+        raise FileNotFoundError(f"{ckpt.path}: checkpoint has no {reporting.CHECKPOINT_FILE}")
+    log.info("resuming from %s (epoch %s)", ckpt.path, files[reporting.CHECKPOINT_FILE].get("epoch"))
+    return files
+
+
+def maybe_fail(fail_once_at_epoch: int | None, epoch: int, restored: bool) -> None:
+    """Test hook: raise in epoch `fail_once_at_epoch` of a run that did not start from a checkpoint."""
+    if fail_once_at_epoch is not None and epoch == fail_once_at_epoch and not restored:
+        raise InjectedFailure(f"injected failure in epoch {epoch} (fail_once_at_epoch)")
+
+
+def report(worker: Worker, metrics: Mapping[str, Any], files: Mapping[str, Any] | None = None) -> None:
+    """Report one epoch; with `files` ({name: object to torch.save}) rank 0 also attaches a checkpoint."""
+    import ray.train
+
+    if files is None:
+        ray.train.report(dict(metrics))
+        return
+    with tempfile.TemporaryDirectory(prefix="thoraxmae-ckpt-") as tmp:
+        checkpoint = None
+        if worker.is_main:
+            for name, obj in files.items():
+                torch.save(obj, Path(tmp) / name)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(dict(metrics), checkpoint=checkpoint)
+
+
+def all_gather_arrays(worker: Worker, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Concatenate each array over all ranks (rank order); a no-op with one worker."""
+    if not worker.distributed:
+        return arrays
+    parts: list[Any] = [None] * worker.world_size
+    dist.all_gather_object(parts, arrays)
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(arrays)))
+
+
+def all_reduce_mean(worker: Worker, value: float) -> float:
+    if not worker.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=worker.device if worker.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return float(t.item()) / worker.world_size
+
+
+class CostClock:
+    """Accelerator (or CPU) hours of the whole worker group, carried across restarts by the checkpoint.
+    hours = wall hours x workers x devices per worker (GPUs per worker on GPU, CPUs per worker on CPU)."""
+
+    def __init__(self, worker: Worker, devices_per_worker: float, spent_hours: float = 0.0):
+        self.key = reporting.M_COST_GPU_HOURS if worker.device.type == "cuda" else reporting.M_COST_CPU_HOURS
+        self.scale = worker.world_size * max(devices_per_worker, 1e-9)
+        self.spent = spent_hours
+        self.start = time.monotonic()
+
+    def hours(self) -> float:
+        return self.spent + (time.monotonic() - self.start) / 3600 * self.scale
+
+
+def cpu_threads(cpus_per_worker: float) -> None:
+    """Let torch use the CPUs this worker was given (Ray sets OMP_NUM_THREADS=1 otherwise)."""
+    n = max(1, int(cpus_per_worker))
+    if "THORAXMAE_TORCH_THREADS" in os.environ:
+        n = int(os.environ["THORAXMAE_TORCH_THREADS"])
+    torch.set_num_threads(n)
