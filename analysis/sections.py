@@ -78,8 +78,11 @@ def _summary(a: StudyAnalysis) -> Section:
                 if math.isfinite(r.best.test) else "") + "."]
     if imp.ranked:
         top = imp.rows[0]
+        first = imp.statements[0]
+        caveat = "" if first.stable else (f"; but not told apart from `{first.lower}`: the order holds in only "
+                                          f"{first.support:.0%} of the resamples")
         items.append(f"Most important knob: `{top.knob}` ({top.fanova:.0%} of the variance by fANOVA; first in "
-                     f"{top.p_first:.0%} of {imp.n_bootstrap} bootstrap resamples).")
+                     f"{top.p_first:.0%} of {imp.n_bootstrap} bootstrap resamples{caveat}).")
     else:
         items.append(f"Importance: **cannot rank importance** ({imp.reason}).")
     items.append("Recipe: " + ", ".join(f"`{k.knob}` = {fmt(k.value)}" for k in r.knobs) + ".")
@@ -124,8 +127,8 @@ def _importance(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
     ped_text = f"PED-ANOVA ranks `{max(ped, key=lambda x: x.ped_anova).knob}` first" if ped \
         else "PED-ANOVA could not be computed"
     take = f"`{top.knob}` explains {top.fanova:.0%} of the objective's variance (fANOVA); {ped_text}."
-    rows = [[f"`{x.knob}`", f"{x.fanova:.3f}", f"{x.fanova_low:.3f} – {x.fanova_high:.3f}", fmt(x.ped_anova),
-             f"{x.p_first:.0%}"] for x in imp.rows]
+    rows = [[f"`{x.knob}`", f"{x.fanova:.3f}", f"{x.fanova_low:.3f} – {x.fanova_high:.3f}",
+             f"{x.ped_anova:.3f}" if math.isfinite(x.ped_anova) else "–", f"{x.p_first:.0%}"] for x in imp.rows]
     blocks: list[Block] = [
         FigureRef(figures["importance"], "Hyperparameter importance", take),
         Table(["knob", "fANOVA", "95% bootstrap range", "PED-ANOVA", "ranked first"], rows),

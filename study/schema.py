@@ -45,6 +45,7 @@ M_COST_CPU_HOURS = "cost/cpu_hours"
 M_EPOCH_TIME = "time/epoch_s"
 M_THROUGHPUT = "throughput/img_s"
 M_LR = "train/lr"
+M_BEST_EPOCH = "val/best_epoch"  # epoch of the best val/mauc so far (fine-tuning)
 
 # --- params: knob names are spec paths ----------------------------------------------------------
 PRETRAIN_KNOBS = (

@@ -6,28 +6,9 @@ from mlflow import MlflowClient
 
 from study import schema
 from study.spec import load_spec
-from tests.integration.study_helpers import TEST_ENV, history, study_runs, tiny_spec, trial_runs, write_spec
+from tests.integration.study_helpers import history, study_runs, tiny_spec, trial_runs, write_spec
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _fail_fast_env(monkeypatch):
-    for key, value in TEST_ENV.items():
-        monkeypatch.setenv(key, value)
-
-
-@pytest.fixture()
-def study_ray(request):
-    """The session's Ray, started through study.tune.init_ray when no test started it before, so its
-    processes carry RAY_ADDRESS (see init_ray: other Rays on this machine must not confuse Train)."""
-    import ray
-
-    from study.tune import init_ray
-
-    if not ray.is_initialized():
-        init_ray(num_cpus=2, object_store_memory=200 * 1024**2)
-    return request.getfixturevalue("ray_session")
 
 
 def test_finetune_study_prunes_and_tracks_every_trial(study_ray, phantom_store, tmp_path):

@@ -50,3 +50,14 @@ def test_effects_takeaway_and_missing_ped_anova(loss_study, tmp_path):
 
 def test_effects_grid_leaves_few_empty_panels():
     assert [grid_columns(n) for n in (0, 1, 2, 3, 4, 5, 6, 7)] == [1, 1, 2, 3, 2, 3, 3, 3]
+
+
+def test_summary_names_the_top_knob_with_a_caveat_when_unstable(loss_study, tmp_path):
+    a = analyze(loss_study, AnalysisOptions(n_bootstrap=3, n_bootstrap_means=100))
+    first = a.importance.statements[0]
+    a.importance.statements[0] = dataclasses.replace(first, support=0.6, stable=False)
+    figures = {name: tmp_path / f"{name}.png" for name in ("importance", "effects", "interaction", "history",
+                                                          "parallel", "curves", "cost")}  # not drawn: not read
+    summary = build_sections(a, figures, "a: 1\n")[0].blocks[1].items[1]
+    assert summary.startswith(f"Most important knob: `{first.higher}`")
+    assert f"not told apart from `{first.lower}`: the order holds in only 60%" in summary
