@@ -1,9 +1,121 @@
-"""`thoraxmae demo`: the whole product on the embedded default."""
+"""`thoraxmae demo`: the whole product on the embedded default, on one machine with no data and no GPU.
+
+phantom ChestX-ray14 (real NIH layout) -> prepared store -> `pipeline` study of configs/demo.yaml
+(MAE pre-training + fine-tuning per trial, TPE + ASHA, 2 concurrent trials) on a local Ray, tracked in
+a local MLflow (SQLite) -> recipe report. Everything lives under --out (default ./demo-out). A re-run
+reuses the phantom and the store and runs the study again under the next free name (demo-2, ...).
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from pathlib import Path
+
+from study.cli_errors import user_errors
+
+DEMO_SPEC = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+PHANTOM_MARKER = ".thoraxmae-phantom.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    q = sub.add_parser("demo", help="phantom data -> store -> pipeline study -> report (not yet available)")
-    q.set_defaults(func=lambda a: print("thoraxmae demo: not yet available (waiting on the demo issue)") or 0)
+    q = sub.add_parser("demo", help="phantom data -> store -> pipeline study -> recipe report, on this machine")
+    q.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for everything (default ./demo-out)")
+    q.add_argument("--n", type=int, default=1200, help="phantom images (default 1200)")
+    q.add_argument("--trials", type=int, default=None, help="trials (default: the demo spec's num_samples)")
+    q.add_argument("--spec", type=Path, default=DEMO_SPEC, help=f"study spec (default {DEMO_SPEC.name})")
+    q.set_defaults(func=cmd_demo)
+
+
+@user_errors
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    console.rule("[bold]thoraxmae demo")
+    phantom = ensure_phantom(out / "phantom", args.n, console)
+    store = ensure_store(phantom, out / "store", console)
+    spec = demo_spec(args.spec, out, store, args.trials)
+    console.print(f"[bold][3/4][/] study [bold]{spec.name}[/]: {spec.search.num_samples} pipeline trials "
+                  f"(MAE pre-training, then fine-tuning), TPE + ASHA, "
+                  f"{spec.resources.max_concurrent_trials} at a time")
+    from study.cli_study import _run
+
+    _run(spec, resume=False)
+    console.print(f"[bold][4/4][/] recipe report of {spec.name}")
+    report = make_report(spec.name, spec.tracking.uri, out / "report" / spec.name, console)
+    minutes = (time.monotonic() - t0) / 60
+    console.rule(f"demo finished in {minutes:.1f} min")
+    uri = spec.tracking.uri
+    console.print(f"phantom data   {phantom}\nstore          {store}\nTune storage   {spec.storage_path}\n"
+                  f"MLflow         {uri}\nreport         {report}\n")
+    console.print("next:")
+    console.print(f"  thoraxmae ui --tracking-uri {uri}          # browse runs on http://127.0.0.1:5000")
+    console.print(f"  thoraxmae study status {spec.name} --tracking-uri {uri}")
+    console.print(f"  thoraxmae report {spec.name} --tracking-uri {uri} --out report/")
+    return 0
+
+
+def ensure_phantom(folder: Path, n: int, console) -> Path:
+    """The phantom NIH folder, generated unless a finished one with the same n is there."""
+    from rich.progress import Progress
+
+    from datasets.phantom import generate_phantom
+
+    marker = folder / PHANTOM_MARKER
+    want = {"n": n, "size": 128, "seed": 0}
+    if marker.is_file() and json.loads(marker.read_text()) == want:
+        console.print(f"[bold][1/4][/] phantom ChestX-ray14 ({n} images) reused from {folder}")
+        return folder
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"[1/4] phantom ChestX-ray14, {n} images", total=n)
+        generate_phantom(folder, n=n, size=want["size"], seed=want["seed"], progress=lambda k: bar.advance(task, k))
+    marker.write_text(json.dumps(want))
+    console.print(f"[bold][1/4][/] phantom ChestX-ray14 ({n} images, NIH layout) written to {folder}")
+    return folder
+
+
+def ensure_store(phantom: Path, store: Path, console) -> Path:
+    """The 64 px store of the phantom, read through the real NIH source (finished shards are reused)."""
+    from datasets.sources import load_source
+    from datasets.store import prepare_store
+
+    table = load_source("nih", phantom, split_seed=0)
+    manifest = prepare_store(table, store, size=64, workers=2, progress=True)
+    counts = ", ".join(f"{k} {v}" for k, v in manifest.get("counts", {}).items())
+    console.print(f"[bold][2/4][/] store {store} ({manifest['images']} images{'; ' + counts if counts else ''})")
+    return store
+
+
+def demo_spec(path: Path, out: Path, store: Path, trials: int | None):
+    """The demo spec with this run's store, MLflow file, Tune folder and the next free study name."""
+    from study.spec import load_spec
+    from study.tune import study_dir
+
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    overrides = [f"data.store={store}", f"tracking.uri={uri}", f"storage_path={out / 'studies'}"]
+    if trials is not None:
+        overrides.append(f"search.num_samples={trials}")
+    spec = load_spec(path, overrides)
+    base, k = spec.name, 1
+    while study_dir(spec).exists():
+        k += 1
+        spec = load_spec(path, [*overrides, f"name={base}-{k}"])
+    return spec
+
+
+def make_report(name: str, uri: str, out: Path, console) -> Path:
+    import os
+
+    from analysis.report import build_report
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    result = build_report(name, uri, out)
+    for k in result.analysis.recipe.knobs:
+        console.print(f"  {k.knob:<28} {k.value}  (top-k {k.low} - {k.high})")
+    for line in result.analysis.recipe.confidence.statements:
+        console.print(f"  - {line}")
+    return result.html

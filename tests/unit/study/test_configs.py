@@ -23,3 +23,13 @@ def test_study_configs_start_from_the_paper_recipe():
         first = spec.points()[0]
         assert first == {k: schema.PAPER_RECIPE[k] for k in spec.search.space}, name
         assert spec.search.scheduler.type == "asha" and spec.metric == schema.M_VAL_MAUC
+
+
+def test_single_run_configs_carry_the_papers_exact_values():
+    root = Path(__file__).parents[3] / "configs"
+    pre = load_spec(root / "paper-pretrain.yaml", check_store=False).pretrain
+    fin = load_spec(root / "paper-finetune.yaml", check_store=False).finetune
+    assert (pre.epochs, pre.warmup_epochs, pre.blr, pre.mask_ratio, pre.crop_min, pre.norm_pix_loss) == \
+        (800, 40, 1.5e-4, 0.9, 0.5, False)
+    assert (fin.epochs, fin.warmup_epochs, fin.blr, fin.min_lr, fin.layer_decay, fin.drop_path,
+            fin.randaug_magnitude, fin.crop_min) == (75, 5, 2.5e-4, 1e-5, 0.55, 0.2, 6, 0.08)
