@@ -67,3 +67,27 @@ def test_pipeline_study_pretrains_then_finetunes(study_ray, phantom_store, tmp_p
     # every trial fine-tuned its own encoder: one pre-training Train run per trial, marked done
     done = list((spec.storage_path / spec.name / "train").glob("train-*-pretrain/thoraxmae_final.json"))
     assert len(done) == 2
+
+
+def test_a_failing_trial_is_recorded_with_its_error_and_the_study_goes_on(study_ray, phantom_store, tmp_path):
+    from study.tune import run_study
+
+    raw = tiny_spec(phantom_store, tmp_path, "fail-study", num_samples=3)
+    raw["finetune"]["epochs"] = 1
+    raw["resources"]["max_failures"] = 1  # Train retries the worker group once; the trial still fails
+    raw["search"]["space"] = {"finetune.batch_size": {"type": "categorical", "choices": [16, 5000]}}
+    raw["search"]["points_to_evaluate"] = [{"finetune.batch_size": 5000}, {"finetune.batch_size": 16}]
+    spec = load_spec(write_spec(raw, tmp_path / "spec.yaml"))
+    grid = run_study(spec)
+
+    assert len(grid) == 3 and len(grid.errors) >= 1
+    runs = trial_runs(spec.tracking.uri, "fail-study")
+    assert len(runs) == 3
+    by_batch = {}
+    for r in runs:
+        by_batch.setdefault(r.data.params["finetune.batch_size"], []).append(r)
+    failed = [r for r in runs if r.data.tags[schema.TAG_STATUS] == schema.STATUS_FAILED]
+    assert failed and all(r.data.params["finetune.batch_size"] == "5000" for r in failed)
+    assert all("batch_size=5000" in r.data.tags[schema.TAG_ERROR] for r in failed)
+    assert any(r.data.tags[schema.TAG_STATUS] == schema.STATUS_COMPLETED for r in by_batch["16"])
+    assert study_runs(spec.tracking.uri, "fail-study")[0].info.status == "FINISHED"
