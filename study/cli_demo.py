@@ -50,12 +50,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     minutes = (time.monotonic() - t0) / 60
     console.rule(f"demo finished in {minutes:.1f} min")
     uri = spec.tracking.uri
-    console.print(f"phantom data   {phantom}\nstore          {store}\nTune storage   {spec.storage_path}\n"
-                  f"MLflow         {uri}\nreport         {report}\n")
-    console.print("next:")
-    console.print(f"  thoraxmae ui --tracking-uri {uri}          # browse runs on http://127.0.0.1:5000")
-    console.print(f"  thoraxmae study status {spec.name} --tracking-uri {uri}")
-    console.print(f"  thoraxmae report {spec.name} --tracking-uri {uri} --out report/")
+    print(f"phantom data   {phantom}\nstore          {store}\nTune storage   {spec.storage_path}\n"
+          f"MLflow         {uri}\nreport         {report}\n\nnext:")
+    print(f"  thoraxmae ui --tracking-uri {uri}    # MLflow UI on http://127.0.0.1:5000")
+    print(f"  thoraxmae study status {spec.name} --tracking-uri {uri}")
+    print(f"  thoraxmae report {spec.name} --tracking-uri {uri} --out report/")
     return 0
 
 

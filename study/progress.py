@@ -32,15 +32,19 @@ class StudyProgress(Callback):
 
     # --- Tune events ---------------------------------------------------------------------------------
     def setup(self, **info: Any) -> None:
+        from rich.console import Console
         from rich.live import Live
 
+        if not Console().is_terminal:  # a log file or CI: one plain line per trial event instead
+            self._live = None
+            return
         self._live = Live(self.render(), refresh_per_second=2, transient=False)
         self._live.start()
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self.status[trial.trial_id] = schema.STATUS_RUNNING
         self.started[trial.trial_id] = time.monotonic()
-        self._refresh()
+        self._refresh(f"trial {trial.trial_id} started")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         tid = trial.trial_id
@@ -58,11 +62,14 @@ class StudyProgress(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self.status[trial.trial_id] = trial_status(self.spec, trial.config, trial.last_result or {})
-        self._refresh()
+        value = (trial.last_result or {}).get(self.spec.metric)
+        shown = f", {self.spec.metric} {value:.4f}" if isinstance(value, int | float) and math.isfinite(value) else ""
+        self._refresh(f"trial {trial.trial_id} {self.status[trial.trial_id]} at "
+                      f"{self.epoch.get(trial.trial_id, '-')}{shown}")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self.status[trial.trial_id] = schema.STATUS_FAILED
-        self._refresh()
+        self._refresh(f"trial {trial.trial_id} failed")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._refresh()
@@ -93,6 +100,13 @@ class StudyProgress(Callback):
             table.caption = "running: " + ", ".join(running)
         return table
 
-    def _refresh(self) -> None:
+    def _refresh(self, event: str | None = None) -> None:
+        """Update the live table; without a terminal, print `event` with the running totals."""
         if self._live is not None:
             self._live.update(self.render())
+        elif event:
+            c = self.counts()
+            best = f"; best {self.spec.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
+            print(f"[study {self.spec.name}] {event} | running {c[schema.STATUS_RUNNING]}, completed "
+                  f"{c[schema.STATUS_COMPLETED]}, pruned {c[schema.STATUS_PRUNED]}, failed {c[schema.STATUS_FAILED]}"
+                  f"{best}", flush=True)

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 
 import ray
@@ -80,8 +81,10 @@ def make_sampler(spec: StudySpec):
     s = spec.search.sampler
     if s.type == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials,
-                                      multivariate=s.multivariate, group=s.multivariate)
+    with warnings.catch_warnings():  # `multivariate`/`group` are "experimental" in Optuna 5, and what we want
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials,
+                                          multivariate=s.multivariate, group=s.multivariate)
 
 
 def make_search(spec: StudySpec):
