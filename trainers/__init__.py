@@ -22,7 +22,11 @@ _EXPORTS = {
     "load_encoder": "trainers.checkpoints", "read_checkpoint": "trainers.checkpoints",
     "CheckpointError": "trainers.errors",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CheckpointError", "FinetuneConfig", "FinetuneJob", "ModelConfig", "PretrainConfig", "PretrainJob",
+    "build_classifier", "build_mae", "finetune_loop", "finetune_trainer", "load_encoder", "pretrain_loop",
+    "pretrain_trainer", "read_checkpoint",
+]
 
 
 def __getattr__(name: str) -> Any:

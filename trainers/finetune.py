@@ -29,8 +29,17 @@ from trainers.jobs import FinetuneJob
 from trainers.metrics import accuracy, auc_metrics, bootstrap_mauc_ci, mean_auc, per_class_auc
 from trainers.models import build_classifier, resolve_model, unwrap
 from trainers.optim import absolute_lr, param_groups
-from trainers.runtime import CostClock, Worker, cpu_threads, current_worker, maybe_fail, prepare, report, \
-    restore_files, seed_everything
+from trainers.runtime import (
+    CostClock,
+    Worker,
+    cpu_threads,
+    current_worker,
+    maybe_fail,
+    prepare,
+    report,
+    restore_files,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 

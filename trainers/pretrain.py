@@ -19,8 +19,16 @@ from trainers.engine import Batch, Schedule, train_epoch
 from trainers.jobs import PretrainJob
 from trainers.models import build_mae, resolve_model, unwrap
 from trainers.optim import absolute_lr, param_groups
-from trainers.runtime import CostClock, cpu_threads, current_worker, maybe_fail, prepare, report, restore_files, \
-    seed_everything
+from trainers.runtime import (
+    CostClock,
+    cpu_threads,
+    current_worker,
+    maybe_fail,
+    prepare,
+    report,
+    restore_files,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 BETAS = (0.9, 0.95)  # FACTS.md

@@ -18,7 +18,7 @@ def test_mae_step_under_bf16_autocast_is_finite_and_float32_loss():
     model = build_mae(VIT_S, norm_pix_loss=False).to(device)
     images = torch.randn(8, 3, 224, 224, device=device)
     with autocast(device):
-        loss, pred, mask = model(images, mask_ratio=0.9)
+        loss, pred, _ = model(images, mask_ratio=0.9)
     assert pred.dtype == torch.bfloat16 and loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -61,7 +61,7 @@ def test_pipeline_study_pretrains_then_finetunes(study_ray, phantom_store, tmp_p
         assert r.data.tags[schema.TAG_STATUS] in (schema.STATUS_COMPLETED, schema.STATUS_PRUNED)
         assert r.data.params["pretrain.mask_ratio"] in ("0.75", "0.9") and "finetune.layer_decay" in r.data.params
         assert [s for s, _ in history(uri, r.info.run_id, schema.M_PRETRAIN_LOSS)] == [1, 2]
-        assert [s for s, _ in history(uri, r.info.run_id, schema.M_VAL_MAUC)][0] == 1
+        assert next(s for s, _ in history(uri, r.info.run_id, schema.M_VAL_MAUC)) == 1
         pre_cost = r.data.metrics.get(f"pretrain/{schema.M_COST_CPU_HOURS}")
         assert pre_cost is not None and r.data.metrics[schema.M_COST_CPU_HOURS] > pre_cost
     # every trial fine-tuned its own encoder: one pre-training Train run per trial, marked done

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from study import schema
-from tests.integration.study_helpers import free_ports, history, subprocess_env, tiny_spec, trial_runs, write_spec
+from tests.integration.study_helpers import (
+    free_ports,
+    history,
+    subprocess_env,
+    tiny_spec,
+    trial_runs,
+    write_spec,
+)
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "study.cli"]
@@ -53,7 +60,7 @@ def ray_head(tmp_path):
            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--dashboard-agent-listen-port",
            str(agent), "--ray-client-server-port", str(client), "--metrics-export-port", str(metrics),
            "--num-cpus", "2", "--temp-dir", temp_dir, "--block"]
-    log = open(tmp_path / "head.log", "w")
+    log = open(tmp_path / "head.log", "w")  # noqa: SIM115 (outlives the Popen call; closed below)
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     try:
@@ -77,11 +84,11 @@ def test_submit_runs_a_study_on_a_cluster(ray_head, phantom_store, tmp_path):
     no_token = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     no_token["RAY_AUTH_MODE"] = "disabled"
     refused = subprocess.run([*CLI, "study", "submit", str(spec), "--address", url], env=no_token,
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=120, check=False)
     assert refused.returncode == 2 and "token authentication" in refused.stderr
 
     done = subprocess.run([*CLI, "study", "submit", str(spec), "--address", url, "--follow"], env=env,
-                          capture_output=True, text=True, timeout=400, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=400, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     job_id = done.stdout.splitlines()[0]
     assert job_id.startswith("thoraxmae-submitted-") and f"job {job_id}: SUCCEEDED" in done.stdout
@@ -94,7 +101,7 @@ def test_resume_after_the_driver_is_killed(phantom_store, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = write_spec(tiny_spec(phantom_store, tmp_path, "resumed", num_samples=4), tmp_path / "s.yaml")
     env = subprocess_env()
-    log = open(tmp_path / "driver.log", "w")
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 (outlives the Popen call; closed below)
     driver = subprocess.Popen([*CLI, "study", "run", str(spec)], env=env, stdout=log, stderr=subprocess.STDOUT,
                               cwd=tmp_path, start_new_session=True)
     finished: dict[str, str] = {}
@@ -116,7 +123,7 @@ def test_resume_after_the_driver_is_killed(phantom_store, tmp_path):
     before = {r.data.tags[schema.TAG_TRIAL_ID] for r in trial_runs(uri, "resumed")}
 
     resumed = subprocess.run([*CLI, "study", "resume", "resumed", "--tracking-uri", uri], env=env,
-                             capture_output=True, text=True, timeout=400, cwd=tmp_path)
+                             capture_output=True, text=True, timeout=400, cwd=tmp_path, check=False)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
     runs = trial_runs(uri, "resumed")
@@ -130,5 +137,5 @@ def test_resume_after_the_driver_is_killed(phantom_store, tmp_path):
         steps = [s for s, _ in history(uri, run_id, schema.M_VAL_MAUC)]
         assert steps == sorted(set(steps))
     status = subprocess.run([*CLI, "study", "status", "resumed", "--tracking-uri", uri], env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert status.returncode == 0 and "4/4 trials finished" in status.stdout

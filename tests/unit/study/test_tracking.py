@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -84,7 +85,7 @@ def test_parent_and_child_runs_follow_the_schema(uri, tmp_path):
     assert [(m.step, m.value) for m in client.get_metric_history(run, schema.M_VAL_MAUC)] == [
         (1, 0.6), (2, 0.8), (3, 0.7)]
     table = client.download_artifacts(run, schema.ARTIFACT_AUC_TABLE, str(tmp_path))
-    assert open(table).read().splitlines() == ["label,val_auc,test_auc,best_epoch", "Hernia,0.900000,0.850000,2"]
+    assert Path(table).read_text().splitlines() == ["label,val_auc,test_auc,best_epoch", "Hernia,0.900000,0.850000,2"]
     f = client.get_run(failed)
     assert (f.data.tags[schema.TAG_STATUS], f.info.status) == (schema.STATUS_FAILED, "FAILED")
     assert "boom" in f.data.tags[schema.TAG_ERROR]
