@@ -2,6 +2,21 @@
 
     thoraxmae data phantom OUT --n 2000 --size 256 --seed 0
     thoraxmae data prepare SOURCE_DIR --format nih --out STORE --size 256 [--workers N] [--strict] [--split-seed S]
+        [--also FORMAT=DIR ...] [--keep-splits train[,val,test]]
+
+A mixture: `--also FORMAT=DIR` (repeatable) loads one more source, and all are combined by
+`concat_tables` into one store (labels matched by name; image and patient ids prefixed with the part's
+name, two parts of one format become nih, nih-2, ...; the manifest's notes list the parts). The paper's
+"X-rays 0.3M" pre-training store:
+
+    thoraxmae data prepare /data/ChestX-ray14 --format nih --split-files SPLITS \
+        --also chexpert=/data/CheXpert-v1.0-small --keep-splits train --out store/xrays03m --size 256
+
+Source options go to every source of the run that accepts them (--split-seed 3 splits each of them
+with seed 3); the ones naming a file of one dataset (--split-files, --csv, --labels-csv) go to the main
+source only. An option that no source of the run accepts is an error. --harmonise applies to all.
+--keep-splits keeps only the rows of the listed splits (applied to each part); a split it empties is
+fine, an empty store is an error.
 
 A DataError (bad folder, malformed CSV, unreadable image with --strict, ...) is one line on stderr and
 exit code 2. Heavy imports stay inside the handlers so `thoraxmae --help` is instant.
@@ -18,6 +33,10 @@ from pathlib import Path
 from datasets.errors import DataError
 
 FORMATS = ("nih", "chexpert", "mimic", "covidx", "dicom")
+SPLIT_NAMES = ("train", "val", "test")  # datasets.table.SPLITS, kept here so --help imports nothing heavy
+# Options that name a file of one dataset: they go to the main source only (--format, SOURCE_DIR).
+MAIN_ONLY_OPTIONS = ("split_files", "csv", "labels_csv")
+OPTION_FLAGS = {"frontal": "--all-views"}  # keyword -> flag, where the flag is not "--" + keyword
 SHOWN_FAILURES = 10
 
 
@@ -42,13 +61,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     r.add_argument("--shard-size", type=int, default=1024, help="images per shard file (default 1024)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--also", action="append", default=[], metavar="FORMAT=DIR",
+                   help="mix in one more source (repeatable), e.g. --also chexpert=/data/CheXpert-v1.0-small")
+    r.add_argument("--keep-splits", metavar="SPLIT[,SPLIT]",
+                   help="keep only the rows of these splits, e.g. train for a pre-training store")
     _source_options(r)
     r.set_defaults(func=_prepare)
 
 
 def _source_options(r: argparse.ArgumentParser) -> None:
     """Source options; only those given are passed on (a format that lacks one names its valid options)."""
-    g = r.add_argument_group("source options (see datasets/sources)")
+    g = r.add_argument_group("source options (see datasets/sources)",
+                             "each goes to every source of the run that accepts it; --split-files, --csv and "
+                             "--labels-csv go to the main source only")
     g.add_argument("--split-seed", type=int, help="seed of the patient-level val (and test) split")
     g.add_argument("--val-fraction", type=float, help="fraction of training patients moved to val")
     g.add_argument("--test-fraction", type=float, help="dicom: fraction of patients for test")
@@ -80,6 +105,48 @@ def _options(args: argparse.Namespace) -> dict:
     if args.all_views:
         out["frontal"] = False
     return out
+
+
+def _parse_also(value: str) -> tuple[str, Path]:
+    fmt, sep, folder = value.partition("=")
+    fmt = fmt.strip()
+    if not sep or not fmt or not folder.strip():
+        raise DataError(f"--also {value!r}: expected FORMAT=DIR, e.g. --also chexpert=/data/CheXpert-v1.0-small")
+    if fmt not in FORMATS:
+        raise DataError(f"--also {value!r}: unknown format {fmt!r}; expected one of {list(FORMATS)}")
+    return fmt, Path(folder.strip())
+
+
+def _parse_keep_splits(value: str) -> list[str]:
+    splits = _split_list(value)
+    unknown = [s for s in splits if s not in SPLIT_NAMES]
+    if unknown or not splits:
+        raise DataError(f"--keep-splits {value!r}: unknown split name(s) {unknown or [value]}; expected a "
+                        f"comma-separated subset of {','.join(SPLIT_NAMES)}, e.g. --keep-splits train")
+    return splits
+
+
+def _flag(option: str) -> str:
+    return OPTION_FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
+def _source_plans(args: argparse.Namespace) -> list[tuple[str, Path, dict]]:
+    """(format, folder, options) for the main source, then each --also source, with the options each accepts."""
+    from datasets.sources import source_options
+
+    sources = [(args.fmt, args.source_dir)] + [_parse_also(v) for v in args.also]
+    given = _options(args)
+    accepts = {fmt: source_options(fmt) for fmt, _ in sources}
+    for name in given:
+        if name in MAIN_ONLY_OPTIONS and name not in accepts[args.fmt]:
+            raise DataError(f"source option {name!r} ({_flag(name)}) names a file of the main source, and source "
+                            f"{args.fmt!r} does not accept it; valid options: {list(accepts[args.fmt])}")
+        if not any(name in a for a in accepts.values()):
+            which = f"source {args.fmt!r}" if len(accepts) == 1 else f"any of the sources {list(accepts)}"
+            valid = "; ".join(f"{f}: {list(a)}" for f, a in accepts.items())
+            raise DataError(f"source option {name!r} ({_flag(name)}) is not accepted by {which}; valid options: {valid}")
+    return [(fmt, root, {k: v for k, v in given.items() if k in accepts[fmt] and (i == 0 or k not in MAIN_ONLY_OPTIONS)})
+            for i, (fmt, root) in enumerate(sources)]
 
 
 def _split_list(text: str) -> list[str]:
@@ -120,13 +187,15 @@ def _phantom(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from datasets.sources import load_source
     from datasets.store import prepare_store
 
-    table = load_source(args.fmt, args.source_dir, harmonise=args.harmonise, **_options(args))
+    table = _table(args)
     manifest = prepare_store(table, args.out, size=args.size, workers=args.workers, strict=args.strict,
                              progress=not args.quiet, shard_size=args.shard_size)
     console = Console()
+    if "sources" in table.notes:
+        console.print("mixture of " + ", ".join(f"{p['name']} ({p['format']} {p['dir']}: {p['images']} images)"
+                                                for p in table.notes["sources"]), markup=False, soft_wrap=True)
     console.print(_summary(f"store {args.out} ({manifest['size']} px, {len(manifest['shards'])} shards)",
                            manifest["counts"], manifest["positives"]))
     failed = manifest["failed"]
@@ -138,6 +207,31 @@ def _prepare(args: argparse.Namespace) -> int:
     else:
         console.print("no failed images")
     return 0
+
+
+def _table(args: argparse.Namespace):
+    """The table to prepare: the main source, or the mixture with the --also sources; --keep-splits applied."""
+    from datasets.sources import load_source
+    from datasets.table import concat_tables, keep_splits
+
+    plans = _source_plans(args)
+    keep = _parse_keep_splits(args.keep_splits) if args.keep_splits is not None else None
+    tables = [load_source(fmt, root, harmonise=args.harmonise, **opts) for fmt, root, opts in plans]
+    held = {s: sum(t.split_counts()[s] for t in tables) for s in SPLIT_NAMES}
+    if keep is not None:
+        tables = [keep_splits(t, keep) for t in tables]
+        if sum(len(t) for t in tables) == 0:
+            raise DataError(f"--keep-splits {args.keep_splits}: no image is in split(s) {keep} (the source(s) hold "
+                            + ", ".join(f"{s} {n}" for s, n in held.items()) + "); nothing to prepare")
+    if len(tables) == 1:
+        return tables[0]
+    table = concat_tables(tables)
+    table.notes["sources"] = [{"name": part, "format": fmt, "dir": str(root.resolve()), "images": len(t),
+                               "counts": t.split_counts()}
+                              for part, (fmt, root, _), t in zip(table.notes["parts"], plans, tables)]
+    if keep is not None:
+        table.notes["kept_splits"] = [s for s in SPLIT_NAMES if s in keep]
+    return table
 
 
 def _summary(title: str, counts: dict[str, int], positives: dict[str, dict[str, int]]):

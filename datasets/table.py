@@ -90,16 +90,19 @@ def concat_tables(tables: Sequence[SourceTable], name: str = "mixture",
     """A mixture of sources (e.g. CheXpert frontal + NIH train for pre-training).
 
     Labels are matched by name; a label a source lacks gets mask 0. Image and patient ids are
-    prefixed with the source name so two sources never collide.
+    prefixed with the part's name so two sources never collide; parts with the same table name (two
+    NIH folders) are told apart as nih, nih-2, ... The notes list the parts (`parts`, in order) and keep
+    each part's own notes (`part_notes`, by part name).
     """
     if not tables:
         raise DataError("concat_tables: no tables given")
     names = list(label_names) if label_names is not None else _union_names(tables)
+    parts = _unique_names([t.name for t in tables])
     frames, labels, masks = [], [], []
-    for t in tables:
+    for t, part in zip(tables, parts):
         fr = t.frame.copy()
-        fr["image_id"] = t.name + "/" + fr["image_id"].astype(str)
-        fr["patient_id"] = t.name + "/" + fr["patient_id"].astype(str)
+        fr["image_id"] = part + "/" + fr["image_id"].astype(str)
+        fr["patient_id"] = part + "/" + fr["patient_id"].astype(str)
         lab = np.zeros((len(t), len(names)), np.float32)
         msk = np.zeros((len(t), len(names)), np.uint8)
         for j, n in enumerate(names):
@@ -113,7 +116,30 @@ def concat_tables(tables: Sequence[SourceTable], name: str = "mixture",
     if len(tasks) > 1:
         raise DataError(f"concat_tables: cannot mix tasks {sorted(tasks)}")
     return SourceTable(name, tuple(names), pd.concat(frames, ignore_index=True), np.concatenate(labels),
-                       np.concatenate(masks), tasks.pop(), {"parts": [t.name for t in tables]})
+                       np.concatenate(masks), tasks.pop(),
+                       {"parts": parts, "part_notes": {p: dict(t.notes) for p, t in zip(parts, tables)}})
+
+
+def keep_splits(table: SourceTable, splits: Sequence[str]) -> SourceTable:
+    """Only the rows of `splits` (e.g. ["train"] for a pre-training store); an emptied split is fine."""
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown or not splits:
+        raise DataError(f"keep_splits: unknown split name(s) {unknown or list(splits)}; expected some of {list(SPLITS)}")
+    out = table.select(table.frame["split"].isin(list(splits)).to_numpy())
+    out.notes["kept_splits"] = [s for s in SPLITS if s in splits]
+    return out
+
+
+def _unique_names(names: Sequence[str]) -> list[str]:
+    """["nih", "nih", "chexpert"] -> ["nih", "nih-2", "chexpert"]."""
+    out: list[str] = []
+    for n in names:
+        u, i = n, 1
+        while u in out:
+            i += 1
+            u = f"{n}-{i}"
+        out.append(u)
+    return out
 
 
 def _union_names(tables: Sequence[SourceTable]) -> list[str]:
