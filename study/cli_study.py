@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from study.cli_errors import user_errors
+
+LOOPBACK = "127.0.0.1"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     u = sub.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the tracking backend")
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db")
+    u.add_argument("--host", default=LOOPBACK,
+                   help=f"interface to listen on (default {LOOPBACK}); MLflow has no authentication, so anything "
+                        "else lets whoever reaches it read and change every run")
+    u.add_argument("--allowed-hosts", metavar="HOST[:PORT],...",
+                   help="Host headers the UI answers (MLflow's DNS-rebinding guard); default: the --host "
+                        "name when it is one address or name, MLflow's localhost and private IPs otherwise")
+    u.add_argument("--workers", type=int, default=1, help="MLflow server processes (default 1)")
     u.set_defaults(func=cmd_ui)
 
 
@@ -132,7 +142,32 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"{uri} is already an MLflow server: open it in a browser")
         return 0
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-           "--port", str(args.port)]
-    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+           "--port", str(args.port), "--workers", str(args.workers)]
+    allowed = args.allowed_hosts or _default_allowed_hosts(args.host, args.port)
+    if allowed:
+        cmd += ["--allowed-hosts", allowed]
+    if not _is_loopback(args.host):
+        print(f"warning: MLflow has no authentication: anyone who can reach {args.host}:{args.port} can read, "
+              f"change and delete every run. On an untrusted network keep the default --host {LOOPBACK} and "
+              f"tunnel instead (ssh -L {args.port}:{LOOPBACK}:{args.port} THIS_HOST). "
+              f"Host headers answered: {allowed or 'localhost and private IPs (MLflow default)'}", file=sys.stderr)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"MLflow UI for {uri} on http://{shown}:{args.port} (Ctrl-C stops it)")
     return subprocess.call(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost
+        return False
+
+
+def _default_allowed_hosts(host: str, port: int) -> str | None:
+    """None (MLflow's default: localhost and private IPs) on loopback or a wildcard address; else the one
+    name it listens on, so a public address works without answering every Host name."""
+    if _is_loopback(host) or host in ("0.0.0.0", "::"):
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port},{shown}"

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # Reported keys that are metrics of the run schema (Tune adds its own bookkeeping keys beside them).
 METRIC_PREFIXES = ("train/", "pretrain/", "val/", "test/", "cost/", "time/", "throughput/")
 PIPELINE_PRETRAIN_EPOCH = f"pretrain/{schema.M_EPOCH}"  # a pipeline's pre-training epoch: the step, not a metric
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 _MLFLOW_STATUS = {schema.STATUS_COMPLETED: "FINISHED", schema.STATUS_PRUNED: "KILLED",
                   schema.STATUS_FAILED: "FAILED"}
 
@@ -213,4 +214,5 @@ def ensure_experiment(client, uri: str, name: str) -> str:
     m = re.fullmatch(r"sqlite:///(.+)", uri)
     if m:
         location = (Path(m.group(1)).parent / "mlartifacts" / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    # the MLflow 3 UI opens an experiment of this kind on its training runs, not the GenAI trace overview
+    return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})

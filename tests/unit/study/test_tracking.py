@@ -60,6 +60,9 @@ def test_parent_and_child_runs_follow_the_schema(uri, tmp_path):
     tracker = StudyTracker(spec)
     parent = tracker.start_study()
     assert StudyTracker(spec).start_study() == parent  # a resumed study finds its parent again
+    # the MLflow UI opens it on its training runs (not the GenAI overview)
+    assert tracker.client.get_experiment(tracker.experiment_id()).tags["mlflow.experimentKind"] == \
+        "custom_model_development"
 
     run = tracker.start_trial("t1", {"finetune.layer_decay": "0.6"})
     assert tracker.start_trial("t1", {"finetune.layer_decay": "0.6"}) == run  # restarted trial: same run

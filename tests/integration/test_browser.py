@@ -1,0 +1,103 @@
+"""The demo's results in a real browser (issue 6): a small `thoraxmae demo`, then `thoraxmae ui` on its
+MLflow file, rendered by headless Chromium. The runs page lists the trials sorted by val/mauc, a trial's
+page shows its knobs and metrics, and the demo's report.html shows its plots.
+
+Skipped when no Chromium can be had (tests/integration/browser.py). The demo takes about two minutes.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import pytest
+from mlflow import MlflowClient
+
+from study import schema
+from tests.integration import browser
+from tests.integration.study_helpers import free_ports, subprocess_env, trial_runs
+
+pytestmark = pytest.mark.integration
+DEMO_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Demo:
+    out: Path
+    uri: str
+    report: Path
+    study: str
+    experiment_id: str
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Demo:
+    """`thoraxmae demo --n 300 --trials 2` in a fresh folder, as a user runs it."""
+    browser.chromium()  # skip before spending the demo's two minutes
+    out = tmp_path_factory.mktemp("demo")
+    cmd = [str(Path(sys.executable).with_name("thoraxmae")), "demo", "--out", str(out), "--n", "300", "--trials", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=DEMO_TIMEOUT_S,
+                          check=False)
+    said = f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, said
+    printed = re.search(r"^report\s+(\S+)$", done.stdout, re.MULTILINE)
+    assert printed, f"the demo did not print its report path\n{said}"
+    report = Path(printed.group(1))
+    assert report.is_file() and report.is_relative_to(out), report
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiments = [e for e in client.search_experiments() if e.name != "Default"]
+    assert len(experiments) == 1, [e.name for e in experiments]
+    return Demo(out, uri, report, experiments[0].name, experiments[0].experiment_id)
+
+
+@pytest.fixture(scope="module")
+def ui(demo, tmp_path_factory):
+    """`thoraxmae ui` on the demo's MLflow file; yields its base URL."""
+    (port,) = free_ports(1)
+    log = tmp_path_factory.mktemp("ui") / "ui.log"
+    with browser.serving_ui(demo.uri, port, log, env=subprocess_env()) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def trials(demo) -> list:
+    """The demo's trial runs, best val/mauc first."""
+    runs = trial_runs(demo.uri, demo.study)
+    assert len(runs) == 2
+    return sorted(runs, key=lambda r: -r.data.metrics.get(schema.M_VAL_MAUC, float("-inf")))
+
+
+def test_runs_page_lists_the_trials_by_val_mauc(demo, ui, trials):
+    """The runs table filtered to trials and sorted by val/mauc, as a user would set it up."""
+    query = urlencode({"searchFilter": f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'",
+                       "orderByKey": f"metrics.`{schema.M_VAL_MAUC}`", "orderByAsc": "false"}, quote_via=quote)
+    url = f"{ui}/#/experiments/{demo.experiment_id}/runs?{query}"
+    names = [r.info.run_name for r in trials]
+    assert all(name.startswith(f"{demo.study}-") for name in names), names
+    dom = browser.dom_showing(url, [*names, schema.M_VAL_MAUC])
+    missing = [n for n in [*names, schema.M_VAL_MAUC] if n not in dom]
+    assert not missing, f"{missing} not on the rendered runs page"
+    assert [dom.index(n) for n in names] == sorted(dom.index(n) for n in names), "not sorted by val/mauc"
+    assert f"{len(names)} matching runs" in re.sub(r"<[^>]+>", "", dom)
+
+
+def test_trial_page_shows_its_knobs_and_metrics(demo, ui, trials):
+    best = trials[0]
+    url = f"{ui}/#/experiments/{demo.experiment_id}/runs/{best.info.run_id}"
+    val_mauc = str(best.data.metrics[schema.M_VAL_MAUC])
+    needles = [best.info.run_name, "pretrain.mask_ratio", "finetune.layer_decay", schema.M_VAL_MAUC, val_mauc]
+    assert {"pretrain.mask_ratio", "finetune.layer_decay"} <= best.data.params.keys()
+    dom = browser.dom_showing(url, needles, size=(1600, 2400))
+    missing = [n for n in needles if n not in dom]
+    assert not missing, f"{missing} not on the rendered page of trial {best.info.run_name}"
+
+
+def test_demo_report_shows_its_plots(demo, tmp_path):
+    images = browser.report_images(demo.report)
+    assert len(images) >= 4 and all(i.format == "PNG" and min(i.size) >= 200 for i in images)
+    pixels = browser.screenshot(demo.report.as_uri(), tmp_path / "report.png", size=(1280, 7000))
+    browser.assert_plots_visible(pixels, min_blue=1_000)  # two trials draw few marks
