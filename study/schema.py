@@ -1,9 +1,30 @@
 """MLflow run schema: the contract between study/ (writer) and analysis/ (reader). DESIGN.md.
 
-Imports neither Ray nor MLflow, so analysis can import it cheaply. Trainers report metrics under
-the same names (trainers/reporting.py); a unit test checks the two never drift.
+Imports neither Ray nor MLflow (nor torch), so analysis can import it cheaply. The metric names are
+those the trainers report (trainers/reporting.py), imported from there so they cannot drift.
 """
 from __future__ import annotations
+
+# --- metrics (step = epoch): the names the training loops report, defined once in trainers ------
+from trainers.reporting import (  # constants only: no torch, no Ray
+    M_BEST_EPOCH,
+    M_COST_CPU_HOURS,
+    M_COST_GPU_HOURS,
+    M_EPOCH,
+    M_EPOCH_TIME,
+    M_LR,
+    M_PRETRAIN_LOSS,
+    M_TEST_ACC,
+    M_TEST_AUC_PREFIX,
+    M_TEST_MAUC,
+    M_TEST_MAUC_CI_HIGH,
+    M_TEST_MAUC_CI_LOW,
+    M_THROUGHPUT,
+    M_TRAIN_LOSS,
+    M_VAL_ACC,
+    M_VAL_AUC_PREFIX,
+    M_VAL_MAUC,
+)
 
 # --- tags ---------------------------------------------------------------------------------------
 TAG_ROLE = "thoraxmae.role"
@@ -27,25 +48,6 @@ ARTIFACT_SPEC = "spec.yaml"
 ARTIFACT_CHECKPOINT_DIR = "checkpoint"
 ARTIFACT_AUC_TABLE = "per_class_auc.csv"
 ARTIFACT_REPORT_DIR = "report"
-
-# --- metrics (step = epoch) ---------------------------------------------------------------------
-M_EPOCH = "epoch"
-M_TRAIN_LOSS = "train/loss"
-M_PRETRAIN_LOSS = "pretrain/loss"
-M_VAL_MAUC = "val/mauc"
-M_VAL_AUC_PREFIX = "val/auc/"  # + label name
-M_VAL_ACC = "val/acc"  # COVIDx (multi-class)
-M_TEST_MAUC = "test/mauc"
-M_TEST_MAUC_CI_LOW = "test/mauc_ci_low"
-M_TEST_MAUC_CI_HIGH = "test/mauc_ci_high"
-M_TEST_AUC_PREFIX = "test/auc/"
-M_TEST_ACC = "test/acc"
-M_COST_GPU_HOURS = "cost/gpu_hours"
-M_COST_CPU_HOURS = "cost/cpu_hours"
-M_EPOCH_TIME = "time/epoch_s"
-M_THROUGHPUT = "throughput/img_s"
-M_LR = "train/lr"
-M_BEST_EPOCH = "val/best_epoch"  # epoch of the best val/mauc so far (fine-tuning)
 
 # --- params: knob names are spec paths ----------------------------------------------------------
 PRETRAIN_KNOBS = (

@@ -24,22 +24,13 @@ from datasets.store_read import open_store
 from datasets.transforms import build_eval_transform, build_finetune_transform
 from trainers import reporting as R
 from trainers.checkpoints import load_encoder
-from trainers.engine import Batch, Schedule, predict, train_epoch
+from trainers.engine import Batch, predict, train_epoch
 from trainers.jobs import FinetuneJob
 from trainers.metrics import accuracy, auc_metrics, bootstrap_mauc_ci, mean_auc, per_class_auc
 from trainers.models import build_classifier, resolve_model, unwrap
-from trainers.optim import absolute_lr, param_groups
-from trainers.runtime import (
-    CostClock,
-    Worker,
-    cpu_threads,
-    current_worker,
-    maybe_fail,
-    prepare,
-    report,
-    restore_files,
-    seed_everything,
-)
+from trainers.optim import param_groups
+from trainers.runtime import Worker, maybe_fail, report
+from trainers.session import resume, schedule, start_worker
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +60,7 @@ def evaluate(model, loader, worker: Worker, multiclass: bool, prefix: str, names
 def finetune_loop(config: dict[str, Any]) -> None:
     job = FinetuneJob.model_validate(config["job"])
     cfg, data = job.finetune, job.data
-    cpu_threads(job.resources.cpus_per_worker)
-    worker = current_worker()
-    seed_everything(cfg.seed, worker.rank)
+    worker = start_worker(job.resources, cfg.seed)
     r = resolve_model(job.model)
     store = open_store(data.store)
     names, multiclass = store.label_names, store.task == "multiclass"
@@ -83,57 +72,48 @@ def finetune_loop(config: dict[str, Any]) -> None:
     has_test = len(store.split_indices(data.test_split)) > 0
     test_ds = StoreDataset(store, data.test_split, eval_tf) if has_test else None
 
-    model = build_classifier(job.model, len(names), cfg.drop_path)
-    files = restore_files()
-    state = files[R.CHECKPOINT_FILE] if files else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-    elif cfg.init is not None:
-        report_ = load_encoder(model, cfg.init, cfg.init_format)
-        if worker.is_main:
-            log.info("initialised from %s; not in the file (trained from scratch): %s", cfg.init, sorted(report_.missing))
-    best_state = files[R.BEST_MODEL_FILE]["model"] if files and R.BEST_MODEL_FILE in files else None
-    best = float(state.get("best_mauc", -math.inf)) if state else -math.inf
-    best_epoch = int(state.get("best_epoch", 0)) if state else 0
-    model = prepare(model)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.layer_decay), lr=0.0)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    start = int(state["epoch"]) if state else 0
-    devices = job.resources.gpus_per_worker if worker.device.type == "cuda" else job.resources.cpus_per_worker
-    clock = CostClock(worker, devices, float(state.get("cost_hours", 0.0)) if state else 0.0)
-    lr = absolute_lr(cfg.blr, cfg.batch_size, cfg.accum_iter, worker.world_size)
-    sched = Schedule(lr, cfg.min_lr, cfg.warmup_epochs, cfg.epochs, cfg.accum_iter, cfg.max_steps_per_epoch)
+    run = resume(initial_model(job, len(names), worker), lambda m: torch.optim.AdamW(
+        param_groups(m, cfg.weight_decay, cfg.layer_decay), lr=0.0), job.resources, worker)
+    best_state = run.files[R.BEST_MODEL_FILE]["model"] if run.files and R.BEST_MODEL_FILE in run.files else None
+    best, best_epoch = float(run.saved("best_mauc", -math.inf)), int(run.saved("best_epoch", 0))
+    sched = schedule(cfg, worker)
     loss_fn = multiclass_loss if multiclass else multilabel_loss
     val_loader = make_loader(val_ds, batch_size=cfg.batch_size, train=False, rank=worker.rank,
                              world_size=worker.world_size, num_workers=data.num_workers)
     if worker.is_main:
         log.info("fine-tuning %s on %s: %d train / %d val images, %d labels, lr %.3g, epochs %d-%d", r.name,
-                 store.path, len(train_ds), len(val_ds), len(names), lr, start + 1, cfg.epochs)
+                 store.path, len(train_ds), len(val_ds), len(names), sched.base_lr, run.start_epoch + 1, cfg.epochs)
 
-    for epoch in range(start, cfg.epochs):
-        maybe_fail(job.fail_once_at_epoch, epoch + 1, restored=state is not None)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        maybe_fail(job.fail_once_at_epoch, epoch + 1, run.restored)
         loader = make_loader(train_ds, batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch,
                              rank=worker.rank, world_size=worker.world_size, num_workers=data.num_workers)
-        stats = train_epoch(model, loader, optimizer, loss_fn, epoch, sched, worker)
-        val, _ = evaluate(model, val_loader, worker, multiclass, "val/", names)
+        stats = train_epoch(run.model, loader, run.optimizer, loss_fn, epoch, sched, worker)
+        val, _ = evaluate(run.model, val_loader, worker, multiclass, "val/", names)
         done = epoch + 1
         if math.isfinite(val[R.M_VAL_MAUC]) and val[R.M_VAL_MAUC] > best:
             best, best_epoch = val[R.M_VAL_MAUC], done
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()})
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in unwrap(run.model).state_dict().items()})
         metrics = {R.M_EPOCH: done, R.M_TRAIN_LOSS: stats.loss, R.M_LR: stats.lr, **val,
                    R.M_BEST_EPOCH: best_epoch, R.M_EPOCH_TIME: stats.seconds, R.M_THROUGHPUT: stats.images_per_s}
         if done == cfg.epochs and test_ds is not None:
-            metrics.update(_test_once(model, best_state, test_ds, cfg, worker, multiclass, names))
-        metrics[clock.key] = clock.hours()
-        full = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": done,
-                "cost_hours": clock.hours(), "best_mauc": best, "best_epoch": best_epoch,
-                "model_config": job.model.model_dump(mode="json")}
-        out = {R.CHECKPOINT_FILE: full}
+            metrics.update(_test_once(run.model, best_state, test_ds, cfg, worker, multiclass, names))
+        metrics[run.clock.key] = run.clock.hours()
+        out = {R.CHECKPOINT_FILE: run.state_dict(done, job.model, best_mauc=best, best_epoch=best_epoch)}
         if best_state is not None:
             out[R.BEST_MODEL_FILE] = {"model": best_state, "epoch": best_epoch, "val_mauc": best,
                                       "label_names": list(names), "model_config": job.model.model_dump(mode="json")}
         report(worker, metrics, out)
+
+
+def initial_model(job: FinetuneJob, num_classes: int, worker: Worker) -> torch.nn.Module:
+    """The classifier, with `finetune.init`'s encoder weights when given (a restart overwrites them)."""
+    model = build_classifier(job.model, num_classes, job.finetune.drop_path)
+    if job.finetune.init is not None:
+        loaded = load_encoder(model, job.finetune.init, job.finetune.init_format)
+        if worker.is_main:
+            log.info("initialised from %s; trained from scratch: %s", job.finetune.init, sorted(loaded.missing))
+    return model
 
 
 def _test_once(model, best_state, test_ds: StoreDataset, cfg, worker: Worker, multiclass: bool, names) -> dict:

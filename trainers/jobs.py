@@ -18,21 +18,18 @@ class WorkerResources(BaseModel):
     gpus_per_worker: float = Field(0.0, ge=0)
 
 
-class PretrainJob(BaseModel):
+class _Job(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelConfig
     data: DataConfig
+    resources: WorkerResources = WorkerResources()
+    fail_once_at_epoch: int | None = Field(None, ge=1, description="test hook: raise once in this epoch")
+
+
+class PretrainJob(_Job):
     pretrain: PretrainConfig
-    resources: WorkerResources = WorkerResources()
-    fail_once_at_epoch: int | None = Field(None, ge=1, description="test hook: raise once in this epoch")
 
 
-class FinetuneJob(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: ModelConfig
-    data: DataConfig
+class FinetuneJob(_Job):
     finetune: FinetuneConfig
-    resources: WorkerResources = WorkerResources()
-    fail_once_at_epoch: int | None = Field(None, ge=1, description="test hook: raise once in this epoch")

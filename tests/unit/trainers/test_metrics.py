@@ -72,7 +72,7 @@ def test_multiclass_loss_is_cross_entropy_on_the_one_hot_label():
     assert loss.item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 2)))
 
 
-def test_reported_names_are_the_run_schema_names():
+def test_the_run_schema_uses_the_reported_names():
     from study import schema
 
     names = {k: v for k, v in vars(reporting).items() if k.startswith("M_")}

@@ -1,0 +1,92 @@
+"""The start and the checkpoint of a training run, shared by both loops: worker set-up, resuming the
+model and optimizer from the latest checkpoint, the cost clock, the LR schedule and the saved state.
+
+    worker = start_worker(job.resources, cfg.seed)
+    run = resume(build_model(...), lambda m: torch.optim.AdamW(param_groups(m, ...)), job, worker)
+    for epoch in range(run.start_epoch, cfg.epochs): ...
+        report(worker, metrics, {CHECKPOINT_FILE: run.state_dict(epoch + 1, job.model)})
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainers import reporting as R
+from trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
+from trainers.engine import Schedule
+from trainers.jobs import WorkerResources
+from trainers.models import unwrap
+from trainers.optim import absolute_lr
+from trainers.runtime import (
+    CostClock,
+    Worker,
+    cpu_threads,
+    current_worker,
+    prepare,
+    restore_files,
+    seed_everything,
+)
+
+
+def start_worker(resources: WorkerResources, seed: int) -> Worker:
+    cpu_threads(resources.cpus_per_worker)
+    worker = current_worker()
+    seed_everything(seed, worker.rank)
+    return worker
+
+
+@dataclass
+class Run:
+    """A model (on its device, DDP-wrapped when distributed) and its optimizer, resumed or fresh."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    clock: CostClock
+    files: dict[str, Any] | None  # the restored checkpoint's files, None for a fresh run
+
+    @property
+    def state(self) -> dict[str, Any] | None:
+        return self.files[R.CHECKPOINT_FILE] if self.files else None
+
+    @property
+    def restored(self) -> bool:
+        return self.files is not None
+
+    @property
+    def start_epoch(self) -> int:
+        return int(self.state["epoch"]) if self.state else 0
+
+    def saved(self, key: str, default: Any) -> Any:
+        """A value the restored checkpoint carries (`default` for a fresh run)."""
+        return self.state.get(key, default) if self.state else default
+
+    def state_dict(self, epoch: int, model_config: ModelConfig, **extra: Any) -> dict[str, Any]:
+        """What CHECKPOINT_FILE holds: weights (reference names), optimizer, epoch, cost, `extra`."""
+        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch,
+                "cost_hours": self.clock.hours(), "model_config": model_config.model_dump(mode="json"), **extra}
+
+
+def resume(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+           resources: WorkerResources, worker: Worker) -> Run:
+    """Load the latest checkpoint's weights and optimizer state when Ray Train restarted this run."""
+    files = restore_files()
+    state = files[R.CHECKPOINT_FILE] if files else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model = prepare(model)
+    optimizer = make_optimizer(model)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    devices = resources.gpus_per_worker if worker.device.type == "cuda" else resources.cpus_per_worker
+    clock = CostClock(worker, devices, float(state.get("cost_hours", 0.0)) if state else 0.0)
+    return Run(model, optimizer, clock, files)
+
+
+def schedule(cfg: PretrainConfig | FinetuneConfig, worker: Worker) -> Schedule:
+    """The per-iteration LR schedule of a phase; lr = blr * global batch / 256 (FACTS.md)."""
+    lr = absolute_lr(cfg.blr, cfg.batch_size, cfg.accum_iter, worker.world_size)
+    return Schedule(lr, cfg.min_lr, cfg.warmup_epochs, cfg.epochs, cfg.accum_iter, cfg.max_steps_per_epoch)
