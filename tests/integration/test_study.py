@@ -72,7 +72,7 @@ def test_pipeline_study_pretrains_then_finetunes(study_ray, phantom_store, tmp_p
 def test_a_failing_trial_is_recorded_with_its_error_and_the_study_goes_on(study_ray, phantom_store, tmp_path):
     from study.tune import run_study
 
-    raw = tiny_spec(phantom_store, tmp_path, "fail-study", num_samples=3)
+    raw = tiny_spec(phantom_store, tmp_path, "fail-study", num_samples=2, concurrent=2)
     raw["finetune"]["epochs"] = 1
     raw["resources"]["max_failures"] = 1  # Train retries the worker group once; the trial still fails
     raw["search"]["space"] = {"finetune.batch_size": {"type": "categorical", "choices": [16, 5000]}}
@@ -80,9 +80,9 @@ def test_a_failing_trial_is_recorded_with_its_error_and_the_study_goes_on(study_
     spec = load_spec(write_spec(raw, tmp_path / "spec.yaml"))
     grid = run_study(spec)
 
-    assert len(grid) == 3 and len(grid.errors) >= 1
+    assert len(grid) == 2 and len(grid.errors) == 1
     runs = trial_runs(spec.tracking.uri, "fail-study")
-    assert len(runs) == 3
+    assert len(runs) == 2
     by_batch = {}
     for r in runs:
         by_batch.setdefault(r.data.params["finetune.batch_size"], []).append(r)
