@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=None, help="timed steps (default 5 on CPU, 20 on CUDA)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 CPU, 5 CUDA)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="device peak for the % column")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="device peak for the %% column")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model before timing")
     Console(width=160).print(run(parser.parse_args()))
 
