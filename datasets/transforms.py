@@ -33,6 +33,9 @@ def crop_scale(crop_min: float) -> tuple[float, float]:
     return (crop_min, 1.0)
 
 
+RANDAUG_MAX = 10  # timm's RandAugment magnitude scale is 0..10 (_LEVEL_DENOM)
+
+
 def randaug_config(magnitude: int) -> str:
     """`finetune.randaug_magnitude` -> timm RandAugment config (FACTS.md: the paper uses m6)."""
     return f"rand-m{magnitude}-mstd0.5-inc1"
@@ -97,7 +100,10 @@ def rand_augment(magnitude: int, img_size: int, mean: float) -> Op:
     """timm RandAugment on gray images (fill = the mean gray level, bicubic), as timm's create_transform."""
     from timm.data.auto_augment import rand_augment_transform
 
-    hparams = {"translate_const": int(img_size * 0.45), "img_mean": round(255 * mean), "interpolation": BICUBIC}
+    # timm's inc1 posterize keeps 4 - int(level / 10 * 4) bits: 0 at level 10, which PIL rejects. With
+    # mstd0.5 a magnitude near 10 is drawn often (m9: ~2% of images), so clip draws just below 10.
+    hparams = {"translate_const": int(img_size * 0.45), "img_mean": round(255 * mean), "interpolation": BICUBIC,
+               "magnitude_max": RANDAUG_MAX - 0.01}
     return rand_augment_transform(randaug_config(magnitude), hparams)
 
 
@@ -143,8 +149,8 @@ def build_pretrain_transform(img_size: int, crop_min: float, hflip: bool | float
 def build_finetune_transform(img_size: int, crop_min: float, randaug_magnitude: int, hflip: bool | float,
                              mean: float, std: float, in_chans: int = 3) -> XrayTransform:
     """Fine-tuning (FACTS.md): RandomResizedCrop(scale=(crop_min, 1)), flip, RandAug m (0 disables it)."""
-    if randaug_magnitude < 0:
-        raise DataError(f"randaug_magnitude={randaug_magnitude} must be >= 0")
+    if not 0 <= randaug_magnitude <= RANDAUG_MAX:
+        raise DataError(f"randaug_magnitude={randaug_magnitude} must lie in [0, {RANDAUG_MAX}] (timm's RandAugment scale)")
     ops: list[Op] = [RandomResizedCrop(img_size, crop_scale(crop_min))]
     if _flip_p(hflip) > 0:
         ops.append(HorizontalFlip(_flip_p(hflip)))

@@ -78,7 +78,7 @@ class FinetuneConfig(BaseModel):
     weight_decay: float = Field(0.05, ge=0)
     layer_decay: float = Field(0.55, gt=0, le=1)
     drop_path: float = Field(0.2, ge=0, lt=1)
-    randaug_magnitude: int = Field(6, ge=0, le=30, description="timm rand-m{M}-mstd0.5-inc1; 0 disables")
+    randaug_magnitude: int = Field(6, ge=0, le=10, description="timm rand-m{M}-mstd0.5-inc1 (scale 0-10); 0 disables")
     crop_min: float = Field(0.08, gt=0, le=1)
     hflip: bool = False
     init: Path | None = Field(None, description="checkpoint to start from (local path)")

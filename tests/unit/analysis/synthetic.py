@@ -35,7 +35,7 @@ SPACE = {
     "pretrain.mask_ratio": {"type": "float", "low": 0.6, "high": 0.95},
     "finetune.layer_decay": {"type": "float", "low": 0.4, "high": 1.0},
     "finetune.drop_path": {"type": "float", "low": 0.0, "high": 0.4},
-    "finetune.randaug_magnitude": {"type": "int", "low": 0, "high": 15},
+    "finetune.randaug_magnitude": {"type": "int", "low": 0, "high": 10},
 }
 EPOCHS, GRACE, REDUCTION = 8, 2, 2
 N_STARTUP = 16  # random trials before TPE models the results

@@ -124,3 +124,17 @@ def test_eval_resizes_then_centre_crops():
 def test_rejects_non_gray_input():
     with pytest.raises(DataError, match="uint8"):
         build_eval_transform(32, NIH_MEAN, NIH_STD)(np.zeros((64, 64, 3), np.uint8))
+
+
+@pytest.mark.parametrize("magnitude", [9, 10])
+def test_high_randaug_magnitudes_never_posterize_to_zero_bits(magnitude):
+    # timm's inc1 posterize at level 10 asks PIL for 0 bits; our transform clips the drawn level below 10
+    t = build_finetune_transform(32, 0.08, magnitude, False, NIH_MEAN, NIH_STD)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        assert t(rng.integers(0, 256, (32, 32), dtype=np.uint8)).shape == (3, 32, 32)
+
+
+def test_randaug_magnitude_beyond_timms_scale_is_an_error():
+    with pytest.raises(DataError, match="randaug_magnitude=11"):
+        build_finetune_transform(32, 0.08, 11, False, NIH_MEAN, NIH_STD)
