@@ -72,7 +72,7 @@ def _print_summary(result) -> None:
     for col in ("knob", "recommended", "top-k range", "best trial"):
         table.add_column(col)
     for k in a.recipe.knobs:
-        table.add_row(k.knob, fmt(k.value), f"{fmt(k.low)} – {fmt(k.high)}", fmt(k.best_value))
+        table.add_row(k.knob, fmt(k.value), k.spread(a.recipe.confidence.k), fmt(k.best_value))
     console.print(table)
     for line in a.recipe.confidence.statements:
         console.print(f"- {line}")

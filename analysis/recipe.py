@@ -33,6 +33,12 @@ class KnobRecipe:
     share: float  # categorical: share of top-k with the recommended choice; numeric: 1.0
     best_value: Any  # the best trial's value
 
+    def spread(self, k: int) -> str:
+        """The top-k spread in words: `low – high` for a number, the recommended choice's share otherwise."""
+        from analysis.sections import fmt
+
+        return f"{fmt(self.low)} – {fmt(self.high)}" if self.kind != "categorical" else f"{self.share:.0%} of top-{k}"
+
 
 @dataclass
 class BestTrial:

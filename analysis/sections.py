@@ -96,7 +96,7 @@ def _recipe(a: StudyAnalysis, recipe_text: str) -> Section:
     share = {row.knob: row.fanova for row in imp.rows}
     rows = []
     for k in r.knobs:
-        spread = f"{fmt(k.low)} – {fmt(k.high)}" if k.kind != "categorical" else f"{k.share:.0%} of top-{r.confidence.k}"
+        spread = k.spread(r.confidence.k)
         iqr = f"{fmt(k.iqr[0])} – {fmt(k.iqr[1])}" if k.iqr else "–"
         weight = share.get(k.knob)
         note = "" if weight is None else f"{weight:.0%}" + (" (hardly matters)" if weight < MINOR_IMPORTANCE else "")

@@ -113,8 +113,11 @@ def make_report(name: str, uri: str, out: Path, console) -> Path:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     result = build_report(name, uri, out)
-    for k in result.analysis.recipe.knobs:
-        console.print(f"  {k.knob:<28} {k.value}  (top-k {k.low} - {k.high})")
+    from analysis.sections import fmt
+
+    recipe = result.analysis.recipe
+    for k in recipe.knobs:
+        console.print(f"  {k.knob:<28} {fmt(k.value):>8}   top-{recipe.confidence.k}: {k.spread(recipe.confidence.k)}")
     for line in result.analysis.recipe.confidence.statements:
         console.print(f"  - {line}")
     return result.html
