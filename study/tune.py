@@ -120,7 +120,14 @@ def study_dir(spec: StudySpec) -> Path:
     return Path(spec.storage_path) / spec.name
 
 
+def quiet_tune() -> None:
+    """study.progress shows the study; Tune's own console output (a config box, TensorBoard hints) would
+    interleave with it. RAY_AIR_NEW_OUTPUT=0 with verbose=0 silences it; set the variable to override."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
 def build_tuner(spec: StudySpec, callbacks: list[Callback] | None = None) -> Tuner:
+    quiet_tune()
     tune_config = ray.tune.TuneConfig(
         metric=spec.metric, mode=spec.mode, search_alg=make_search(spec), scheduler=make_scheduler(spec),
         num_samples=spec.search.num_samples, max_concurrent_trials=spec.resources.max_concurrent_trials)
@@ -143,6 +150,7 @@ def resume_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ra
     path = str(study_dir(spec))
     if not Tuner.can_restore(path):
         raise SpecError(f"name: no Tune state for study `{spec.name}` at {path}; nothing to resume")
+    quiet_tune()
     tuner = Tuner.restore(path, trainable=trainable(spec), resume_unfinished=True, resume_errored=True)
     # Tune restores the callbacks pickled when the study started; this process's own (a fresh
     # progress display) replace them through the one place Tuner keeps its RunConfig.
