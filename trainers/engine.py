@@ -66,12 +66,13 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
             set_lr(optimizer, lr)
         images, labels, mask = _to(batch, worker.device)
         last_micro = (i + 1) % sched.accum_iter == 0 or i + 1 == steps
+        # DDP: skip the gradient all-reduce on all but the last micro-batch (forward and backward inside)
         sync = contextlib.nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
-        with sync, autocast(worker.device):
-            loss = loss_fn(model, (images, labels, mask))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1} (lr {lr:.3g})")
         with sync:
+            with autocast(worker.device):
+                loss = loss_fn(model, (images, labels, mask))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1} (lr {lr:.3g})")
             (loss / sched.accum_iter).backward()
         if last_micro:
             optimizer.step()
