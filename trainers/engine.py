@@ -73,7 +73,8 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
                 loss = loss_fn(model, (images, labels, mask))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1} (lr {lr:.3g})")
-            (loss / sched.accum_iter).backward()
+            group = min(sched.accum_iter, steps - i // sched.accum_iter * sched.accum_iter)  # last may be short
+            (loss / group).backward()
         if last_micro:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -3,9 +3,9 @@
 FACTS.md recipe: AdamW (0.9, 0.999), LLRD (`layer_decay`), DropPath, RandAug, crop scale, warm-up +
 cosine per iteration to `min_lr`. BCE-with-logits masked by the label mask (U-Ignore labels carry 0)
 for multi-label stores, cross-entropy for multi-class. Each epoch evaluates the validation split
-(per-class AUC, mean AUC; accuracy for multi-class) and keeps the best-on-validation weights; after
-the last epoch those weights are evaluated on the test split once, with a bootstrap 95% CI of the
-test mean AUC. Checkpoints (every epoch) hold the training state and the best weights, so a restarted
+(per-class AUC, mean AUC; accuracy for multi-class) and keeps the best-on-validation weights (chosen
+by mean AUC, by accuracy for multi-class); after the last epoch those weights are evaluated on the
+test split once, with a bootstrap 95% CI of the test mean AUC. Checkpoints (every epoch) hold the training state and the best weights, so a restarted
 worker group resumes where it stopped and still tests the right model.
 """
 from __future__ import annotations
@@ -73,9 +73,10 @@ def finetune_loop(config: dict[str, Any]) -> None:
     test_ds = StoreDataset(store, data.test_split, eval_tf) if has_test else None
 
     run = resume(initial_model(job, len(names), worker), lambda m: torch.optim.AdamW(
-        param_groups(m, cfg.weight_decay, cfg.layer_decay), lr=0.0), job.resources, worker)
+        param_groups(m, cfg.weight_decay, cfg.layer_decay), lr=0.0), job.resources, worker, cfg.seed)
     best_state = run.files[R.BEST_MODEL_FILE]["model"] if run.files and R.BEST_MODEL_FILE in run.files else None
-    best, best_epoch = float(run.saved("best_mauc", -math.inf)), int(run.saved("best_epoch", 0))
+    best, best_epoch = float(run.saved("best_value", -math.inf)), int(run.saved("best_epoch", 0))
+    select = R.M_VAL_ACC if multiclass else R.M_VAL_MAUC  # FACTS.md: COVIDx is scored by accuracy
     sched = schedule(cfg, worker)
     loss_fn = multiclass_loss if multiclass else multilabel_loss
     val_loader = make_loader(val_ds, batch_size=cfg.batch_size, train=False, rank=worker.rank,
@@ -91,17 +92,17 @@ def finetune_loop(config: dict[str, Any]) -> None:
         stats = train_epoch(run.model, loader, run.optimizer, loss_fn, epoch, sched, worker)
         val, _ = evaluate(run.model, val_loader, worker, multiclass, "val/", names)
         done = epoch + 1
-        if math.isfinite(val[R.M_VAL_MAUC]) and val[R.M_VAL_MAUC] > best:
-            best, best_epoch = val[R.M_VAL_MAUC], done
+        if math.isfinite(val[select]) and val[select] > best:
+            best, best_epoch = val[select], done
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in unwrap(run.model).state_dict().items()})
         metrics = {R.M_EPOCH: done, R.M_TRAIN_LOSS: stats.loss, R.M_LR: stats.lr, **val,
                    R.M_BEST_EPOCH: best_epoch, R.M_EPOCH_TIME: stats.seconds, R.M_THROUGHPUT: stats.images_per_s}
         if done == cfg.epochs and test_ds is not None:
-            metrics.update(_test_once(run.model, best_state, test_ds, cfg, worker, multiclass, names))
+            metrics.update(_test_once(run.model, best_state, test_ds, cfg, worker, multiclass, names, data.num_workers))
         metrics[run.clock.key] = run.clock.hours()
-        out = {R.CHECKPOINT_FILE: run.state_dict(done, job.model, best_mauc=best, best_epoch=best_epoch)}
+        out = {R.CHECKPOINT_FILE: run.state_dict(done, job.model, best_value=best, best_epoch=best_epoch)}
         if best_state is not None:
-            out[R.BEST_MODEL_FILE] = {"model": best_state, "epoch": best_epoch, "val_mauc": best,
+            out[R.BEST_MODEL_FILE] = {"model": best_state, "epoch": best_epoch, select: best,
                                       "label_names": list(names), "model_config": job.model.model_dump(mode="json")}
         report(worker, metrics, out)
 
@@ -116,12 +117,15 @@ def initial_model(job: FinetuneJob, num_classes: int, worker: Worker) -> torch.n
     return model
 
 
-def _test_once(model, best_state, test_ds: StoreDataset, cfg, worker: Worker, multiclass: bool, names) -> dict:
-    """Test metrics of the best-on-validation weights (the current ones if no epoch had a finite val mAUC)."""
+def _test_once(model, best_state, test_ds: StoreDataset, cfg, worker: Worker, multiclass: bool, names,
+               num_workers: int) -> dict:
+    """Test metrics of the best-on-validation weights (the current ones if no epoch had a finite val
+    score), evaluated on a copy so the training model and its checkpoint keep the last epoch's weights."""
+    model = copy.deepcopy(unwrap(model))
     if best_state is not None:
-        unwrap(model).load_state_dict(best_state)
+        model.load_state_dict(best_state)
     loader = make_loader(test_ds, batch_size=cfg.batch_size, train=False, rank=worker.rank,
-                         world_size=worker.world_size)
+                         world_size=worker.world_size, num_workers=num_workers)
     test, (y, s, m) = evaluate(model, loader, worker, multiclass, "test/", names)
     lo, hi = bootstrap_mauc_ci(y, s, m, cfg.bootstrap, seed=cfg.seed) if worker.is_main else (np.nan, np.nan)
     test[R.M_TEST_MAUC_CI_LOW], test[R.M_TEST_MAUC_CI_HIGH] = lo, hi

@@ -18,7 +18,9 @@ from trainers.models.unwrap import unwrap
 
 logger = logging.getLogger(__name__)
 
-NO_WEIGHT_DECAY = frozenset({"pos_embed", "cls_token", "mask_token", "decoder_pos_embed"})
+# Fine-tuning exempts the ViT's tokens/embeddings (timm's no_weight_decay()); MAE pre-training decays
+# cls_token and mask_token like the reference code and exempts only 1-D parameters and biases (FACTS.md).
+NO_WEIGHT_DECAY = frozenset({"pos_embed", "cls_token", "dist_token"})
 
 
 def layer_id(name: str, num_layers: int) -> int:
@@ -30,13 +32,14 @@ def layer_id(name: str, num_layers: int) -> int:
     return num_layers
 
 
-def _no_decay(name: str, param: torch.Tensor) -> bool:
-    return param.ndim <= 1 or name.endswith(".bias") or name in NO_WEIGHT_DECAY
+def _no_decay(name: str, param: torch.Tensor, skip: frozenset[str]) -> bool:
+    return param.ndim <= 1 or name.endswith(".bias") or name in skip
 
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None,
+                 skip: frozenset[str] = NO_WEIGHT_DECAY) -> list[dict]:
     """Groups for torch.optim.AdamW: each has "params", "weight_decay" (0 on biases, 1-D parameters and
-    the embeddings/tokens in NO_WEIGHT_DECAY), "lr_scale" (LLRD; 1.0 without layer_decay) and "layer_id".
+    the names in `skip`, by default the tokens/embeddings of NO_WEIGHT_DECAY), "lr_scale" (LLRD; 1.0 without layer_decay) and "layer_id".
     Frozen parameters (the MAE's fixed position embeddings) are left out. A model without `blocks`
     (a CNN) has no layers: layer_decay is ignored there with a warning. DDP / compiled wrappers are
     looked through."""
@@ -52,7 +55,7 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
         if not param.requires_grad:
             continue
         lid = layer_id(name, num_layers) if layer_decay is not None else 0
-        no_decay = _no_decay(name, param)
+        no_decay = _no_decay(name, param, skip)
         group = groups.setdefault((lid, no_decay), {
             "params": [], "weight_decay": 0.0 if no_decay else weight_decay, "layer_id": lid,
             "lr_scale": layer_decay ** (num_layers - lid) if layer_decay is not None else 1.0})

@@ -34,8 +34,8 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     transform = build_pretrain_transform(r.img_size, cfg.crop_min, cfg.hflip, data.mean, data.std, data.in_chans)
     dataset = StoreDataset(data.store, data.train_split, transform)
     run = resume(build_mae(job.model, cfg.norm_pix_loss),
-                 lambda m: torch.optim.AdamW(param_groups(m, cfg.weight_decay), lr=0.0, betas=BETAS),
-                 job.resources, worker)
+                 lambda m: torch.optim.AdamW(param_groups(m, cfg.weight_decay, skip=frozenset()), lr=0.0, betas=BETAS),
+                 job.resources, worker, cfg.seed)
     sched = schedule(cfg, worker)
     if worker.is_main:
         log.info("MAE pre-training %s: %d images, mask %.2f, lr %.3g, epochs %d-%d",

@@ -55,12 +55,15 @@ def current_worker() -> Worker:
     return Worker(ctx.get_world_rank(), ctx.get_world_size(), device)
 
 
-def seed_everything(seed: int, rank: int) -> None:
+def seed_everything(seed: int, rank: int, epoch: int = 0) -> None:
+    """Seed Python, numpy and torch from (seed, rank, epoch): a run resumed at epoch e does not replay
+    the masks and augmentations of epoch 0."""
     import random
 
-    random.seed(seed * 1000 + rank)
-    np.random.seed((seed * 1000 + rank) % 2**32)
-    torch.manual_seed(seed * 1000 + rank)
+    value = int(np.random.default_rng([seed, rank, epoch]).integers(2**31))
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
 
 
 def autocast(device: torch.device):

@@ -2,7 +2,7 @@
 model and optimizer from the latest checkpoint, the cost clock, the LR schedule and the saved state.
 
     worker = start_worker(job.resources, cfg.seed)
-    run = resume(build_model(...), lambda m: torch.optim.AdamW(param_groups(m, ...)), job, worker)
+    run = resume(build_model(...), lambda m: torch.optim.AdamW(param_groups(m, ...)), job.resources, worker, seed)
     for epoch in range(run.start_epoch, cfg.epochs): ...
         report(worker, metrics, {CHECKPOINT_FILE: run.state_dict(epoch + 1, job.model)})
 """
@@ -35,7 +35,7 @@ from trainers.runtime import (
 def start_worker(resources: WorkerResources, seed: int) -> Worker:
     cpu_threads(resources.cpus_per_worker)
     worker = current_worker()
-    seed_everything(seed, worker.rank)
+    seed_everything(seed, worker.rank)  # DDP then broadcasts rank 0's initial weights to every rank
     return worker
 
 
@@ -71,8 +71,9 @@ class Run:
 
 
 def resume(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
-           resources: WorkerResources, worker: Worker) -> Run:
-    """Load the latest checkpoint's weights and optimizer state when Ray Train restarted this run."""
+           resources: WorkerResources, worker: Worker, seed: int) -> Run:
+    """Load the latest checkpoint's weights and optimizer state when Ray Train restarted this run (and
+    reseed from the epoch it resumes at)."""
     files = restore_files()
     state = files[R.CHECKPOINT_FILE] if files else None
     if state is not None:
@@ -83,7 +84,10 @@ def resume(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.O
         optimizer.load_state_dict(state["optimizer"])
     devices = resources.gpus_per_worker if worker.device.type == "cuda" else resources.cpus_per_worker
     clock = CostClock(worker, devices, float(state.get("cost_hours", 0.0)) if state else 0.0)
-    return Run(model, optimizer, clock, files)
+    run = Run(model, optimizer, clock, files)
+    if run.restored:
+        seed_everything(seed, worker.rank, run.start_epoch)
+    return run
 
 
 def schedule(cfg: PretrainConfig | FinetuneConfig, worker: Worker) -> Schedule:

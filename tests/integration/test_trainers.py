@@ -117,3 +117,24 @@ def test_two_worker_ddp_finetune_from_the_cli_reaches_mlflow(study_ray, phantom_
     assert float(run.data.params["finetune.lr"]) == pytest.approx(2.5e-4 * 16 / 256)
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {schema.ARTIFACT_CHECKPOINT_DIR, schema.ARTIFACT_AUC_TABLE} <= arts
+
+
+def test_covidx_finetune_is_multiclass_and_selects_on_accuracy(study_ray, tmp_path):
+    import torch
+
+    from datasets.sources import load_source
+    from datasets.store import prepare_store
+    from tests.unit.datasets.fixtures_sources import write_covidx
+
+    table = load_source("covidx", write_covidx(tmp_path / "covidx"), val_fraction=0.25)
+    prepare_store(table, tmp_path / "store", size=32, workers=1, progress=False)
+    model = ModelConfig(name="vit_tiny_test", img_size=32, patch_size=8, depth=2)
+    cfg = FinetuneConfig(epochs=2, warmup_epochs=1, batch_size=4, blr=1e-3, randaug_magnitude=0, bootstrap=10)
+    job = FinetuneJob(model=model, data=DataConfig(store=tmp_path / "store"), finetune=cfg)
+    result = finetune_trainer(job, ray.train.ScalingConfig(num_workers=1), run_config(tmp_path, "covidx")).fit()
+    m = result.metrics
+    assert 0.0 <= m[R.M_VAL_ACC] <= 1.0 and 0.0 <= m[R.M_TEST_ACC] <= 1.0
+    best = torch.load(Path(result.checkpoint.path) / R.BEST_MODEL_FILE, weights_only=True)
+    assert best["label_names"] == ["normal", "pneumonia", "COVID-19"] and R.M_VAL_ACC in best
+    last = torch.load(Path(result.checkpoint.path) / R.CHECKPOINT_FILE, weights_only=True)
+    assert last["epoch"] == 2 and last["best_epoch"] == m[R.M_BEST_EPOCH]
