@@ -23,6 +23,16 @@ NOT_SEARCHABLE = frozenset({"init", "init_format", "max_steps_per_epoch", "check
 Choice = bool | int | float | str
 
 
+def _range_problems(low: float, high: float, log: bool) -> list[tuple[str, str]]:
+    """What a numeric space's bounds break: (field, reason) pairs."""
+    problems = []
+    if low > high:
+        problems.append(("high", f"high={high} is below low={low}"))
+    if log and low <= 0:
+        problems.append(("low", f"log scale needs low > 0, got {low}"))
+    return problems
+
+
 class FloatSpace(BaseModel):
     """`trial.suggest_float(name, low, high, log=..., step=...)`."""
 
@@ -35,11 +45,7 @@ class FloatSpace(BaseModel):
     step: float | None = Field(None, gt=0)
 
     def check(self) -> list[tuple[str, str]]:
-        problems = []
-        if self.low > self.high:
-            problems.append(("high", f"high={self.high} is below low={self.low}"))
-        if self.log and self.low <= 0:
-            problems.append(("low", f"log scale needs low > 0, got {self.low}"))
+        problems = _range_problems(self.low, self.high, self.log)
         if self.log and self.step is not None:
             problems.append(("step", "step and log cannot be combined (optuna)"))
         return problems
@@ -68,11 +74,7 @@ class IntSpace(BaseModel):
     log: bool = False
 
     def check(self) -> list[tuple[str, str]]:
-        problems = []
-        if self.low > self.high:
-            problems.append(("high", f"high={self.high} is below low={self.low}"))
-        if self.log and self.low <= 0:
-            problems.append(("low", f"log scale needs low > 0, got {self.low}"))
+        problems = _range_problems(self.low, self.high, self.log)
         if self.log and self.step != 1:
             problems.append(("step", "step > 1 and log cannot be combined (optuna)"))
         return problems

@@ -29,7 +29,7 @@ from trainers.jobs import FinetuneJob
 from trainers.metrics import accuracy, auc_metrics, bootstrap_mauc_ci, mean_auc, per_class_auc
 from trainers.models import build_classifier, resolve_model, unwrap
 from trainers.optim import param_groups
-from trainers.runtime import Worker, maybe_fail, report
+from trainers.runtime import Worker, maybe_fail, report, restore_files
 from trainers.session import resume, schedule, start_worker
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,14 @@ def finetune_loop(config: dict[str, Any]) -> None:
     has_test = len(store.split_indices(data.test_split)) > 0
     test_ds = StoreDataset(store, data.test_split, eval_tf) if has_test else None
 
-    run = resume(initial_model(job, len(names), worker), lambda m: torch.optim.AdamW(
-        param_groups(m, cfg.weight_decay, cfg.layer_decay), lr=0.0), job.resources, worker, cfg.seed)
+    files = restore_files()
+    model = build_classifier(job.model, len(names), cfg.drop_path)
+    if files is None and cfg.init is not None:  # a restarted run takes its weights from the checkpoint
+        loaded = load_encoder(model, cfg.init, cfg.init_format)
+        if worker.is_main:
+            log.info("initialised from %s; trained from scratch: %s", cfg.init, sorted(loaded.missing))
+    run = resume(model, lambda m: torch.optim.AdamW(param_groups(m, cfg.weight_decay, cfg.layer_decay), lr=0.0),
+                 job.resources, worker, cfg.seed, files)
     best_state = run.files[R.BEST_MODEL_FILE]["model"] if run.files and R.BEST_MODEL_FILE in run.files else None
     best, best_epoch = float(run.saved("best_value", -math.inf)), int(run.saved("best_epoch", 0))
     select = R.M_VAL_ACC if multiclass else R.M_VAL_MAUC  # FACTS.md: COVIDx is scored by accuracy
@@ -94,7 +100,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
         done = epoch + 1
         if math.isfinite(val[select]) and val[select] > best:
             best, best_epoch = val[select], done
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in unwrap(run.model).state_dict().items()})
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(run.model).state_dict().items()}
         metrics = {R.M_EPOCH: done, R.M_TRAIN_LOSS: stats.loss, R.M_LR: stats.lr, **val,
                    R.M_BEST_EPOCH: best_epoch, R.M_EPOCH_TIME: stats.seconds, R.M_THROUGHPUT: stats.images_per_s}
         if done == cfg.epochs and test_ds is not None:
@@ -105,16 +111,6 @@ def finetune_loop(config: dict[str, Any]) -> None:
             out[R.BEST_MODEL_FILE] = {"model": best_state, "epoch": best_epoch, select: best,
                                       "label_names": list(names), "model_config": job.model.model_dump(mode="json")}
         report(worker, metrics, out)
-
-
-def initial_model(job: FinetuneJob, num_classes: int, worker: Worker) -> torch.nn.Module:
-    """The classifier, with `finetune.init`'s encoder weights when given (a restart overwrites them)."""
-    model = build_classifier(job.model, num_classes, job.finetune.drop_path)
-    if job.finetune.init is not None:
-        loaded = load_encoder(model, job.finetune.init, job.finetune.init_format)
-        if worker.is_main:
-            log.info("initialised from %s; trained from scratch: %s", job.finetune.init, sorted(loaded.missing))
-    return model
 
 
 def _test_once(model, best_state, test_ds: StoreDataset, cfg, worker: Worker, multiclass: bool, names,

@@ -19,7 +19,7 @@ from trainers.engine import Batch, train_epoch
 from trainers.jobs import PretrainJob
 from trainers.models import build_mae, resolve_model
 from trainers.optim import param_groups
-from trainers.runtime import maybe_fail, report
+from trainers.runtime import maybe_fail, report, restore_files
 from trainers.session import resume, schedule, start_worker
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     dataset = StoreDataset(data.store, data.train_split, transform)
     run = resume(build_mae(job.model, cfg.norm_pix_loss),
                  lambda m: torch.optim.AdamW(param_groups(m, cfg.weight_decay, skip=frozenset()), lr=0.0, betas=BETAS),
-                 job.resources, worker, cfg.seed)
+                 job.resources, worker, cfg.seed, restore_files())
     sched = schedule(cfg, worker)
     if worker.is_main:
         log.info("MAE pre-training %s: %d images, mask %.2f, lr %.3g, epochs %d-%d",

@@ -130,7 +130,7 @@ def all_gather_arrays(worker: Worker, *arrays: np.ndarray) -> tuple[np.ndarray, 
 def all_reduce_mean(worker: Worker, value: float) -> float:
     if not worker.distributed:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=worker.device if worker.device.type == "cuda" else "cpu")
+    t = torch.tensor([value], dtype=torch.float64, device=worker.device)
     dist.all_reduce(t)
     return float(t.item()) / worker.world_size
 

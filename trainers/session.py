@@ -2,7 +2,9 @@
 model and optimizer from the latest checkpoint, the cost clock, the LR schedule and the saved state.
 
     worker = start_worker(job.resources, cfg.seed)
-    run = resume(build_model(...), lambda m: torch.optim.AdamW(param_groups(m, ...)), job.resources, worker, seed)
+    files = restore_files()
+    run = resume(build_model(...), lambda m: torch.optim.AdamW(param_groups(m, ...)), job.resources, worker, seed,
+                 files)
     for epoch in range(run.start_epoch, cfg.epochs): ...
         report(worker, metrics, {CHECKPOINT_FILE: run.state_dict(epoch + 1, job.model)})
 """
@@ -27,7 +29,6 @@ from trainers.runtime import (
     cpu_threads,
     current_worker,
     prepare,
-    restore_files,
     seed_everything,
 )
 
@@ -71,10 +72,9 @@ class Run:
 
 
 def resume(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
-           resources: WorkerResources, worker: Worker, seed: int) -> Run:
-    """Load the latest checkpoint's weights and optimizer state when Ray Train restarted this run (and
-    reseed from the epoch it resumes at)."""
-    files = restore_files()
+           resources: WorkerResources, worker: Worker, seed: int, files: dict[str, Any] | None) -> Run:
+    """Load the weights and optimizer state of `files` (`restore_files()`: the latest checkpoint when Ray
+    Train restarted this run, else None) and reseed from the epoch it resumes at."""
     state = files[R.CHECKPOINT_FILE] if files else None
     if state is not None:
         model.load_state_dict(state["model"])

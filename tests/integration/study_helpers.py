@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import yaml
 from mlflow import MlflowClient
 
 from study import schema
+from study.tune import free_ports  # noqa: F401  (the tests pick ports with the study's own helper)
 
 # Fail fast when a trial's worker group cannot be placed, instead of hanging the suite.
 TEST_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
@@ -64,16 +64,6 @@ def study_runs(uri: str, experiment: str) -> list:
 
 def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key)]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
