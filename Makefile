@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/step.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check study trainers datasets analysis tests benchmarks
+	$(BIN)/ruff check thoraxmae study trainers datasets analysis tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -13,12 +13,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from analysis.errors import ReportError
+from thoraxmae.analysis.errors import ReportError
 
-_LAZY = {"AnalysisOptions": "analysis.analyze", "StudyAnalysis": "analysis.analyze", "analyze": "analysis.analyze",
-         "StudyRecord": "analysis.load", "default_tracking_uri": "analysis.load", "load_study": "analysis.load",
-         "ReportResult": "analysis.report", "build_report": "analysis.report",
-         "curve_table": "analysis.tables", "trial_table": "analysis.tables"}
+_LAZY = {"AnalysisOptions": "thoraxmae.analysis.analyze", "StudyAnalysis": "thoraxmae.analysis.analyze", "analyze": "thoraxmae.analysis.analyze",
+         "StudyRecord": "thoraxmae.analysis.load", "default_tracking_uri": "thoraxmae.analysis.load", "load_study": "thoraxmae.analysis.load",
+         "ReportResult": "thoraxmae.analysis.report", "build_report": "thoraxmae.analysis.report",
+         "curve_table": "thoraxmae.analysis.tables", "trial_table": "thoraxmae.analysis.tables"}
 
 __all__ = ["AnalysisOptions", "ReportError", "ReportResult", "StudyAnalysis", "StudyRecord", "analyze",
            "build_report", "curve_table", "default_tracking_uri", "load_study", "trial_table"]

@@ -7,14 +7,20 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.cost import CostSummary, cost_summary
-from analysis.effects import Interaction, MarginalEffect, fit_surrogate, interaction, marginal_effects
-from analysis.errors import ReportError
-from analysis.importance import ImportanceResult, compute_importance
-from analysis.load import StudyRecord
-from analysis.recipe import Recipe, ReferenceRow, compare_reference, distill_recipe, recipe_spec
-from analysis.tables import KnobInfo, curve_table, knob_infos, scored_trials, trial_table
-from study import schema
+from thoraxmae.analysis.cost import CostSummary, cost_summary
+from thoraxmae.analysis.effects import (
+    Interaction,
+    MarginalEffect,
+    fit_surrogate,
+    interaction,
+    marginal_effects,
+)
+from thoraxmae.analysis.errors import ReportError
+from thoraxmae.analysis.importance import ImportanceResult, compute_importance
+from thoraxmae.analysis.load import StudyRecord
+from thoraxmae.analysis.recipe import Recipe, ReferenceRow, compare_reference, distill_recipe, recipe_spec
+from thoraxmae.analysis.tables import KnobInfo, curve_table, knob_infos, scored_trials, trial_table
+from thoraxmae.study import schema
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 
@@ -31,31 +30,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from analysis.errors import ReportError
-    from analysis.load import default_tracking_uri
-    from analysis.recipe import load_reference
-    from analysis.report import build_report
+    from thoraxmae.analysis.load import default_tracking_uri
+    from thoraxmae.analysis.recipe import load_reference
+    from thoraxmae.analysis.report import build_report
 
     console = Console(stderr=True)
     uri = args.tracking_uri or default_tracking_uri()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress line instead
-    try:
-        reference = load_reference(args.reference) if args.reference else None
-        with Progress(TextColumn("reading MLflow: {task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task(args.name, total=None)
+    reference = load_reference(args.reference) if args.reference else None
+    with Progress(TextColumn("reading MLflow: {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(args.name, total=None)
 
-            def progress(done: int, total: int, what: str) -> None:
-                what = "all trials read; analysing" if done == total else what
-                bar.update(task, completed=done, total=total, description=what)
+        def progress(done: int, total: int, what: str) -> None:
+            what = "all trials read; analysing" if done == total else what
+            bar.update(task, completed=done, total=total, description=what)
 
-            result = build_report(args.name, uri, args.out, n_bootstrap=args.bootstrap,
-                                  top_fraction=args.top_fraction, log_artifacts=args.log_artifacts,
-                                  reference=reference, reference_name=str(args.reference) if reference else None,
-                                  progress=progress)
-    except ReportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        result = build_report(args.name, uri, args.out, n_bootstrap=args.bootstrap,
+                              top_fraction=args.top_fraction, log_artifacts=args.log_artifacts,
+                              reference=reference, reference_name=str(args.reference) if reference else None,
+                              progress=progress)
     _print_summary(result)
     return 0
 
@@ -64,7 +58,7 @@ def _print_summary(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from analysis.sections import fmt
+    from thoraxmae.analysis.sections import fmt
 
     a = result.analysis
     console = Console()

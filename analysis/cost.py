@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from study import schema
+from thoraxmae.study import schema
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.tables import KnobInfo, is_missing, numeric_matrix
+from thoraxmae.analysis.tables import KnobInfo, is_missing, numeric_matrix
 
 MAX_BINS = 5
 FEW_VALUES = 6  # a knob with at most this many distinct values gets one bin per value

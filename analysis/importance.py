@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.tables import KnobInfo
+from thoraxmae.analysis.tables import KnobInfo
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from analysis.errors import ReportError
-from study import schema
+from thoraxmae.analysis.errors import ReportError
+from thoraxmae.study import schema
 
 log = logging.getLogger(__name__)
 

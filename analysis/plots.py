@@ -14,8 +14,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from analysis.analyze import StudyAnalysis
-from study import schema
+from thoraxmae.analysis.analyze import StudyAnalysis
+from thoraxmae.study import schema
 
 STATUS_COLOURS = {schema.STATUS_COMPLETED: "#1f77b4", schema.STATUS_PRUNED: "#ff7f0e",
                   schema.STATUS_FAILED: "#d62728", schema.STATUS_RUNNING: "#7f7f7f"}

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from analysis.errors import ReportError
-from analysis.tables import KnobInfo, is_missing, rank_trials
-from study import schema
+from thoraxmae.analysis.errors import ReportError
+from thoraxmae.analysis.tables import KnobInfo, is_missing, rank_trials
+from thoraxmae.study import schema
 
 
 @dataclass
@@ -35,7 +35,7 @@ class KnobRecipe:
 
     def spread(self, k: int) -> str:
         """The top-k spread in words: `low – high` for a number, the recommended choice's share otherwise."""
-        from analysis.sections import fmt
+        from thoraxmae.analysis.sections import fmt
 
         return f"{fmt(self.low)} – {fmt(self.high)}" if self.kind != "categorical" else f"{self.share:.0%} of top-{k}"
 

@@ -6,7 +6,7 @@ import base64
 import html
 import re
 
-from analysis.sections import Bullets, Code, FigureRef, Section, Table
+from thoraxmae.analysis.sections import Bullets, Code, FigureRef, Section, Table
 
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; color: #1d1d1f; margin: 0;

@@ -12,12 +12,12 @@ from typing import Any
 
 import yaml
 
-from analysis.analyze import AnalysisOptions, StudyAnalysis, analyze
-from analysis.load import Progress, load_study
-from analysis.plots import draw_all
-from analysis.render import render_html, render_markdown
-from analysis.sections import build_sections
-from study import schema
+from thoraxmae.analysis.analyze import AnalysisOptions, StudyAnalysis, analyze
+from thoraxmae.analysis.load import Progress, load_study
+from thoraxmae.analysis.plots import draw_all
+from thoraxmae.analysis.render import render_html, render_markdown
+from thoraxmae.analysis.sections import build_sections
+from thoraxmae.study import schema
 
 log = logging.getLogger(__name__)
 STAGE_COMMANDS = {"pretrain": "thoraxmae pretrain recipe.yaml", "finetune": "thoraxmae finetune recipe.yaml",

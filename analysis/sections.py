@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from analysis.analyze import StudyAnalysis
-from analysis.tables import is_missing
-from study import schema
+from thoraxmae.analysis.analyze import StudyAnalysis
+from thoraxmae.analysis.tables import is_missing
+from thoraxmae.study import schema
 
 MINOR_IMPORTANCE = 0.05  # below this share of variance a knob "hardly matters"
 

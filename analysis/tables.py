@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.load import StudyRecord, TrialRecord
-from study import schema
+from thoraxmae.analysis.load import StudyRecord, TrialRecord
+from thoraxmae.study import schema
 
 SCORED = (schema.STATUS_COMPLETED, schema.STATUS_PRUNED)  # trials whose objective is final (ASHA: truncated)
 COST_UNITS = {schema.M_COST_GPU_HOURS: "GPU-hours", schema.M_COST_CPU_HOURS: "CPU-hours"}

@@ -21,12 +21,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from datasets.config import NIH_MEAN, NIH_STD
-from datasets.loader import StoreDataset, make_loader
-from datasets.phantom import generate_phantom
-from datasets.sources import load_source
-from datasets.store import prepare_store
-from datasets.transforms import build_finetune_transform, randaug_config
+from thoraxmae.datasets.config import NIH_MEAN, NIH_STD
+from thoraxmae.datasets.loader import StoreDataset, make_loader
+from thoraxmae.datasets.phantom import generate_phantom
+from thoraxmae.datasets.sources import load_source
+from thoraxmae.datasets.store import prepare_store
+from thoraxmae.datasets.transforms import build_finetune_transform, randaug_config
 
 IMG_SIZE, STORE_SIZE, SOURCE_SIZE, MAGNITUDE = 224, 256, 1024, 6
 

@@ -25,9 +25,9 @@ from rich.table import Table
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from trainers.config import ModelConfig
-from trainers.models import build_classifier, build_mae
-from trainers.optim import param_groups
+from thoraxmae.trainers.config import ModelConfig
+from thoraxmae.trainers.models import build_classifier, build_mae
+from thoraxmae.trainers.optim import param_groups
 
 MODELS = {
     "vit_tiny_test": ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8, decoder_embed_dim=32,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 
 def phantom_store(root: Path) -> Path:
-    from datasets.phantom import generate_phantom
-    from datasets.sources import load_source
-    from datasets.store import prepare_store
+    from thoraxmae.datasets.phantom import generate_phantom
+    from thoraxmae.datasets.sources import load_source
+    from thoraxmae.datasets.store import prepare_store
 
     generate_phantom(root / "nih", n=240, size=64, seed=0)
     prepare_store(load_source("nih", root / "nih"), root / "store", size=64, workers=1, progress=False)
@@ -41,8 +41,8 @@ def bare_trials(n: int, storage: Path) -> float:
 
 def study_trials(n: int, store: Path, root: Path) -> tuple[float, list[tuple[float, float]]]:
     """(wall seconds per trial of the whole study, [(trial time_total_s, its epoch seconds)])."""
-    from study.spec import parse_spec
-    from study.tune import run_study
+    from thoraxmae.study.spec import parse_spec
+    from thoraxmae.study.tune import run_study
 
     spec = parse_spec({
         "name": "overhead", "stage": "finetune", "data": {"store": str(store)},
@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    from study.tune import init_ray
+    from thoraxmae.study.tune import init_ray
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -14,17 +14,17 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DataConfig": "datasets.config", "NIH_MEAN": "datasets.config", "NIH_STD": "datasets.config",
-    "IMAGENET_MEAN": "datasets.config", "IMAGENET_STD": "datasets.config",
-    "DataError": "datasets.errors",
-    "SourceTable": "datasets.table", "concat_tables": "datasets.table",
-    "load_source": "datasets.sources", "SOURCES": "datasets.sources", "NIH_LABELS": "datasets.sources",
-    "generate_phantom": "datasets.phantom",
-    "load_gray": "datasets.images",
-    "prepare_store": "datasets.store", "open_store": "datasets.store", "Store": "datasets.store",
-    "build_pretrain_transform": "datasets.transforms", "build_finetune_transform": "datasets.transforms",
-    "build_eval_transform": "datasets.transforms", "randaug_config": "datasets.transforms",
-    "StoreDataset": "datasets.loader", "make_loader": "datasets.loader",
+    "DataConfig": "thoraxmae.datasets.config", "NIH_MEAN": "thoraxmae.datasets.config", "NIH_STD": "thoraxmae.datasets.config",
+    "IMAGENET_MEAN": "thoraxmae.datasets.config", "IMAGENET_STD": "thoraxmae.datasets.config",
+    "DataError": "thoraxmae.datasets.errors",
+    "SourceTable": "thoraxmae.datasets.table", "concat_tables": "thoraxmae.datasets.table",
+    "load_source": "thoraxmae.datasets.sources", "SOURCES": "thoraxmae.datasets.sources", "NIH_LABELS": "thoraxmae.datasets.sources",
+    "generate_phantom": "thoraxmae.datasets.phantom",
+    "load_gray": "thoraxmae.datasets.images",
+    "prepare_store": "thoraxmae.datasets.store", "open_store": "thoraxmae.datasets.store", "Store": "thoraxmae.datasets.store",
+    "build_pretrain_transform": "thoraxmae.datasets.transforms", "build_finetune_transform": "thoraxmae.datasets.transforms",
+    "build_eval_transform": "thoraxmae.datasets.transforms", "randaug_config": "thoraxmae.datasets.transforms",
+    "StoreDataset": "thoraxmae.datasets.loader", "make_loader": "thoraxmae.datasets.loader",
 }
 
 __all__ = [

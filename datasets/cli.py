@@ -24,13 +24,10 @@ exit code 2. Heavy imports stay inside the handlers so `thoraxmae --help` is ins
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from datasets.errors import DataError
+from thoraxmae.datasets.errors import DataError
 
 FORMATS = ("nih", "chexpert", "mimic", "covidx", "dicom")
 SPLIT_NAMES = ("train", "val", "test")  # datasets.table.SPLITS, kept here so --help imports nothing heavy
@@ -132,7 +129,7 @@ def _flag(option: str) -> str:
 
 def _source_plans(args: argparse.Namespace) -> list[tuple[str, Path, dict]]:
     """(format, folder, options) for the main source, then each --also source, with the options each accepts."""
-    from datasets.sources import source_options
+    from thoraxmae.datasets.sources import source_options
 
     sources = [(args.fmt, args.source_dir)] + [_parse_also(v) for v in args.also]
     given = _options(args)
@@ -153,26 +150,12 @@ def _split_list(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
-def user_errors(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """DataError -> one line on stderr, exit code 2 (datasets does not import study's twin of this)."""
-    @functools.wraps(fn)
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except DataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-
-    return wrapper
-
-
-@user_errors
 def _phantom(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from datasets.phantom import generate_phantom
-    from datasets.sources import load_source
-    from datasets.store_progress import progress_bar
+    from thoraxmae.datasets.phantom import generate_phantom
+    from thoraxmae.datasets.sources import load_source
+    from thoraxmae.datasets.store_progress import progress_bar
 
     with progress_bar(True, "phantom", args.n) as advance:
         generate_phantom(args.out, n=args.n, size=args.size, seed=args.seed, progress=advance)
@@ -183,11 +166,10 @@ def _phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-@user_errors
 def _prepare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from datasets.store import prepare_store
+    from thoraxmae.datasets.store import prepare_store
 
     table = _table(args)
     manifest = prepare_store(table, args.out, size=args.size, workers=args.workers, strict=args.strict,
@@ -211,8 +193,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _table(args: argparse.Namespace):
     """The table to prepare: the main source, or the mixture with the --also sources; --keep-splits applied."""
-    from datasets.sources import load_source
-    from datasets.table import concat_tables, keep_splits
+    from thoraxmae.datasets.sources import load_source
+    from thoraxmae.datasets.table import concat_tables, keep_splits
 
     plans = _source_plans(args)
     keep = _parse_keep_splits(args.keep_splits) if args.keep_splits is not None else None

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datasets.errors import DataError
-from datasets.store_read import Store, open_store
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.store_read import Store, open_store
 
 Transform = Callable[[np.ndarray], torch.Tensor]
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datasets.errors import DataError
-from datasets.phantom_anatomy import jitter, sample_anatomy
-from datasets.phantom_findings import render
-from datasets.sources.nih import NIH_LABELS, NO_FINDING
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.phantom_anatomy import jitter, sample_anatomy
+from thoraxmae.datasets.phantom_findings import render
+from thoraxmae.datasets.sources.nih import NIH_LABELS, NO_FINDING
 
 log = logging.getLogger(__name__)
 

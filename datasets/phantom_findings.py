@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from datasets.phantom_anatomy import (
+from thoraxmae.datasets.phantom_anatomy import (
     SIDES,
     Anatomy,
     Chest,

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.errors import DataError
-from datasets.store_progress import progress_bar
-from datasets.store_read import MANIFEST, Store, open_store
-from datasets.store_shards import (
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.store_progress import progress_bar
+from thoraxmae.datasets.store_read import MANIFEST, Store, open_store
+from thoraxmae.datasets.store_shards import (
     FORMAT_VERSION,
     READERS,
     RESIZE_NOTE,
@@ -37,7 +37,7 @@ from datasets.store_shards import (
     shard_meta,
     write_shard,
 )
-from datasets.table import SPLITS, SourceTable
+from thoraxmae.datasets.table import SPLITS, SourceTable
 
 log = logging.getLogger(__name__)
 

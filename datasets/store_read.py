@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.errors import DataError
-from datasets.store_shards import FORMAT_VERSION, fixed_list, open_shard
-from datasets.table import SPLITS
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.store_shards import FORMAT_VERSION, fixed_list, open_shard
+from thoraxmae.datasets.table import SPLITS
 
 MANIFEST = "manifest.json"
 

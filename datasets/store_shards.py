@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from datasets.errors import DataError
+from thoraxmae.datasets.errors import DataError
 
 FORMAT_VERSION = 1
 META_KEY = b"thoraxmae"
@@ -40,11 +40,11 @@ def square(img: np.ndarray, size: int) -> np.ndarray:
 def decode(path: str, reader: str, size: int) -> np.ndarray:
     """One file -> uint8 [size, size] (raises DataError naming the file)."""
     if reader == "image":
-        from datasets.images import load_gray
+        from thoraxmae.datasets.images import load_gray
 
         return square(load_gray(path, min_side=size), size)
     if reader == "dicom":
-        from datasets.sources.dicom import read_dicom
+        from thoraxmae.datasets.sources.dicom import read_dicom
 
         return square(read_dicom(path), size)
     raise DataError(f"{path}: unknown reader {reader!r}; expected one of {READERS}")

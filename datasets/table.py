@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from datasets.errors import DataError
+from thoraxmae.datasets.errors import DataError
 
 SPLITS = ("train", "val", "test")
 FRAME_COLUMNS = ("image_id", "path", "patient_id", "split", "reader")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datasets.errors import DataError
+from thoraxmae.datasets.errors import DataError
 
 BICUBIC = Image.Resampling.BICUBIC
 CROP_RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of RandomResizedCrop (torchvision / timm default)

@@ -5,7 +5,7 @@ Public surface (heavy Ray/MLflow imports stay inside the functions' modules):
 - `run_study`, `resume_study`, `init_ray` (study.tune), `submit_study` (study.submit)
 - `study_status`, `locate_spec` (study.resume); run-schema names in study.schema
 """
-from study.errors import SpecError
-from study.spec import StudySpec, dump_spec, load_spec
+from thoraxmae.study.errors import SpecError
+from thoraxmae.study.spec import StudySpec, dump_spec, load_spec
 
 __all__ = ["SpecError", "StudySpec", "dump_spec", "load_spec"]

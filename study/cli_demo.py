@@ -12,8 +12,6 @@ import json
 import time
 from pathlib import Path
 
-from study.cli_errors import user_errors
-
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 PHANTOM_MARKER = ".thoraxmae-phantom.json"
 
@@ -27,7 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_demo)
 
 
-@user_errors
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -42,7 +39,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"[bold][3/4][/] study [bold]{spec.name}[/]: {spec.search.num_samples} pipeline trials "
                   f"(MAE pre-training, then fine-tuning), TPE + ASHA, "
                   f"{spec.resources.max_concurrent_trials} at a time")
-    from study.cli_study import _run
+    from thoraxmae.study.cli_study import _run
 
     _run(spec, resume=False)
     console.print(f"[bold][4/4][/] recipe report of {spec.name}")
@@ -62,7 +59,7 @@ def ensure_phantom(folder: Path, n: int, console) -> Path:
     """The phantom NIH folder, generated unless a finished one with the same n is there."""
     from rich.progress import Progress
 
-    from datasets.phantom import generate_phantom
+    from thoraxmae.datasets.phantom import generate_phantom
 
     marker = folder / PHANTOM_MARKER
     want = {"n": n, "size": 128, "seed": 0}
@@ -79,8 +76,8 @@ def ensure_phantom(folder: Path, n: int, console) -> Path:
 
 def ensure_store(phantom: Path, store: Path, console) -> Path:
     """The 64 px store of the phantom, read through the real NIH source (finished shards are reused)."""
-    from datasets.sources import load_source
-    from datasets.store import prepare_store
+    from thoraxmae.datasets.sources import load_source
+    from thoraxmae.datasets.store import prepare_store
 
     table = load_source("nih", phantom, split_seed=0)
     manifest = prepare_store(table, store, size=64, workers=2, progress=True)
@@ -91,8 +88,8 @@ def ensure_store(phantom: Path, store: Path, console) -> Path:
 
 def demo_spec(path: Path, out: Path, store: Path, trials: int | None):
     """The demo spec with this run's store, MLflow file, Tune folder and the next free study name."""
-    from study.spec import load_spec
-    from study.tune import study_dir
+    from thoraxmae.study.spec import load_spec
+    from thoraxmae.study.tune import study_dir
 
     uri = f"sqlite:///{out / 'mlflow.db'}"
     overrides = [f"data.store={store}", f"tracking.uri={uri}", f"storage_path={out / 'studies'}"]
@@ -109,11 +106,11 @@ def demo_spec(path: Path, out: Path, store: Path, trials: int | None):
 def make_report(name: str, uri: str, out: Path, console) -> Path:
     import os
 
-    from analysis.report import build_report
+    from thoraxmae.analysis.report import build_report
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     result = build_report(name, uri, out)
-    from analysis.sections import fmt
+    from thoraxmae.analysis.sections import fmt
 
     recipe = result.analysis.recipe
     for k in recipe.knobs:

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from study.cli_errors import user_errors
-
 LOOPBACK = "127.0.0.1"
 
 
@@ -55,17 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.set_defaults(func=cmd_ui)
 
 
-@user_errors
 def cmd_run(args: argparse.Namespace) -> int:
-    from study.spec import load_spec
+    from thoraxmae.study.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)  # every check before Ray starts
     return _run(spec, resume=False)
 
 
-@user_errors
 def cmd_resume(args: argparse.Namespace) -> int:
-    from study.resume import locate_spec
+    from thoraxmae.study.resume import locate_spec
 
     spec = locate_spec(args.name, args.tracking_uri, args.storage_path)
     return _run(spec, resume=True)
@@ -74,8 +70,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _run(spec, resume: bool) -> int:
     from rich.console import Console
 
-    from study.progress import StudyProgress
-    from study.tune import init_ray, resume_study, run_study
+    from thoraxmae.study.progress import StudyProgress
+    from thoraxmae.study.tune import init_ray, resume_study, run_study
 
     console = Console()
     seconds = init_ray()
@@ -94,9 +90,8 @@ def _run(spec, resume: bool) -> int:
     return 0
 
 
-@user_errors
 def cmd_submit(args: argparse.Namespace) -> int:
-    from study.submit import check_address, follow_job, job_status, submit_study
+    from thoraxmae.study.submit import check_address, follow_job, job_status, submit_study
 
     address = check_address(args.address)
     job_id = submit_study(args.spec, address, args.overrides, python=args.python)
@@ -111,12 +106,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if status == "SUCCEEDED" else 1
 
 
-@user_errors
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from study.resume import study_status
+    from thoraxmae.study.resume import study_status
 
     st = study_status(args.name, args.tracking_uri)
     console = Console()
@@ -136,7 +130,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from study.resume import default_tracking_uri
+    from thoraxmae.study.resume import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):

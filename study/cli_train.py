@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from study.cli_errors import user_errors
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     for phase in ("pretrain", "finetune"):
@@ -20,15 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.set_defaults(func=cmd_train, phase=phase)
 
 
-@user_errors
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from study import schema
-    from study.errors import SpecError
-    from study.single_run import run_single
-    from study.spec import load_spec
-    from study.tune import init_ray
+    from thoraxmae.study import schema
+    from thoraxmae.study.errors import SpecError
+    from thoraxmae.study.single_run import run_single
+    from thoraxmae.study.spec import load_spec
+    from thoraxmae.study.tune import init_ray
 
     spec = load_spec(args.spec, args.overrides)
     if getattr(spec, args.phase) is None:

@@ -14,11 +14,11 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
-from study import schema
-from study.space import apply_knobs, knob_values
-from study.spec import StudySpec
-from study.tracking import StudyTracker, schema_metrics, trial_params
-from study.trial import PHASE_KEY
+from thoraxmae.study import schema
+from thoraxmae.study.space import apply_knobs, knob_values
+from thoraxmae.study.spec import StudySpec
+from thoraxmae.study.tracking import StudyTracker, schema_metrics, trial_params
+from thoraxmae.study.trial import PHASE_KEY
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from ray.tune import Callback
 
-from study import schema
-from study.mlflow_callback import trial_status
-from study.spec import StudySpec
-from study.trial import PHASE_KEY
+from thoraxmae.study import schema
+from thoraxmae.study.mlflow_callback import trial_status
+from thoraxmae.study.spec import StudySpec
+from thoraxmae.study.trial import PHASE_KEY
 
 
 class StudyProgress(Callback):

@@ -12,9 +12,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from study import schema
-from study.errors import SpecError
-from study.spec import StudySpec, load_spec
+from thoraxmae.study import schema
+from thoraxmae.study.errors import SpecError
+from thoraxmae.study.spec import StudySpec, load_spec
 
 SPEC_FILE = "thoraxmae_spec.yaml"  # also written by study.tune.run_study
 

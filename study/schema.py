@@ -6,7 +6,7 @@ those the trainers report (trainers/reporting.py), imported from there so they c
 from __future__ import annotations
 
 # --- metrics (step = epoch): the names the training loops report, defined once in trainers ------
-from trainers.reporting import (  # constants only: no torch, no Ray
+from thoraxmae.trainers.reporting import (  # constants only: no torch, no Ray
     M_BEST_EPOCH,
     M_COST_CPU_HOURS,
     M_COST_GPU_HOURS,

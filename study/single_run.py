@@ -12,10 +12,10 @@ from typing import Any
 import ray.train
 from ray.train import UserCallback
 
-from study import schema
-from study.spec import StudySpec
-from study.tracking import StudyTracker, schema_metrics, trial_params
-from study.trial import scaling_config
+from thoraxmae.study import schema
+from thoraxmae.study.spec import StudySpec
+from thoraxmae.study.tracking import StudyTracker, schema_metrics, trial_params
+from thoraxmae.study.trial import scaling_config
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class EpochLogger(UserCallback):
 def run_single(spec: StudySpec, phase: str) -> tuple[str, ray.train.Result]:
     """Train one phase of the spec with its fixed values; returns (MLflow run id, Train result).
     Ray must be initialised. A failed run is marked failed in MLflow and re-raised."""
-    from trainers import api
+    from thoraxmae.trainers import api
 
     cfg = spec.phase_config(phase)
     tracker = StudyTracker(spec)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainers.config import FinetuneConfig, PretrainConfig
+from thoraxmae.trainers.config import FinetuneConfig, PretrainConfig
 
 if TYPE_CHECKING:
     import optuna

@@ -38,12 +38,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from datasets.config import DataConfig
-from study import schema
-from study.errors import SpecError
-from study.space import KnobSpace
-from study.validate import semantic_problems
-from trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
+from thoraxmae.datasets.config import DataConfig
+from thoraxmae.study import schema
+from thoraxmae.study.errors import SpecError
+from thoraxmae.study.space import KnobSpace
+from thoraxmae.study.validate import semantic_problems
+from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
 
 Stage = Literal["pretrain", "finetune", "pipeline"]
 STAGE_PHASES: dict[str, tuple[str, ...]] = {

@@ -2,8 +2,9 @@
 
 The job's working_dir is a staging folder holding the resolved spec (`spec.yaml`, absolute paths,
 which must be valid on the cluster: a shared data store and storage path, a tracking URI the head
-node can reach); the four packages travel as py_modules so the cluster runs this exact code. The
-entrypoint is `python -m study.cli study run spec.yaml`; inside a job RAY_ADDRESS is set, so the
+node can reach); the `thoraxmae` package (its four sub-packages assembled under one folder, exactly as
+a wheel lays them out) travels as one py_module, so the cluster runs this exact code and nothing named
+`datasets` or `study` is shadowed there. The entrypoint is `python -m thoraxmae study run spec.yaml`; inside a job RAY_ADDRESS is set, so the
 study joins the cluster. Token authentication (Ray >= 2.59 clusters) is handled by Ray's client
 from RAY_AUTH_MODE=token plus RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
 """
@@ -16,29 +17,41 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from study.errors import SpecError
-from study.spec import StudySpec, dump_spec, load_spec
+from thoraxmae.study.errors import SpecError
+from thoraxmae.study.spec import StudySpec, dump_spec, load_spec
 
 log = logging.getLogger(__name__)
-PACKAGES = ("datasets", "trainers", "study", "analysis")
+SUBPACKAGES = ("datasets", "trainers", "study", "analysis")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
-def package_dirs() -> list[str]:
+def stage_package(dest: Path) -> Path:
+    """Copy the installed `thoraxmae` (shell + its four sub-packages, wherever each folder lives) to dest/thoraxmae."""
     import importlib
+    import shutil
 
-    return [str(Path(importlib.import_module(name).__file__).parent) for name in PACKAGES]
+    import thoraxmae
+
+    out = dest / "thoraxmae"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(Path(thoraxmae.__file__).parent, out, ignore=ignore, dirs_exist_ok=True)
+    for name in SUBPACKAGES:
+        src = Path(importlib.import_module(f"thoraxmae.{name}").__file__).parent
+        shutil.copytree(src, out / name, ignore=ignore, dirs_exist_ok=True)
+    return out
 
 
 def job_entrypoint(python: str = "python") -> str:
-    return f"{python} -m study.cli study run spec.yaml"
+    return f"{python} -m thoraxmae study run spec.yaml"
 
 
 def runtime_env(spec: StudySpec, staging: Path) -> dict:
-    (staging / "spec.yaml").write_text(dump_spec(spec))
+    (staging / "job").mkdir(parents=True, exist_ok=True)
+    (staging / "job" / "spec.yaml").write_text(dump_spec(spec))
+    package = stage_package(staging / "package")
     env_vars = {k: os.environ[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
                 if k in os.environ}
-    return {"working_dir": str(staging), "py_modules": package_dirs(), "env_vars": env_vars}
+    return {"working_dir": str(staging / "job"), "py_modules": [str(package)], "env_vars": env_vars}
 
 
 def submit_study(spec_path: Path | str, address: str, overrides: list[str] | None = None,

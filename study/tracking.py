@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from study import schema
-from study.spec import StudySpec, dump_spec
-from trainers.optim import absolute_lr
+from thoraxmae.study import schema
+from thoraxmae.study.spec import StudySpec, dump_spec
+from thoraxmae.trainers.optim import absolute_lr
 
 log = logging.getLogger(__name__)
 

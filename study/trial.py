@@ -28,9 +28,9 @@ import ray.train
 import ray.tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
-from study import schema
-from study.space import apply_knobs, knob_values
-from study.spec import StudySpec
+from thoraxmae.study import schema
+from thoraxmae.study.space import apply_knobs, knob_values
+from thoraxmae.study.spec import StudySpec
 
 log = logging.getLogger(__name__)
 PHASE_KEY = "phase"  # added to every forwarded result: "pretrain" | "finetune"
@@ -130,7 +130,7 @@ def _phase(phase: str, spec: StudySpec, knobs: dict[str, Any], name: str, runs_d
 
 
 def _trainer(phase: str, spec: StudySpec, cfg, name: str, runs_dir: Path, callback) -> ray.train.torch.TorchTrainer:
-    from trainers import api
+    from thoraxmae.trainers import api
 
     run_config = ray.train.RunConfig(
         name=name, storage_path=str(runs_dir), callbacks=[callback],

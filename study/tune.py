@@ -20,13 +20,13 @@ import ray
 import ray.tune
 from ray.tune import Callback, Tuner
 
-from study import schema
-from study.errors import SpecError
-from study.mlflow_callback import MlflowStudyCallback
-from study.resume import SPEC_FILE
-from study.space import to_optuna_space
-from study.spec import StudySpec, dump_spec
-from study.trial import trial_driver
+from thoraxmae.study import schema
+from thoraxmae.study.errors import SpecError
+from thoraxmae.study.mlflow_callback import MlflowStudyCallback
+from thoraxmae.study.resume import SPEC_FILE
+from thoraxmae.study.space import to_optuna_space
+from thoraxmae.study.spec import StudySpec, dump_spec
+from thoraxmae.study.trial import trial_driver
 
 log = logging.getLogger(__name__)
 # The trial driver only waits on its Train controller: no CPU, a little memory (its Python process).
@@ -121,7 +121,7 @@ def study_dir(spec: StudySpec) -> Path:
 
 
 def quiet_tune() -> None:
-    """study.progress shows the study; Tune's own console output (a config box, TensorBoard hints) would
+    """thoraxmae.study.progress shows the study; Tune's own console output (a config box, TensorBoard hints) would
     interleave with it. RAY_AIR_NEW_OUTPUT=0 with verbose=0 silences it; set the variable to override."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from study.space import PHASES, check_value, split_knob
+from thoraxmae.study.space import PHASES, check_value, split_knob
 
 if TYPE_CHECKING:
-    from study.spec import StudySpec
+    from thoraxmae.study.spec import StudySpec
 
 
 def semantic_problems(spec: StudySpec) -> list[str]:

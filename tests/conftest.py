@@ -13,7 +13,7 @@ TINY_SIZE = 64  # store side in pixels; the tiny ViT reads 64 px, patch 8
 @pytest.fixture(scope="session")
 def phantom_nih(tmp_path_factory) -> Path:
     """A 240-image phantom NIH folder (PNG files, Data_Entry csv, train_val_list/test_list)."""
-    from datasets.phantom import generate_phantom
+    from thoraxmae.datasets.phantom import generate_phantom
 
     root = tmp_path_factory.mktemp("phantom_nih")
     generate_phantom(root, n=240, size=128, seed=0)
@@ -23,8 +23,8 @@ def phantom_nih(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def phantom_store(phantom_nih, tmp_path_factory) -> Path:
     """The phantom set prepared into a 64 px store (train/val/test splits)."""
-    from datasets.sources import load_source
-    from datasets.store import prepare_store
+    from thoraxmae.datasets.sources import load_source
+    from thoraxmae.datasets.store import prepare_store
 
     out = tmp_path_factory.mktemp("store") / "nih64"
     table = load_source("nih", phantom_nih, split_seed=0)

@@ -14,13 +14,13 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ModelConfig": "trainers.config", "PretrainConfig": "trainers.config", "FinetuneConfig": "trainers.config",
-    "PretrainJob": "trainers.jobs", "FinetuneJob": "trainers.jobs",
-    "pretrain_trainer": "trainers.api", "finetune_trainer": "trainers.api",
-    "pretrain_loop": "trainers.pretrain", "finetune_loop": "trainers.finetune",
-    "build_mae": "trainers.models", "build_classifier": "trainers.models",
-    "load_encoder": "trainers.checkpoints", "read_checkpoint": "trainers.checkpoints",
-    "CheckpointError": "trainers.errors",
+    "ModelConfig": "thoraxmae.trainers.config", "PretrainConfig": "thoraxmae.trainers.config", "FinetuneConfig": "thoraxmae.trainers.config",
+    "PretrainJob": "thoraxmae.trainers.jobs", "FinetuneJob": "thoraxmae.trainers.jobs",
+    "pretrain_trainer": "thoraxmae.trainers.api", "finetune_trainer": "thoraxmae.trainers.api",
+    "pretrain_loop": "thoraxmae.trainers.pretrain", "finetune_loop": "thoraxmae.trainers.finetune",
+    "build_mae": "thoraxmae.trainers.models", "build_classifier": "thoraxmae.trainers.models",
+    "load_encoder": "thoraxmae.trainers.checkpoints", "read_checkpoint": "thoraxmae.trainers.checkpoints",
+    "CheckpointError": "thoraxmae.trainers.errors",
 }
 __all__ = [
     "CheckpointError", "FinetuneConfig", "FinetuneJob", "ModelConfig", "PretrainConfig", "PretrainJob",

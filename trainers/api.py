@@ -10,9 +10,9 @@ from __future__ import annotations
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from trainers.finetune import finetune_loop
-from trainers.jobs import FinetuneJob, PretrainJob, WorkerResources
-from trainers.pretrain import pretrain_loop
+from thoraxmae.trainers.finetune import finetune_loop
+from thoraxmae.trainers.jobs import FinetuneJob, PretrainJob, WorkerResources
+from thoraxmae.trainers.pretrain import pretrain_loop
 
 __all__ = ["FinetuneJob", "PretrainJob", "finetune_trainer", "pretrain_trainer"]
 

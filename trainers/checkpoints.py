@@ -24,9 +24,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from trainers.errors import CheckpointError
-from trainers.models.unwrap import unwrap
-from trainers.pos_embed import interpolate_pos_embed
+from thoraxmae.trainers.errors import CheckpointError
+from thoraxmae.trainers.models.unwrap import unwrap
+from thoraxmae.trainers.pos_embed import interpolate_pos_embed
 
 logger = logging.getLogger(__name__)
 

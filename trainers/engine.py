@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from trainers.optim import lr_at, set_lr
-from trainers.runtime import Worker, all_gather_arrays, all_reduce_mean, autocast
+from thoraxmae.trainers.optim import lr_at, set_lr
+from thoraxmae.trainers.runtime import Worker, all_gather_arrays, all_reduce_mean, autocast
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images [B, C, H, W], labels [B, K], mask [B, K]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]

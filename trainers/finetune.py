@@ -19,18 +19,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datasets.loader import StoreDataset, make_loader
-from datasets.store_read import open_store
-from datasets.transforms import build_eval_transform, build_finetune_transform
-from trainers import reporting as R
-from trainers.checkpoints import load_encoder
-from trainers.engine import Batch, predict, train_epoch
-from trainers.jobs import FinetuneJob
-from trainers.metrics import accuracy, auc_metrics, bootstrap_mauc_ci, mean_auc, per_class_auc
-from trainers.models import build_classifier, resolve_model, unwrap
-from trainers.optim import param_groups
-from trainers.runtime import Worker, maybe_fail, report, restore_files
-from trainers.session import resume, schedule, start_worker
+from thoraxmae.datasets.loader import StoreDataset, make_loader
+from thoraxmae.datasets.store_read import open_store
+from thoraxmae.datasets.transforms import build_eval_transform, build_finetune_transform
+from thoraxmae.trainers import reporting as R
+from thoraxmae.trainers.checkpoints import load_encoder
+from thoraxmae.trainers.engine import Batch, predict, train_epoch
+from thoraxmae.trainers.jobs import FinetuneJob
+from thoraxmae.trainers.metrics import accuracy, auc_metrics, bootstrap_mauc_ci, mean_auc, per_class_auc
+from thoraxmae.trainers.models import build_classifier, resolve_model, unwrap
+from thoraxmae.trainers.optim import param_groups
+from thoraxmae.trainers.runtime import Worker, maybe_fail, report, restore_files
+from thoraxmae.trainers.session import resume, schedule, start_worker
 
 log = logging.getLogger(__name__)
 

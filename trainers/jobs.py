@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from datasets.config import DataConfig
-from trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
+from thoraxmae.datasets.config import DataConfig
+from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
 
 
 class WorkerResources(BaseModel):

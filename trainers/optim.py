@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from trainers.models.unwrap import unwrap
+from thoraxmae.trainers.models.unwrap import unwrap
 
 logger = logging.getLogger(__name__)
 

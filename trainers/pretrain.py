@@ -12,15 +12,15 @@ from typing import Any
 
 import torch
 
-from datasets.loader import StoreDataset, make_loader
-from datasets.transforms import build_pretrain_transform
-from trainers import reporting as R
-from trainers.engine import Batch, train_epoch
-from trainers.jobs import PretrainJob
-from trainers.models import build_mae, resolve_model
-from trainers.optim import param_groups
-from trainers.runtime import maybe_fail, report, restore_files
-from trainers.session import resume, schedule, start_worker
+from thoraxmae.datasets.loader import StoreDataset, make_loader
+from thoraxmae.datasets.transforms import build_pretrain_transform
+from thoraxmae.trainers import reporting as R
+from thoraxmae.trainers.engine import Batch, train_epoch
+from thoraxmae.trainers.jobs import PretrainJob
+from thoraxmae.trainers.models import build_mae, resolve_model
+from thoraxmae.trainers.optim import param_groups
+from thoraxmae.trainers.runtime import maybe_fail, report, restore_files
+from thoraxmae.trainers.session import resume, schedule, start_worker
 
 log = logging.getLogger(__name__)
 BETAS = (0.9, 0.95)  # FACTS.md

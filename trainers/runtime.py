@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from trainers import reporting
+from thoraxmae.trainers import reporting
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainers import reporting as R
-from trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
-from trainers.engine import Schedule
-from trainers.jobs import WorkerResources
-from trainers.models import unwrap
-from trainers.optim import absolute_lr
-from trainers.runtime import (
+from thoraxmae.trainers import reporting as R
+from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
+from thoraxmae.trainers.engine import Schedule
+from thoraxmae.trainers.jobs import WorkerResources
+from thoraxmae.trainers.models import unwrap
+from thoraxmae.trainers.optim import absolute_lr
+from thoraxmae.trainers.runtime import (
     CostClock,
     Worker,
     cpu_threads,

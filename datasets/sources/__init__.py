@@ -22,13 +22,13 @@ import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from datasets.errors import DataError
-from datasets.sources.chexpert import CHEXPERT_LABELS, CHEXPERT_TASKS, MIXED_POLICY, load_chexpert
-from datasets.sources.covidx import COVIDX_CLASSES, load_covidx
-from datasets.sources.dicom import load_dicom, read_dicom
-from datasets.sources.mimic import MIMIC_LABELS, load_mimic
-from datasets.sources.nih import NIH_LABELS, load_nih
-from datasets.table import SourceTable
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources.chexpert import CHEXPERT_LABELS, CHEXPERT_TASKS, MIXED_POLICY, load_chexpert
+from thoraxmae.datasets.sources.covidx import COVIDX_CLASSES, load_covidx
+from thoraxmae.datasets.sources.dicom import load_dicom, read_dicom
+from thoraxmae.datasets.sources.mimic import MIMIC_LABELS, load_mimic
+from thoraxmae.datasets.sources.nih import NIH_LABELS, load_nih
+from thoraxmae.datasets.table import SourceTable
 
 SOURCES: dict[str, Callable[..., SourceTable]] = {
     "nih": load_nih,

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from datasets.errors import DataError
-from datasets.table import SPLITS, SourceTable, Task
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.table import SPLITS, SourceTable, Task
 
 log = logging.getLogger(__name__)
 

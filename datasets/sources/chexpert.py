@@ -10,12 +10,24 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.errors import DataError
-from datasets.sources.assemble import Rows, build_table, check_missing_option, drop_missing, files_exist
-from datasets.sources.csvio import check_unique, csv_line, parse_label_values, read_csv_checked, strings
-from datasets.sources.splits import carve_val
-from datasets.sources.uncertainty import UncertaintyOption, apply_policy, resolve_policy
-from datasets.table import SourceTable
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources.assemble import (
+    Rows,
+    build_table,
+    check_missing_option,
+    drop_missing,
+    files_exist,
+)
+from thoraxmae.datasets.sources.csvio import (
+    check_unique,
+    csv_line,
+    parse_label_values,
+    read_csv_checked,
+    strings,
+)
+from thoraxmae.datasets.sources.splits import carve_val
+from thoraxmae.datasets.sources.uncertainty import UncertaintyOption, apply_policy, resolve_policy
+from thoraxmae.datasets.table import SourceTable
 
 # The 14 observations in the csv's column order.
 CHEXPERT_LABELS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",

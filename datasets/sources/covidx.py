@@ -6,11 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.errors import DataError
-from datasets.sources.assemble import Rows, build_table, check_missing_option, drop_missing, files_exist
-from datasets.sources.csvio import check_unique, read_lines
-from datasets.sources.splits import carve_val
-from datasets.table import SourceTable
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources.assemble import (
+    Rows,
+    build_table,
+    check_missing_option,
+    drop_missing,
+    files_exist,
+)
+from thoraxmae.datasets.sources.csvio import check_unique, read_lines
+from thoraxmae.datasets.sources.splits import carve_val
+from thoraxmae.datasets.table import SourceTable
 
 COVIDX_CLASSES = ("normal", "pneumonia", "COVID-19")
 _CLASS_INDEX = {c.lower(): j for j, c in enumerate(COVIDX_CLASSES)}

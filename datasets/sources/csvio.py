@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datasets.errors import DataError
+from thoraxmae.datasets.errors import DataError
 
 
 def csv_line(row: int) -> int:

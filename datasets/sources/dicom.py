@@ -19,11 +19,23 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi
 
-from datasets.errors import DataError
-from datasets.sources.assemble import Rows, build_table, check_missing_option, drop_missing, files_exist
-from datasets.sources.csvio import check_unique, csv_line, parse_label_values, read_csv_checked, strings
-from datasets.sources.splits import carve_val, random_split
-from datasets.table import SourceTable
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources.assemble import (
+    Rows,
+    build_table,
+    check_missing_option,
+    drop_missing,
+    files_exist,
+)
+from thoraxmae.datasets.sources.csvio import (
+    check_unique,
+    csv_line,
+    parse_label_values,
+    read_csv_checked,
+    strings,
+)
+from thoraxmae.datasets.sources.splits import carve_val, random_split
+from thoraxmae.datasets.table import SourceTable
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.errors import DataError
-from datasets.sources.assemble import Rows, build_table, check_missing_option, drop_missing
-from datasets.sources.csvio import check_unique, csv_line, read_csv_checked, read_lines, strings
-from datasets.sources.splits import carve_val
-from datasets.table import SourceTable
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources.assemble import Rows, build_table, check_missing_option, drop_missing
+from thoraxmae.datasets.sources.csvio import check_unique, csv_line, read_csv_checked, read_lines, strings
+from thoraxmae.datasets.sources.splits import carve_val
+from thoraxmae.datasets.table import SourceTable
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets.errors import DataError
+from thoraxmae.datasets.errors import DataError
 
 
 def check_fraction(name: str, value: float, low_open: bool = True) -> float:

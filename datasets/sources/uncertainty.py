@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from datasets.errors import DataError
+from thoraxmae.datasets.errors import DataError
 
 POLICIES = ("ignore", "zeros", "ones")
 UncertaintyOption = str | Mapping[str, str] | None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainers.config import ModelConfig
-from trainers.models import build_classifier, build_mae
-from trainers.runtime import autocast
+from thoraxmae.trainers.config import ModelConfig
+from thoraxmae.trainers.models import build_classifier, build_mae
+from thoraxmae.trainers.runtime import autocast
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 VIT_S = ModelConfig(name="vit_small_patch16")
@@ -38,9 +38,9 @@ def test_one_gpu_ray_train_finetune(phantom_store, tmp_path):
     import ray
     import ray.train
 
-    from datasets.config import DataConfig
-    from trainers.api import FinetuneJob, finetune_trainer
-    from trainers.config import FinetuneConfig
+    from thoraxmae.datasets.config import DataConfig
+    from thoraxmae.trainers.api import FinetuneJob, finetune_trainer
+    from thoraxmae.trainers.config import FinetuneConfig
 
     if not ray.is_initialized():
         ray.init(num_cpus=4, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1")

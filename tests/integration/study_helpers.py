@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from mlflow import MlflowClient
 
-from study import schema
-from study.tune import free_ports  # noqa: F401  (the tests pick ports with the study's own helper)
+from thoraxmae.study import schema
+from thoraxmae.study.tune import free_ports  # noqa: F401  (the tests pick ports with the study's own helper)
 
 # Fail fast when a trial's worker group cannot be placed, instead of hanging the suite.
 TEST_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
@@ -67,7 +67,7 @@ def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """This interpreter's bin first on PATH (a Ray job runs `python -m study.cli ...`)."""
+    """This interpreter's bin first on PATH (a Ray job runs `python -m thoraxmae ...`)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update({**TEST_ENV, **extra})
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -16,9 +16,9 @@ from urllib.parse import quote, urlencode
 import pytest
 from mlflow import MlflowClient
 
-from study import schema
 from tests.integration import browser
 from tests.integration.study_helpers import free_ports, subprocess_env, trial_runs
+from thoraxmae.study import schema
 
 pytestmark = pytest.mark.integration
 DEMO_TIMEOUT_S = 600

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from analysis import ReportError, build_report
-from study import schema
 from tests.unit.analysis import synthetic as syn
+from thoraxmae.analysis import ReportError, build_report
+from thoraxmae.study import schema
 
 pytestmark = pytest.mark.integration
 TOLERANCE = {"finetune.layer_decay": 0.05, "finetune.drop_path": 0.06, "pretrain.mask_ratio": 0.05}
@@ -51,7 +51,7 @@ def test_recovers_planted_optimum(report):
 
 
 def test_recipe_yaml_is_a_valid_study_spec(report):
-    spec_mod = pytest.importorskip("study.spec")
+    spec_mod = pytest.importorskip("thoraxmae.study.spec")
     spec = spec_mod.parse_spec(yaml.safe_load(report.recipe_yaml.read_text()), source="recipe.yaml")
     assert spec.finetune.drop_path == report.analysis.recipe.values()["finetune.drop_path"]
 
@@ -125,7 +125,7 @@ def test_single_trial_report_says_importance_cannot_be_ranked(store, tmp_path):
 
 
 def test_cli_report_and_its_error(store, tmp_path, capsys):
-    from analysis import cli
+    from thoraxmae.analysis import cli
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
@@ -144,8 +144,8 @@ def test_cli_report_and_its_error(store, tmp_path, capsys):
 
 def test_reads_a_study_written_by_study_tracking(tmp_path):
     """The real writer (study.tracking.StudyTracker) and this reader agree on the run schema."""
-    spec_mod = pytest.importorskip("study.spec")
-    tracking = pytest.importorskip("study.tracking")
+    spec_mod = pytest.importorskip("thoraxmae.study.spec")
+    tracking = pytest.importorskip("thoraxmae.study.tracking")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     raw = syn.spec_dict("tracked")
     raw["tracking"] = {"uri": uri, "experiment": "tracked-elsewhere"}  # found by the study tag instead

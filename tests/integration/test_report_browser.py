@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis import build_report
 from tests.integration import browser
 from tests.unit.analysis import synthetic as syn
+from thoraxmae.analysis import build_report
 
 pytestmark = pytest.mark.integration
 WIDTH, HEIGHT = 1280, 4000

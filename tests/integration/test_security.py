@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from study import cli_study
-from study.cli import main
 from tests.integration import browser
 from tests.integration.study_helpers import free_ports, subprocess_env
+from thoraxmae.cli import main
+from thoraxmae.study import cli_study
 
 pytestmark = pytest.mark.integration
 PROC_TABLES = (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6))
@@ -74,7 +74,7 @@ def test_ui_passes_explicit_allowed_hosts(monkeypatch):
 
 
 def test_init_ray_asks_for_a_loopback_dashboard(monkeypatch):
-    from study import tune
+    from thoraxmae.study import tune
 
     seen = {}
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -4,15 +4,15 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from study import schema
-from study.spec import load_spec
 from tests.integration.study_helpers import history, study_runs, tiny_spec, trial_runs, write_spec
+from thoraxmae.study import schema
+from thoraxmae.study.spec import load_spec
 
 pytestmark = pytest.mark.integration
 
 
 def test_finetune_study_prunes_and_tracks_every_trial(study_ray, phantom_store, tmp_path):
-    from study.tune import run_study
+    from thoraxmae.study.tune import run_study
 
     raw = tiny_spec(phantom_store, tmp_path, "ft-study", num_samples=5)
     # the paper-like point learns; the second barely moves (blr 1e-6), so ASHA stops it at its first rung
@@ -47,7 +47,7 @@ def test_finetune_study_prunes_and_tracks_every_trial(study_ray, phantom_store, 
 
 
 def test_pipeline_study_pretrains_then_finetunes(study_ray, phantom_store, tmp_path):
-    from study.tune import run_study
+    from thoraxmae.study.tune import run_study
 
     raw = tiny_spec(phantom_store, tmp_path, "pipe-study", stage="pipeline", num_samples=2)
     spec = load_spec(write_spec(raw, tmp_path / "spec.yaml"))
@@ -70,7 +70,7 @@ def test_pipeline_study_pretrains_then_finetunes(study_ray, phantom_store, tmp_p
 
 
 def test_a_failing_trial_is_recorded_with_its_error_and_the_study_goes_on(study_ray, phantom_store, tmp_path):
-    from study.tune import run_study
+    from thoraxmae.study.tune import run_study
 
     raw = tiny_spec(phantom_store, tmp_path, "fail-study", num_samples=2, concurrent=2)
     raw["finetune"]["epochs"] = 1

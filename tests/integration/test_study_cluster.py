@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from study import schema
 from tests.integration.study_helpers import (
     free_ports,
     history,
@@ -23,9 +22,10 @@ from tests.integration.study_helpers import (
     trial_runs,
     write_spec,
 )
+from thoraxmae.study import schema
 
 pytestmark = pytest.mark.integration
-CLI = [sys.executable, "-m", "study.cli"]
+CLI = [sys.executable, "-m", "thoraxmae"]
 
 
 def _stop(proc: subprocess.Popen, grace_s: float = 30) -> None:

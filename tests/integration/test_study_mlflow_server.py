@@ -11,10 +11,10 @@ import urllib.request
 
 import pytest
 
-from study import schema
-from study.resume import locate_spec, study_status
-from study.spec import parse_spec, with_defaults
-from study.tracking import StudyTracker
+from thoraxmae.study import schema
+from thoraxmae.study.resume import locate_spec, study_status
+from thoraxmae.study.spec import parse_spec, with_defaults
+from thoraxmae.study.tracking import StudyTracker
 
 pytestmark = pytest.mark.integration
 

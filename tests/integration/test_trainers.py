@@ -11,13 +11,13 @@ import ray.cloudpickle
 import ray.train
 from ray.train import UserCallback
 
-from datasets.config import DataConfig
-from study import schema
-from study.cli import main as cli_main
 from tests.integration.study_helpers import history, write_spec
-from trainers import reporting as R
-from trainers.api import FinetuneJob, PretrainJob, finetune_trainer, pretrain_trainer
-from trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
+from thoraxmae.cli import main as cli_main
+from thoraxmae.datasets.config import DataConfig
+from thoraxmae.study import schema
+from thoraxmae.trainers import reporting as R
+from thoraxmae.trainers.api import FinetuneJob, PretrainJob, finetune_trainer, pretrain_trainer
+from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
 
 pytestmark = pytest.mark.integration
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the callback below runs on the controller
@@ -45,9 +45,9 @@ def epochs_of(path: Path) -> list[int]:
 
 @pytest.fixture(scope="module")
 def learnable_store(tmp_path_factory) -> Path:
-    from datasets.phantom import generate_phantom
-    from datasets.sources import load_source
-    from datasets.store import prepare_store
+    from thoraxmae.datasets.phantom import generate_phantom
+    from thoraxmae.datasets.sources import load_source
+    from thoraxmae.datasets.store import prepare_store
 
     root = tmp_path_factory.mktemp("learnable")
     generate_phantom(root / "nih", n=1000, size=96, seed=1)
@@ -122,9 +122,9 @@ def test_two_worker_ddp_finetune_from_the_cli_reaches_mlflow(study_ray, phantom_
 def test_covidx_finetune_is_multiclass_and_selects_on_accuracy(study_ray, tmp_path):
     import torch
 
-    from datasets.sources import load_source
-    from datasets.store import prepare_store
     from tests.unit.datasets.fixtures_sources import write_covidx
+    from thoraxmae.datasets.sources import load_source
+    from thoraxmae.datasets.store import prepare_store
 
     table = load_source("covidx", write_covidx(tmp_path / "covidx"), val_fraction=0.25)
     prepare_store(table, tmp_path / "store", size=32, workers=1, progress=False)

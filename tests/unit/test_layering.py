@@ -18,6 +18,6 @@ def test_trainers_do_not_import_study():
 
 
 def test_cli_help_lists_groups():
-    out = subprocess.run([sys.executable, "-m", "study.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "thoraxmae", "--help"], capture_output=True, text=True, check=True)
     for group in ("data", "pretrain", "finetune", "study", "ui", "report", "demo"):
         assert group in out.stdout

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from trainers.config import ModelConfig
-from trainers.models.cnn import build_cnn_classifier
-from trainers.models.presets import resolve_model
-from trainers.models.vit import build_vit_classifier
+from thoraxmae.trainers.config import ModelConfig
+from thoraxmae.trainers.models.cnn import build_cnn_classifier
+from thoraxmae.trainers.models.presets import resolve_model
+from thoraxmae.trainers.models.vit import build_vit_classifier
 
 
 def build_classifier(model: ModelConfig, num_classes: int, drop_path: float) -> nn.Module:

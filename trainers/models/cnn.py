@@ -6,7 +6,7 @@ import logging
 import timm
 from torch import nn
 
-from trainers.models.presets import ResolvedModel
+from thoraxmae.trainers.models.presets import ResolvedModel
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from trainers.config import ModelConfig
-from trainers.models.presets import ResolvedModel, resolve_model
-from trainers.pos_embed import sincos_2d
+from thoraxmae.trainers.config import ModelConfig
+from thoraxmae.trainers.models.presets import ResolvedModel, resolve_model
+from thoraxmae.trainers.pos_embed import sincos_2d
 
 
 def num_visible(num_patches: int, mask_ratio: float) -> int:

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from trainers.config import ModelConfig
+from thoraxmae.trainers.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from trainers.models.presets import ResolvedModel
+from thoraxmae.trainers.models.presets import ResolvedModel
 
 HEAD_INIT_STD = 2e-5  # FACTS.md / reference fine-tuning
 

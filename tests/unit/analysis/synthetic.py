@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from study import schema
+from thoraxmae.study import schema
 
 OPTIMUM = {"finetune.layer_decay": 0.6, "finetune.drop_path": 0.1, "pretrain.mask_ratio": 0.85}
 WEIGHTS = {"finetune.layer_decay": (0.100, 0.3), "finetune.drop_path": (0.020, 0.2),
@@ -185,7 +185,7 @@ def _write_trial(client, exp: str, parent: str, name: str, trial: SimTrial, star
 
 def study_record(trials: list[SimTrial], name: str = "synthetic", spec: dict | None = None):
     """The StudyRecord analysis.load would read back from `write_study` (no MLflow), for fast unit tests."""
-    from analysis.load import StudyRecord, TrialRecord
+    from thoraxmae.analysis.load import StudyRecord, TrialRecord
 
     spec = spec_dict(name) if spec is None else spec
     records = []

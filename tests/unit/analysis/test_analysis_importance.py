@@ -1,12 +1,12 @@
-"""analysis.importance and analysis.effects on the planted surface (in memory, no MLflow)."""
+"""thoraxmae.analysis.importance and analysis.effects on the planted surface (in memory, no MLflow)."""
 import numpy as np
 import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 
-from analysis.effects import fit_surrogate, interaction, marginal_effects
-from analysis.importance import build_optuna_study, compute_importance
-from analysis.tables import knob_infos, scored_trials, trial_table
 from tests.unit.analysis import synthetic as syn
+from thoraxmae.analysis.effects import fit_surrogate, interaction, marginal_effects
+from thoraxmae.analysis.importance import build_optuna_study, compute_importance
+from thoraxmae.analysis.tables import knob_infos, scored_trials, trial_table
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,14 @@
-"""analysis.recipe (top-k recipe, spec, reference comparison) and analysis.cost on hand-made tables."""
+"""thoraxmae.analysis.recipe (top-k recipe, spec, reference comparison) and analysis.cost on hand-made tables."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.cost import cost_summary, pareto_mask
-from analysis.recipe import compare_reference, distill_recipe, recipe_spec
-from analysis.tables import KnobInfo
-from study import schema
+from thoraxmae.analysis.cost import cost_summary, pareto_mask
+from thoraxmae.analysis.recipe import compare_reference, distill_recipe, recipe_spec
+from thoraxmae.analysis.tables import KnobInfo
+from thoraxmae.study import schema
 
 INFOS = [KnobInfo("finetune.layer_decay", "float", low=0.4, high=0.9),
          KnobInfo("finetune.randaug_magnitude", "int", low=0, high=12),
@@ -106,8 +106,8 @@ def test_asha_savings_price_missing_epochs_at_the_trials_own_rate():
 
 
 def test_load_reference_flat_or_by_section(tmp_path):
-    from analysis.errors import ReportError
-    from analysis.recipe import load_reference
+    from thoraxmae.analysis.errors import ReportError
+    from thoraxmae.analysis.recipe import load_reference
 
     flat = tmp_path / "flat.yaml"
     flat.write_text("finetune.layer_decay: 0.65\npretrain.mask_ratio: 0.75\n")

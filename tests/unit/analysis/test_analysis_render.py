@@ -1,8 +1,8 @@
-"""analysis.render: the same sections as self-contained HTML and as Markdown."""
+"""thoraxmae.analysis.render: the same sections as self-contained HTML and as Markdown."""
 import base64
 
-from analysis.render import render_html, render_markdown
-from analysis.sections import Bullets, Code, FigureRef, Section, Table, fmt
+from thoraxmae.analysis.render import render_html, render_markdown
+from thoraxmae.analysis.sections import Bullets, Code, FigureRef, Section, Table, fmt
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 

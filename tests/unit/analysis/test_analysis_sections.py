@@ -3,12 +3,12 @@ import dataclasses
 
 import pytest
 
-from analysis.analyze import AnalysisOptions, analyze
-from analysis.plots import draw_all, grid_columns
-from analysis.render import render_html
-from analysis.sections import build_sections, effects_takeaway
-from study import schema
 from tests.unit.analysis import synthetic as syn
+from thoraxmae.analysis.analyze import AnalysisOptions, analyze
+from thoraxmae.analysis.plots import draw_all, grid_columns
+from thoraxmae.analysis.render import render_html
+from thoraxmae.analysis.sections import build_sections, effects_takeaway
+from thoraxmae.study import schema
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
-"""analysis.tables: MLflow records -> the tidy trial and curve tables; knob kinds."""
+"""thoraxmae.analysis.tables: MLflow records -> the tidy trial and curve tables; knob kinds."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.load import StudyRecord, TrialRecord, objective_of
-from analysis.tables import (
+from thoraxmae.analysis.load import StudyRecord, TrialRecord, objective_of
+from thoraxmae.analysis.tables import (
     curve_table,
     knob_infos,
     max_epochs_of,
@@ -15,7 +15,7 @@ from analysis.tables import (
     scored_trials,
     trial_table,
 )
-from study import schema
+from thoraxmae.study import schema
 
 
 def _record(trials, mode="max", metric=schema.M_VAL_MAUC, spec=None, knobs=("finetune.drop_path",)):

@@ -1,12 +1,12 @@
-"""`thoraxmae data phantom|prepare`, run in-process through study.cli.main."""
+"""`thoraxmae data phantom|prepare`, run in-process through thoraxmae.cli.main."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from datasets.cli import FORMATS
-from study.cli import main
+from thoraxmae.cli import main
+from thoraxmae.datasets.cli import FORMATS
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_an_option_the_format_lacks_names_the_valid_ones(phantom_dir, tmp_path, 
 
 
 def test_format_choices_are_the_sources():
-    from datasets.sources import SOURCES
+    from thoraxmae.datasets.sources import SOURCES
 
     assert set(FORMATS) == set(SOURCES)
     with pytest.raises(SystemExit):

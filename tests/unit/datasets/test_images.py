@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.errors import DataError
-from datasets.images import load_gray, scale_integer
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.images import load_gray, scale_integer
 
 RAMP = np.arange(256, dtype=np.uint8).reshape(16, 16)
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.errors import DataError
-from datasets.loader import ShardSampler, StoreDataset, make_loader
-from datasets.store import open_store, prepare_store
-from datasets.table import SourceTable
-from datasets.transforms import build_eval_transform, build_pretrain_transform
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.loader import ShardSampler, StoreDataset, make_loader
+from thoraxmae.datasets.store import open_store, prepare_store
+from thoraxmae.datasets.table import SourceTable
+from thoraxmae.datasets.transforms import build_eval_transform, build_pretrain_transform
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from datasets.errors import DataError
-from datasets.sources import load_source
-from datasets.store import open_store
-from datasets.table import concat_tables, keep_splits
-from study.cli import main
 from tests.unit.datasets.fixtures_sources import write_chexpert, write_nih, write_nih_paper_splits
+from thoraxmae.cli import main
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources import load_source
+from thoraxmae.datasets.store import open_store
+from thoraxmae.datasets.table import concat_tables, keep_splits
 
 PREPARE = ["data", "prepare", "--size", "16", "--workers", "1", "--quiet"]
 
@@ -119,16 +119,16 @@ def test_keep_splits_on_one_source(phantoms, tmp_path):
 
 
 def test_keep_splits_that_empties_the_table_is_an_error(phantoms, tmp_path, capsys, monkeypatch):
-    import datasets.sources
+    import thoraxmae.datasets.sources
 
     # Every source insists on three non-empty splits, so stand in one whose val split is empty.
-    real = datasets.sources.load_source
+    real = thoraxmae.datasets.sources.load_source
 
     def no_val(*args, **kwargs):
         t = real(*args, **kwargs)
         return t.select((t.frame["split"] != "val").to_numpy())
 
-    monkeypatch.setattr(datasets.sources, "load_source", no_val)
+    monkeypatch.setattr(thoraxmae.datasets.sources, "load_source", no_val)
     rc = main(PREPARE + [str(phantoms[0]), "--format", "nih", "--also", f"nih={phantoms[1]}", "--keep-splits", "val",
                          "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err

@@ -10,8 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
 
-from datasets.errors import DataError
-from datasets.phantom import (
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.phantom import (
     CSV_HEADER,
     CSV_NAME,
     NIH_COUNTS,
@@ -20,10 +20,10 @@ from datasets.phantom import (
     generate_phantom,
     split_patients,
 )
-from datasets.phantom_anatomy import sample_anatomy
-from datasets.phantom_findings import render
-from datasets.sources import load_source
-from datasets.sources.nih import NIH_LABELS
+from thoraxmae.datasets.phantom_anatomy import sample_anatomy
+from thoraxmae.datasets.phantom_findings import render
+from thoraxmae.datasets.sources import load_source
+from thoraxmae.datasets.sources.nih import NIH_LABELS
 
 NAME = re.compile(r"^(\d{8})_(\d{3})\.png$")
 

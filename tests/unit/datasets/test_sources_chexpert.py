@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets.errors import DataError
-from datasets.sources import CHEXPERT_LABELS, CHEXPERT_TASKS, load_source
 from tests.unit.datasets.fixtures_sources import CHEXPERT_LABELS as FIXTURE_LABELS
 from tests.unit.datasets.fixtures_sources import chexpert_value, write_chexpert
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources import CHEXPERT_LABELS, CHEXPERT_TASKS, load_source
 
 RAW = {"1.0": 1.0, "0.0": 0.0, "-1.0": -1.0, "": np.nan}
 

@@ -7,9 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets.errors import DataError
-from datasets.sources import LABEL_ALIASES, SOURCES, harmonise_labels, load_source, source_options
-from datasets.table import FRAME_COLUMNS, SPLITS, concat_tables
 from tests.unit.datasets.fixtures_sources import (
     write_chexpert,
     write_covidx,
@@ -17,6 +14,9 @@ from tests.unit.datasets.fixtures_sources import (
     write_mimic,
     write_nih,
 )
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources import LABEL_ALIASES, SOURCES, harmonise_labels, load_source, source_options
+from thoraxmae.datasets.table import FRAME_COLUMNS, SPLITS, concat_tables
 
 WRITERS = {"nih": write_nih, "chexpert": write_chexpert, "mimic": write_mimic, "covidx": write_covidx,
            "dicom": lambda root: write_dicom_folder(root, with_split=False)}

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets.errors import DataError
-from datasets.sources import COVIDX_CLASSES, load_source
 from tests.unit.datasets.fixtures_sources import PNG, write_covidx
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources import COVIDX_CLASSES, load_source
 
 
 def _append(path, line: str) -> None:

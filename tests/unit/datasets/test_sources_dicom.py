@@ -8,9 +8,9 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from datasets.errors import DataError
-from datasets.sources import load_source, read_dicom
 from tests.unit.datasets.fixtures_sources import write_dicom_file, write_dicom_folder
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources import load_source, read_dicom
 
 RAMP = np.array([[0, 1000, 2000], [3000, 4095, 1500]], dtype=np.uint16)  # 12-bit stored values
 

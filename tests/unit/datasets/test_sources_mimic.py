@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.errors import DataError
-from datasets.sources import MIMIC_LABELS, load_source
 from tests.unit.datasets.fixtures_sources import MIMIC_VIEWS, UNCERTAIN_VALUES, write_mimic
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources import MIMIC_LABELS, load_source
 
 RAW = {"1.0": 1.0, "0.0": 0.0, "-1.0": -1.0, "": np.nan}
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets.errors import DataError
-from datasets.sources import load_source
-from datasets.sources.nih import NIH_LABELS
 from tests.unit.datasets.fixtures_sources import (
     NIH_LABELS as FIXTURE_NIH_LABELS,
 )
@@ -17,6 +14,9 @@ from tests.unit.datasets.fixtures_sources import (
     write_nih,
     write_nih_paper_splits,
 )
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources import load_source
+from thoraxmae.datasets.sources.nih import NIH_LABELS
 
 
 def _by_name(table):

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets.errors import DataError
-from datasets.sources import load_source
-from datasets.sources.splits import carve_val, random_split
-from datasets.sources.uncertainty import apply_policy, resolve_policy
 from tests.unit.datasets.fixtures_sources import nih_entries, write_nih
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources import load_source
+from thoraxmae.datasets.sources.splits import carve_val, random_split
+from thoraxmae.datasets.sources.uncertainty import apply_policy, resolve_policy
 
 PATIENTS = np.array([f"p{i // 3}" for i in range(60)], dtype=object)  # 20 patients x 3 images
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from datasets.errors import DataError
-from datasets.sources import load_source
-from datasets.store import FORMAT_VERSION, open_store, prepare_store
-from datasets.table import SourceTable
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.sources import load_source
+from thoraxmae.datasets.store import FORMAT_VERSION, open_store, prepare_store
+from thoraxmae.datasets.table import SourceTable
 
 LABELS = ("A", "B", "C")
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.config import NIH_MEAN, NIH_STD
-from datasets.errors import DataError
-from datasets.transforms import (
+from thoraxmae.datasets.config import NIH_MEAN, NIH_STD
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.transforms import (
     RandomResizedCrop,
     build_eval_transform,
     build_finetune_transform,

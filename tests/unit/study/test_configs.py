@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from study import schema
-from study.spec import load_spec
+from thoraxmae.study import schema
+from thoraxmae.study.spec import load_spec
 
 CONFIGS = sorted((Path(__file__).parents[3] / "configs").glob("*.yaml"))
 

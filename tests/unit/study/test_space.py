@@ -6,8 +6,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from pydantic import TypeAdapter, ValidationError
 
-from study.space import KnobSpace, apply_knobs, knob_values, split_knob, to_optuna_space
-from trainers.config import FinetuneConfig, PretrainConfig
+from thoraxmae.study.space import KnobSpace, apply_knobs, knob_values, split_knob, to_optuna_space
+from thoraxmae.trainers.config import FinetuneConfig, PretrainConfig
 
 _adapter = TypeAdapter(KnobSpace)
 

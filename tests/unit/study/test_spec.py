@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study import schema
-from study.errors import SpecError
-from study.spec import dump_spec, load_spec, parse_spec
+from thoraxmae.study import schema
+from thoraxmae.study.errors import SpecError
+from thoraxmae.study.spec import dump_spec, load_spec, parse_spec
 
 
 def _spec_dict(stage: str = "finetune") -> dict:

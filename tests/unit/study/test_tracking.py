@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from study import schema
-from study.resume import locate_spec, study_status
-from study.spec import parse_spec, with_defaults
-from study.tracking import StudyTracker, absolute_lr, schema_metrics, trial_params
+from thoraxmae.study import schema
+from thoraxmae.study.resume import locate_spec, study_status
+from thoraxmae.study.spec import parse_spec, with_defaults
+from thoraxmae.study.tracking import StudyTracker, absolute_lr, schema_metrics, trial_params
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_parent_and_child_runs_follow_the_schema(uri, tmp_path):
 
 
 def test_unknown_study_is_named(uri):
-    from study.errors import SpecError
+    from thoraxmae.study.errors import SpecError
 
     with pytest.raises(SpecError, match="no-such-study"):
         study_status("no-such-study", uri)

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.checkpoints import load_encoder, read_checkpoint, save_model
-from trainers.config import ModelConfig
-from trainers.errors import CheckpointError
-from trainers.models import build_classifier, build_mae
-from trainers.pos_embed import interpolate_pos_embed
+from thoraxmae.trainers.checkpoints import load_encoder, read_checkpoint, save_model
+from thoraxmae.trainers.config import ModelConfig
+from thoraxmae.trainers.errors import CheckpointError
+from thoraxmae.trainers.models import build_classifier, build_mae
+from thoraxmae.trainers.pos_embed import interpolate_pos_embed
 
 TINY = ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8, depth=2, decoder_embed_dim=32,
                    decoder_depth=1, decoder_num_heads=2)
@@ -115,7 +115,7 @@ def test_key_and_shape_problems_name_the_keys(tmp_path, mae_state):
 
 
 def test_a_training_checkpoint_round_trips_under_the_safe_loader(tmp_path):
-    from trainers.optim import param_groups
+    from thoraxmae.trainers.optim import param_groups
 
     model = build_classifier(TINY, num_classes=2, drop_path=0.0)
     opt = torch.optim.AdamW(param_groups(model, 0.05, layer_decay=0.75), lr=1e-3)

@@ -8,8 +8,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, TensorDataset
 
-from trainers.engine import Schedule, train_epoch
-from trainers.runtime import Worker
+from thoraxmae.trainers.engine import Schedule, train_epoch
+from thoraxmae.trainers.runtime import Worker
 
 CPU = Worker(rank=0, world_size=1, device=torch.device("cpu"))
 

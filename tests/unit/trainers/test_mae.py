@@ -6,9 +6,9 @@ import re
 import pytest
 import torch
 
-from trainers.config import ModelConfig
-from trainers.models import build_mae, num_visible
-from trainers.pos_embed import sincos_2d
+from thoraxmae.trainers.config import ModelConfig
+from thoraxmae.trainers.models import build_mae, num_visible
+from thoraxmae.trainers.pos_embed import sincos_2d
 
 # 32 px, patch 8 -> a 4x4 grid (L=16); 64 px -> 8x8 (L=64)
 TINY = ModelConfig(name="vit_tiny_test", img_size=32, patch_size=8, depth=2, decoder_embed_dim=32,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainers import metrics, reporting
-from trainers.finetune import multiclass_loss, multilabel_loss
+from thoraxmae.trainers import metrics, reporting
+from thoraxmae.trainers.finetune import multiclass_loss, multilabel_loss
 
 
 def test_per_class_auc_is_undefined_for_a_one_valued_class_and_the_mean_skips_it():
@@ -73,7 +73,7 @@ def test_multiclass_loss_is_cross_entropy_on_the_one_hot_label():
 
 
 def test_the_run_schema_uses_the_reported_names():
-    from study import schema
+    from thoraxmae.study import schema
 
     names = {k: v for k, v in vars(reporting).items() if k.startswith("M_")}
     for key, value in names.items():

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from trainers.config import ModelConfig
-from trainers.models import build_classifier, build_mae
-from trainers.optim import lr_at, param_groups, set_lr
+from thoraxmae.trainers.config import ModelConfig
+from thoraxmae.trainers.models import build_classifier, build_mae
+from thoraxmae.trainers.optim import lr_at, param_groups, set_lr
 
 
 def scales_by_name(model, groups) -> dict[str, tuple[float, float]]:

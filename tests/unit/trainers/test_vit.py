@@ -6,8 +6,8 @@ import logging
 import pytest
 import torch
 
-from trainers.config import ModelConfig
-from trainers.models import build_classifier, build_mae, resolve_model
+from thoraxmae.trainers.config import ModelConfig
+from thoraxmae.trainers.models import build_classifier, build_mae, resolve_model
 
 TINY = ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8)
 

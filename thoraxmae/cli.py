@@ -1,5 +1,9 @@
-"""The one CLI, `thoraxmae`. Each package registers its own subcommands; heavy imports stay lazy
-so `thoraxmae --help` is instant."""
+"""The one CLI, `thoraxmae`, and its one error boundary.
+
+Each package registers its own subcommands; heavy imports stay lazy so `thoraxmae --help` is instant.
+Every package's boundary error (DataError, CheckpointError, SpecError, ReportError) becomes one line on
+stderr and exit code 2 here, and nowhere else.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +12,9 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from analysis import cli as analysis_cli
-    from datasets import cli as data_cli
-    from study import cli_demo, cli_study, cli_train
+    from thoraxmae.analysis import cli as analysis_cli
+    from thoraxmae.datasets import cli as data_cli
+    from thoraxmae.study import cli_demo, cli_study, cli_train
 
     parser = argparse.ArgumentParser(
         prog="thoraxmae",
@@ -26,6 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_error_types() -> tuple[type[Exception], ...]:
+    """The four packages' boundary errors: a bad file, field, row or name the user can fix."""
+    from thoraxmae.analysis.errors import ReportError
+    from thoraxmae.datasets.errors import DataError
+    from thoraxmae.study.errors import SpecError
+    from thoraxmae.trainers.errors import CheckpointError
+
+    return DataError, CheckpointError, SpecError, ReportError
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -33,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
+    except user_error_types() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
