@@ -1,6 +1,6 @@
 """Read one study back from MLflow: the parent run, its spec.yaml and every trial's child run.
 
-Only the run schema of study/schema.py is read (DESIGN.md); nothing here needs Ray. The result is
+Only the run schema of study/schema.py is read (docs/mlflow-schema.md); nothing here needs Ray. The result is
 plain records; analysis/tables.py turns them into the tidy tables the rest of the package uses.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@
                                         [--models vit_tiny_test vit_small_patch16] [--peak-tflops 989] [--compile]
 
 A step is forward + backward + AdamW step on random images (the data path is benchmarks/loader.py's job):
-pre-training = MAE loss with the paper's decoder (FACTS.md: ViT-S 512-dim, 2 blocks), fine-tuning = the
+pre-training = MAE loss with the paper's decoder (docs/paper.md: ViT-S 512-dim, 2 blocks), fine-tuning = the
 ViT classifier (14 outputs, BCE, DropPath 0.2, LLRD groups). On CUDA the forward runs under bf16 autocast.
 Model FLOPs per image (forward + backward) are counted once with torch.utils.flop_counter.FlopCounterMode
 under the math attention kernel (so attention matmuls are counted on every device); on a GPU the table
@@ -64,7 +64,7 @@ def time_steps(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], phas
                autocast_factory: Callable[[], contextlib.AbstractContextManager], device: torch.device) -> float:
     """Seconds per optimizer step, averaged over `iters` steps after `warmup` untimed ones."""
     groups = param_groups(model, weight_decay=0.05, layer_decay=0.55 if phase == "finetune" else None)
-    betas = (0.9, 0.95) if phase == "pretrain" else (0.9, 0.999)  # FACTS.md
+    betas = (0.9, 0.95) if phase == "pretrain" else (0.9, 0.999)  # docs/paper.md
     opt = torch.optim.AdamW(groups, lr=1e-4, betas=betas)
     for i in range(warmup + iters):
         if i == warmup:

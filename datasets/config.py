@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# FACTS.md: NIH ChestX-ray14 pixel statistics used by the paper (same for the 3 channels).
+# docs/data-formats.md: NIH ChestX-ray14 pixel statistics used by the paper (same for the 3 channels).
 NIH_MEAN = 0.5056
 NIH_STD = 0.252
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

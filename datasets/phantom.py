@@ -4,7 +4,7 @@
 
 writes `images/<patient:08d>_<follow-up:03d>.png` (8-bit gray), `Data_Entry_2017_v2020.csv` with the real
 11-column header, and the official-style `train_val_list.txt` / `test_list.txt` (patient-disjoint,
-~77/23), so `load_source("nih", out)` reads it like the real dataset (FACTS.md "ChestX-ray14").
+~77/23), so `load_source("nih", out)` reads it like the real dataset (docs/data-formats.md "ChestX-ray14").
 
 Labels follow NIH's per-image frequencies (NIH_COUNTS: ~54% No Finding, Infiltration ~18%, Hernia
 0.2%) with clinical co-occurrence (CO_OCCURRENCE), chronic findings persisting over a patient's

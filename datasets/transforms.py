@@ -1,11 +1,11 @@
-"""Image transforms for pre-training, fine-tuning and evaluation (FACTS.md recipes).
+"""Image transforms for pre-training, fine-tuning and evaluation (docs/paper.md recipes).
 
 Each transform maps a uint8 [S, S] numpy image (a store image) to a float32 tensor
 [in_chans, img_size, img_size]. They work on one-channel PIL "L" images all the way and copy the gray
 channel to `in_chans` only at the end (a broadcast view, no copy), which is what makes them several
 times cheaper than decoding full-size PNGs and augmenting RGB (benchmarks/loader.py).
 
-Knob translation points (STYLE.md): `crop_min` becomes RandomResizedCrop scale=(crop_min, 1.0) in
+Knob translation points (docs/architecture.md): `crop_min` becomes RandomResizedCrop scale=(crop_min, 1.0) in
 `crop_scale`; `randaug_magnitude` becomes timm's RandAugment string in `randaug_config`.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from thoraxmae.datasets.errors import DataError
 
 BICUBIC = Image.Resampling.BICUBIC
 CROP_RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of RandomResizedCrop (torchvision / timm default)
-EVAL_CROP_PCT = 224 / 256  # FACTS.md: eval resizes to 256 and centre-crops 224
+EVAL_CROP_PCT = 224 / 256  # docs/paper.md: eval resizes to 256 and centre-crops 224
 Op = Callable[[Image.Image], Image.Image]
 
 
@@ -37,7 +37,7 @@ RANDAUG_MAX = 10  # timm's RandAugment magnitude scale is 0..10 (_LEVEL_DENOM)
 
 
 def randaug_config(magnitude: int) -> str:
-    """`finetune.randaug_magnitude` -> timm RandAugment config (FACTS.md: the paper uses m6)."""
+    """`finetune.randaug_magnitude` -> timm RandAugment config (docs/paper.md: the paper uses m6)."""
     return f"rand-m{magnitude}-mstd0.5-inc1"
 
 
@@ -139,7 +139,7 @@ def _flip_p(hflip: bool | float) -> float:
 
 def build_pretrain_transform(img_size: int, crop_min: float, hflip: bool | float, mean: float, std: float,
                              in_chans: int = 3) -> XrayTransform:
-    """MAE pre-training (FACTS.md): RandomResizedCrop(scale=(crop_min, 1)), bicubic, + horizontal flip."""
+    """MAE pre-training (docs/paper.md): RandomResizedCrop(scale=(crop_min, 1)), bicubic, + horizontal flip."""
     ops: list[Op] = [RandomResizedCrop(img_size, crop_scale(crop_min))]
     if _flip_p(hflip) > 0:
         ops.append(HorizontalFlip(_flip_p(hflip)))
@@ -148,7 +148,7 @@ def build_pretrain_transform(img_size: int, crop_min: float, hflip: bool | float
 
 def build_finetune_transform(img_size: int, crop_min: float, randaug_magnitude: int, hflip: bool | float,
                              mean: float, std: float, in_chans: int = 3) -> XrayTransform:
-    """Fine-tuning (FACTS.md): RandomResizedCrop(scale=(crop_min, 1)), flip, RandAug m (0 disables it)."""
+    """Fine-tuning (docs/paper.md): RandomResizedCrop(scale=(crop_min, 1)), flip, RandAug m (0 disables it)."""
     if not 0 <= randaug_magnitude <= RANDAUG_MAX:
         raise DataError(f"randaug_magnitude={randaug_magnitude} must lie in [0, {RANDAUG_MAX}] (timm's RandAugment scale)")
     ops: list[Op] = [RandomResizedCrop(img_size, crop_scale(crop_min))]
@@ -160,5 +160,5 @@ def build_finetune_transform(img_size: int, crop_min: float, randaug_magnitude: 
 
 
 def build_eval_transform(img_size: int, mean: float, std: float, in_chans: int = 3) -> XrayTransform:
-    """Evaluation (FACTS.md): resize to img_size * 256 / 224 (bicubic), centre-crop img_size."""
+    """Evaluation (docs/paper.md): resize to img_size * 256 / 224 (bicubic), centre-crop img_size."""
     return XrayTransform([ResizeCenterCrop(img_size)], mean, std, in_chans)

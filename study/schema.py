@@ -1,4 +1,4 @@
-"""MLflow run schema: the contract between study/ (writer) and analysis/ (reader). DESIGN.md.
+"""MLflow run schema: the contract between study/ (writer) and analysis/ (reader). docs/mlflow-schema.md.
 
 Imports neither Ray nor MLflow (nor torch), so analysis can import it cheaply. The metric names are
 those the trainers report (trainers/reporting.py), imported from there so they cannot drift.
@@ -70,7 +70,7 @@ FINETUNE_KNOBS = (
 KNOWN_KNOBS = PRETRAIN_KNOBS + FINETUNE_KNOBS
 DERIVED_LR = {"pretrain.blr": "pretrain.lr", "finetune.blr": "finetune.lr"}  # absolute lr, logged as derived
 
-# The paper's ViT-S recipe (FACTS.md), the default reference for the report's comparison.
+# The paper's ViT-S recipe (docs/paper.md), the default reference for the report's comparison.
 PAPER_RECIPE = {
     "pretrain.mask_ratio": 0.90,
     "pretrain.crop_min": 0.5,

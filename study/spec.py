@@ -15,7 +15,7 @@ Layout (every section but `name`, `stage`, `data` and the phases the stage runs 
       num_samples: 8
       sampler: {type: tpe, seed: 0, n_startup_trials: 4, multivariate: true}
       scheduler: {type: asha, grace_period: 1, reduction_factor: 2}   # max_t defaults to the epochs
-      points_to_evaluate: [paper, {finetune.layer_decay: 0.75}]       # `paper` = FACTS.md recipe
+      points_to_evaluate: [paper, {finetune.layer_decay: 0.75}]       # `paper` = docs/paper.md recipe
       space:
         finetune.layer_decay: {type: float, low: 0.4, high: 0.9}
         finetune.randaug_magnitude: {type: int, low: 0, high: 12, step: 3}

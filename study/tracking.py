@@ -1,4 +1,4 @@
-"""MLflow run schema writer (DESIGN.md): one parent run per study, one child run per trial.
+"""MLflow run schema writer (docs/mlflow-schema.md): one parent run per study, one child run per trial.
 
 Names come only from study/schema.py. This module knows nothing of Ray: study/tune.py feeds it
 from a Tune callback in the study's driver process, so there is one writer per study (safe with

@@ -6,7 +6,7 @@ How Tune sees a trial (`study.tune` wires ASHA on the reported `epoch`):
   (`epoch` -> `pretrain/epoch`, `time/epoch_s` -> `pretrain/time/epoch_s`, ...) and carry the scored
   metric as NaN, so they hold no `epoch`: ASHA ignores them and only fine-tuning epochs count
   toward its rungs. Pruning on reconstruction loss would be wrong: the paper's best mask ratio (0.9)
-  has the *highest* loss (FACTS.md sanity figures), so loss ranks pre-training recipes backwards.
+  has the *highest* loss (docs/paper.md sanity figures), so loss ranks pre-training recipes backwards.
   Fine-tuning reports add the pre-training cost to the cumulative `cost/*` so a trial's cost is
   its total.
 

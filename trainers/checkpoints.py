@@ -3,7 +3,7 @@
 Formats are named by the caller, never guessed from the keys:
 - "thoraxmae": our own file, a dict whose "model" is a state dict (pre-training: the full MAE in
   reference names; fine-tuning `best_model.pt`: timm names).
-- "medical_mae": the paper's released file {'model', 'optimizer', 'epoch', 'scaler', 'args'} (FACTS.md),
+- "medical_mae": the paper's released file {'model', 'optimizer', 'epoch', 'scaler', 'args'} (docs/paper.md),
   whose `args` is a pickled argparse.Namespace: that one type is allow-listed for the safe unpickler.
 - "timm": a plain state dict {name: tensor}.
 `load_encoder` puts such weights into a classifier (or an MAE), drops what only pre-training uses,

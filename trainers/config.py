@@ -1,7 +1,7 @@
 """Typed configs the trainers consume; study/spec.py composes them (trainers never import study).
 
-Field names are the knob names of DESIGN.md: `pretrain.mask_ratio` is `PretrainConfig.mask_ratio`.
-Defaults are the paper's ViT-S values (FACTS.md); tiny models override them.
+Field names are the knob names of docs/architecture.md: `pretrain.mask_ratio` is `PretrainConfig.mask_ratio`.
+Defaults are the paper's ViT-S values (docs/paper.md); tiny models override them.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class ModelConfig(BaseModel):
     depth: int | None = None
     num_heads: int | None = None
     mlp_ratio: float = 4.0
-    # MAE decoder (FACTS.md: ViT-S uses 512-dim, 2 blocks, 16 heads)
+    # MAE decoder (docs/paper.md: ViT-S uses 512-dim, 2 blocks, 16 heads)
     decoder_embed_dim: int = 512
     decoder_depth: int = 2
     decoder_num_heads: int = 16
@@ -38,7 +38,7 @@ class ModelConfig(BaseModel):
 
 
 class PretrainConfig(BaseModel):
-    """MAE pre-training (FACTS.md: 800 epochs, blr 1.5e-4, batch 2048, mask 0.9, crop 0.5-1.0)."""
+    """MAE pre-training (docs/paper.md: 800 epochs, blr 1.5e-4, batch 2048, mask 0.9, crop 0.5-1.0)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -65,7 +65,7 @@ class PretrainConfig(BaseModel):
 
 
 class FinetuneConfig(BaseModel):
-    """Multi-label fine-tuning (FACTS.md: 75 epochs, blr 2.5e-4, LLRD 0.55, DropPath 0.2, RandAug m6)."""
+    """Multi-label fine-tuning (docs/paper.md: 75 epochs, blr 2.5e-4, LLRD 0.55, DropPath 0.2, RandAug m6)."""
 
     model_config = ConfigDict(extra="forbid")
 

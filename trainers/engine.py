@@ -1,6 +1,6 @@
 """One training epoch and one evaluation pass, shared by the pre-training and fine-tuning loops.
 
-`train_epoch` steps the LR per iteration (linear warm-up + cosine, FACTS.md), accumulates gradients
+`train_epoch` steps the LR per iteration (linear warm-up + cosine, docs/paper.md), accumulates gradients
 over `accum_iter` micro-batches (without DDP gradient sync until the last one) and runs under bf16
 autocast on GPU. The loss function is the only thing that differs between the phases.
 """

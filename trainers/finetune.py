@@ -1,6 +1,6 @@
 """Multi-label (or COVIDx multi-class) fine-tuning as a Ray Train `train_loop_per_worker`.
 
-FACTS.md recipe: AdamW (0.9, 0.999), LLRD (`layer_decay`), DropPath, RandAug, crop scale, warm-up +
+docs/paper.md recipe: AdamW (0.9, 0.999), LLRD (`layer_decay`), DropPath, RandAug, crop scale, warm-up +
 cosine per iteration to `min_lr`. BCE-with-logits masked by the label mask (U-Ignore labels carry 0)
 for multi-label stores, cross-entropy for multi-class. Each epoch evaluates the validation split
 (per-class AUC, mean AUC; accuracy for multi-class) and keeps the best-on-validation weights (chosen
@@ -82,7 +82,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
                  job.resources, worker, cfg.seed, files)
     best_state = run.files[R.BEST_MODEL_FILE]["model"] if run.files and R.BEST_MODEL_FILE in run.files else None
     best, best_epoch = float(run.saved("best_value", -math.inf)), int(run.saved("best_epoch", 0))
-    select = R.M_VAL_ACC if multiclass else R.M_VAL_MAUC  # FACTS.md: COVIDx is scored by accuracy
+    select = R.M_VAL_ACC if multiclass else R.M_VAL_MAUC  # docs/paper.md: COVIDx is scored by accuracy
     sched = schedule(cfg, worker)
     loss_fn = multiclass_loss if multiclass else multilabel_loss
     val_loader = make_loader(val_ds, batch_size=cfg.batch_size, train=False, rank=worker.rank,

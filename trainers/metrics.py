@@ -1,5 +1,5 @@
 """Evaluation numbers: per-class ROC AUC (scikit-learn) on sigmoid/softmax scores, their mean, top-1
-accuracy, and a bootstrap 95% CI of the mean AUC (FACTS.md: report test once, with a CI)."""
+accuracy, and a bootstrap 95% CI of the mean AUC (docs/paper.md: report test once, with a CI)."""
 from __future__ import annotations
 
 import math

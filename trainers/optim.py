@@ -1,6 +1,6 @@
 """Optimizer parameter groups (weight-decay split, layer-wise LR decay) and the LR schedule.
 
-Layer-wise LR decay (LLRD, FACTS.md: 0.55 in the paper's ViT-S fine-tuning): with depth blocks there are
+Layer-wise LR decay (LLRD, docs/paper.md: 0.55 in the paper's ViT-S fine-tuning): with depth blocks there are
 num_layers = depth + 1 layers; cls_token / pos_embed / patch_embed are layer 0, blocks.i is layer i + 1,
 everything else (fc_norm, head, norm, an MAE decoder) is layer num_layers; a parameter's LR is multiplied
 by layer_decay ** (num_layers - layer_id). ViT-S, 0.55: embeddings 0.55**13 ~ 4.2e-4, last block 0.55,
@@ -19,7 +19,7 @@ from thoraxmae.trainers.models.unwrap import unwrap
 logger = logging.getLogger(__name__)
 
 # Fine-tuning exempts the ViT's tokens/embeddings (timm's no_weight_decay()); MAE pre-training decays
-# cls_token and mask_token like the reference code and exempts only 1-D parameters and biases (FACTS.md).
+# cls_token and mask_token like the reference code and exempts only 1-D parameters and biases (docs/paper.md).
 NO_WEIGHT_DECAY = frozenset({"pos_embed", "cls_token", "dist_token"})
 
 
@@ -81,5 +81,5 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def absolute_lr(blr: float, batch_size: int, accum_iter: int, workers: int) -> float:
-    """FACTS.md: lr = blr * global_batch / 256, global batch = per-worker batch * accumulation * workers."""
+    """docs/paper.md: lr = blr * global_batch / 256, global batch = per-worker batch * accumulation * workers."""
     return blr * batch_size * accum_iter * workers / 256

@@ -1,4 +1,4 @@
-"""MAE pre-training as a Ray Train `train_loop_per_worker` (FACTS.md recipe).
+"""MAE pre-training as a Ray Train `train_loop_per_worker` (docs/paper.md recipe).
 
 AdamW (0.9, 0.95), lr = blr * global batch / 256, per-iteration warm-up + cosine, weight decay 0.05
 (none on 1-D params, biases, tokens), bf16 autocast on GPU, gradient accumulation. Reports
@@ -23,7 +23,7 @@ from thoraxmae.trainers.runtime import maybe_fail, report, restore_files
 from thoraxmae.trainers.session import resume, schedule, start_worker
 
 log = logging.getLogger(__name__)
-BETAS = (0.9, 0.95)  # FACTS.md
+BETAS = (0.9, 0.95)  # docs/paper.md
 
 
 def pretrain_loop(config: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
 """Names of the metrics the training loops report (step = epoch). They are the MLflow run schema's
-names (study/schema.py, DESIGN.md); trainers may not import study, so a unit test checks the two
+names (study/schema.py, docs/mlflow-schema.md); trainers may not import study, so a unit test checks the two
 lists never drift."""
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def seed_everything(seed: int, rank: int, epoch: int = 0) -> None:
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on GPU (FACTS.md: mixed precision); full fp32 on CPU."""
+    """bf16 autocast on GPU (docs/paper.md: mixed precision); full fp32 on CPU."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -1,4 +1,4 @@
-"""CheXpert v1.0 / v1.0-small: `train.csv` + `valid.csv` (FACTS.md "CheXpert").
+"""CheXpert v1.0 / v1.0-small: `train.csv` + `valid.csv` (docs/data-formats.md "CheXpert").
 
 valid.csv is the test split (the paper tests on it); train.csv is split into train / val by patient.
 """

@@ -1,5 +1,5 @@
 """COVIDx V9A: `train_COVIDx9A.txt` / `test_COVIDx9A.txt` with lines `patient_id filename label source`,
-images in `train/` and `test/` (FACTS.md "COVIDx"). Three classes, one-hot, task "multiclass"."""
+images in `train/` and `test/` (docs/data-formats.md "COVIDx"). Three classes, one-hot, task "multiclass"."""
 from __future__ import annotations
 
 from pathlib import Path

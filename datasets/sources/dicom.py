@@ -1,5 +1,5 @@
 """DICOM radiographs: `read_dicom` (any DICOM -> display-ready uint8) and the "dicom" source
-(a folder of DICOM files + a labels CSV), FACTS.md "DICOM".
+(a folder of DICOM files + a labels CSV), docs/data-formats.md "DICOM".
 
 Labels CSV columns: `file` (path relative to the folder), optional `patient_id`, optional `split`
 (train / val / test; `validate` is read as val), then one column per label with 0, 1 or blank

@@ -1,5 +1,5 @@
 """MIMIC-CXR-JPG 2.0.0: the chexpert / metadata / split csv.gz files and `files/pXX/pSUBJECT/sSTUDY/*.jpg`
-(FACTS.md "MIMIC-CXR-JPG"). The official split is used as is (validate -> val)."""
+(docs/data-formats.md "MIMIC-CXR-JPG"). The official split is used as is (validate -> val)."""
 from __future__ import annotations
 
 import logging

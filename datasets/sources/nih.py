@@ -1,5 +1,5 @@
 """ChestX-ray14 (NIH): `Data_Entry_2017[_v2020].csv`, PNGs in `images/` or `images_0XX/images/`,
-the official `train_val_list.txt` / `test_list.txt`, optionally the paper's split files (FACTS.md)."""
+the official `train_val_list.txt` / `test_list.txt`, optionally the paper's split files (docs/data-formats.md)."""
 from __future__ import annotations
 
 import logging
@@ -16,7 +16,7 @@ from thoraxmae.datasets.table import SourceTable
 
 log = logging.getLogger(__name__)
 
-# FACTS.md: the canonical order (index 0..13) of the paper and its split files.
+# docs/data-formats.md: the canonical order (index 0..13) of the paper and its split files.
 NIH_LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
               "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
 NO_FINDING = "No Finding"

@@ -1,4 +1,4 @@
-"""CheXpert-style uncertain labels (-1) as a per-label policy (FACTS.md "CheXpert").
+"""CheXpert-style uncertain labels (-1) as a per-label policy (docs/data-formats.md "CheXpert").
 
 "zeros" (U-Zeros): uncertain -> 0; "ones" (U-Ones): uncertain -> 1; "ignore" (U-Ignore): the entry
 is masked out of the loss (mask 0). Blank (not mentioned) is always a negative: label 0, mask 1.

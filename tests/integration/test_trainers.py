@@ -113,7 +113,7 @@ def test_two_worker_ddp_finetune_from_the_cli_reaches_mlflow(study_ray, phantom_
     assert run.data.params["resources.workers_per_trial"] == "2"
     assert [s for s, _ in history(uri, run.info.run_id, schema.M_VAL_MAUC)] == [1, 2]
     assert schema.M_TEST_MAUC in run.data.metrics
-    # lr = blr * 8 per worker * 2 workers / 256 (FACTS.md)
+    # lr = blr * 8 per worker * 2 workers / 256 (docs/paper.md)
     assert float(run.data.params["finetune.lr"]) == pytest.approx(2.5e-4 * 16 / 256)
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {schema.ARTIFACT_CHECKPOINT_DIR, schema.ARTIFACT_AUC_TABLE} <= arts

@@ -1,4 +1,4 @@
-"""Data flows one way (DESIGN.md): analysis never imports Ray; trainers never import study."""
+"""Data flows one way (docs/architecture.md): analysis never imports Ray; trainers never import study."""
 import subprocess
 import sys
 

@@ -2,7 +2,7 @@
 
 The encoder sees only the visible patches; a lightweight decoder rebuilds every patch from the encoded
 visible tokens plus a shared mask token; the loss is the pixel MSE on the masked patches only
-(FACTS.md: the paper keeps norm-pix loss off). Parameter names follow the reference MAE, so a state dict
+(docs/paper.md: the paper keeps norm-pix loss off). Parameter names follow the reference MAE, so a state dict
 of this model is a reference-format pre-trained checkpoint and its encoder keys are timm ViT keys.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from thoraxmae.trainers.pos_embed import sincos_2d
 
 
 def num_visible(num_patches: int, mask_ratio: float) -> int:
-    """Patches the encoder sees: floor(L * (1 - mask_ratio)), e.g. 19 of 196 at 0.9 (FACTS.md), 49 at 0.75.
+    """Patches the encoder sees: floor(L * (1 - mask_ratio)), e.g. 19 of 196 at 0.9 (docs/paper.md), 49 at 0.75.
 
     The reference computes `int(L * (1 - mask_ratio))` in floating point, which drops one patch when the
     product lands just under an integer (L=100, 0.9 -> 9.999... -> 9); the 1e-6 slack here keeps the

@@ -4,10 +4,10 @@ Resolution rule (`resolve_model`): a ModelConfig field that holds a value is use
 is None takes the preset's value. Nothing else is looked at (not which fields a user typed, not whether a
 value equals ModelConfig's default), so a config that is dumped and re-loaded resolves to the same model.
 Consequence with today's ModelConfig: `img_size`, `patch_size` and the `decoder_*` fields have non-None
-defaults (224, 16, 512/2/16: the ViT-S values of FACTS.md), so they always win over a preset; only
+defaults (224, 16, 512/2/16: the ViT-S values of docs/paper.md), so they always win over a preset; only
 `embed_dim`, `depth` and `num_heads` (default None) come from the preset unless given. Hence
 `vit_tiny_test` needs `img_size: 64, patch_size: 8` written out (configs/demo.yaml does), and
-`vit_base_patch16` keeps the 2-block decoder unless `decoder_depth: 8` (FACTS.md) is written.
+`vit_base_patch16` keeps the 2-block decoder unless `decoder_depth: 8` (docs/paper.md) is written.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 VIT_FIELDS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads",
               "decoder_embed_dim", "decoder_depth", "decoder_num_heads")
 
-# FACTS.md: ViT-S/16 decoder 512-dim, 2 blocks, 16 heads; ViT-B/16 decoder 512-dim, 8 blocks, 16 heads.
+# docs/paper.md: ViT-S/16 decoder 512-dim, 2 blocks, 16 heads; ViT-B/16 decoder 512-dim, 8 blocks, 16 heads.
 PRESETS: dict[str, dict] = {
     "vit_small_patch16": {"kind": "vit", "img_size": 224, "patch_size": 16, "embed_dim": 384, "depth": 12,
                           "num_heads": 6, "decoder_embed_dim": 512, "decoder_depth": 2, "decoder_num_heads": 16},

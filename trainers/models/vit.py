@@ -1,4 +1,4 @@
-"""The ViT classifier for fine-tuning: timm's VisionTransformer with the paper's head (FACTS.md).
+"""The ViT classifier for fine-tuning: timm's VisionTransformer with the paper's head (docs/paper.md).
 
 Global average pool over the patch tokens (class token excluded) -> LayerNorm `fc_norm` -> linear `head`
 (init std 2e-5). With `global_pool="token"` the class token goes through the final `norm` instead.
@@ -10,7 +10,7 @@ from torch import nn
 
 from thoraxmae.trainers.models.presets import ResolvedModel
 
-HEAD_INIT_STD = 2e-5  # FACTS.md / reference fine-tuning
+HEAD_INIT_STD = 2e-5  # docs/paper.md / reference fine-tuning
 
 
 def build_vit_classifier(r: ResolvedModel, num_classes: int, drop_path: float) -> VisionTransformer:

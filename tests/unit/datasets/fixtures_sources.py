@@ -1,4 +1,4 @@
-"""Tiny datasets written by hand in the exact on-disk formats of FACTS.md (headers, file names,
+"""Tiny datasets written by hand in the exact on-disk formats of docs/data-formats.md (headers, file names,
 folder layouts, value spellings), for the source tests. Images are real 8x8 PNG / JPEG / DICOM files."""
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def _spec(uri: str, tmp_path, name: str):
 
 
 def test_absolute_lr_matches_the_paper():
-    # FACTS.md: fine-tuning blr 2.5e-4 at total batch 1024 -> lr 1e-3; pre-training 1.5e-4 at 2048 -> 1.2e-3
+    # docs/paper.md: fine-tuning blr 2.5e-4 at total batch 1024 -> lr 1e-3; pre-training 1.5e-4 at 2048 -> 1.2e-3
     assert math.isclose(absolute_lr(2.5e-4, 128, 1, 8), 1e-3)
     assert math.isclose(absolute_lr(1.5e-4, 256, 1, 8), 1.2e-3)
 

@@ -24,7 +24,7 @@ def structured_images(n: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor
     return img[:, None].expand(-1, 3, -1, -1).contiguous()
 
 
-# FACTS.md: 19 of 196 patches visible at mask 0.9 (196 * 0.1 = 19.6 truncated); 49 at 0.75
+# docs/paper.md: 19 of 196 patches visible at mask 0.9 (196 * 0.1 = 19.6 truncated); 49 at 0.75
 @pytest.mark.parametrize(("length", "ratio", "visible"), [
     (196, 0.9, 19), (196, 0.75, 49), (196, 0.85, 29), (196, 0.5, 98), (64, 0.9, 6), (64, 0.75, 16), (100, 0.9, 10),
 ])

@@ -27,7 +27,7 @@ def test_llrd_on_vit_small_matches_the_paper():
     model = build_classifier(ModelConfig(name="vit_small_patch16"), num_classes=14, drop_path=0.0)
     table = scales_by_name(model, param_groups(model, weight_decay=0.05, layer_decay=0.55))
     assert len(table) == len(list(model.parameters()))
-    # FACTS.md: embeddings get ~4.2e-4 of the LR (0.55 ** 13), last block 0.55, head 1.0
+    # docs/paper.md: embeddings get ~4.2e-4 of the LR (0.55 ** 13), last block 0.55, head 1.0
     for name in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
         assert table[name][0] == pytest.approx(0.55**13) and table[name][0] == pytest.approx(4.2e-4, rel=0.02)
     assert table["blocks.0.attn.qkv.weight"][0] == pytest.approx(0.55**12)
