@@ -86,6 +86,10 @@ class SearchConfig(BaseModel):
     scheduler: SchedulerConfig = SchedulerConfig()
     points_to_evaluate: list[dict[str, Any] | Literal["paper"]] = []
     space: dict[str, KnobSpace] = {}
+    coverage: int = Field(2, ge=0, description="trials per pre-training recipe (pipeline) or encoder "
+                          "(finetune.init) before the sampler exploits; 0 turns coverage off (study/coverage.py)")
+    reuse_pretraining: bool = Field(True, description="pipeline: pre-train each recipe once per storage "
+                                    "and fine-tune every trial of that recipe from it (study/pretrain_registry.py)")
 
 
 class ResourcesConfig(BaseModel):
@@ -189,7 +193,9 @@ class StudySpec(BaseModel):
                     full[knob] = getattr(getattr(self, phase), field, None)
             full.update({k: v for k, v in point.items() if k not in full})
             out.append(full)
-        return out
+        from thoraxmae.study.coverage import coverage_points
+
+        return out + coverage_points(self, out)
 
     def data_for(self, phase: str) -> DataConfig:
         """The store a phase reads: `pretrain_data` for pre-training when given, else `data`."""

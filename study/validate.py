@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from thoraxmae.study.coverage import coverage_problems
 from thoraxmae.study.space import PHASES, check_value, split_knob
 
 if TYPE_CHECKING:
@@ -37,7 +38,10 @@ def semantic_problems(spec: StudySpec) -> list[str]:
             problems.append(f"{section}.in_chans={d.in_chans} differs from model.in_chans={spec.model.in_chans}")
     for knob, dist in spec.search.space.items():
         problems += _knob_problems(spec, knob, dist)
-    for i, (raw, point) in enumerate(zip(spec.search.points_to_evaluate, spec.points(), strict=True)):
+    problems += coverage_problems(spec)
+    if problems:
+        return problems
+    for i, (raw, point) in enumerate(zip(spec.search.points_to_evaluate, spec.points(), strict=False)):
         problems += _point_problems(spec, i, raw, point)
     if spec.search.scheduler.max_t is not None and spec.search.scheduler.max_t > _max_epochs(spec):
         problems.append(f"search.scheduler.max_t={spec.search.scheduler.max_t} exceeds "

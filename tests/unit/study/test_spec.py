@@ -197,7 +197,7 @@ def test_paper_point_expands_to_the_searched_knobs(write):
     d = _spec_dict("pipeline")
     d["search"]["points_to_evaluate"] = ["paper"]
     spec = load_spec(write(d))
-    assert spec.points() == [{"pretrain.mask_ratio": 0.9, "finetune.layer_decay": 0.55}]
+    assert spec.points()[0] == {"pretrain.mask_ratio": 0.9, "finetune.layer_decay": 0.55}
 
 
 def test_scheduler_bounds_are_checked(write):

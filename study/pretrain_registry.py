@@ -1,0 +1,236 @@
+"""Pre-training registry: every pre-training recipe is pre-trained once per storage and then reused.
+
+A pre-training result is identified by a key over everything that decides it: the model geometry, the
+pre-training config after the trial's knobs (minus bookkeeping such as `checkpoint_every`), the number
+of workers (the global batch sets the LR), the data config, the store's content hash and `KEY_VERSION`
+(bumped when the pre-training code changes what a checkpoint means). The registry lives beside the
+studies, `<storage_path>/pretrain-registry/<key>/`, so studies that share a storage share it:
+
+    key.json      what the key covers (human-readable)
+    run/          the Ray Train run of that pre-training (checkpoints; a killed one resumes from here)
+    entry.json    written once it finished: the checkpoint, its last metrics, its cost, who ran it
+
+Two trials of one study that need the same key at once do the work once: a `PretrainCoordinator`
+actor (one per study driver) grants the key to one trial, the others wait for its `entry.json`. The
+grant is a lease the holder renews; a holder that died without releasing it loses it after
+`LEASE_S`, and the next trial resumes the half-done Train run from its checkpoint. A finished entry
+whose checkpoint is missing or damaged is discarded with a warning and pre-trained again.
+See docs/architecture.md ("Pipeline studies").
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thoraxmae.study.errors import SpecError
+
+log = logging.getLogger(__name__)
+KEY_VERSION = 1
+REGISTRY_DIR = "pretrain-registry"
+KEY_FILE = "key.json"
+ENTRY_FILE = "entry.json"
+RUN_NAME = "run"
+REF_PREFIX = "registry:"  # finetune.init: registry:<key or unique key prefix>
+LEASE_S = 60.0
+# Pre-training fields that do not change the weights it produces.
+NOT_IN_KEY = frozenset({"checkpoint_every"})
+
+
+@dataclass(frozen=True)
+class PretrainEntry:
+    """A finished, registered pre-training."""
+
+    key: str
+    checkpoint: str  # the final checkpoint.pt
+    metrics: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)  # study, trial_id, mlflow run id, finished_at
+    recipe: dict[str, Any] = field(default_factory=dict)  # the pre-training config of the key
+
+
+def store_content_hash(store: Path | str) -> str:
+    """The prepared store's content hash (its manifest's), so a rebuilt store gives new keys."""
+    manifest = Path(store) / "manifest.json"
+    try:
+        return str(json.loads(manifest.read_text())["content_hash"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise SpecError(f"{manifest}: cannot read the store's content hash ({exc})") from None
+
+
+def key_payload(model: Any, data: Any, pretrain: Any, workers: int) -> dict[str, Any]:
+    """Everything that decides a pre-training's weights, as plain JSON (pydantic configs in)."""
+    data_json = data.model_dump(mode="json", exclude={"store", "num_workers"})
+    return {"version": KEY_VERSION, "model": model.model_dump(mode="json"), "workers": int(workers),
+            "pretrain": pretrain.model_dump(mode="json", exclude=set(NOT_IN_KEY)), "data": data_json,
+            "store_hash": store_content_hash(data.store)}
+
+
+def pretrain_key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class Registry:
+    """The registry folder of one storage path."""
+
+    def __init__(self, storage_path: Path | str):
+        self.root = Path(storage_path) / REGISTRY_DIR
+
+    def folder(self, key: str) -> Path:
+        return self.root / key
+
+    def run_dir(self, key: str) -> Path:
+        return self.folder(key) / RUN_NAME
+
+    def prepare(self, key: str, payload: dict[str, Any]) -> Path:
+        folder = self.folder(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / KEY_FILE).is_file():
+            _write_json(folder / KEY_FILE, payload)
+        return folder
+
+    def lookup(self, key: str) -> PretrainEntry | None:
+        """The finished entry of key, or None. A damaged or missing checkpoint discards the entry (warning)."""
+        path = self.folder(key) / ENTRY_FILE
+        if not path.is_file():
+            return None
+        try:
+            entry = PretrainEntry(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            return self._discard(key, f"its {ENTRY_FILE} is unreadable ({exc})")
+        problem = checkpoint_problem(Path(entry.checkpoint))
+        if problem:
+            return self._discard(key, problem)
+        return entry
+
+    def record(self, key: str, checkpoint: str, metrics: dict[str, Any], source: dict[str, Any]) -> PretrainEntry:
+        cost = {k: float(v) for k, v in metrics.items() if "cost/" in k and isinstance(v, int | float)}
+        recipe = {}
+        key_file = self.folder(key) / KEY_FILE
+        if key_file.is_file():
+            recipe = json.loads(key_file.read_text()).get("pretrain", {})
+        entry = PretrainEntry(key=key, checkpoint=checkpoint, metrics=_jsonable(metrics), cost=cost,
+                              source={**source, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, recipe=recipe)
+        _write_json(self.folder(key) / ENTRY_FILE, asdict(entry))
+        return entry
+
+    def entries(self) -> list[PretrainEntry]:
+        if not self.root.is_dir():
+            return []
+        found = (self.lookup(p.name) for p in sorted(self.root.iterdir()) if (p / ENTRY_FILE).is_file())
+        return [e for e in found if e is not None]
+
+    def resolve(self, ref: str) -> PretrainEntry:
+        """`registry:<key or unique prefix>` -> its finished entry (SpecError otherwise)."""
+        prefix = ref.removeprefix(REF_PREFIX)
+        matches = [p.name for p in self.root.glob(f"{prefix}*")] if prefix and self.root.is_dir() else []
+        if len(matches) != 1:
+            known = ", ".join(e.key for e in self.entries()) or "none"
+            what = "matches no" if not matches else f"matches {len(matches)}"
+            raise SpecError(f"finetune.init: {ref!r} {what} registered pre-training in {self.root} "
+                            f"(registered: {known})")
+        entry = self.lookup(matches[0])
+        if entry is None:
+            raise SpecError(f"finetune.init: pre-training {matches[0]} in {self.root} has not finished")
+        return entry
+
+    def _discard(self, key: str, why: str) -> None:
+        log.warning("pre-training %s in %s: %s; discarding it, it will be pre-trained again", key, self.root, why)
+        shutil.rmtree(self.folder(key), ignore_errors=True)
+        return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a registered checkpoint cannot be used (missing, empty, damaged zip), or None."""
+    if not path.is_file():
+        return f"checkpoint {path} is missing"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"checkpoint {path} is damaged ({exc})"
+    return f"checkpoint {path} is damaged (CRC error in {bad})" if bad else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, str | int | float | bool) or v is None}
+
+
+# --- coordination inside one study (Ray actor, created by the study driver) ---------------------------------
+
+def coordinator_name(study: str) -> str:
+    return f"thoraxmae-pretrain-{study}"
+
+
+class _Coordinator:
+    """Grants each key to one trial at a time; a grant is a lease the holder renews."""
+
+    def __init__(self, lease_s: float = LEASE_S):
+        self.lease_s = lease_s
+        self.holders: dict[str, tuple[str, float]] = {}  # key -> (trial id, lease expiry)
+        self.runs: dict[str, str] = {}  # key -> MLflow run id of its pre-training
+
+    def claim(self, key: str, trial_id: str) -> str:
+        """The trial that holds key after this call (trial_id if it was free or its lease ran out)."""
+        holder = self.holders.get(key)
+        now = time.monotonic()
+        if holder is None or holder[0] == trial_id or holder[1] < now:
+            self.holders[key] = (trial_id, now + self.lease_s)
+            return trial_id
+        return holder[0]
+
+    def release(self, key: str, trial_id: str) -> None:
+        if self.holders.get(key, ("",))[0] == trial_id:
+            del self.holders[key]
+
+    def pretrain_run(self, key: str, run_id: str | None = None) -> str | None:
+        """The key's MLflow pre-training run id (set it when given and unset)."""
+        if run_id is not None:
+            self.runs.setdefault(key, run_id)
+        return self.runs.get(key)
+
+
+def start_coordinator(study: str):
+    """The study's coordinator actor (named, owned by the driver, gone with it)."""
+    import ray
+
+    actor = ray.remote(num_cpus=0)(_Coordinator)
+    return actor.options(name=coordinator_name(study), get_if_exists=True).remote()
+
+
+class Lease:
+    """Holds a key's grant while the pre-training runs: renews it from a thread, releases it at the end."""
+
+    def __init__(self, coordinator, key: str, trial_id: str, every_s: float = LEASE_S / 4):
+        self.coordinator, self.key, self.trial_id, self.every_s = coordinator, key, trial_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import ray
+
+        self._stop.set()
+        ray.get(self.coordinator.release.remote(self.key, self.trial_id))
+
+    def _renew(self) -> None:
+        import ray
+
+        while not self._stop.wait(self.every_s):
+            ray.get(self.coordinator.claim.remote(self.key, self.trial_id))
