@@ -42,7 +42,7 @@ def knob_values(dist: FloatSpace | IntSpace | CategoricalSpace) -> list[Any] | N
         return list(range(dist.low, dist.high + 1, dist.step))
     if dist.step is None:
         return None
-    n = int(math.floor((dist.high - dist.low) / dist.step + 1e-9)) + 1
+    n = math.floor((dist.high - dist.low) / dist.step + 1e-9) + 1
     return [round(dist.low + i * dist.step, 12) for i in range(n)]
 
 
@@ -111,7 +111,7 @@ def _draw(dist: FloatSpace | IntSpace | CategoricalSpace, rng: random.Random) ->
         return values[rng.randrange(len(values))]
     if dist.log:
         value = math.exp(rng.uniform(math.log(dist.low), math.log(dist.high)))
-        return int(round(value)) if isinstance(dist, IntSpace) else value
+        return round(value) if isinstance(dist, IntSpace) else value
     return rng.uniform(dist.low, dist.high)
 
 

@@ -28,7 +28,7 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from thoraxmae.study.errors import SpecError
 
@@ -144,7 +144,6 @@ class Registry:
     def _discard(self, key: str, why: str) -> None:
         log.warning("pre-training %s in %s: %s; discarding it, it will be pre-trained again", key, self.root, why)
         shutil.rmtree(self.folder(key), ignore_errors=True)
-        return None
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -219,11 +218,11 @@ class Lease:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, daemon=True)
 
-    def __enter__(self) -> Lease:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         import ray
 
         self._stop.set()
