@@ -137,8 +137,9 @@ def test_cli_report_and_its_error(store, tmp_path, capsys):
     assert "recipe:" in capsys.readouterr().out
     md = (tmp_path / "r" / "report.md").read_text()
     assert "mine.yaml" in md and "| `finetune.layer_decay` | 0.8 |" in md
-    args = parser.parse_args(["report", "nosuch", "--tracking-uri", store["uri"], "--out", str(tmp_path / "x")])
-    assert args.func(args) == 2
+    from thoraxmae.cli import main  # the one error boundary turns ReportError into exit code 2
+
+    assert main(["report", "nosuch", "--tracking-uri", store["uri"], "--out", str(tmp_path / "x")]) == 2
     assert "nosuch" in capsys.readouterr().err
 
 
