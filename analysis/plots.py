@@ -19,10 +19,6 @@ from thoraxmae.study import schema
 
 STATUS_COLOURS = {schema.STATUS_COMPLETED: "#1f77b4", schema.STATUS_PRUNED: "#ff7f0e",
                   schema.STATUS_FAILED: "#d62728", schema.STATUS_RUNNING: "#7f7f7f"}
-KNOB_UNITS = {"mask_ratio": "fraction of patches masked", "crop_min": "min. crop scale", "blr": "base LR, log scale",
-              "weight_decay": "AdamW coefficient", "epochs": "epochs", "layer_decay": "LR factor per block",
-              "drop_path": "DropPath rate", "randaug_magnitude": "RandAug magnitude, 0-30",
-              "norm_pix_loss": "on/off"}
 TOP_COLOURS = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
                "#393b79", "#637939")  # tab10 without the orange and grey that mark pruned and running trials
 DPI = 100
@@ -40,8 +36,8 @@ def metric_label(metric: str) -> str:
 
 
 def knob_label(knob: str) -> str:
-    unit = KNOB_UNITS.get(knob.split(".", 1)[-1])
-    return f"{knob} ({unit})" if unit else knob
+    """The knob with its unit and range, from the typed configs (study.schema.knob_label)."""
+    return schema.knob_label(knob)
 
 
 def draw_all(a: StudyAnalysis, out: Path) -> dict[str, Path]:

@@ -1,9 +1,14 @@
 """MLflow run schema: the contract between study/ (writer) and analysis/ (reader). docs/mlflow-schema.md.
 
-Imports neither Ray nor MLflow (nor torch), so analysis can import it cheaply. The metric names are
+Imports neither Ray nor MLflow (nor torch; only pydantic for the typed configs' knob facts), so
+analysis can import it cheaply. The metric names are
 those the trainers report (trainers/reporting.py), imported from there so they cannot drift.
 """
 from __future__ import annotations
+
+from typing import Any
+
+from thoraxmae.trainers.config import FinetuneConfig, PretrainConfig, knob_fields
 
 # --- metrics (step = epoch): the names the training loops report, defined once in trainers ------
 from thoraxmae.trainers.reporting import (  # constants only: no torch, no Ray
@@ -55,41 +60,30 @@ ARTIFACT_CHECKPOINT_DIR = "checkpoint"
 ARTIFACT_AUC_TABLE = "per_class_auc.csv"
 ARTIFACT_REPORT_DIR = "report"
 
-# --- params: knob names are spec paths ----------------------------------------------------------
-PRETRAIN_KNOBS = (
-    "pretrain.mask_ratio",
-    "pretrain.crop_min",
-    "pretrain.blr",
-    "pretrain.weight_decay",
-    "pretrain.epochs",
-    "pretrain.norm_pix_loss",
-)
-FINETUNE_KNOBS = (
-    "finetune.layer_decay",
-    "finetune.randaug_magnitude",
-    "finetune.drop_path",
-    "finetune.blr",
-    "finetune.crop_min",
-    "finetune.weight_decay",
-    "finetune.epochs",
-)
+# --- params: knob names are spec paths --------------------------------------------------------------
+# Derived from the typed configs' `knob()` fields (trainers/config.py), the one source of each knob's
+# name, unit and paper value.
+_PHASE_CONFIGS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
+KNOB_FACTS: dict[str, dict[str, Any]] = {f"{phase}.{name}": facts for phase, cls in _PHASE_CONFIGS.items()
+                                         for name, facts in knob_fields(cls).items()}
+PRETRAIN_KNOBS = tuple(k for k in KNOB_FACTS if k.startswith("pretrain."))
+FINETUNE_KNOBS = tuple(k for k in KNOB_FACTS if k.startswith("finetune."))
 KNOWN_KNOBS = PRETRAIN_KNOBS + FINETUNE_KNOBS
 DERIVED_LR = {"pretrain.blr": "pretrain.lr", "finetune.blr": "finetune.lr"}  # absolute lr, logged as derived
 
 # The paper's ViT-S recipe (docs/paper.md), the default reference for the report's comparison.
-PAPER_RECIPE = {
-    "pretrain.mask_ratio": 0.90,
-    "pretrain.crop_min": 0.5,
-    "pretrain.blr": 1.5e-4,
-    "pretrain.weight_decay": 0.05,
-    "pretrain.norm_pix_loss": False,
-    "finetune.layer_decay": 0.55,
-    "finetune.randaug_magnitude": 6,
-    "finetune.drop_path": 0.2,
-    "finetune.blr": 2.5e-4,
-    "finetune.crop_min": 0.08,
-    "finetune.weight_decay": 0.05,
-}
+PAPER_RECIPE: dict[str, Any] = {k: f["default"] for k, f in KNOB_FACTS.items() if f["paper"]}
+
+
+def knob_label(knob: str) -> str:
+    """`finetune.randaug_magnitude (RandAug magnitude, 0-10)`; the bare name for an unknown knob."""
+    facts = KNOB_FACTS.get(knob)
+    if facts is None:
+        return knob
+    unit = facts["unit"]
+    if facts["low"] is not None and facts["high"] is not None and facts["high"] > 1:
+        unit = f"{unit}, {facts['low']:g}-{facts['high']:g}"
+    return f"{knob} ({unit})"
 
 
 def val_auc(label: str) -> str:

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from thoraxmae.trainers.config import FinetuneConfig, PretrainConfig
+from thoraxmae.trainers.config import FinetuneConfig, PretrainConfig, unsearchable_fields
 
 if TYPE_CHECKING:
     import optuna
 
 PHASES: dict[str, type[BaseModel]] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
-# Fields that are not recipe knobs: where to start from, smoke-run caps, bookkeeping.
-NOT_SEARCHABLE = frozenset({"init", "init_format", "max_steps_per_epoch", "checkpoint_every", "bootstrap"})
+# Fields that are not recipe knobs (`setting()` in trainers/config.py): smoke-run caps, bookkeeping.
+NOT_SEARCHABLE = unsearchable_fields(PretrainConfig) | unsearchable_fields(FinetuneConfig)
 Choice = bool | int | float | str
 
 
