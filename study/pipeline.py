@@ -1,0 +1,74 @@
+"""The pre-training half of a pipeline trial, shared through the registry (study/pretrain_registry.py).
+
+`pretrain_once` returns the finished pre-training a trial fine-tunes from: the registered one when its
+key is there, else the one this trial runs (holding the key's lease), else the one another trial of
+the study is running (this trial waits for its entry). The Train run of a key lives in the registry,
+named by the key, so a pre-training killed half-way resumes from its checkpoint whichever trial
+picks it up next.
+
+What Tune sees: the trial that runs the pre-training forwards its epochs as before (`pretrain/...`,
+tagged with `pretrain/key`); a trial that reuses one reports a single `pretrain/reused` result with
+the key, so the study's MLflow callback links the trial to the key's pre-training run.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from thoraxmae.study.pretrain_registry import (
+    RUN_NAME,
+    Lease,
+    Registry,
+    coordinator_name,
+    key_payload,
+    pretrain_key,
+)
+from thoraxmae.study.spec import StudySpec
+
+log = logging.getLogger(__name__)
+M_KEY = "pretrain/key"
+M_REUSED = "pretrain/reused"
+POLL_S = 2.0
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def trial_key(spec: StudySpec, cfg: Any) -> tuple[str, dict[str, Any]]:
+    """The registry key of a trial's pre-training config (after its knobs), and what it covers."""
+    payload = key_payload(spec.model, spec.data_for("pretrain"), cfg, spec.resources.workers_per_trial)
+    return pretrain_key(payload), payload
+
+
+def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
+                  run_phase: Callable[[str, Path], dict[str, Any]]) -> tuple[dict[str, Any], str, bool]:
+    """The finished pre-training for this trial's recipe: (final marker {"metrics", "checkpoint"}, key, reused).
+
+    run_phase(name, runs_dir) runs (or resumes) the pre-training Train run and returns its final marker."""
+    import ray
+
+    registry = Registry(spec.storage_path)
+    key, payload = trial_key(spec, cfg)
+    coordinator = ray.get_actor(coordinator_name(spec.name))
+    waited = False
+    while True:
+        entry = registry.lookup(key)
+        if entry is not None:
+            log.info("trial %s: pre-training %s reused (%s)", trial_id, key, entry.checkpoint)
+            return {"metrics": entry.metrics, "checkpoint": str(Path(entry.checkpoint).parent)}, key, True
+        holder = ray.get(coordinator.claim.remote(key, trial_id))
+        if holder == trial_id:
+            break
+        if not waited:
+            log.info("trial %s: waiting for trial %s, which pre-trains %s", trial_id, holder, key)
+            waited = True
+        time.sleep(POLL_S)
+    registry.prepare(key, payload)
+    with Lease(coordinator, key, trial_id):
+        done = run_phase(RUN_NAME, registry.folder(key))
+        if not done.get("checkpoint"):
+            raise RuntimeError(f"pre-training {key} reported no checkpoint; nothing to fine-tune")
+        registry.record(key, str(Path(done["checkpoint"]) / CHECKPOINT_FILE), done["metrics"],
+                        {"study": spec.name, "trial_id": trial_id})
+    return done, key, False
