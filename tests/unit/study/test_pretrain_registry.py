@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,8 +76,8 @@ def test_missing_or_damaged_checkpoint_is_discarded_with_a_warning(tmp_path, cap
         import os
         os.remove(path)
     else:
-        data = open(ckpt, "rb").read()
-        open(ckpt, "wb").write(data[: len(data) // 2])
+        data = Path(ckpt).read_bytes()
+        Path(ckpt).write_bytes(data[: len(data) // 2])
     with caplog.at_level(logging.WARNING):
         assert registry.lookup("k2") is None
     assert "discarding it, it will be pre-trained again" in caplog.text
