@@ -10,30 +10,36 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Checkpoint file formats (trainers/checkpoint_files.py): ours, the paper's released dict, a plain timm
+# state dict. This Literal is the one list of them.
+CheckpointFormat = Literal["thoraxmae", "medical_mae", "timm"]
+
 
 class ModelConfig(BaseModel):
-    """A ViT (timm blocks) or a CNN baseline. `name` picks a preset; explicit fields override it."""
+    """A ViT (timm blocks) or a CNN baseline. `name` picks a preset (trainers/models/presets.py); a field
+    left None takes the preset's value, a field given overrides it (e.g. `decoder_depth: 4`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = "vit_small_patch16"  # vit_small_patch16 | vit_base_patch16 | vit_tiny_test | densenet121 | resnet50
-    img_size: int = Field(224, ge=16)
-    patch_size: int = Field(16, ge=2)
+    img_size: int | None = Field(None, ge=16)
+    patch_size: int | None = Field(None, ge=2)
     in_chans: int = Field(3, ge=1)
     embed_dim: int | None = None
     depth: int | None = None
     num_heads: int | None = None
     mlp_ratio: float = 4.0
-    # MAE decoder (docs/paper.md: ViT-S uses 512-dim, 2 blocks, 16 heads)
-    decoder_embed_dim: int = 512
-    decoder_depth: int = 2
-    decoder_num_heads: int = 16
+    # MAE decoder (docs/paper.md: ViT-S 512-dim, 2 blocks, 16 heads; ViT-B 512-dim, 8 blocks, 16 heads)
+    decoder_embed_dim: int | None = None
+    decoder_depth: int | None = None
+    decoder_num_heads: int | None = None
     global_pool: Literal["avg", "token"] = "avg"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        if self.img_size % self.patch_size:
-            raise ValueError(f"model.img_size={self.img_size} is not a multiple of model.patch_size={self.patch_size}")
+        from thoraxmae.trainers.models.presets import resolve_model  # presets import this module
+
+        resolve_model(self)  # an unknown name or sizes that do not fit raise here, naming the field
         return self
 
 
@@ -80,9 +86,9 @@ class FinetuneConfig(BaseModel):
     drop_path: float = Field(0.2, ge=0, lt=1)
     randaug_magnitude: int = Field(6, ge=0, le=10, description="timm rand-m{M}-mstd0.5-inc1 (scale 0-10); 0 disables")
     crop_min: float = Field(0.08, gt=0, le=1)
-    hflip: bool = False
+    hflip: bool = True  # docs/paper.md: timm's create_transform default, flip p=0.5
     init: Path | None = Field(None, description="checkpoint to start from (local path)")
-    init_format: Literal["thoraxmae", "medical_mae", "timm"] = "thoraxmae"
+    init_format: Literal["auto", CheckpointFormat] = Field("auto", description="auto: recognised from the content")
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the test mAUC CI")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap for smoke runs")
     seed: int = 0

@@ -33,7 +33,7 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     r = resolve_model(job.model)
     transform = build_pretrain_transform(r.img_size, cfg.crop_min, cfg.hflip, data.mean, data.std, data.in_chans)
     dataset = StoreDataset(data.store, data.train_split, transform)
-    run = resume(build_mae(job.model, cfg.norm_pix_loss),
+    run = resume(build_mae(job.model, cfg.norm_pix_loss, cfg.mask_ratio),
                  lambda m: torch.optim.AdamW(param_groups(m, cfg.weight_decay, skip=frozenset()), lr=0.0, betas=BETAS),
                  job.resources, worker, cfg.seed, restore_files())
     sched = schedule(cfg, worker)
@@ -42,7 +42,7 @@ def pretrain_loop(config: dict[str, Any]) -> None:
                  r.name, len(dataset), cfg.mask_ratio, sched.base_lr, run.start_epoch + 1, cfg.epochs)
 
     def loss_fn(m: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        loss, _, _ = m(batch[0], mask_ratio=cfg.mask_ratio)
+        loss, _, _ = m(batch[0])  # the model's mask ratio: pretrain.mask_ratio
         return loss
 
     for epoch in range(run.start_epoch, cfg.epochs):

@@ -8,15 +8,19 @@ of this model is a reference-format pre-trained checkpoint and its encoder keys 
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from thoraxmae.trainers.config import ModelConfig
-from thoraxmae.trainers.models.presets import ResolvedModel, resolve_model
+from thoraxmae.trainers.config import ModelConfig, PretrainConfig
+from thoraxmae.trainers.models.presets import VIT_FIELDS, preset_sizes, resolve_model
 from thoraxmae.trainers.pos_embed import sincos_2d
+
+
+DEFAULTS = PretrainConfig()  # the paper's mask ratio and norm-pix setting, written once in trainers/config.py
 
 
 def num_visible(num_patches: int, mask_ratio: float) -> int:
@@ -32,31 +36,37 @@ def num_visible(num_patches: int, mask_ratio: float) -> int:
 
 
 class MaskedAutoencoderViT(nn.Module):
-    """MAE with a ViT backbone; forward(imgs [N,C,H,W], mask_ratio) -> (loss, pred [N,L,p*p*C], mask [N,L])."""
+    """MAE with a ViT backbone; forward(imgs [N,C,H,W], mask_ratio) -> (loss, pred [N,L,p*p*C], mask [N,L]).
 
-    def __init__(self, r: ResolvedModel, norm_pix_loss: bool = False):
+    Keyword sizes like the reference's constructor; `mae_vit_small_patch16(**kwargs)` and the other preset
+    functions below fill them from a preset first. `mask_ratio` is the default of `forward`."""
+
+    def __init__(self, *, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
+                 decoder_embed_dim: int, decoder_depth: int, decoder_num_heads: int, in_chans: int = 3,
+                 mlp_ratio: float = 4.0, norm_pix_loss: bool = DEFAULTS.norm_pix_loss,
+                 mask_ratio: float = DEFAULTS.mask_ratio):
         super().__init__()
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
-        self.patch_size, self.in_chans, self.norm_pix_loss = r.patch_size, r.in_chans, norm_pix_loss
+        self.patch_size, self.in_chans, self.norm_pix_loss = patch_size, in_chans, norm_pix_loss
+        self.mask_ratio = mask_ratio
         # encoder
-        self.patch_embed = PatchEmbed(r.img_size, r.patch_size, r.in_chans, r.embed_dim)
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         num_patches = self.patch_embed.num_patches
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, r.embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, r.embed_dim), requires_grad=False)  # fixed
-        self.blocks = nn.ModuleList([Block(r.embed_dim, r.num_heads, r.mlp_ratio, qkv_bias=True,
-                                           norm_layer=norm_layer) for _ in range(r.depth)])
-        self.norm = norm_layer(r.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim), requires_grad=False)  # fixed
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
+                                     for _ in range(depth)])
+        self.norm = norm_layer(embed_dim)
         # decoder
-        self.decoder_embed = nn.Linear(r.embed_dim, r.decoder_embed_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, r.decoder_embed_dim))
-        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, r.decoder_embed_dim),
+        self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, decoder_embed_dim),
                                               requires_grad=False)  # fixed
-        self.decoder_blocks = nn.ModuleList([Block(r.decoder_embed_dim, r.decoder_num_heads, r.mlp_ratio,
-                                                   qkv_bias=True, norm_layer=norm_layer)
-                                             for _ in range(r.decoder_depth)])
-        self.decoder_norm = norm_layer(r.decoder_embed_dim)
-        self.decoder_pred = nn.Linear(r.decoder_embed_dim, r.patch_size**2 * r.in_chans)
-        self.initialize_weights(r.grid_size)
+        self.decoder_blocks = nn.ModuleList([Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, qkv_bias=True,
+                                                   norm_layer=norm_layer) for _ in range(decoder_depth)])
+        self.decoder_norm = norm_layer(decoder_embed_dim)
+        self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans)
+        self.initialize_weights(img_size // patch_size)
 
     def initialize_weights(self, grid_size: int) -> None:
         """Reference MAE init: fixed sin-cos positions, xavier-uniform linears (the patch projection
@@ -141,16 +151,36 @@ class MaskedAutoencoderViT(nn.Module):
         loss = ((pred.float() - target) ** 2).mean(dim=-1)  # [N, L], per-patch MSE
         return (loss * mask).sum() / mask.sum()
 
-    def forward(self, imgs: torch.Tensor, mask_ratio: float = 0.75
+    def forward(self, imgs: torch.Tensor, mask_ratio: float | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio)
+        """mask_ratio: None -> the model's own (pretrain.mask_ratio it was built with)."""
+        latent, mask, ids_restore = self.forward_encoder(imgs, self.mask_ratio if mask_ratio is None else mask_ratio)
         pred = self.forward_decoder(latent, ids_restore)  # [N, L, p*p*C]
         return self.forward_loss(imgs, pred, mask), pred, mask
 
 
-def build_mae(model: ModelConfig, norm_pix_loss: bool) -> MaskedAutoencoderViT:
-    """The MAE for `model` (a ViT preset); `norm_pix_loss` is pretrain.norm_pix_loss."""
-    resolved = resolve_model(model)
-    if resolved.kind != "vit":
+def build_mae(model: ModelConfig, norm_pix_loss: bool = DEFAULTS.norm_pix_loss,
+              mask_ratio: float = DEFAULTS.mask_ratio) -> MaskedAutoencoderViT:
+    """The MAE for `model` (a ViT preset, fields given override it); `norm_pix_loss` and `mask_ratio`
+    are pretrain.norm_pix_loss and pretrain.mask_ratio (defaults: PretrainConfig's, the paper's)."""
+    r = resolve_model(model)
+    if r.kind != "vit":
         raise ValueError(f"model.name={model.name!r}: MAE pre-training needs a ViT")
-    return MaskedAutoencoderViT(resolved, norm_pix_loss=norm_pix_loss)
+    sizes = {f: getattr(r, f) for f in VIT_FIELDS}
+    return MaskedAutoencoderViT(**sizes, in_chans=r.in_chans, mlp_ratio=r.mlp_ratio, norm_pix_loss=norm_pix_loss,
+                                mask_ratio=mask_ratio)
+
+
+def mae_from_preset(name: str, **kwargs: Any) -> MaskedAutoencoderViT:
+    """The preset's sizes, then `kwargs` (any MaskedAutoencoderViT keyword) override them."""
+    return MaskedAutoencoderViT(**{**preset_sizes(name), **kwargs})
+
+
+def mae_vit_small_patch16(**kwargs: Any) -> MaskedAutoencoderViT:
+    """docs/paper.md: ViT-S/16 encoder, decoder 512-dim, 2 blocks, 16 heads (`..._dec512d2b`)."""
+    return mae_from_preset("vit_small_patch16", **kwargs)
+
+
+def mae_vit_base_patch16(**kwargs: Any) -> MaskedAutoencoderViT:
+    """docs/paper.md: ViT-B/16 encoder, decoder 512-dim, 8 blocks, 16 heads (`..._dec512d8b`)."""
+    return mae_from_preset("vit_base_patch16", **kwargs)

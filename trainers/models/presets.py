@@ -1,13 +1,10 @@
 """Model presets by `model.name`, and the one rule that turns a ModelConfig into concrete sizes.
 
-Resolution rule (`resolve_model`): a ModelConfig field that holds a value is used as given; a field that
-is None takes the preset's value. Nothing else is looked at (not which fields a user typed, not whether a
-value equals ModelConfig's default), so a config that is dumped and re-loaded resolves to the same model.
-Consequence with today's ModelConfig: `img_size`, `patch_size` and the `decoder_*` fields have non-None
-defaults (224, 16, 512/2/16: the ViT-S values of docs/paper.md), so they always win over a preset; only
-`embed_dim`, `depth` and `num_heads` (default None) come from the preset unless given. Hence
-`vit_tiny_test` needs `img_size: 64, patch_size: 8` written out (configs/demo.yaml does), and
-`vit_base_patch16` keeps the 2-block decoder unless `decoder_depth: 8` (docs/paper.md) is written.
+Resolution rule (`resolve_model`), as the reference's `mae_vit_base_patch16_dec512d8b(**kwargs)`: the
+preset first, then every ModelConfig field that holds a value overrides it; a field left None (the
+ModelConfig default for all sizes) takes the preset's value. So `name: vit_base_patch16` alone is the
+paper's ViT-B/16 MAE with its 512-dim, 8-block decoder, and a config writes only what it changes. The
+rule looks only at values, so a config that is dumped and re-loaded resolves to the same model.
 """
 from __future__ import annotations
 
@@ -71,16 +68,24 @@ def resolve_model(cfg: ModelConfig) -> ResolvedModel:
     common = {"name": cfg.name, "kind": preset["kind"], "in_chans": cfg.in_chans,
               "global_pool": cfg.global_pool, "mlp_ratio": cfg.mlp_ratio}
     if preset["kind"] == "cnn":
-        return ResolvedModel(img_size=cfg.img_size, **common)
+        return ResolvedModel(img_size=preset["img_size"] if cfg.img_size is None else cfg.img_size, **common)
     sizes = {}
     for field in VIT_FIELDS:
         given = getattr(cfg, field)
         sizes[field] = preset[field] if given is None else given
         if given is not None and given != preset[field]:
-            logger.info("model.%s=%s overrides the %s preset's %s", field, given, cfg.name, preset[field])
+            logger.debug("model.%s=%s overrides the %s preset's %s", field, given, cfg.name, preset[field])
     resolved = ResolvedModel(**common, **sizes)
     _check_divisible(resolved)
     return resolved
+
+
+def preset_sizes(name: str) -> dict[str, int]:
+    """The ViT sizes of a preset (the keyword arguments of MaskedAutoencoderViT)."""
+    if name not in PRESETS or PRESETS[name]["kind"] != "vit":
+        vits = sorted(k for k, v in PRESETS.items() if v["kind"] == "vit")
+        raise ValueError(f"model.name={name!r} is not one of the ViT presets {vits}")
+    return {k: PRESETS[name][k] for k in VIT_FIELDS}
 
 
 def _check_divisible(r: ResolvedModel) -> None:

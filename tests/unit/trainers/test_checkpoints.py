@@ -13,8 +13,7 @@ from thoraxmae.trainers.errors import CheckpointError
 from thoraxmae.trainers.models import build_classifier, build_mae
 from thoraxmae.trainers.pos_embed import interpolate_pos_embed
 
-TINY = ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8, depth=2, decoder_embed_dim=32,
-                   decoder_depth=1, decoder_num_heads=2)
+TINY = ModelConfig(name="vit_tiny_test", depth=2)  # 64 px, patch 8; the preset's 32-dim 1-block decoder
 HEAD = {"fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"}
 
 

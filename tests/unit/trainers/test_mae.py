@@ -11,8 +11,7 @@ from thoraxmae.trainers.models import build_mae, num_visible
 from thoraxmae.trainers.pos_embed import sincos_2d
 
 # 32 px, patch 8 -> a 4x4 grid (L=16); 64 px -> 8x8 (L=64)
-TINY = ModelConfig(name="vit_tiny_test", img_size=32, patch_size=8, depth=2, decoder_embed_dim=32,
-                   decoder_depth=1, decoder_num_heads=2)
+TINY = ModelConfig(name="vit_tiny_test", img_size=32, depth=2)  # preset decoder: 32-dim, 1 block, 2 heads
 
 
 def structured_images(n: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:

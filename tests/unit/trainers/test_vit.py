@@ -6,10 +6,16 @@ import logging
 import pytest
 import torch
 
-from thoraxmae.trainers.config import ModelConfig
-from thoraxmae.trainers.models import build_classifier, build_mae, resolve_model
+from thoraxmae.trainers.config import ModelConfig, PretrainConfig
+from thoraxmae.trainers.models import (
+    build_classifier,
+    build_mae,
+    mae_vit_base_patch16,
+    mae_vit_small_patch16,
+    resolve_model,
+)
 
-TINY = ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8)
+TINY = ModelConfig(name="vit_tiny_test")  # the preset: 64 px, patch 8, 64-dim, depth 4
 
 
 def test_presets_give_the_paper_sizes():
@@ -17,26 +23,49 @@ def test_presets_give_the_paper_sizes():
     assert (small.embed_dim, small.depth, small.num_heads) == (384, 12, 6)
     assert (small.decoder_embed_dim, small.decoder_depth, small.decoder_num_heads) == (512, 2, 16)
     assert (small.img_size, small.patch_size, small.num_patches) == (224, 16, 196)
-    base = resolve_model(ModelConfig(name="vit_base_patch16", decoder_depth=8))
-    assert (base.embed_dim, base.depth, base.num_heads, base.decoder_depth) == (768, 12, 12, 8)
+    base = resolve_model(ModelConfig(name="vit_base_patch16"))  # docs/paper.md: dec512d8b, nothing re-typed
+    assert (base.embed_dim, base.depth, base.num_heads) == (768, 12, 12)
+    assert (base.decoder_embed_dim, base.decoder_depth, base.decoder_num_heads) == (512, 8, 16)
+    assert resolve_model(ModelConfig(name="densenet121")).img_size == 224
+
+
+def test_the_vit_b_mae_has_an_8_block_decoder():
+    mae = build_mae(ModelConfig(name="vit_base_patch16"))
+    assert len(mae.decoder_blocks) == 8 and len(mae.blocks) == 12
+    assert mae.decoder_embed.out_features == 512 and mae.decoder_blocks[0].attn.num_heads == 16
+    assert len(mae_vit_base_patch16().decoder_blocks) == 8
+    assert len(mae_vit_small_patch16().decoder_blocks) == 2
 
 
 def test_given_fields_win_over_the_preset():
     tiny = resolve_model(TINY)
     assert (tiny.img_size, tiny.patch_size, tiny.embed_dim, tiny.depth, tiny.num_heads) == (64, 8, 64, 4, 2)
-    assert resolve_model(ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8, depth=2)).depth == 2
-    # ModelConfig's img_size/patch_size/decoder defaults are values, so they are used as given
-    default = resolve_model(ModelConfig(name="vit_tiny_test"))
-    assert (default.img_size, default.patch_size, default.decoder_embed_dim) == (224, 16, 512)
+    assert (tiny.decoder_embed_dim, tiny.decoder_depth, tiny.decoder_num_heads) == (32, 1, 2)
+    assert resolve_model(ModelConfig(name="vit_tiny_test", depth=2)).depth == 2
+    base = resolve_model(ModelConfig(name="vit_base_patch16", decoder_depth=4, img_size=448))
+    assert (base.decoder_depth, base.decoder_embed_dim, base.img_size, base.num_patches) == (4, 512, 448, 784)
+    assert len(mae_vit_base_patch16(decoder_depth=2, img_size=64).decoder_blocks) == 2  # keywords override
     # a dump/re-load round trip resolves to the same model
     assert resolve_model(ModelConfig.model_validate(TINY.model_dump())) == tiny
 
 
-def test_resolve_model_names_the_bad_field():
-    with pytest.raises(ValueError, match="model.name='vit_huge'"):
-        resolve_model(ModelConfig(name="vit_huge"))
+def test_a_model_config_that_does_not_resolve_is_rejected_naming_the_field():
+    with pytest.raises(ValueError, match="model.name='vit_huge' is not one of"):
+        ModelConfig(name="vit_huge")
     with pytest.raises(ValueError, match="model.embed_dim=64 is not a multiple of model.num_heads=3"):
-        resolve_model(ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8, num_heads=3))
+        ModelConfig(name="vit_tiny_test", num_heads=3)
+    with pytest.raises(ValueError, match="model.img_size=100 is not a multiple of model.patch_size=16"):
+        ModelConfig(name="vit_small_patch16", img_size=100)
+
+
+def test_the_mae_masks_with_its_configured_ratio_by_default():
+    torch.manual_seed(0)
+    mae = build_mae(TINY, mask_ratio=0.5)  # 64 patches -> 32 visible
+    _, _, mask = mae(torch.randn(2, 3, 64, 64))
+    assert mask.sum(dim=1).tolist() == [32.0, 32.0]
+    _, _, mask = mae(torch.randn(2, 3, 64, 64), mask_ratio=0.75)
+    assert mask.sum(dim=1).tolist() == [48.0, 48.0]
+    assert build_mae(TINY).mask_ratio == PretrainConfig().mask_ratio == 0.9  # docs/paper.md
 
 
 def test_vit_classifier_has_the_paper_head():
@@ -72,7 +101,7 @@ def test_classifier_keys_are_the_mae_encoder_keys():
 
 
 def test_token_pool_uses_the_final_norm():
-    model = build_classifier(ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8, global_pool="token"),
+    model = build_classifier(ModelConfig(name="vit_tiny_test", global_pool="token"),
                              num_classes=5, drop_path=0.0)
     keys = set(model.state_dict())
     assert "norm.weight" in keys and not any(k.startswith("fc_norm.") for k in keys)
