@@ -1,9 +1,19 @@
 """Image transforms for pre-training, fine-tuning and evaluation (docs/paper.md recipes).
 
-Each transform maps a uint8 [S, S] numpy image (a store image) to a float32 tensor
+Each transform maps a uint8 [H, W] numpy image (a store image) to a float32 tensor
 [in_chans, img_size, img_size]. They work on one-channel PIL "L" images all the way and copy the gray
 channel to `in_chans` only at the end (a broadcast view, no copy), which is what makes them several
 times cheaper than decoding full-size PNGs and augmenting RGB (benchmarks/loader.py).
+
+They repeat the reference's transforms op by op, drawing the same random numbers from the same
+generators, so under the same seeds they give the same pixels as the reference does on the RGB copy
+of the same image (tests/unit/datasets/test_transform_parity.py):
+- fine-tuning: timm's `create_transform(img_size, is_training=True, auto_augment="rand-m6-mstd0.5-inc1",
+  interpolation="bicubic")`: RandomResizedCrop (timm's, Python `random`), horizontal flip p=0.5
+  (torch RNG), RandAugment (timm's own ops), ToTensor, Normalize;
+- pre-training: torchvision's RandomResizedCrop (torch RNG, bicubic) + RandomHorizontalFlip;
+- evaluation: resize the shorter side to img_size / crop_pct (bicubic), centre-crop img_size, with
+  crop_pct 224/256 up to 224 px and 1.0 above.
 
 Knob translation points (docs/architecture.md): `crop_min` becomes RandomResizedCrop scale=(crop_min, 1.0) in
 `crop_scale`; `randaug_magnitude` becomes timm's RandAugment string in `randaug_config`.
@@ -22,8 +32,13 @@ from thoraxmae.datasets.errors import DataError
 
 BICUBIC = Image.Resampling.BICUBIC
 CROP_RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of RandomResizedCrop (torchvision / timm default)
-EVAL_CROP_PCT = 224 / 256  # docs/paper.md: eval resizes to 256 and centre-crops 224
 Op = Callable[[Image.Image], Image.Image]
+Box = tuple[int, int, int, int]  # left, top, right, bottom
+
+
+def eval_crop_pct(img_size: int) -> float:
+    """docs/paper.md: evaluation resizes to 256 and centre-crops 224 (0.875) up to 224 px; above, 1.0."""
+    return 224 / 256 if img_size <= 224 else 1.0
 
 
 def crop_scale(crop_min: float) -> tuple[float, float]:
@@ -41,74 +56,116 @@ def randaug_config(magnitude: int) -> str:
     return f"rand-m{magnitude}-mstd0.5-inc1"
 
 
+def _fallback_box(width: int, height: int) -> Box:
+    """The centre crop both libraries fall back to after 10 rejected draws."""
+    ratio = width / height
+    if ratio < CROP_RATIO[0]:
+        w, h = width, round(width / CROP_RATIO[0])
+    elif ratio > CROP_RATIO[1]:
+        w, h = round(height * CROP_RATIO[1]), height
+    else:
+        w, h = width, height
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
 class RandomResizedCrop:
-    """Random area fraction in `scale` and aspect ratio in CROP_RATIO, resampled (bicubic) straight to
-    `size` in one PIL call (`resize(box=...)`): no intermediate crop image."""
+    """timm's RandomResizedCropAndInterpolation: area fraction in `scale`, log-uniform aspect ratio in
+    CROP_RATIO, drawn from Python's `random` (top before left); the box is cropped, then resized
+    (bicubic) to `size` x `size`, as torchvision's `resized_crop` does on PIL images."""
 
     def __init__(self, size: int, scale: tuple[float, float]):
         self.size, self.scale = size, scale
         self.log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
 
-    def box(self, width: int, height: int) -> tuple[float, float, float, float]:
-        """The crop box (left, top, right, bottom); torchvision's sampling, falling back to a centre crop."""
+    def box(self, width: int, height: int) -> Box:
         area = width * height
         for _ in range(10):
-            target = area * random.uniform(*self.scale)
+            target = random.uniform(*self.scale) * area
             ratio = math.exp(random.uniform(*self.log_ratio))
             w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
             if 0 < w <= width and 0 < h <= height:
-                left, top = random.randint(0, width - w), random.randint(0, height - h)
+                top = random.randint(0, height - h)
+                left = random.randint(0, width - w)
                 return left, top, left + w, top + h
-        ratio = width / height
-        if ratio < CROP_RATIO[0]:
-            w, h = width, round(width / CROP_RATIO[0])
-        elif ratio > CROP_RATIO[1]:
-            w, h = round(height * CROP_RATIO[1]), height
-        else:
-            w, h = width, height
-        left, top = (width - w) // 2, (height - h) // 2
-        return left, top, left + w, top + h
+        return _fallback_box(width, height)
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        return img.resize((self.size, self.size), BICUBIC, box=self.box(*img.size))
+        return img.crop(self.box(*img.size)).resize((self.size, self.size), BICUBIC)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, scale={self.scale})"
+
+
+class TorchRandomResizedCrop(RandomResizedCrop):
+    """torchvision's RandomResizedCrop (the reference's pre-training crop): the same geometry, drawn from
+    the torch RNG in torchvision's order and float32 arithmetic."""
+
+    def box(self, width: int, height: int) -> Box:
+        area = height * width
+        log_ratio = torch.log(torch.tensor(CROP_RATIO))
+        for _ in range(10):
+            target = area * torch.empty(1).uniform_(self.scale[0], self.scale[1]).item()
+            ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
+            w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(torch.randint(0, height - h + 1, size=(1,)).item())
+                left = int(torch.randint(0, width - w + 1, size=(1,)).item())
+                return left, top, left + w, top + h
+        return _fallback_box(width, height)
 
 
 class HorizontalFlip:
+    """torchvision's RandomHorizontalFlip: flips when `torch.rand(1) < p` (the torch RNG, as the reference)."""
+
     def __init__(self, p: float):
         self.p = p
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if random.random() < self.p else img
+        return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if torch.rand(1) < self.p else img
+
+    def __repr__(self) -> str:
+        return f"HorizontalFlip(p={self.p})"
 
 
 class ResizeCenterCrop:
-    """Eval: resize to img_size / EVAL_CROP_PCT (bicubic) and centre-crop img_size, as one resampling."""
+    """Eval: the shorter side resized to floor(size / crop_pct) (bicubic, aspect kept), then the centre
+    size x size, with torchvision's Resize / CenterCrop rounding."""
 
     def __init__(self, size: int):
         self.size = size
-        self.resized = math.floor(size / EVAL_CROP_PCT)
+        self.crop_pct = eval_crop_pct(size)
+        self.resized = math.floor(size / self.crop_pct)
 
     def __call__(self, img: Image.Image) -> Image.Image:
         w, h = img.size
-        sx, sy = w / self.resized, h / self.resized
-        off = (self.resized - self.size) / 2
-        box = (off * sx, off * sy, (off + self.size) * sx, (off + self.size) * sy)
-        return img.resize((self.size, self.size), BICUBIC, box=box)
+        if w <= h:
+            nw, nh = self.resized, int(self.resized * h / w)
+        else:
+            nw, nh = int(self.resized * w / h), self.resized
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), BICUBIC)
+        top, left = round((nh - self.size) / 2.0), round((nw - self.size) / 2.0)
+        return img.crop((left, top, left + self.size, top + self.size))
+
+    def __repr__(self) -> str:
+        return f"ResizeCenterCrop(size={self.size}, crop_pct={self.crop_pct:.4f})"
 
 
 def rand_augment(magnitude: int, img_size: int, mean: float) -> Op:
-    """timm RandAugment on gray images (fill = the mean gray level, bicubic), as timm's create_transform."""
+    """timm RandAugment on gray images with create_transform's hparams (fill = the mean gray level, bicubic)."""
     from timm.data.auto_augment import rand_augment_transform
 
     # timm's inc1 posterize keeps 4 - int(level / 10 * 4) bits: 0 at level 10, which PIL rejects. With
-    # mstd0.5 a magnitude near 10 is drawn often (m9: ~2% of images), so clip draws just below 10.
-    hparams = {"translate_const": int(img_size * 0.45), "img_mean": round(255 * mean), "interpolation": BICUBIC,
-               "magnitude_max": RANDAUG_MAX - 0.01}
+    # mstd0.5 a magnitude near 10 is drawn often (m9: ~2% of images), so clip draws just below 10. At the
+    # paper's m6 a draw above 9.99 is 8 standard deviations away: the clip never changes its images.
+    hparams = {"translate_const": int(img_size * 0.45), "img_mean": min(255, round(255 * mean)),
+               "interpolation": BICUBIC, "magnitude_max": RANDAUG_MAX - 0.01}
     return rand_augment_transform(randaug_config(magnitude), hparams)
 
 
 class XrayTransform:
-    """uint8 [S, S] -> PIL "L" -> `ops` -> float32 tensor [in_chans, H, W], (x / 255 - mean) / std."""
+    """uint8 [H, W] -> PIL "L" -> `ops` -> float32 tensor [in_chans, H', W'], (x / 255 - mean) / std."""
 
     def __init__(self, ops: Sequence[Op], mean: float, std: float, in_chans: int):
         if in_chans < 1:
@@ -139,8 +196,9 @@ def _flip_p(hflip: bool | float) -> float:
 
 def build_pretrain_transform(img_size: int, crop_min: float, hflip: bool | float, mean: float, std: float,
                              in_chans: int = 3) -> XrayTransform:
-    """MAE pre-training (docs/paper.md): RandomResizedCrop(scale=(crop_min, 1)), bicubic, + horizontal flip."""
-    ops: list[Op] = [RandomResizedCrop(img_size, crop_scale(crop_min))]
+    """MAE pre-training (docs/paper.md): torchvision RandomResizedCrop(scale=(crop_min, 1)), bicubic,
+    + horizontal flip (True = p 0.5)."""
+    ops: list[Op] = [TorchRandomResizedCrop(img_size, crop_scale(crop_min))]
     if _flip_p(hflip) > 0:
         ops.append(HorizontalFlip(_flip_p(hflip)))
     return XrayTransform(ops, mean, std, in_chans)
@@ -148,7 +206,8 @@ def build_pretrain_transform(img_size: int, crop_min: float, hflip: bool | float
 
 def build_finetune_transform(img_size: int, crop_min: float, randaug_magnitude: int, hflip: bool | float,
                              mean: float, std: float, in_chans: int = 3) -> XrayTransform:
-    """Fine-tuning (docs/paper.md): RandomResizedCrop(scale=(crop_min, 1)), flip, RandAug m (0 disables it)."""
+    """Fine-tuning (docs/paper.md), timm's create_transform: RandomResizedCrop(scale=(crop_min, 1)),
+    horizontal flip (True = p 0.5, the reference's), RandAug m (0 disables it)."""
     if not 0 <= randaug_magnitude <= RANDAUG_MAX:
         raise DataError(f"randaug_magnitude={randaug_magnitude} must lie in [0, {RANDAUG_MAX}] (timm's RandAugment scale)")
     ops: list[Op] = [RandomResizedCrop(img_size, crop_scale(crop_min))]
@@ -160,5 +219,5 @@ def build_finetune_transform(img_size: int, crop_min: float, randaug_magnitude: 
 
 
 def build_eval_transform(img_size: int, mean: float, std: float, in_chans: int = 3) -> XrayTransform:
-    """Evaluation (docs/paper.md): resize to img_size * 256 / 224 (bicubic), centre-crop img_size."""
+    """Evaluation (docs/paper.md): shorter side to img_size / crop_pct (bicubic), centre-crop img_size."""
     return XrayTransform([ResizeCenterCrop(img_size)], mean, std, in_chans)
