@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from thoraxmae.analysis.confirm import Confirmation, summarize_confirmation
 from thoraxmae.analysis.cost import CostSummary, cost_summary
 from thoraxmae.analysis.effects import (
     Interaction,
@@ -15,7 +16,6 @@ from thoraxmae.analysis.effects import (
     interaction,
     marginal_effects,
 )
-from thoraxmae.analysis.errors import ReportError
 from thoraxmae.analysis.importance import ImportanceResult, compute_importance
 from thoraxmae.analysis.load import StudyRecord
 from thoraxmae.analysis.recipe import Recipe, ReferenceRow, compare_reference, distill_recipe, recipe_spec
@@ -47,10 +47,11 @@ class StudyAnalysis:
     importance: ImportanceResult
     effects: list[MarginalEffect]
     interaction: Interaction | None
-    recipe: Recipe
+    recipe: Recipe | None  # None when no trial is scored
     reference: list[ReferenceRow]
     cost: CostSummary
-    recipe_spec: dict[str, Any]
+    recipe_spec: dict[str, Any] | None
+    confirmation: Confirmation | None = None  # None without confirmation runs: the recipe is exploratory
 
     @property
     def status_counts(self) -> dict[str, int]:
@@ -59,17 +60,12 @@ class StudyAnalysis:
 
 
 def analyze(study: StudyRecord, options: AnalysisOptions | None = None) -> StudyAnalysis:
-    """Tables first: importance, marginal effects, interaction, recipe, reference comparison, cost.
-
-    Raises ReportError when no trial is scored yet (all failed or still running).
-    """
+    """Tables first: importance, marginal effects, interaction, recipe, reference comparison, cost and
+    the confirmation runs. Never raises for a degenerate study (no scored trial, ties, a constant
+    objective, one knob): each part that cannot be computed says why (its `reason`, or None)."""
     opts = options or AnalysisOptions()
     trials = trial_table(study)
     scored = scored_trials(trials)
-    if scored.empty:
-        counts = ", ".join(f"{n} {s}" for s, n in trials["status"].value_counts().items())
-        raise ReportError(f"study `{study.name}` has no completed or pruned trial with `{study.metric}` yet "
-                          f"({counts}; tracking URI {study.tracking_uri})")
     infos = knob_infos(trials, study.knobs, study.space)
     importance = compute_importance(scored, infos, study.mode, opts.n_bootstrap, opts.seed)
     order = importance.order + [i.name for i in infos if i.name not in importance.order]
@@ -81,11 +77,16 @@ def analyze(study: StudyRecord, options: AnalysisOptions | None = None) -> Study
     inter = None
     if importance.ranked:
         inter = interaction(infos, (importance.order[0], importance.order[1]), study.mode, surrogate, features)
-    recipe = distill_recipe(scored, ordered, study.mode, opts.top_fraction, opts.min_k, opts.n_bootstrap_means,
-                            opts.seed)
-    reference = compare_reference(recipe, schema.PAPER_RECIPE if opts.reference is None else opts.reference)
-    log.info("analysed %d trials (%d scored) of study %s", len(trials), len(scored), study.name)
+    recipe = None if scored.empty else distill_recipe(scored, ordered, study.mode, opts.top_fraction, opts.min_k,
+                                                      opts.n_bootstrap_means, opts.seed)
+    reference = [] if recipe is None else compare_reference(
+        recipe, schema.PAPER_RECIPE if opts.reference is None else opts.reference)
+    confirmation = summarize_confirmation(study.confirm, trials, study.knobs, study.metric, study.mode) \
+        if study.confirm else None
+    log.info("analysed %d trials (%d scored, %d confirmation runs) of study %s", len(trials), len(scored),
+             len(study.confirm), study.name)
     return StudyAnalysis(study=study, options=opts, trials=trials, curves=curve_table(study), scored=scored,
                          infos=ordered, importance=importance, effects=effects, interaction=inter, recipe=recipe,
                          reference=reference, cost=cost_summary(trials, scored, study.mode),
-                         recipe_spec=recipe_spec(study.spec, recipe, study.stage))
+                         recipe_spec=None if recipe is None else recipe_spec(study.spec, recipe, study.stage),
+                         confirmation=confirmation)

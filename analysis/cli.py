@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     q.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: ./report)")
-    q.add_argument("--bootstrap", type=int, default=40, metavar="N",
-                   help="bootstrap resamples for the importance rank-stability check (default 40)")
+    q.add_argument("--bootstrap", type=_count, default=40, metavar="N",
+                   help="bootstrap resamples for the importance rank-stability check (default 40; 0: no check)")
     q.add_argument("--top-fraction", type=float, default=0.2, metavar="F",
                    help="share of the completed trials the recipe is distilled from (default 0.2, at least 3)")
     q.add_argument("--reference", type=Path, default=None, metavar="YAML",
@@ -24,6 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--no-log", dest="log_artifacts", action="store_false",
                    help="do not log the report folder to the study's parent run")
     q.set_defaults(func=cmd_report)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -56,21 +66,25 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _print_summary(result) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    from thoraxmae.analysis.sections import fmt
+    from thoraxmae.analysis.claims import headline, spread_text
+    from thoraxmae.analysis.tables import fmt
 
     a = result.analysis
     console = Console()
-    table = Table(title=f"recipe of study {result.study} ({a.study.metric}, {a.study.mode})")
-    for col in ("knob", "recommended", "top-k range", "best trial"):
-        table.add_column(col)
-    for k in a.recipe.knobs:
-        table.add_row(k.knob, fmt(k.value), k.spread(a.recipe.confidence.k), fmt(k.best_value))
-    console.print(table)
-    for line in a.recipe.confidence.statements:
-        console.print(f"- {line}")
+    if a.recipe is not None:
+        table = Table(title=f"recipe of study {result.study} ({a.study.metric}, {a.study.mode})")
+        for col in ("knob", "recommended", "top-k range", "best trial"):
+            table.add_column(col)
+        for k in a.recipe.knobs:
+            table.add_row(k.knob, fmt(k.value), spread_text(k, a.recipe.confidence.k), fmt(k.best_value))
+        console.print(table)
+    for line in headline(a):
+        console.print(f"- {escape(line.replace('**', ''))}")
     console.print(f"report: {result.html}")
-    console.print(f"recipe: {result.recipe_yaml}")
+    if result.recipe_yaml is not None:
+        console.print(f"recipe: {result.recipe_yaml}")
     if result.logged_to_run:
         console.print(f"logged to MLflow run {result.logged_to_run} under report/")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from thoraxmae.analysis.tables import KnobInfo, is_missing, numeric_matrix
+from thoraxmae.analysis.tables import KnobInfo, fmt, is_missing, numeric_matrix
 
 MAX_BINS = 5
 FEW_VALUES = 6  # a knob with at most this many distinct values gets one bin per value
@@ -45,6 +45,14 @@ class MarginalEffect:
     def pd_swing(self) -> float:
         """max - min of the surrogate's partial dependence (nan without a surrogate)."""
         return float(np.ptp(self.pd_y)) if self.pd_y is not None else float("nan")
+
+    @property
+    def effect_range(self) -> float:
+        """How much the objective moves with this knob: the partial dependence's range (other knobs
+        averaged out) when there is a surrogate, else the spread of the bin means (nan without bins)."""
+        if self.pd_y is not None:
+            return self.pd_swing
+        return self.swing if self.bins else float("nan")
 
     def clear(self, mode: str) -> bool:
         """The best bin's 95% CI lies entirely beyond the worst bin's."""
@@ -123,20 +131,18 @@ def marginal_effects(scored: pd.DataFrame, infos: list[KnobInfo], mode: str, n_b
 def interaction(infos: list[KnobInfo], knobs: tuple[str, str], mode: str, surrogate,
                 features: np.ndarray) -> Interaction | None:
     """The surrogate's 2-D partial dependence over two knobs (None without a surrogate)."""
-    from sklearn.inspection import partial_dependence
-
     if surrogate is None:
         return None
     names = [i.name for i in infos]
     i, j = names.index(knobs[0]), names.index(knobs[1])
-    res = partial_dependence(surrogate, features, [(i, j)], grid_resolution=GRID_2D, kind="average")
+    res = _partial_dependence(surrogate, features, [(i, j)], GRID_2D)
     gx, gy = res["grid_values"]
     z = np.asarray(res["average"][0]).T  # [NX, NY] -> [NY, NX]
     flat = int(np.argmax(z)) if mode == "max" else int(np.argmin(z))
     row, col = np.unravel_index(flat, z.shape)
     xv, yv = _from_feature(infos[i], gx), _from_feature(infos[j], gy)
     return Interaction(knobs[0], knobs[1], np.asarray(gx), np.asarray(gy), z, xv[col], yv[row], float(z[row, col]),
-                       [_fmt(v) for v in xv], [_fmt(v) for v in yv])
+                       [_label(v) for v in xv], [_label(v) for v in yv])
 
 
 def _bins(values: list, y: np.ndarray, info: KnobInfo, rng: np.random.Generator, n_boot: int) -> list[EffectBin]:
@@ -147,7 +153,7 @@ def _bins(values: list, y: np.ndarray, info: KnobInfo, rng: np.random.Generator,
     ys = y[present]
     distinct = sorted(set(vals), key=lambda v: (str(type(v)), v))
     if not info.numeric or len(distinct) <= FEW_VALUES:
-        groups = [(_fmt(v), float(v) if info.numeric else float(c), ys[[k for k, x in enumerate(vals) if x == v]])
+        groups = [(_label(v), float(v) if info.numeric else float(c), ys[[k for k, x in enumerate(vals) if x == v]])
                   for c, v in enumerate(distinct)]
     else:
         x = np.array(vals, dtype=float)
@@ -161,23 +167,34 @@ def _bins(values: list, y: np.ndarray, info: KnobInfo, rng: np.random.Generator,
             if sel.any():
                 lo, hi = x[sel].min(), x[sel].max()
                 center = float(10 ** np.median(t[sel])) if info.log else float(np.median(x[sel]))
-                label = _fmt(lo) if _fmt(lo) == _fmt(hi) else f"{_fmt(lo)}–{_fmt(hi)}"
+                label = _label(lo) if _label(lo) == _label(hi) else f"{_label(lo)}–{_label(hi)}"
                 groups.append((label, center, ys[sel]))
     return [_bin(label, center, g, rng, n_boot) for label, center, g in groups]
 
 
 def _bin(label: str, center: float, ys: np.ndarray, rng: np.random.Generator, n_boot: int) -> EffectBin:
-    if len(ys) < 2:
+    if len(ys) < 2 or n_boot < 1:
         return EffectBin(label, center, len(ys), float(ys.mean()), np.nan, np.nan)
     means = rng.choice(ys, size=(n_boot, len(ys)), replace=True).mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return EffectBin(label, center, len(ys), float(ys.mean()), float(lo), float(hi))
 
 
-def _partial_1d(model, features: np.ndarray, j: int, info: KnobInfo) -> tuple[np.ndarray, np.ndarray]:
+def _partial_dependence(model, features: np.ndarray, which: list, grid: int):
+    """sklearn's partial dependence over the 5-95th percentiles of each feature, over its whole range
+    when those percentiles coincide (a knob most trials share: sklearn refuses such a grid)."""
     from sklearn.inspection import partial_dependence
 
-    res = partial_dependence(model, features, [j], grid_resolution=GRID_1D, kind="average")
+    try:
+        return partial_dependence(model, features, which, grid_resolution=grid, kind="average")
+    except ValueError as exc:
+        if "percentiles are too close" not in str(exc):
+            raise
+        return partial_dependence(model, features, which, grid_resolution=grid, kind="average", percentiles=(0, 1))
+
+
+def _partial_1d(model, features: np.ndarray, j: int, info: KnobInfo) -> tuple[np.ndarray, np.ndarray]:
+    res = _partial_dependence(model, features, [j], GRID_1D)
     grid = np.asarray(res["grid_values"][0])
     x = 10 ** grid if info.log else grid
     return x, np.asarray(res["average"][0])
@@ -189,9 +206,7 @@ def _from_feature(info: KnobInfo, grid: np.ndarray) -> list:
     return [info.choices[round(float(g))] for g in grid]
 
 
-def _fmt(v) -> str:
-    if isinstance(v, bool) or not isinstance(v, int | float | np.floating | np.integer):
-        return str(v)
-    if float(v) == int(v) and abs(v) < 1e6:
-        return str(int(v))
-    return f"{float(v):.3g}"
+
+def _label(v) -> str:
+    """A bin or grid label: the report's formatter, 3 significant digits."""
+    return fmt(v, 3)

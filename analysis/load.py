@@ -45,6 +45,23 @@ class TrialRecord:
     params: dict[str, str]
     metrics: dict[str, float]
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> [(epoch, value)]
+    error: str | None = None  # a failed trial's error (its thoraxmae.error tag)
+
+
+@dataclass
+class ConfirmRecord:
+    """One confirmation run: a recipe (a search trial's, or the reference) re-run with one seed."""
+
+    run_id: str
+    recipe: str  # `trial-<trial_id>` or `reference` (study.schema.TAG_RECIPE)
+    source_run: str | None  # MLflow run id of the trial repeated (None for the reference)
+    seed: int | None  # None when the `seed` param is missing or not an integer
+    status: str  # completed | failed | running
+    start_time: float | None
+    params: dict[str, str]
+    metrics: dict[str, float]
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    error: str | None = None
 
 
 @dataclass
@@ -62,6 +79,7 @@ class StudyRecord:
     knobs: tuple[str, ...]  # searched knobs (spec paths)
     space: dict[str, dict[str, Any]]  # the spec's search.space (may be empty)
     trials: list[TrialRecord]
+    confirm: list[ConfirmRecord] = field(default_factory=list)  # confirmation runs (none: the recipe is exploratory)
 
     @property
     def scored_phase(self) -> str:
@@ -89,6 +107,7 @@ def load_study(name: str, tracking_uri: str | None = None, progress: Progress | 
         spec = _read_spec(client, parent_id) if parent_id else None
         parent_params = parent.data.params if parent is not None else {}
         runs = _trial_runs(client, experiment_id, name, parent_id)
+        confirm_runs = _role_runs(client, experiment_id, name, parent_id, schema.ROLE_CONFIRM)
     except MlflowException as exc:
         raise ReportError(f"study `{name}`: MLflow at {uri} could not be read: {exc.message}") from exc
     if not runs:
@@ -99,8 +118,10 @@ def load_study(name: str, tracking_uri: str | None = None, progress: Progress | 
     space = dict(((spec or {}).get("search") or {}).get("space") or {})
     trials = [_record(client, run, metric, i, len(runs), progress) for i, run in enumerate(runs)]
     knobs = _searched_knobs(space, parent_params, trials)
+    confirm = [_confirm_record(client, run, metric) for run in confirm_runs]
     return StudyRecord(name=name, tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent_id,
-                       spec=spec, stage=stage, metric=metric, mode=mode, knobs=knobs, space=space, trials=trials)
+                       spec=spec, stage=stage, metric=metric, mode=mode, knobs=knobs, space=space, trials=trials,
+                       confirm=confirm)
 
 
 def objective_of(spec: dict | None, parent_params: dict[str, str], stage: str) -> tuple[str, str]:
@@ -149,14 +170,20 @@ def _find_parent(client, experiment_id: str, name: str):
     return named[0] if named else None
 
 
-def _trial_runs(client, experiment_id: str, name: str, parent_id: str | None) -> list:
-    """The study's trial runs: children of the parent run, else (no parent, or trials logged without
-    the parent tag) the trial runs tagged with the study's name."""
-    role = f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'"
-    runs = _search_all(client, experiment_id, f"{role} and tags.`{schema.TAG_PARENT}` = '{parent_id}'") \
+def _role_runs(client, experiment_id: str, name: str, parent_id: str | None, role: str) -> list:
+    """The study's runs of one role: children of the parent run, else (no parent, or runs logged without
+    the parent tag) the runs of that role tagged with the study's name (a validated name: no quotes)."""
+    where = f"tags.`{schema.TAG_ROLE}` = '{role}'"
+    runs = _search_all(client, experiment_id, f"{where} and tags.`{schema.TAG_PARENT}` = '{parent_id}'") \
         if parent_id else []
     if not runs:
-        runs = _search_all(client, experiment_id, f"{role} and tags.`{schema.TAG_STUDY}` = '{name}'")
+        runs = _search_all(client, experiment_id, f"{where} and tags.`{schema.TAG_STUDY}` = '{name}'")
+    return runs
+
+
+def _trial_runs(client, experiment_id: str, name: str, parent_id: str | None) -> list:
+    """The study's trial runs, one per trial id."""
+    runs = _role_runs(client, experiment_id, name, parent_id, schema.ROLE_TRIAL)
     by_trial: dict[str, Any] = {}  # a restarted driver reuses a trial's run; keep the latest if it did not
     for run in runs:
         by_trial[run.data.tags.get(schema.TAG_TRIAL_ID, run.info.run_id)] = run
@@ -195,19 +222,42 @@ def _stage(spec: dict | None, parent) -> str:
 
 
 def _record(client, run, metric: str, i: int, total: int, progress: Progress | None) -> TrialRecord:
-    tags = run.data.tags
-    trial_id = tags.get(schema.TAG_TRIAL_ID, run.info.run_id[:8])
-    status = tags.get(schema.TAG_STATUS) or _MLFLOW_STATUS.get(run.info.status, schema.STATUS_RUNNING)
-    if status not in schema.TRIAL_STATUSES:
-        log.warning("trial %s: unknown status %r; treated as running", trial_id, status)
-        status = schema.STATUS_RUNNING
-    history = {metric: sorted((int(m.step), float(m.value)) for m in client.get_metric_history(run.info.run_id, metric))}
+    trial_id = run.data.tags.get(schema.TAG_TRIAL_ID, run.info.run_id[:8])
+    status = _status(run, f"trial {trial_id}")
+    history = _history(client, run, metric)
     if progress is not None:
         progress(i + 1, total, f"trial {trial_id}")
     return TrialRecord(run_id=run.info.run_id, trial_id=trial_id, status=status,
                        start_time=run.info.start_time / 1000 if run.info.start_time else None,
                        end_time=run.info.end_time / 1000 if run.info.end_time else None,
-                       params=dict(run.data.params), metrics=dict(run.data.metrics), history=history)
+                       params=dict(run.data.params), metrics=dict(run.data.metrics), history=history,
+                       error=run.data.tags.get(schema.TAG_ERROR))
+
+
+def _confirm_record(client, run, metric: str) -> ConfirmRecord:
+    tags, params = run.data.tags, dict(run.data.params)
+    recipe = tags.get(schema.TAG_RECIPE) or "unlabelled"
+    try:
+        seed = int(params[schema.PARAM_SEED])
+    except (KeyError, ValueError):
+        seed = None
+    return ConfirmRecord(run_id=run.info.run_id, recipe=recipe, source_run=tags.get(schema.TAG_SOURCE_RUN), seed=seed,
+                         status=_status(run, f"confirmation run {run.info.run_id}"),
+                         start_time=run.info.start_time / 1000 if run.info.start_time else None,
+                         params=params, metrics=dict(run.data.metrics), history=_history(client, run, metric),
+                         error=tags.get(schema.TAG_ERROR))
+
+
+def _status(run, what: str) -> str:
+    status = run.data.tags.get(schema.TAG_STATUS) or _MLFLOW_STATUS.get(run.info.status, schema.STATUS_RUNNING)
+    if status not in schema.TRIAL_STATUSES:
+        log.warning("%s: unknown status %r; treated as running", what, status)
+        status = schema.STATUS_RUNNING
+    return status
+
+
+def _history(client, run, metric: str) -> dict[str, list[tuple[int, float]]]:
+    return {metric: sorted((int(m.step), float(m.value)) for m in client.get_metric_history(run.info.run_id, metric))}
 
 
 def _searched_knobs(space: dict, parent_params: dict[str, str], trials: list[TrialRecord]) -> tuple[str, ...]:

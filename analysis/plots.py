@@ -41,12 +41,17 @@ def knob_label(knob: str) -> str:
 
 
 def draw_all(a: StudyAnalysis, out: Path) -> dict[str, Path]:
-    """Every figure the analysis supports, keyed by name (importance and interaction need a ranking)."""
-    figures = {"history": plot_history(a, out / "history.png"),
-               "effects": plot_effects(a, out / "effects.png"),
-               "parallel": plot_parallel(a, out / "parallel.png"),
-               "curves": plot_curves(a, out / "curves.png"),
-               "cost": plot_cost(a, out / "cost.png")}
+    """Every figure the analysis has data for, keyed by name (importance and interaction need a ranking;
+    effects, parallel coordinates and cost a scored trial); the sections say why one is missing."""
+    figures = {"history": plot_history(a, out / "history.png")}
+    if any(e.bins for e in a.effects):
+        figures["effects"] = plot_effects(a, out / "effects.png")
+    if not a.scored.empty:
+        figures["parallel"] = plot_parallel(a, out / "parallel.png")
+    if not a.curves.empty:
+        figures["curves"] = plot_curves(a, out / "curves.png")
+    if not a.cost.points.empty:
+        figures["cost"] = plot_cost(a, out / "cost.png")
     if a.importance.ranked:
         figures["importance"] = plot_importance(a, out / "importance.png")
     if a.interaction is not None:
@@ -60,7 +65,8 @@ def plot_importance(a: StudyAnalysis, path: Path) -> Path:
     ax = fig.add_subplot()
     y = np.arange(len(rows))
     fan = np.array([r.fanova for r in rows])
-    err = np.array([[r.fanova - r.fanova_low for r in rows], [r.fanova_high - r.fanova for r in rows]]).clip(0)
+    err = np.nan_to_num(np.array([[r.fanova - r.fanova_low for r in rows],
+                                  [r.fanova_high - r.fanova for r in rows]])).clip(0)  # 0: stability not checked
     ax.barh(y + 0.18, fan, height=0.36, xerr=err, capsize=3, color="#1f77b4", label="fANOVA (95% bootstrap range)")
     ped = np.array([r.ped_anova for r in rows], dtype=float)
     ped_label = "PED-ANOVA" if np.isfinite(ped).any() else "PED-ANOVA (not computed)"
@@ -158,7 +164,7 @@ def plot_parallel(a: StudyAnalysis, path: Path) -> Path:
     y = scored["objective"].to_numpy(dtype=float)
     span = (y.max() - y.min()) or max(abs(y.max()) * 0.01, 1e-6)
     cmap = matplotlib.colormaps["viridis"]
-    top = set(a.recipe.top["trial_id"])
+    top = set(a.recipe.top["trial_id"]) if a.recipe is not None else set()
     order = np.argsort(y if a.study.mode == "max" else -y)  # best drawn last
     for n in order:
         is_top = scored["trial_id"].iloc[n] in top
@@ -177,7 +183,7 @@ def plot_parallel(a: StudyAnalysis, path: Path) -> Path:
 
 def plot_curves(a: StudyAnalysis, path: Path) -> Path:
     curves = a.curves
-    top = list(a.recipe.top["trial_id"])
+    top = list(a.recipe.top["trial_id"]) if a.recipe is not None else []
     fig = Figure(figsize=(9, 4.5), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     for tid, c in curves.groupby("trial_id", sort=False):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,6 @@ class KnobRecipe:
     share: float  # categorical: share of top-k with the recommended choice; numeric: 1.0
     best_value: Any  # the best trial's value
 
-    def spread(self, k: int) -> str:
-        """The top-k spread in words: `low – high` for a number, the recommended choice's share otherwise."""
-        from thoraxmae.analysis.sections import fmt
-
-        return f"{fmt(self.low)} – {fmt(self.high)}" if self.kind != "categorical" else f"{self.share:.0%} of top-{k}"
-
 
 @dataclass
 class BestTrial:
@@ -53,19 +47,18 @@ class BestTrial:
 
 @dataclass
 class Confidence:
+    """What the search alone says about the top-k (exploratory: one seed per trial, and the top-k were
+    selected by these very scores, so their mean overstates what the recipe scores when re-run)."""
+
     k: int
     n_pool: int
     pool: str  # "completed" or "scored"
     n_scored: int
     topk_mean: float
-    topk_ci: tuple[float, float]
-    rest_mean: float
-    diff_ci: tuple[float, float]  # top-k mean - rest mean, bootstrap 95% CI (nan without a rest)
-    diff_beyond_noise: bool | None
+    topk_ci: tuple[float, float]  # bootstrap 95% CI of the top-k's search scores (nan with one trial)
     best_gap: float  # best - runner-up (sign-adjusted: > 0 means the best is better)
     noise: float  # evaluation noise scale: median test/mauc CI half-width of the top-k (nan if not logged)
     best_beyond_noise: bool | None
-    statements: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -100,8 +93,7 @@ def distill_recipe(scored: pd.DataFrame, infos: list[KnobInfo], mode: str, top_f
     top = pool.head(k).reset_index(drop=True)
     best = _best_trial(top.iloc[0], infos)
     knobs = [_knob_recipe(top, info, best.params.get(info.name)) for info in infos]
-    rest = ranked[~ranked["trial_id"].isin(top["trial_id"])]
-    conf = _confidence(top, rest, pool, mode, pool_name, len(ranked), n_bootstrap, seed)
+    conf = _confidence(top, pool, mode, pool_name, len(ranked), n_bootstrap, seed)
     return Recipe(knobs, best, conf, top)
 
 
@@ -189,54 +181,23 @@ def _knob_recipe(top: pd.DataFrame, info: KnobInfo, best_value: Any) -> KnobReci
     return KnobRecipe(info.name, info.kind, value, low, high, (float(q25), float(q75)), 1.0, best_value)
 
 
-def _confidence(top: pd.DataFrame, rest: pd.DataFrame, pool: pd.DataFrame, mode: str, pool_name: str,
-                n_scored: int, n_boot: int, seed: int) -> Confidence:
-    """Top-k mean and CI, top-k vs the rest, and the best trial's lead over the pool's runner-up
-    compared with the evaluation noise (test/mauc CI half-width)."""
+def _confidence(top: pd.DataFrame, pool: pd.DataFrame, mode: str, pool_name: str, n_scored: int, n_boot: int,
+                seed: int) -> Confidence:
+    """Top-k mean and its CI, and the best trial's lead over the pool's runner-up compared with the
+    evaluation noise (test/mauc CI half-width)."""
     rng = np.random.default_rng(seed)
     sign = 1.0 if mode == "max" else -1.0
     y_top = top["objective"].to_numpy(dtype=float)
-    y_rest = rest["objective"].to_numpy(dtype=float)
-    top_means = rng.choice(y_top, (n_boot, len(y_top))).mean(axis=1)
-    topk_ci = tuple(float(v) for v in np.percentile(top_means, [2.5, 97.5]))
-    diff_ci, beyond = (math.nan, math.nan), None
-    if len(y_rest):
-        diffs = top_means - rng.choice(y_rest, (n_boot, len(y_rest))).mean(axis=1)
-        diff_ci = tuple(float(v) for v in np.percentile(diffs, [2.5, 97.5]))
-        beyond = bool(sign * diff_ci[0] > 0 if mode == "max" else sign * diff_ci[1] > 0)
+    topk_ci = (math.nan, math.nan)
+    if len(y_top) > 1 and n_boot > 0:
+        top_means = rng.choice(y_top, (n_boot, len(y_top))).mean(axis=1)
+        topk_ci = tuple(float(v) for v in np.percentile(top_means, [2.5, 97.5]))
     values = pool["objective"].to_numpy(dtype=float)
     gap = float(sign * (values[0] - values[1])) if len(values) > 1 else math.nan
     half = ((top[schema.M_TEST_MAUC_CI_HIGH] - top[schema.M_TEST_MAUC_CI_LOW]) / 2).to_numpy(dtype=float)
     noise = float(np.nanmedian(half)) if np.isfinite(half).any() else math.nan
     best_beyond = bool(gap > noise) if math.isfinite(gap) and math.isfinite(noise) else None
-    conf = Confidence(len(top), len(pool), pool_name, n_scored, float(y_top.mean()), topk_ci,
-                      float(y_rest.mean()) if len(y_rest) else math.nan, diff_ci, beyond, gap, noise, best_beyond)
-    conf.statements = _statements(conf)
-    return conf
-
-
-def _statements(c: Confidence) -> list[str]:
-    ci = f"{c.topk_ci[0]:.4f}–{c.topk_ci[1]:.4f}"
-    out = [f"Supported by the top {c.k} of {c.n_pool} {c.pool} trials ({c.n_scored} scored in all).",
-           f"Objective among the top {c.k}: mean {c.topk_mean:.4f} (95% bootstrap CI {ci})."]
-    if c.diff_beyond_noise is not None:
-        verdict = "exceeds the noise (CI excludes 0)" if c.diff_beyond_noise else "is within the noise (CI includes 0)"
-        out.append(f"Top-{c.k} mean minus the other trials' mean: {c.topk_mean - c.rest_mean:+.4f} (95% CI "
-                   f"{c.diff_ci[0]:+.4f} to {c.diff_ci[1]:+.4f}): the difference {verdict}.")
-    else:
-        out.append("No trials outside the top-k to compare with.")
-    if c.best_beyond_noise is None:
-        gap = f"{c.best_gap:.4f}" if math.isfinite(c.best_gap) else "n/a"
-        out.append(f"The best trial's lead over the runner-up ({gap}) cannot be compared with evaluation "
-                   f"noise (no test/mauc CI logged or a single trial).")
-    elif c.best_beyond_noise:
-        out.append(f"The best trial leads the runner-up by {c.best_gap:.4f}, more than the evaluation noise "
-                   f"(median test CI half-width {c.noise:.4f}).")
-    else:
-        out.append(f"The best trial leads the runner-up by only {c.best_gap:.4f}, within the evaluation noise "
-                   f"(median test CI half-width {c.noise:.4f}): the top trials are tied; prefer the top-k recipe "
-                   f"to the single best configuration.")
-    return out
+    return Confidence(len(top), len(pool), pool_name, n_scored, float(y_top.mean()), topk_ci, gap, noise, best_beyond)
 
 
 def _round(v: float) -> float:

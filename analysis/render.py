@@ -1,4 +1,4 @@
-"""Write the report's sections (analysis/sections.py) as one self-contained HTML page (figures embedded
+"""Write the report's sections (analysis/document.py) as one self-contained HTML page (figures embedded
 as base64 PNG) or as Markdown that links the PNG files saved beside it."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 import html
 import re
 
-from thoraxmae.analysis.sections import Bullets, Code, FigureRef, Section, Table
+from thoraxmae.analysis.document import Bullets, Code, FigureRef, Section, Table
 
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; color: #1d1d1f; margin: 0;

@@ -32,7 +32,7 @@ class ReportResult:
     out_dir: Path
     html: Path
     markdown: Path
-    recipe_yaml: Path
+    recipe_yaml: Path | None  # None when no trial is scored (no recipe)
     trials_parquet: Path
     curves_parquet: Path
     figures: dict[str, Path]
@@ -47,9 +47,10 @@ def build_report(study_name: str, tracking_uri: str | None = None, out_dir: Path
                  log_artifacts: bool = True, progress: Progress | None = None) -> ReportResult:
     """Read study `study_name` from MLflow and write its recipe report into `out_dir`.
 
-    `n_bootstrap` resamples check the importance ranking; `reference` (default: the paper's recipe,
-    study.schema.PAPER_RECIPE) is what the recipe is compared with. Raises analysis.ReportError for a
-    missing or empty study, naming the study and the tracking URI.
+    `n_bootstrap` resamples check the importance ranking (0: not checked); `reference` (default: the
+    paper's recipe, study.schema.PAPER_RECIPE) is what the recipe's knobs are compared with. Raises
+    analysis.ReportError for a missing study or one without trial runs, naming the study and the
+    tracking URI; a study whose trials all failed still gets a report (saying why there is no recipe).
     """
     study = load_study(study_name, tracking_uri, progress)
     options = AnalysisOptions(n_bootstrap=n_bootstrap, top_fraction=top_fraction, min_k=min_k, reference=reference,
@@ -62,7 +63,7 @@ def build_report(study_name: str, tracking_uri: str | None = None, out_dir: Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = draw_all(a, out)
-    recipe_text = recipe_yaml_text(a)
+    recipe_text = recipe_yaml_text(a) if a.recipe is not None else ""
     sections = build_sections(a, figures, recipe_text)
     title = f"Recipe report: study {study.name}"
     subtitle = (f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `thoraxmae report` from "
@@ -72,10 +73,13 @@ def build_report(study_name: str, tracking_uri: str | None = None, out_dir: Path
              "trials": out / "trials.parquet", "curves": out / "curves.parquet"}
     paths["html"].write_text(render_html(title, subtitle, sections), encoding="utf-8")
     paths["md"].write_text(render_markdown(title, subtitle, sections), encoding="utf-8")
-    paths["recipe"].write_text(recipe_text, encoding="utf-8")
+    if a.recipe is not None:
+        paths["recipe"].write_text(recipe_text, encoding="utf-8")
+    else:  # a stale recipe from an earlier report would contradict this one
+        paths.pop("recipe").unlink(missing_ok=True)
     a.trials.to_parquet(paths["trials"], index=False)
     a.curves.to_parquet(paths["curves"], index=False)
-    result = ReportResult(study.name, study.tracking_uri, out, paths["html"], paths["md"], paths["recipe"],
+    result = ReportResult(study.name, study.tracking_uri, out, paths["html"], paths["md"], paths.get("recipe"),
                           paths["trials"], paths["curves"], figures, a,
                           files=sorted([*paths.values(), *figures.values()]))
     if log_artifacts:
@@ -86,11 +90,13 @@ def build_report(study_name: str, tracking_uri: str | None = None, out_dir: Path
 def recipe_yaml_text(a: StudyAnalysis) -> str:
     """recipe.yaml: a comment header (provenance, how to run it) and the spec with the knobs fixed."""
     r, s = a.recipe, a.study
+    label = ("# Exploratory: no confirmation runs; search scores only, one seed per trial." if a.confirmation is None
+             else "# The search's top-k median; the report's Recipe section holds the confirmed recipes' verdicts.")
     lines = [f"# Recipe distilled from study `{s.name}` by `thoraxmae report` ({time.strftime('%Y-%m-%d')}).",
              (f"# Searched knobs fixed to the median of the top {r.confidence.k} of {r.confidence.n_pool} "
              f"{r.confidence.pool} trials ({s.metric}, {s.mode});"),
              f"# best trial {r.best.trial_id}: {s.metric} = {r.best.objective:.4f}. The search section is removed.",
-             f"# Run it: {STAGE_COMMANDS.get(s.stage, 'thoraxmae finetune recipe.yaml')}"]
+             label, f"# Run it: {STAGE_COMMANDS.get(s.stage, 'thoraxmae finetune recipe.yaml')}"]
     if s.spec is None:
         lines.append("# The study's spec.yaml artifact was not found: only the recommended knobs are listed.")
     return "\n".join(lines) + "\n" + yaml.safe_dump(a.recipe_spec, sort_keys=False)

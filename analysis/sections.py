@@ -1,70 +1,36 @@
-"""The report's content as a small document model (sections of paragraphs, tables, figures, code),
-assembled from the computed analysis; analysis/render.py writes it as HTML or Markdown.
+"""The report's sections, assembled from the computed analysis into the document model of
+analysis/document.py (analysis/render.py writes it as HTML or Markdown).
 
-Inline text may use `code` spans and **bold**; both renderers understand them.
+The claims (recipe, importance, reference) are worded in analysis/claims.py; this module adds the
+summary and the descriptive sections. Every part that could not be computed says so, and why, in a
+visible line of its section.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from thoraxmae.analysis.analyze import StudyAnalysis
-from thoraxmae.analysis.tables import is_missing
+from thoraxmae.analysis.claims import (
+    headline,
+    importance_section,
+    noise_note,
+    recipe_section,
+    reference_section,
+    unscored_reason,
+)
+from thoraxmae.analysis.document import Block, Bullets, Section, Table, figure, one_line
+from thoraxmae.analysis.effects import MIN_TRIALS_SURROGATE
+from thoraxmae.analysis.tables import fmt, is_missing, rank_trials
 from thoraxmae.study import schema
 
-MINOR_IMPORTANCE = 0.05  # below this share of variance a knob "hardly matters"
-
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-
-
-@dataclass
-class FigureRef:
-    path: Path
-    title: str
-    takeaway: str
-
-
-@dataclass
-class Code:
-    text: str
-
-
-@dataclass
-class Bullets:
-    items: list[str]
-
-
-Block = str | Table | FigureRef | Code | Bullets
-
-
-@dataclass
-class Section:
-    title: str
-    blocks: list[Block] = field(default_factory=list)
+__all__ = ["build_sections", "effects_takeaway", "fmt"]
 
 
 def build_sections(a: StudyAnalysis, figures: dict[str, Path], recipe_text: str) -> list[Section]:
-    return [_summary(a), _recipe(a, recipe_text), _importance(a, figures), _effects(a, figures),
-            _search(a, figures), _cost(a, figures), _reference(a), _trials(a)]
-
-
-def fmt(v: Any) -> str:
-    """A value for a table cell: floats to 4 significant digits, missing as an en dash."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
-        return str(v)
-    if isinstance(v, int | np.integer):
-        return str(int(v))
-    return f"{float(v):.4g}"
+    return [_summary(a), recipe_section(a, recipe_text), importance_section(a, figures), _effects(a, figures),
+            _search(a, figures), _cost(a, figures), reference_section(a), _trials(a)]
 
 
 def _summary(a: StudyAnalysis) -> Section:
@@ -72,89 +38,69 @@ def _summary(a: StudyAnalysis) -> Section:
     counts = ", ".join(f"{n} {k}" for k, n in a.status_counts.items())
     blocks: list[Block] = [
         (f"Study **{s.name}** (stage `{s.stage}`), {len(a.trials)} trials: {counts}. Objective `{s.metric}` "
-        f"({s.mode}imised), read from MLflow at `{s.tracking_uri}`.")]
-    items = [f"Best trial `{r.best.trial_id}`: {s.metric} = {r.best.objective:.4f}"
-             + (f", test/mauc {r.best.test:.4f} (95% CI {r.best.test_ci[0]:.4f}–{r.best.test_ci[1]:.4f})"
-                if math.isfinite(r.best.test) else "") + "."]
+         f"({s.mode}imised, each trial's best epoch), read from MLflow at `{s.tracking_uri}`.")]
+    items = []
+    if r is not None:
+        items.append(f"Best trial `{r.best.trial_id}`: {s.metric} = {r.best.objective:.4f}"
+                     + (f", test/mauc {r.best.test:.4f} (95% CI {r.best.test_ci[0]:.4f}–{r.best.test_ci[1]:.4f})"
+                        if math.isfinite(r.best.test) else "") + ".")
     if imp.ranked:
-        top = imp.rows[0]
-        first = imp.statements[0]
-        caveat = "" if first.stable else (f"; but not told apart from `{first.lower}`: the order holds in only "
-                                          f"{first.support:.0%} of the resamples")
-        items.append(f"Most important knob: `{top.knob}` ({top.fanova:.0%} of the variance by fANOVA; first in "
-                     f"{top.p_first:.0%} of {imp.n_bootstrap} bootstrap resamples{caveat}).")
+        items.append(_top_knob(a))
     else:
         items.append(f"Importance: **cannot rank importance** ({imp.reason}).")
-    items.append("Recipe: " + ", ".join(f"`{k.knob}` = {fmt(k.value)}" for k in r.knobs) + ".")
-    items.append(r.confidence.statements[-1])
+    if r is not None:
+        items.append("Recipe: " + ", ".join(f"`{k.knob}` = {fmt(k.value)}" for k in r.knobs) + ".")
+    items += headline(a)
     blocks.append(Bullets(items))
     return Section("Summary", blocks)
 
 
-def _recipe(a: StudyAnalysis, recipe_text: str) -> Section:
-    r, imp = a.recipe, a.importance
-    share = {row.knob: row.fanova for row in imp.rows}
-    rows = []
-    for k in r.knobs:
-        spread = k.spread(r.confidence.k)
-        iqr = f"{fmt(k.iqr[0])} – {fmt(k.iqr[1])}" if k.iqr else "–"
-        weight = share.get(k.knob)
-        note = "" if weight is None else f"{weight:.0%}" + (" (hardly matters)" if weight < MINOR_IMPORTANCE else "")
-        rows.append([f"`{k.knob}`", fmt(k.value), spread, iqr, fmt(k.best_value), note or "–"])
-    table = Table(["knob", "recommended", f"top-{r.confidence.k} range", "top-k IQR", (f"best trial "
-                   f"({r.best.trial_id})"), "importance (fANOVA)"], rows)
-    return Section("Recipe", [
-        (f"Recommended value per knob: the median of the top-{r.confidence.k} trials (most common choice for "
-        f"categorical knobs), with their spread. Values of knobs that hardly matter are free choices."),
-        table, Bullets(r.confidence.statements), _best_config(a),
-        ("Ready-to-run spec for the final training run (`recipe.yaml`: the study's spec with the searched knobs "
-        "fixed and the search section removed):"), Code(recipe_text)])
-
-
-def _best_config(a: StudyAnalysis) -> str:
-    b = a.recipe.best
-    exact = ", ".join(f"`{k}` = {v!r}" for k, v in b.params.items())
-    return (f"Best trial's exact configuration (`{b.trial_id}`, {b.status}, MLflow run `{b.run_id}`; its other "
-            f"settings are the spec's): {exact}.")
-
-
-def _importance(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
+def _top_knob(a: StudyAnalysis) -> str:
     imp = a.importance
-    if not imp.ranked:
-        return Section("Hyperparameter importance", [f"**Importance cannot be ranked**: {imp.reason}."])
     top = imp.rows[0]
-    ped = [x for x in imp.rows if math.isfinite(x.ped_anova)]
-    ped_text = f"PED-ANOVA ranks `{max(ped, key=lambda x: x.ped_anova).knob}` first" if ped \
-        else "PED-ANOVA could not be computed"
-    take = f"`{top.knob}` explains {top.fanova:.0%} of the objective's variance (fANOVA); {ped_text}."
-    rows = [[f"`{x.knob}`", f"{x.fanova:.3f}", f"{x.fanova_low:.3f} – {x.fanova_high:.3f}",
-             f"{x.ped_anova:.3f}" if math.isfinite(x.ped_anova) else "–", f"{x.p_first:.0%}"] for x in imp.rows]
-    blocks: list[Block] = [
-        FigureRef(figures["importance"], "Hyperparameter importance", take),
-        Table(["knob", "fANOVA", "95% bootstrap range", "PED-ANOVA", "ranked first"], rows),
-        (f"Rank stability: {imp.n_bootstrap} bootstrap resamples of the {imp.n_trials} scored trials; an order is "
-        f"stated only when it holds in at least {imp.threshold:.0%} of them."),
-        Bullets([st.text(imp.threshold) for st in imp.statements])]
-    if imp.constant:
-        blocks.append("Not varied (one value in every trial): " + ", ".join(f"`{k}`" for k in imp.constant) + ".")
-    return Section("Hyperparameter importance", blocks)
+    if imp.statements:
+        first = imp.statements[0]
+        stability = f"first in {top.p_first:.0%} of {imp.n_resamples} bootstrap resamples" + (
+            "" if first.stable else f"; but not told apart from `{first.lower}`: the order holds in only "
+                                    f"{first.support:.0%} of the resamples")
+    else:
+        stability = "rank stability not checked"
+    noise = noise_note(a, top.knob)
+    noise = f"; {noise}" if noise else ("; exploratory: not checked against seed noise" if a.confirmation is None
+                                        else "")
+    return (f"Most important knob: `{top.knob}` ({top.fanova:.0%} of the variance by fANOVA; {stability}"
+            f"{noise}).")
 
 
 def _effects(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
     mode = a.study.mode
+    title = "Marginal effects and interaction"
+    if a.scored.empty:
+        return Section(title, [f"**No marginal effects**: {unscored_reason(a)}."])
     intro = ("Dots: mean objective of the scored trials in each bin of the knob, with a bootstrap 95% CI. Raw bins "
              "can be confounded when the sampler moved several knobs together; the dashed line (a random forest's "
              "partial dependence) averages the other knobs out.")
-    blocks: list[Block] = [intro, FigureRef(figures["effects"], "Marginal effects", effects_takeaway(a)),
-                           Bullets([e.takeaway(mode) for e in a.effects])]
+    if a.confirmation is None:
+        intro += " A \"clear effect\" is clear against the other trials, not against seed noise (no confirmation runs)."
+    takeaways = []
+    for e in a.effects:
+        note = noise_note(a, e.knob)
+        takeaways.append(e.takeaway(mode) + (f"; {note}" if note else ""))
+    blocks: list[Block] = [intro, figure(figures, "effects", "Marginal effects", effects_takeaway(a),
+                                         "no knob has a value in a scored trial"), Bullets(takeaways)]
+    if a.effects and all(e.pd_y is None for e in a.effects):
+        blocks.append(f"No partial dependence (dashed line): the random forest needs at least {MIN_TRIALS_SURROGATE} "
+                      f"scored trials with every knob's value ({len(a.scored)} scored here).")
     it = a.interaction
-    if it is not None and "interaction" in figures:
+    if it is not None:
         take = (f"Best region: `{it.x_knob}` ≈ {fmt(it.best_x)} with `{it.y_knob}` ≈ {fmt(it.best_y)} "
                 f"(partial dependence {it.best_value:.4f}).")
-        blocks.append(FigureRef(figures["interaction"], "Interaction of the top-2 knobs", take))
+        blocks.append(figure(figures, "interaction", "Interaction of the top-2 knobs", take, "not drawn"))
     else:
-        blocks.append("No interaction plot: it needs a ranked importance (two knobs, enough trials).")
-    return Section("Marginal effects and interaction", blocks)
+        why = f"importance is not ranked ({a.importance.reason})" if not a.importance.ranked else (
+            f"the random forest needs at least {MIN_TRIALS_SURROGATE} scored trials with every knob's value")
+        blocks.append(f"**No interaction plot**: {why}.")
+    return Section(title, blocks)
 
 
 def effects_takeaway(a: StudyAnalysis) -> str:
@@ -171,24 +117,31 @@ def effects_takeaway(a: StudyAnalysis) -> str:
 
 
 def _search(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
-    t, mode = a.trials, a.study.mode
-    scored = t[t["status"].isin((schema.STATUS_COMPLETED, schema.STATUS_PRUNED))]
-    values = scored["objective"]
-    best_pos = int(values.idxmax() if mode == "max" else values.idxmin())
-    later = len(t) - best_pos - 1
-    hist = (f"The best value ({values.loc[best_pos]:.4f}) came at trial {best_pos + 1} of {len(t)}; "
-            f"{later} trials ran after it" + (" without improving on it." if later else "."))
-    top = a.recipe.knobs[0] if a.recipe.knobs else None
-    par = (f"The top-{a.recipe.confidence.k} trials (thick lines) keep `{top.knob}` within {fmt(top.low)}–"
-           f"{fmt(top.high)}." if top is not None and top.kind != "categorical" else "Top trials drawn thick.")
+    t = a.trials
+    n_failed = int((t["status"] == schema.STATUS_FAILED).sum())
+    if a.scored.empty:
+        hist = f"No trial was scored; the {n_failed} failed trial(s) are marked by vertical lines."
+    else:
+        best = rank_trials(a.scored, a.study.mode).iloc[0]
+        pos = int(t.index[t["trial_id"] == best["trial_id"]][0])
+        later = len(t) - pos - 1
+        hist = (f"The best value ({best['objective']:.4f}, trial `{best['trial_id']}`) came at trial {pos + 1} of "
+                f"{len(t)}; {later} trials ran after it" + (" without improving on it." if later else "."))
+    blocks: list[Block] = [figure(figures, "history", "Optimisation history", hist, "not drawn")]
+    r = a.recipe
+    top = r.knobs[0] if r is not None and r.knobs else None
+    par = (f"The top-{r.confidence.k} trials (thick lines) keep `{top.knob}` within {fmt(top.low)}–{fmt(top.high)}."
+           if top is not None and top.kind != "categorical" and not is_missing(top.low) else "Top trials drawn thick.")
+    blocks.append(figure(figures, "parallel", "Parallel coordinates", par, "no scored trial"))
     pruned = a.curves[a.curves["status"] == schema.STATUS_PRUNED].groupby("trial_id")["epoch"].max()
     stops = f"{len(pruned)} pruned trials stopped at epoch {int(pruned.min())}–{int(pruned.max())}" if len(pruned) \
         else "no trial was pruned"
-    top_final = a.recipe.top["objective_final"]
-    curves = f"The top trials end at {top_final.min():.4f}–{top_final.max():.4f}; {stops}."
-    return Section("The search", [FigureRef(figures["history"], "Optimisation history", hist),
-                                  FigureRef(figures["parallel"], "Parallel coordinates", par),
-                                  FigureRef(figures["curves"], "Learning curves", curves)])
+    curves = stops[0].upper() + stops[1:] + "."
+    if r is not None:
+        final = r.top["objective_final"]
+        curves = f"The top trials end at {final.min():.4f}–{final.max():.4f}; {stops}."
+    blocks.append(figure(figures, "curves", "Learning curves", curves, f"no trial logged `{a.study.metric}`"))
+    return Section("The search", blocks)
 
 
 def _cost(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
@@ -200,25 +153,8 @@ def _cost(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
             ["compute saved by ASHA (estimate)", (f"{c.cost_saved:.3g} {c.unit} ({c.saved_fraction:.0%} of "
                                                  f"the study without early stopping)")],
             ["trials on the Pareto front", ", ".join(f"`{x}`" for x in c.front) or "–"]]
-    return Section("Cost", [FigureRef(figures["cost"], "Objective vs compute", c.takeaway(a.study.mode)),
-                            Table(["", "value"], rows)])
-
-
-def _reference(a: StudyAnalysis) -> Section:
-    share = {row.knob: row.fanova for row in a.importance.rows}
-    rows = []
-    for r in a.reference:
-        weight = share.get(r.knob)
-        verdict = r.verdict
-        if r.agrees is False and weight is not None and weight < MINOR_IMPORTANCE:
-            verdict += f" — but this knob hardly matters here ({weight:.0%} of the variance)"
-        agree = "–" if r.agrees is None else ("yes" if r.agrees else "**no**")
-        diff = "–" if math.isnan(r.diff) else f"{r.diff:+.3g} ({r.rel_diff:+.0%})" if math.isfinite(r.rel_diff) \
-            else f"{r.diff:+.3g}"
-        rows.append([f"`{r.knob}`", fmt(r.reference), fmt(r.recommended), agree, diff, verdict])
-    return Section(f"Comparison with the reference recipe: {a.options.reference_name}", [
-        "A knob agrees when the reference value lies inside the top-k range (categoricals: the same choice).",
-        Table(["knob", "reference", "recommended", "agrees", "difference", "verdict"], rows)])
+    return Section("Cost", [figure(figures, "cost", "Objective vs compute", c.takeaway(a.study.mode),
+                                   "no scored trial logged its compute"), Table(["", "value"], rows)])
 
 
 def _trials(a: StudyAnalysis) -> Section:
@@ -234,7 +170,11 @@ def _trials(a: StudyAnalysis) -> Section:
     note = (f"Best first (by `{a.study.metric}`, best epoch); running, then failed trials last. Pruned trials enter the "
             f"analysis with the value ASHA stopped them at (what the Optuna searcher saw); failed and running "
             f"trials do not.")
-    return Section("All trials", [note, Table(header, rows)])
+    blocks: list[Block] = [note, Table(header, rows)]
+    failed = t[(t["status"] == schema.STATUS_FAILED) & t["error"].notna()]
+    if len(failed):
+        blocks.append(Bullets([f"`{row['trial_id']}` failed: {one_line(row['error'])}" for _, row in failed.iterrows()]))
+    return Section("All trials", blocks)
 
 
 def _py(v: Any) -> Any:

@@ -111,7 +111,7 @@ def numeric_matrix(scored: pd.DataFrame, infos: list[KnobInfo]) -> np.ndarray:
     for info in infos:
         values = scored[info.name].tolist()
         if info.numeric:
-            col = np.array([float(v) for v in values])
+            col = np.array([math.nan if is_missing(v) else float(v) for v in values])
             cols.append(np.log10(col) if info.log else col)
         else:
             index = {c: i for i, c in enumerate(info.choices)}
@@ -152,6 +152,7 @@ def _trial_row(study: StudyRecord, t: TrialRecord, cost_metric: str) -> dict[str
     row["cost_unit"] = COST_UNITS[cost_metric]
     row["start_time"] = pd.Timestamp(t.start_time, unit="s", tz="UTC") if t.start_time else pd.NaT
     row["duration_s"] = (t.end_time - t.start_time) if t.end_time and t.start_time else math.nan
+    row["error"] = t.error
     return row
 
 
@@ -183,3 +184,18 @@ def _choice_order(v: Any) -> tuple:
 def is_missing(v: Any) -> bool:
     """None, pandas' NA or a float NaN (an absent param or metric)."""
     return v is None or v is pd.NA or (isinstance(v, float | np.floating) and math.isnan(v))
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    """The one way the report writes a value: missing as an en dash, bools and text as they are,
+    integers (and integral floats below 1e6) without a decimal point, other floats to `digits`
+    significant digits."""
+    if is_missing(v):
+        return "–"
+    if isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.integer | np.floating):
+        return str(v)
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if math.isfinite(v) and float(v).is_integer() and abs(v) < 1e6:
+        return str(int(v))
+    return f"{float(v):.{digits}g}"

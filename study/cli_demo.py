@@ -110,11 +110,8 @@ def make_report(name: str, uri: str, out: Path, console) -> Path:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     result = build_report(name, uri, out)
-    from thoraxmae.analysis.sections import fmt
+    from thoraxmae.analysis.claims import summary_lines
 
-    recipe = result.analysis.recipe
-    for k in recipe.knobs:
-        console.print(f"  {k.knob:<28} {fmt(k.value):>8}   top-{recipe.confidence.k}: {k.spread(recipe.confidence.k)}")
-    for line in result.analysis.recipe.confidence.statements:
-        console.print(f"  - {line}")
+    for line in summary_lines(result.analysis):
+        console.print(f"  {line}", markup=False)
     return result.html

@@ -1,8 +1,12 @@
 """thoraxmae.analysis.render: the same sections as self-contained HTML and as Markdown."""
 import base64
 
+import numpy as np
+import pandas as pd
+
+from thoraxmae.analysis.document import Bullets, Code, FigureRef, Section, Table
 from thoraxmae.analysis.render import render_html, render_markdown
-from thoraxmae.analysis.sections import Bullets, Code, FigureRef, Section, Table, fmt
+from thoraxmae.analysis.tables import fmt
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 
@@ -34,3 +38,9 @@ def test_markdown_links_pngs_and_escapes_table_pipes(tmp_path):
 def test_fmt_cells():
     assert fmt(None) == "–" and fmt(float("nan")) == "–" and fmt(6) == "6" and fmt(True) == "True"
     assert fmt(1.5e-4) == "0.00015" and fmt("x") == "x"
+
+
+def test_one_formatter_for_cells_and_bin_labels():
+    assert fmt(6.0) == "6" and fmt(np.int64(3)) == "3" and fmt(np.float64(0.123456)) == "0.1235"
+    assert fmt(0.123456, 3) == "0.123" and fmt(123456.0) == "123456" and fmt(2.5e6) == "2.5e+06"
+    assert fmt(pd.NA) == "–" and fmt(np.bool_(True)) == "True" and fmt(float("inf")) == "inf"

@@ -32,7 +32,7 @@ def test_min_mode_study_renders_every_figure(loss_study, tmp_path):
     assert all(p.stat().st_size > 10_000 for p in figures.values()) and len(figures) == 7
     page = render_html("t", "s", build_sections(a, figures, "a: 1\n"))
     assert f"Best trial <code>{a.recipe.best.trial_id}</code>" in page
-    assert "(minimised)" in page and page.count("<figure>") == 7
+    assert "(minimised, each trial's best epoch)" in page and page.count("<figure>") == 7
 
 
 def test_effects_takeaway_and_missing_ped_anova(loss_study, tmp_path):

@@ -1,0 +1,286 @@
+"""The report's claims, each stated only as far as the numbers carry it.
+
+The recipe is labelled exploratory unless confirmation runs re-ran it with fresh seeds; with them,
+each confirmed recipe gets a verdict from its seed-paired difference to the reference recipe. The
+importance ranking and its "A matters more than B" orders are checked against the seed noise floor
+when one was measured, and labelled exploratory otherwise. Nothing here computes a number: the
+numbers come from analysis/analyze.py, this module words them.
+"""
+from __future__ import annotations
+
+import math
+
+from thoraxmae.analysis.analyze import StudyAnalysis
+from thoraxmae.analysis.confirm import BETTER, NOISE_FACTOR, SAME, WORSE, Confirmation, PairedDiff
+from thoraxmae.analysis.document import Block, Bullets, Code, Section, Table, figure, one_line
+from thoraxmae.analysis.importance import OrderStatement
+from thoraxmae.analysis.recipe import Confidence, KnobRecipe
+from thoraxmae.analysis.tables import fmt, is_missing
+from thoraxmae.study import schema
+
+MINOR_IMPORTANCE = 0.05  # below this share of variance a knob "hardly matters"
+EXPLORATORY = ("**Exploratory recipe: there are no confirmation runs.** It is distilled from the search trials "
+               "alone: each ran once, with one seed, and the top trials were picked by the very scores shown "
+               "here, so those scores overstate what the recipe will score when re-run, and the seed-to-seed "
+               "noise is unknown. Re-run the top recipes and the reference recipe with fresh seeds (confirmation "
+               "runs) before calling it better than the reference.")
+
+
+def spread_text(k: KnobRecipe, top_k: int) -> str:
+    """The top-k spread of a knob: `low – high` for a number, the recommended choice's share otherwise."""
+    return f"{fmt(k.low)} – {fmt(k.high)}" if k.kind != "categorical" else f"{k.share:.0%} of top-{top_k}"
+
+
+def unscored_reason(a: StudyAnalysis) -> str:
+    """Why no trial is scored: the status counts and the first failed trial's error."""
+    counts = ", ".join(f"{n} {s}" for s, n in a.status_counts.items() if n)
+    text = (f"none of the {len(a.trials)} trials has a `{a.study.metric}` value from a completed or pruned run "
+            f"({counts})")
+    failed = a.trials[(a.trials["status"] == schema.STATUS_FAILED) & a.trials["error"].notna()]
+    if len(failed):
+        text += f"; first error (trial `{failed.iloc[0]['trial_id']}`): {one_line(failed.iloc[0]['error'])}"
+    return text
+
+
+def verdict_text(p: PairedDiff | None) -> str:
+    """The plain verdict of a confirmed recipe against the reference recipe."""
+    if p is None:
+        return "not compared: no completed run of the reference recipe"
+    ci = f"95% CI {p.ci[0]:+.4f} to {p.ci[1]:+.4f}"
+    if p.verdict == BETTER:
+        return f"better than the reference recipe by {p.mean:+.4f} ({ci})"
+    if p.verdict == WORSE:
+        return f"worse than the reference recipe by {p.mean:+.4f} ({ci})"
+    if p.verdict == SAME:
+        return f"not distinguishable from the reference recipe (difference {p.mean:+.4f}, {ci})"
+    if p.n == 0:
+        return "not compared: no seed in common with the reference recipe"
+    return (f"not compared: only {p.n} seed in common with the reference recipe (difference {p.mean:+.4f}); "
+            f"an interval needs 2")
+
+
+def summary_lines(a: StudyAnalysis) -> list[str]:
+    """Plain lines for a terminal: one per knob (recommended value, top-k spread), then the headline."""
+    lines = []
+    if a.recipe is not None:
+        k = a.recipe.confidence.k
+        lines = [f"{r.knob:<28} {fmt(r.value):>8}   top-{k}: {spread_text(r, k)}" for r in a.recipe.knobs]
+    return [*lines, *(f"- {line.replace('**', '')}" for line in headline(a))]
+
+
+def noise_text(c: Confirmation) -> str:
+    if not math.isfinite(c.noise_sd):
+        return "Seed-to-seed spread (the noise floor): not measured; it needs a recipe with 2 completed seeds."
+    sized = sum(r.n > 1 for r in c.recipes)
+    return (f"Seed-to-seed spread (the study's noise floor): SD {c.noise_sd:.4f} of `{c.metric}` over seeds, pooled "
+            f"across {sized} recipe(s) ({c.noise_dof} degrees of freedom).")
+
+
+def headline(a: StudyAnalysis) -> list[str]:
+    """The recipe's bottom line for the summary and the CLI: the confirmed verdicts, or the label
+    saying the recipe is exploratory."""
+    c = a.confirmation
+    if c is None:
+        if a.recipe is None:
+            return [f"**No recipe**: {unscored_reason(a)}."]
+        return ["Recipe status: **exploratory** (no confirmation runs: search scores only, one seed per trial)."]
+    if not c.candidates:
+        lines = ["Confirmation: no completed run of a searched recipe" + (", only the reference." if c.reference
+                                                                         else ".")]
+    else:
+        lines = [f"Confirmed recipe `{r.label}` ({r.n} seed(s), mean {r.mean:.4f}): {verdict_text(r.paired)}."
+                 for r in c.candidates]
+    return [*lines, noise_text(c)]
+
+
+def within_noise(a: StudyAnalysis, knob: str) -> bool | None:
+    """Whether the knob's effect range is below NOISE_FACTOR x the noise floor (None: no floor measured)."""
+    effect = next((e for e in a.effects if e.knob == knob), None)
+    if a.confirmation is None or effect is None:
+        return None
+    return a.confirmation.within_noise(effect.effect_range)
+
+
+def noise_note(a: StudyAnalysis, knob: str) -> str:
+    """'' without a measured noise floor; else whether the knob's effect range is within seed noise."""
+    within = within_noise(a, knob)
+    if within is None:
+        return ""
+    c, effect = a.confirmation, next(e for e in a.effects if e.knob == knob)
+    limit = f"{NOISE_FACTOR:g} × the noise floor = {NOISE_FACTOR * c.noise_sd:.4f}"
+    if within:
+        return f"its effect range {effect.effect_range:.4f} is within seed noise (below {limit})"
+    return f"its effect range {effect.effect_range:.4f} exceeds seed noise ({limit})"
+
+
+def recipe_section(a: StudyAnalysis, recipe_text: str) -> Section:
+    c = a.confirmation
+    title, blocks = ("Recipe (exploratory)", [EXPLORATORY]) if c is None else ("Recipe", _confirmation_blocks(a, c))
+    r = a.recipe
+    if r is None:
+        return Section(title, [*blocks, f"**No recipe**: {unscored_reason(a)}."])
+    share = {row.knob: row.fanova for row in a.importance.rows}
+    rows = []
+    for k in r.knobs:
+        iqr = f"{fmt(k.iqr[0])} – {fmt(k.iqr[1])}" if k.iqr else "–"
+        weight = share.get(k.knob)
+        note = "" if weight is None else f"{weight:.0%}" + (" (hardly matters)" if weight < MINOR_IMPORTANCE else "")
+        rows.append([f"`{k.knob}`", fmt(k.value), spread_text(k, r.confidence.k), iqr, fmt(k.best_value), note or "–"])
+    table = Table(["knob", "recommended", f"top-{r.confidence.k} range", "top-k IQR",
+                   f"best trial ({r.best.trial_id})", "importance (fANOVA)"], rows)
+    intro = (f"Recommended value per knob: the median of the top-{r.confidence.k} search trials (most common choice "
+             f"for categorical knobs), with their spread. Values of knobs that hardly matter are free choices.")
+    if c is not None:
+        intro += (" This top-k median was not itself re-run: the confirmed recipes above are the exact "
+                  "configurations of the search trials they name.")
+    best = r.best
+    exact = ", ".join(f"`{k}` = {v!r}" for k, v in best.params.items())
+    return Section(title, [
+        *blocks, intro, table, Bullets(search_statements(r.confidence, a.study.metric)),
+        (f"Best trial's exact configuration (`{best.trial_id}`, {best.status}, MLflow run `{best.run_id}`; its "
+         f"other settings are the spec's): {exact or 'no searched knobs'}."),
+        ("Ready-to-run spec for the final training run (`recipe.yaml`: the study's spec with the searched knobs "
+         "fixed and the search section removed):"), Code(recipe_text)])
+
+
+def search_statements(c: Confidence, metric: str) -> list[str]:
+    """What the search alone says about the top-k (no comparison of the top-k with the trials they
+    were selected from: that difference is positive by construction)."""
+    out = [f"Supported by the top {c.k} of {c.n_pool} {c.pool} trials ({c.n_scored} scored in all)."]
+    if math.isfinite(c.topk_ci[0]):
+        out.append(f"Search scores of the top {c.k}: mean `{metric}` {c.topk_mean:.4f} (95% bootstrap CI "
+                   f"{c.topk_ci[0]:.4f}–{c.topk_ci[1]:.4f}). They are the scores these trials were selected by: "
+                   f"expect less when the recipe is re-run.")
+    else:
+        out.append(f"Search score of the top {c.k}: `{metric}` {c.topk_mean:.4f} (one trial: no interval).")
+    if c.best_beyond_noise is None:
+        gap = f"{c.best_gap:.4f}" if math.isfinite(c.best_gap) else "n/a"
+        out.append(f"The best trial's lead over the runner-up ({gap}) cannot be compared with evaluation "
+                   f"noise (no test/mauc CI logged or a single trial).")
+    elif c.best_beyond_noise:
+        out.append(f"The best trial leads the runner-up by {c.best_gap:.4f}, more than the evaluation noise "
+                   f"(median test CI half-width {c.noise:.4f}).")
+    else:
+        out.append(f"The best trial leads the runner-up by only {c.best_gap:.4f}, within the evaluation noise "
+                   f"(median test CI half-width {c.noise:.4f}): the top trials are tied; prefer the top-k recipe "
+                   f"to the single best configuration.")
+    return out
+
+
+def _confirmation_blocks(a: StudyAnalysis, c: Confirmation) -> list[Block]:
+    intro = (f"**This recipe rests on {c.n_runs} confirmation runs**: search recipes and the reference recipe "
+             f"re-run with fresh seeds, the same seeds for every recipe, so each is compared with the reference "
+             f"seed by seed. A run's score is `{c.metric}` at its best epoch; means carry a t-based 95% CI over "
+             f"seeds, differences (recipe minus reference, paired by seed) a t-based 95% CI.")
+    blocks: list[Block] = [intro]
+    if not c.recipes:
+        blocks.append("**No confirmation run is usable**, so nothing is confirmed: see below.")
+    else:
+        test = c.test_metric or "test"
+        rows = []
+        for r in c.recipes:
+            mean = f"{r.mean:.4f}" + (f" ({r.ci[0]:.4f}–{r.ci[1]:.4f})" if math.isfinite(r.ci[0]) else " (one seed)")
+            diff = "–" if r.paired is None or not math.isfinite(r.paired.mean) else (
+                f"{r.paired.mean:+.4f}" + (f" ({r.paired.ci[0]:+.4f} to {r.paired.ci[1]:+.4f})"
+                                           if math.isfinite(r.paired.ci[0]) else ""))
+            verdict = "the reference" if r.label == schema.RECIPE_REFERENCE else verdict_text(r.paired)
+            rows.append([f"`{r.label}`", fmt(r.search_score), ", ".join(str(s) for s in r.scores), mean,
+                         fmt(r.test_mean), diff, verdict])
+        blocks.append(Table(["recipe", "search score", "seeds", f"mean `{c.metric}` (95% CI)", f"mean `{test}`",
+                             "difference to reference (95% CI)", "verdict"], rows))
+        blocks.append(Bullets(headline(a)))
+        knobs = [k for k in a.study.knobs if any(k in r.params for r in c.recipes)]
+        if knobs:
+            blocks.append(Table(["recipe", *[f"`{k}`" for k in knobs]],
+                                [[f"`{r.label}`", *[fmt(r.params.get(k)) for k in knobs]] for r in c.recipes]))
+    if c.notes:
+        blocks.append(Bullets([f"Not used or not computed: {n}." for n in c.notes]))
+    return blocks
+
+
+def importance_section(a: StudyAnalysis, figures: dict) -> Section:
+    imp, title = a.importance, "Hyperparameter importance"
+    constant = ["Not varied (one value in every trial): " + ", ".join(f"`{k}`" for k in imp.constant) + "."] \
+        if imp.constant else []
+    if not imp.ranked:
+        return Section(title, [f"**Importance cannot be ranked**: {imp.reason}.", *constant])
+    top = imp.rows[0]
+    ped = [x for x in imp.rows if math.isfinite(x.ped_anova)]
+    ped_text = f"PED-ANOVA ranks `{max(ped, key=lambda x: x.ped_anova).knob}` first" if ped \
+        else "PED-ANOVA could not be computed"
+    take = f"`{top.knob}` explains {top.fanova:.0%} of the objective's variance (fANOVA); {ped_text}."
+    ranges = {e.knob: e.effect_range for e in a.effects}
+    rows = [[f"`{x.knob}`", f"{x.fanova:.3f}",
+             f"{x.fanova_low:.3f} – {x.fanova_high:.3f}" if math.isfinite(x.fanova_low) else "–",
+             f"{x.ped_anova:.3f}" if math.isfinite(x.ped_anova) else "–",
+             f"{x.p_first:.0%}" if math.isfinite(x.p_first) else "–", _range_cell(a, x.knob, ranges)]
+            for x in imp.rows]
+    if imp.n_resamples:
+        stability = (f"Rank stability: {imp.n_resamples} bootstrap resamples of the {imp.n_trials} scored trials; an "
+                     f"order is stated only when it holds in at least {imp.threshold:.0%} of them"
+                     + (f" ({imp.stability_note})." if imp.stability_note else "."))
+    else:
+        stability = f"**Rank stability not checked**: {imp.stability_note}; no order between knobs is stated."
+    blocks: list[Block] = [
+        figure(figures, "importance", "Hyperparameter importance", take, "importance is not ranked"),
+        Table(["knob", "fANOVA", "95% bootstrap range", "PED-ANOVA", "ranked first", "effect range"], rows),
+        stability, _noise_paragraph(a)]
+    if imp.statements:
+        blocks.append(Bullets([order_text(a, st) for st in imp.statements]))
+    return Section(title, [*blocks, *constant])
+
+
+def order_text(a: StudyAnalysis, st: OrderStatement) -> str:
+    """An order between two knobs, checked against the noise floor when confirmation measured one."""
+    base = st.text(a.importance.threshold)
+    c = a.confirmation
+    if c is None or not math.isfinite(c.noise_sd):
+        return base
+    higher, lower = noise_note(a, st.higher), noise_note(a, st.lower)
+    if st.stable and within_noise(a, st.higher):
+        return (f"`{st.higher}` ranks above `{st.lower}` in {st.support:.0%} of resamples, but {higher}: not a "
+                f"finding")
+    notes = [f"`{k}`: {n}" for k, n in ((st.higher, higher), (st.lower, lower)) if n]
+    return base + (f"; {'; '.join(notes)}" if notes else "")
+
+
+def reference_section(a: StudyAnalysis) -> Section:
+    title = f"Comparison with the reference recipe: {a.options.reference_name}"
+    if a.recipe is None:
+        return Section(title, [f"**No comparison**: there is no recipe ({unscored_reason(a)})."])
+    share = {row.knob: row.fanova for row in a.importance.rows}
+    rows = []
+    for r in a.reference:
+        weight = share.get(r.knob)
+        verdict = r.verdict
+        if r.agrees is False and weight is not None and weight < MINOR_IMPORTANCE:
+            verdict += f" — but this knob hardly matters here ({weight:.0%} of the variance)"
+        agree = "–" if r.agrees is None else ("yes" if r.agrees else "**no**")
+        diff = "–" if math.isnan(r.diff) else f"{r.diff:+.3g} ({r.rel_diff:+.0%})" if math.isfinite(r.rel_diff) \
+            else f"{r.diff:+.3g}"
+        rows.append([f"`{r.knob}`", fmt(r.reference), fmt(r.recommended), agree, diff, verdict])
+    scores = ("Whether the recipe scores better than the reference is a different question: it needs "
+              "confirmation runs (none here)." if a.confirmation is None else
+              "The Recipe section compares the recipes' scores, seed by seed.")
+    return Section(title, [
+        f"A knob agrees when the reference value lies inside the top-k range (categoricals: the same choice). {scores}",
+        Table(["knob", "reference", "recommended", "agrees", "difference", "verdict"], rows)])
+
+
+def _noise_paragraph(a: StudyAnalysis) -> str:
+    c = a.confirmation
+    if c is None:
+        return ("Exploratory: without confirmation runs the seed-to-seed noise is unknown, so neither these shares "
+                "nor the orders below are checked against it.")
+    if not math.isfinite(c.noise_sd):
+        return "Not checked against seed noise: the confirmation runs did not measure a noise floor."
+    return (f"Checked against the noise floor (seed SD {c.noise_sd:.4f}): a knob whose effect range (the forest's "
+            f"partial dependence, max minus min; else the spread of its bin means) is below {NOISE_FACTOR:g} × "
+            f"{c.noise_sd:.4f} = {NOISE_FACTOR * c.noise_sd:.4f} is within seed noise.")
+
+
+def _range_cell(a: StudyAnalysis, knob: str, ranges: dict[str, float]) -> str:
+    value = ranges.get(knob)
+    if value is None or is_missing(value):
+        return "–"
+    return f"{value:.4f}" + (" (within seed noise)" if within_noise(a, knob) else "")
