@@ -4,6 +4,16 @@ A trial's status: `failed` when Tune reports an error (after Train's own retries
 its last scored epoch reached the trial's epochs (or ASHA's max_t), `pruned` otherwise (ASHA
 stopped it early). Per-epoch metrics are logged in one batch per report with step = epoch (the
 phase's own epoch: a pipeline trial's pre-training epochs are logged under `pretrain/...`).
+
+Exactly one value per metric and epoch, whatever was killed when: the first time this driver
+touches a trial it reads which steps its run already has, metric by metric, and from then on logs
+only (metric, step) pairs the run lacks. A result that carries its lineage's earlier results
+(study.trial's HISTORY_KEY: after a restart, and when a finished phase is re-reported) back-fills
+the epochs the run lacks, in the same batch as the result itself: those whose checkpoint was
+recorded while the driver died before logging them. An epoch that was logged and then run again
+(its run restarted from an older checkpoint, e.g. pre-training with `checkpoint_every` > 1) keeps
+the value logged first: MLflow keeps every value logged at a step, and a second one would make
+the epoch ambiguous in the history, so the re-run's values live only in the checkpoint's history.
 """
 from __future__ import annotations
 
@@ -18,7 +28,7 @@ from thoraxmae.study import schema
 from thoraxmae.study.space import apply_knobs, knob_values
 from thoraxmae.study.spec import StudySpec
 from thoraxmae.study.tracking import StudyTracker, schema_metrics, trial_params
-from thoraxmae.study.trial import PHASE_KEY
+from thoraxmae.study.trial import PHASE_KEY, lineage_results
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +39,7 @@ class MlflowStudyCallback(Callback):
         self.tracker = StudyTracker(spec)
         self._runs: dict[str, str] = {}  # trial_id -> child run id
         self._checkpoints: dict[str, str] = {}  # trial_id -> latest scored-phase checkpoint dir
-        self._logged: dict[tuple[str, str], int] = {}  # (trial_id, phase) -> last epoch logged
+        self._logged: dict[str, dict[str, set[int]]] = {}  # trial_id -> {metric: steps its run has}
 
     def setup(self, **info: Any) -> None:
         self.tracker.start_study()
@@ -40,9 +50,7 @@ class MlflowStudyCallback(Callback):
         if run_id is None:
             run_id = self.tracker.start_trial(trial.trial_id, self.params(trial.config))
             self._runs[trial.trial_id] = run_id
-            for phase in self.spec.phases:  # a restarted trial re-reports nothing it already logged
-                key = self.spec.metric if phase == self.spec.scored_phase else schema.M_PRETRAIN_LOSS
-                self._logged[(trial.trial_id, phase)] = self.tracker.last_step(run_id, key)
+            self._logged[trial.trial_id] = self.tracker.logged_steps(run_id)  # a resumed trial's run has some
         return run_id
 
     def params(self, config: dict) -> dict[str, str]:
@@ -58,23 +66,33 @@ class MlflowStudyCallback(Callback):
         self._run_id(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        if result.get(PHASE_KEY, self.spec.scored_phase) == self.spec.scored_phase and result.get(CHECKPOINT_PATH_KEY):
+            self._checkpoints[trial.trial_id] = result[CHECKPOINT_PATH_KEY]
+        rows = [row for r in [*lineage_results(result), result] if (row := self.epoch_row(r)) is not None]
+        if not rows:
+            log.warning("trial %s reported no epoch; result not logged: %s", trial.trial_id, sorted(result))
+            return
+        run_id = self._run_id(trial)
+        logged = self._logged[trial.trial_id]
+        fresh = []
+        for step, metrics in rows:
+            new = {k: v for k, v in metrics.items() if step not in logged.get(k, ())}
+            if new:
+                fresh.append((step, new))
+        self.tracker.log_steps(run_id, fresh)
+        for step, metrics in fresh:
+            for key in metrics:
+                logged.setdefault(key, set()).add(step)
+
+    def epoch_row(self, result: dict) -> tuple[int, dict[str, float]] | None:
+        """(step, run-schema metrics) of one forwarded result; None when it has no epoch."""
         metrics = schema_metrics(result)
         if result.get(PHASE_KEY) == "pretrain" and self.spec.stage == "pipeline":
             step = result.get(f"pretrain/{schema.M_EPOCH}")
             metrics.pop(self.spec.metric, None)
         else:
             step = result.get(schema.M_EPOCH)
-            if result.get(CHECKPOINT_PATH_KEY):
-                self._checkpoints[trial.trial_id] = result[CHECKPOINT_PATH_KEY]
-        if step is None:
-            log.warning("trial %s reported no epoch; result not logged: %s", trial.trial_id, sorted(result))
-            return
-        run_id = self._run_id(trial)
-        phase_key = (trial.trial_id, result.get(PHASE_KEY, self.spec.scored_phase))
-        if int(step) <= self._logged.get(phase_key, 0):
-            return
-        self._logged[phase_key] = int(step)
-        self.tracker.log_epoch(run_id, metrics, int(step))
+        return None if step is None else (int(step), metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         run_id = self._run_id(trial)

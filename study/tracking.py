@@ -151,6 +151,21 @@ class StudyTracker:
         """The last step logged for `key` in a run (0 when none): where a restarted trial resumes logging."""
         return max((m.step for m in self.client.get_metric_history(run_id, key)), default=0)
 
+    def logged_steps(self, run_id: str) -> dict[str, set[int]]:
+        """{metric: steps logged} of a run: what a resumed trial must not log again."""
+        keys = self.client.get_run(run_id).data.metrics
+        return {key: {m.step for m in self.client.get_metric_history(run_id, key)} for key in keys}
+
+    def log_steps(self, run_id: str, rows: list[tuple[int, Mapping[str, float]]]) -> None:
+        """Several epochs' metrics, [(step, {metric: value})], in as few batches as MLflow allows."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        ms = [Metric(k, float(v), now, int(step)) for step, metrics in sorted(rows, key=lambda r: r[0])
+              for k, v in metrics.items()]
+        for i in range(0, len(ms), 1000):  # log_batch takes <= 1000 metrics
+            self.client.log_batch(run_id, metrics=ms[i:i + 1000])
+
     def end_trial(self, run_id: str, status: str, error: str | None = None) -> None:
         tags = {schema.TAG_STATUS: status}
         if error:

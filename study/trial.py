@@ -15,33 +15,55 @@ Restarts (`study resume`, Tune retries): each Train run is named `train-<trial i
 phase's last epoch is forwarded, the callback writes `FINAL_MARKER` beside the run; a restarted
 driver then skips that phase (re-reporting its last result, so Tune can close the trial) instead of
 starting a Train run that has nothing left to do.
+
+No epoch lost or logged twice after a kill (the MLflow callback logs only what a run lacks):
+- The first result a trial forwards after its Train run (re)started, and the result re-reported for
+  a finished phase, carry under `HISTORY_KEY` every earlier result of the trial's lineage (a
+  pipeline's pre-training too), as forwarded. The worker sends its checkpoint's history with its
+  first report after a restore (trainers.runtime); the final marker keeps the whole history. So
+  epochs whose checkpoint was recorded while their report never reached the driver (killed in
+  between) are back-filled on resume, and never sent to Tune twice: ASHA and Optuna see each epoch
+  at most once per driver session, and never an old epoch after a newer one.
+- `training_iteration` is the result's place in the lineage (pre-training epochs, then fine-tuning
+  epochs after them), not Tune's count of results since the trial (re)started, so Optuna's
+  intermediate values keep their steps across restarts. An epoch run again (a restart from an
+  older checkpoint) gets its old step: Optuna keeps the value first reported, as MLflow does.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import ray.train
 import ray.tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+from ray.tune.result import TRAINING_ITERATION
 
 from thoraxmae.study import schema
 from thoraxmae.study.space import apply_knobs, knob_values
 from thoraxmae.study.spec import StudySpec
+from thoraxmae.trainers.lineage import HISTORY_METRIC, hold
 
 log = logging.getLogger(__name__)
 PHASE_KEY = "phase"  # added to every forwarded result: "pretrain" | "finetune"
-FINAL_MARKER = "thoraxmae_final.json"  # {"metrics": last forwarded result, "checkpoint": its dir}
+HISTORY_KEY = "thoraxmae/history"  # JSON list of the lineage's earlier forwarded results (module docstring)
+FINAL_MARKER = "thoraxmae_final.json"  # {"metrics": last forwarded result, "checkpoint": its dir, "history": all}
+FAIL_ENV = "THORAXMAE_TEST_FAIL_ONCE"  # test hook "<phase>:<epoch>": that phase's job raises once there
 
 
 class PhaseReportCallback(TuneReportCallback):
-    """Forward each Train report to the Tune trial, tagged (and in a pipeline, renamed) by phase."""
+    """Forward each Train report to the Tune trial, tagged (and in a pipeline, renamed) by phase, with the
+    lineage history where the module docstring says. `prior`: the forwarded results of the trial's
+    earlier phases; `step_offset`: their number (the first epoch of this phase is step_offset + 1)."""
 
     def __init__(self, phase: str, metric: str, pipeline: bool, final_epoch: int, marker: Path,
-                 cost_offset: dict[str, float] | None = None):
+                 cost_offset: dict[str, float] | None = None, prior: Iterable[dict[str, Any]] = (),
+                 step_offset: int = 0):
         super().__init__()
         self.phase = phase
         self.metric = metric
@@ -50,14 +72,51 @@ class PhaseReportCallback(TuneReportCallback):
         self.marker = marker
         self.cost_offset = cost_offset or {}
         self.checkpoint: str | None = None
+        self.prior = list(prior)
+        self.step_offset = step_offset
+        self.lineage: list[tuple[int, dict[str, Any]]] = []  # (epoch, forwarded result) of this phase
+        self.sent = False  # has a result with the history been forwarded by this callback?
+
+    def forwarded(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        out = phase_metrics(metrics, self.phase, self.metric, self.pipeline, self.cost_offset)
+        if isinstance(metrics.get(schema.M_EPOCH), int):
+            out[TRAINING_ITERATION] = self.step_offset + metrics[schema.M_EPOCH]
+        return out
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
-        first = phase_metrics(metrics[0], self.phase, self.metric, self.pipeline, self.cost_offset)
+        raw = dict(metrics[0])
+        carried = raw.pop(HISTORY_METRIC, None)
+        epoch = raw.get(schema.M_EPOCH)
+        first = self.forwarded(raw)
         if checkpoint is not None:
             self.checkpoint = checkpoint.path
-        if metrics[0].get(schema.M_EPOCH) == self.final_epoch:
-            write_marker(self.marker, {**first, CHECKPOINT_PATH_KEY: self.checkpoint}, self.checkpoint)
+        if carried is not None:  # the Train run restarted from a checkpoint: its lineage replaces ours
+            self.lineage = [(e.get(schema.M_EPOCH, 0), self.forwarded(e)) for e in json.loads(carried)]
+        elif isinstance(epoch, int):  # restarted without a checkpoint: epochs from `epoch` on run again
+            self.lineage = [(e, r) for e, r in self.lineage if e < epoch]
+        history = self.prior + [r for _, r in self.lineage]
+        if history and (carried is not None or not self.sent):
+            first[HISTORY_KEY] = json.dumps(history)
+        self.sent = True
+        self.lineage.append((epoch if isinstance(epoch, int) else 0, without_history(first)))
+        if epoch == self.final_epoch:
+            write_marker(self.marker, {**without_history(first), CHECKPOINT_PATH_KEY: self.checkpoint},
+                         self.checkpoint, history=[*history, without_history(first)])
+        hold("forward", self.phase, epoch)
         super().after_report(run_context, [first, *metrics[1:]], checkpoint)
+
+
+def without_history(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != HISTORY_KEY}
+
+
+def lineage_results(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The earlier results of the lineage that `result` carries (see the module docstring), oldest first."""
+    text = result.get(HISTORY_KEY)
+    if not isinstance(text, str):
+        return []
+    history = json.loads(text)
+    return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
 
 
 def phase_metrics(metrics: dict[str, Any], phase: str, metric: str, pipeline: bool,
@@ -74,10 +133,13 @@ def phase_metrics(metrics: dict[str, Any], phase: str, metric: str, pipeline: bo
     return out
 
 
-def write_marker(path: Path, metrics: dict[str, Any], checkpoint: str | None) -> None:
+def write_marker(path: Path, metrics: dict[str, Any], checkpoint: str | None,
+                 history: list[dict[str, Any]] | None = None) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"metrics": metrics, "checkpoint": checkpoint}))
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"metrics": metrics, "checkpoint": checkpoint, "history": history or [metrics]}))
+        os.replace(tmp, path)  # a kill never leaves half a marker
     except OSError as exc:  # storage not on this node's file system: a restart re-enters the Train run
         log.warning("could not write %s: %s", path, exc)
 
@@ -104,28 +166,35 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
             if k in (f"pretrain/{schema.M_COST_CPU_HOURS}", f"pretrain/{schema.M_COST_GPU_HOURS}")}
     _phase("finetune", spec, knobs, f"train-{trial_id}-finetune", runs_dir, pipeline=True,
            init=Path(done["checkpoint"]) / "checkpoint.pt",
-           cost_offset={k.removeprefix("pretrain/"): v for k, v in cost.items()})
+           cost_offset={k.removeprefix("pretrain/"): v for k, v in cost.items()},
+           prior=done.get("history") or [done["metrics"]],
+           step_offset=int(done["metrics"].get(f"pretrain/{schema.M_EPOCH}", 0)))
 
 
 def _phase(phase: str, spec: StudySpec, knobs: dict[str, Any], name: str, runs_dir: Path, *, pipeline: bool,
-           rereport: bool = True, init: Path | None = None, cost_offset: dict | None = None) -> dict[str, Any]:
+           rereport: bool = True, init: Path | None = None, cost_offset: dict | None = None,
+           prior: list[dict[str, Any]] | None = None, step_offset: int = 0) -> dict[str, Any]:
     """Run one phase to its end (or find it already ended); returns its final marker content."""
     marker = runs_dir / name / FINAL_MARKER
     done = read_marker(marker)
     if done is not None:
         log.info("%s already finished (%s); not run again", name, marker)
         if rereport:
-            ray.tune.report(done["metrics"])
+            earlier = (done.get("history") or [done["metrics"]])[:-1]
+            ray.tune.report({**done["metrics"], HISTORY_KEY: json.dumps(earlier)} if earlier else done["metrics"])
         return done
     cfg = apply_knobs(spec.phase_config(phase), phase, knobs)
     if init is not None:
         cfg = cfg.model_copy(update={"init": init, "init_format": "thoraxmae"})
-    callback = PhaseReportCallback(phase, spec.metric, pipeline, cfg.epochs, marker, cost_offset)
+    callback = PhaseReportCallback(phase, spec.metric, pipeline, cfg.epochs, marker, cost_offset, prior or (),
+                                   step_offset)
     result = _trainer(phase, spec, cfg, name, runs_dir, callback).fit()
     done = read_marker(marker)
     if done is None:  # the marker could not be written where the controller ran: use the Train result
-        last = phase_metrics(result.metrics or {}, phase, spec.metric, pipeline, cost_offset or {})
-        done = {"metrics": last, "checkpoint": result.checkpoint.path if result.checkpoint else None}
+        raw = {k: v for k, v in (result.metrics or {}).items() if k != HISTORY_METRIC}
+        last = callback.forwarded(raw)
+        done = {"metrics": last, "checkpoint": result.checkpoint.path if result.checkpoint else None,
+                "history": [*(prior or ()), last]}
     return done
 
 
@@ -137,11 +206,19 @@ def _trainer(phase: str, spec: StudySpec, cfg, name: str, runs_dir: Path, callba
         failure_config=ray.train.FailureConfig(max_failures=spec.resources.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1))
     data = spec.data_for(phase)
+    fail = fail_once_at(phase)
     if phase == "pretrain":
-        return api.pretrain_trainer(api.PretrainJob(model=spec.model, data=data, pretrain=cfg),
+        return api.pretrain_trainer(api.PretrainJob(model=spec.model, data=data, pretrain=cfg, fail_once_at_epoch=fail),
                                     scaling_config(spec), run_config)
-    return api.finetune_trainer(api.FinetuneJob(model=spec.model, data=data, finetune=cfg),
+    return api.finetune_trainer(api.FinetuneJob(model=spec.model, data=data, finetune=cfg, fail_once_at_epoch=fail),
                                 scaling_config(spec), run_config)
+
+
+def fail_once_at(phase: str) -> int | None:
+    """Test hook: $THORAXMAE_TEST_FAIL_ONCE `<phase>:<epoch>` makes that phase's worker raise once in that
+    epoch (trainers' `fail_once_at_epoch`: only in a run not resumed from a checkpoint)."""
+    want, _, epoch = os.environ.get(FAIL_ENV, "").partition(":")
+    return int(epoch) if want == phase and epoch.isdigit() else None
 
 
 def scaling_config(spec: StudySpec) -> ray.train.ScalingConfig:

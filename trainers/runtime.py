@@ -3,6 +3,8 @@ restoring the latest checkpoint, reporting an epoch (with a checkpoint from rank
 outputs across ranks, and the cost clock.
 
 Every rank calls `report` once per epoch (Ray Train's report is a barrier); only rank 0 writes files.
+`restore_files` starts the run's lineage history (trainers.lineage) and `report` extends it: each
+checkpoint carries it, and the first report after a restore sends it.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from thoraxmae.trainers import reporting
+from thoraxmae.trainers.lineage import HISTORY_STATE, LINEAGE, hold
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +90,15 @@ def restore_files() -> dict[str, Any] | None:
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
+        LINEAGE.restart([])
         return None
     with ckpt.as_directory() as folder:
         files = {p.name: torch.load(p, map_location="cpu", weights_only=True) for p in Path(folder).glob("*.pt")}
     if reporting.CHECKPOINT_FILE not in files:
         raise FileNotFoundError(f"{ckpt.path}: checkpoint has no {reporting.CHECKPOINT_FILE}")
-    log.info("resuming from %s (epoch %s)", ckpt.path, files[reporting.CHECKPOINT_FILE].get("epoch"))
+    state = files[reporting.CHECKPOINT_FILE]
+    LINEAGE.restart(state.get(HISTORY_STATE, []))
+    log.info("resuming from %s (epoch %s, %d epochs of history)", ckpt.path, state.get("epoch"), len(LINEAGE.epochs))
     return files
 
 
@@ -103,19 +109,26 @@ def maybe_fail(fail_once_at_epoch: int | None, epoch: int, restored: bool) -> No
 
 
 def report(worker: Worker, metrics: Mapping[str, Any], files: Mapping[str, Any] | None = None) -> None:
-    """Report one epoch; with `files` ({name: object to torch.save}) rank 0 also attaches a checkpoint."""
+    """Report one epoch; with `files` ({name: object to torch.save}) rank 0 also attaches a checkpoint.
+    The run's lineage history goes into CHECKPOINT_FILE (see the module docstring)."""
     import ray.train
 
+    metrics = LINEAGE.record(metrics, send=worker.is_main)
+    if worker.is_main:
+        hold("worker", _train_run_name(), metrics.get(reporting.M_EPOCH))  # test hook; no-op otherwise
     if files is None:
-        ray.train.report(dict(metrics))
+        ray.train.report(metrics)
         return
+    if reporting.CHECKPOINT_FILE in files:
+        files = {**files, reporting.CHECKPOINT_FILE: {**files[reporting.CHECKPOINT_FILE],
+                                                      HISTORY_STATE: LINEAGE.saved()}}
     with tempfile.TemporaryDirectory(prefix="thoraxmae-ckpt-") as tmp:
         checkpoint = None
         if worker.is_main:
             for name, obj in files.items():
                 torch.save(obj, Path(tmp) / name)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(dict(metrics), checkpoint=checkpoint)
+        ray.train.report(metrics, checkpoint=checkpoint)
 
 
 def all_gather_arrays(worker: Worker, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -155,3 +168,13 @@ def cpu_threads(cpus_per_worker: float) -> None:
     if "THORAXMAE_TORCH_THREADS" in os.environ:
         n = int(os.environ["THORAXMAE_TORCH_THREADS"])
     torch.set_num_threads(n)
+
+
+
+def _train_run_name() -> str:
+    import ray.train
+
+    try:
+        return ray.train.get_context().get_experiment_name()
+    except (RuntimeError, AttributeError):  # outside a Ray Train worker
+        return ""
