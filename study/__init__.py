@@ -3,7 +3,7 @@
 Public surface (heavy Ray/MLflow imports stay inside the functions' modules):
 - `load_spec(path, overrides) -> StudySpec`, `StudySpec`, `SpecError` (study.spec, study.errors)
 - `run_study`, `resume_study`, `init_ray` (study.tune), `submit_study` (study.submit)
-- `study_status`, `locate_spec` (study.resume); run-schema names in study.schema
+- `find_study`, `study_status`, `locate_spec` (study.lookup: Ray-free); run-schema names in study.schema
 """
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.spec import StudySpec, dump_spec, load_spec

@@ -1,18 +1,29 @@
-"""`thoraxmae study run|submit|status|resume` and `thoraxmae ui`."""
+"""`thoraxmae study run|submit|status|resume|remove` (and `thoraxmae ui`, study.cli_ui).
+
+Every check that needs no Ray runs before Ray starts: the spec and the files it names (load_spec),
+the tracking URI, and the study's name (free for `run`, with Tune state for `resume`). `run` and
+`resume` exit 0 only when at least one trial was scored and none was lost; a study whose every trial
+failed exits 1 and shows the first trial's error.
+"""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-LOOPBACK = "127.0.0.1"
+TRACKING_HELP = "default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db"
+
+
+def telemetry_off() -> None:
+    """MLflow sends usage data unless told not to (MLflow >= 3.2); off unless the user set it."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study", help="run, submit, inspect and resume recipe studies")
+    from thoraxmae.study import cli_ui
+
+    p = sub.add_parser("study", help="run, submit, inspect, resume and remove recipe studies")
     ssub = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
 
     q = ssub.add_parser("run", help="run a study on RAY_ADDRESS, or on a local Ray started for it")
@@ -31,46 +42,50 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = ssub.add_parser("status", help="trials by status and the best so far (from MLflow)")
     q.add_argument("name")
-    q.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db")
+    q.add_argument("--tracking-uri", help=TRACKING_HELP)
     q.set_defaults(func=cmd_status)
 
     q = ssub.add_parser("resume", help="continue a study whose driver stopped (Tuner.restore)")
     q.add_argument("name")
-    q.add_argument("--tracking-uri", help="where to find the study's spec; default as for status")
+    q.add_argument("--tracking-uri", help=f"where to find the study's spec; {TRACKING_HELP}")
     q.add_argument("--storage-path", type=Path, help="read the spec from Tune's folder instead of MLflow")
     q.set_defaults(func=cmd_resume)
 
-    u = sub.add_parser("ui", help="the MLflow UI on 127.0.0.1 for the tracking backend")
-    u.add_argument("--port", type=int, default=5000)
-    u.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db")
-    u.add_argument("--host", default=LOOPBACK,
-                   help=f"interface to listen on (default {LOOPBACK}); MLflow has no authentication, so anything "
-                        "else lets whoever reaches it read and change every run")
-    u.add_argument("--allowed-hosts", metavar="HOST[:PORT],...",
-                   help="Host headers the UI answers (MLflow's DNS-rebinding guard); default: the --host "
-                        "name when it is one address or name, MLflow's localhost and private IPs otherwise")
-    u.add_argument("--workers", type=int, default=1, help="MLflow server processes (default 1)")
-    u.set_defaults(func=cmd_ui)
+    q = ssub.add_parser("remove", help="delete a study (or what a failed start left): its MLflow runs and Tune folder")
+    q.add_argument("name")
+    q.add_argument("--tracking-uri", help=TRACKING_HELP)
+    q.add_argument("--storage-path", type=Path, help="where its Tune folder is (default: the storage_path of its spec)")
+    q.add_argument("--yes", action="store_true", help="delete; without it, only list what would be deleted")
+    q.set_defaults(func=cmd_remove)
+
+    cli_ui.register(sub)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from thoraxmae.study.lookup import check_new_study
     from thoraxmae.study.spec import load_spec
 
-    spec = load_spec(args.spec, args.overrides)  # every check before Ray starts
+    telemetry_off()
+    spec = load_spec(args.spec, args.overrides)  # the spec and the files it names
+    check_new_study(spec)  # tracking URI writable, name free there and in Tune's folder
     return _run(spec, resume=False)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from thoraxmae.study.resume import locate_spec
+    from thoraxmae.study.lookup import check_resumable, check_tracking_uri, locate_spec
 
+    telemetry_off()
     spec = locate_spec(args.name, args.tracking_uri, args.storage_path)
+    check_tracking_uri(spec.tracking.uri, write=True)
+    check_resumable(spec)
     return _run(spec, resume=True)
 
 
 def _run(spec, resume: bool) -> int:
+    """Start (or join) Ray, run or resume the checked study, print its summary; the exit status."""
     from rich.console import Console
 
-    from thoraxmae.study.progress import StudyProgress
+    from thoraxmae.study.progress import StudyProgress, outcome
     from thoraxmae.study.tune import init_ray, resume_study, run_study
 
     console = Console()
@@ -85,9 +100,31 @@ def _run(spec, resume: bool) -> int:
     if progress.first_report_s:
         fr = sorted(progress.first_report_s)
         console.print(f"trial start -> first epoch report: median {fr[len(fr) // 2]:.1f} s")
-    if progress.best:
-        console.print(f"best {spec.metric}: {progress.best[0]:.4f} (trial {progress.best[1]})")
-    return 0
+    result = outcome(spec, grid)
+    best = _best(spec) or progress.best
+    if best is not None and result.scored:
+        console.print(f"best {spec.metric} ({spec.mode}): {best[0]:.4f} (trial {best[1]})")
+    if result.failed:
+        tid, line = result.failed[0]
+        print(f"{len(result.failed)} of {result.total} trials failed; first error (trial {tid}): {line}",
+              file=sys.stderr)
+    if result.lost:
+        print(f"{len(result.lost)} trials ended without a score or an error: {', '.join(result.lost)}", file=sys.stderr)
+    if not result.scored:
+        print(f"error: study {spec.name}: no trial was scored ({spec.metric})", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def _best(spec) -> tuple[float, str] | None:
+    """(value, trial id) of the study's best trial as MLflow holds it (what `study status` shows)."""
+    from thoraxmae.study.errors import SpecError
+    from thoraxmae.study.lookup import study_status
+
+    try:
+        st = study_status(spec.name, spec.tracking.uri)
+    except SpecError:
+        return None
+    return (st.best[1], st.best[0]) if st.best else None
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -110,8 +147,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from thoraxmae.study.resume import study_status
+    from thoraxmae.study.lookup import study_status
 
+    telemetry_off()
     st = study_status(args.name, args.tracking_uri)
     console = Console()
     console.print(f"study {st.name} ({st.stage}): {st.finished}/{st.num_samples} trials finished; "
@@ -126,42 +164,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"best {st.metric} ({st.mode}): {value:.4f}, trial {trial_id}")
         for k, v in knobs.items():
             console.print(f"  {k} = {v}")
+    else:
+        console.print(f"best {st.metric} ({st.mode}): no trial scored yet")
+    if st.first_error:
+        console.print(f"first failed trial {st.first_error[0]}: {st.first_error[1]}", markup=False)
     return 0
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
-    from thoraxmae.study.resume import default_tracking_uri
+def cmd_remove(args: argparse.Namespace) -> int:
+    from thoraxmae.study.lookup import default_tracking_uri
+    from thoraxmae.study.remove import find_leftovers, remove_study
 
-    uri = args.tracking_uri or default_tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        print(f"{uri} is already an MLflow server: open it in a browser")
-        return 0
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-           "--port", str(args.port), "--workers", str(args.workers)]
-    allowed = args.allowed_hosts or _default_allowed_hosts(args.host, args.port)
-    if allowed:
-        cmd += ["--allowed-hosts", allowed]
-    if not _is_loopback(args.host):
-        print(f"warning: MLflow has no authentication: anyone who can reach {args.host}:{args.port} can read, "
-              f"change and delete every run. On an untrusted network keep the default --host {LOOPBACK} and "
-              f"tunnel instead (ssh -L {args.port}:{LOOPBACK}:{args.port} THIS_HOST). "
-              f"Host headers answered: {allowed or 'localhost and private IPs (MLflow default)'}", file=sys.stderr)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"MLflow UI for {uri} on http://{shown}:{args.port} (Ctrl-C stops it)")
-    return subprocess.call(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name other than localhost
-        return False
-
-
-def _default_allowed_hosts(host: str, port: int) -> str | None:
-    """None (MLflow's default: localhost and private IPs) on loopback or a wildcard address; else the one
-    name it listens on, so a public address works without answering every Host name."""
-    if _is_loopback(host) or host in ("0.0.0.0", "::"):
-        return None
-    shown = f"[{host}]" if ":" in host else host
-    return f"{shown}:{port},{shown}"
+    telemetry_off()
+    found = find_leftovers(args.name, args.tracking_uri or default_tracking_uri(), args.storage_path)
+    for line in found.describe():
+        print(f"  {line}")
+    if not args.yes:
+        print(f"nothing deleted: run again with --yes to delete study {args.name}", file=sys.stderr)
+        return 1
+    remove_study(found)
+    print(f"study {args.name} removed; the name is free again")
+    return 0

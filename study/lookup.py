@@ -1,55 +1,152 @@
-"""Finding a study again by name: its resolved spec (for `study resume`) and its progress (`study status`).
+"""Finding a study by name in its tracking store, without Ray: `study status`, `resume`, `remove` and `report`.
 
-The spec comes from the study's MLflow parent run (`spec.yaml`), or from Tune's storage folder
-(`<storage_path>/<name>/thoraxmae_spec.yaml`) when a storage path is given. Progress is read from
-MLflow only, so `study status` needs neither Ray nor the storage folder.
+A study's identity is its name in its tracking store: one parent run tagged `thoraxmae.role=study`,
+`thoraxmae.study=NAME` (docs/mlflow-schema.md) in any experiment there, whatever its storage path.
+`find_study` returns that parent run and its trial runs; every MLflow filter value goes through
+`filter_value`. Read-only lookups create nothing: a missing SQLite file is an error, never a new
+empty database (study.tracking_uri checks the URI before any MLflow client starts).
 """
 from __future__ import annotations
 
+import logging
 import math
-import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.spec import StudySpec, load_spec
+from thoraxmae.study.tracking_uri import (
+    check_tracking_uri,
+    client_for,
+    default_tracking_uri,
+    mlflow_errors,
+    sqlite_path,
+)
 
-SPEC_FILE = "thoraxmae_spec.yaml"  # also written by study.tune.run_study
+if TYPE_CHECKING:
+    from thoraxmae.study.spec import StudySpec
 
+log = logging.getLogger(__name__)
 
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def find_parent_run(name: str, tracking_uri: str):
-    """The study's parent run (the first one if the name was used twice); SpecError when absent."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_STUDY}' and "
-                                                 f"tags.`{schema.TAG_STUDY}` = '{name}'",
-                              order_by=["attributes.start_time ASC"]) if ids else []
-    if not runs:
-        raise SpecError(f"study `{name}`: no such study in MLflow at {tracking_uri} "
-                        f"(give --tracking-uri, or --storage-path to read the spec from Tune's folder)")
-    return client, runs[0]
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # study.spec's `name`
+SPEC_FILE = "thoraxmae_spec.yaml"  # the resolved spec in Tune's folder, written by study.tune.run_study
 
 
-def locate_spec(name: str, tracking_uri: str | None = None, storage_path: Path | None = None) -> StudySpec:
-    if storage_path is not None:
-        path = Path(storage_path) / name / SPEC_FILE
-        if not path.is_file():
-            raise SpecError(f"study `{name}`: {path} not found (is --storage-path the spec's storage_path?)")
-        return load_spec(path)
-    client, parent = find_parent_run(name, tracking_uri or default_tracking_uri())
-    with tempfile.TemporaryDirectory() as tmp:
-        local = client.download_artifacts(parent.info.run_id, schema.ARTIFACT_SPEC, tmp)
+def filter_value(value: str) -> str:
+    """`value` quoted for an MLflow search filter. MLflow's filter grammar has no escape character: a
+    value with a single quote is written in double quotes, and one with both kinds cannot be matched."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise SpecError(f"{value!r}: a value with both ' and \" cannot be written in an MLflow search filter")
+
+
+def check_study_name(name: str) -> None:
+    if not STUDY_NAME.fullmatch(name) or len(name) > 100:
+        raise SpecError(f"study name {name!r}: expected letters, digits, `_`, `.` and `-` "
+                        f"(starting with a letter or digit, at most 100 characters)")
+
+
+def study_dir(storage_path: Path | str, name: str) -> Path:
+    """Tune's folder of a study (`<storage_path>/<name>`)."""
+    return Path(storage_path) / name
+
+
+# --- the study's runs ----------------------------------------------------------------------------
+@dataclass
+class StudyRuns:
+    """A study's parent run and its trial runs (one per trial id) as MLflow holds them."""
+
+    name: str
+    uri: str
+    client: Any
+    parent: Any  # mlflow.entities.Run
+    trials: list = field(default_factory=list)
+
+    @property
+    def params(self) -> dict[str, str]:
+        return dict(self.parent.data.params)
+
+
+def search_all(client, experiment_ids: list[str], flt: str) -> list:
+    """Every active run matching `flt`, oldest first (all pages)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=flt, max_results=1000,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def tagged_runs(client, name: str, role: str, experiment_ids: list[str] | None = None) -> list:
+    """The runs tagged with study `name` and `role` (study.schema ROLE_*), in any active experiment."""
+    ids = experiment_ids if experiment_ids is not None else [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return []
+    return search_all(client, ids, f"tags.`{schema.TAG_ROLE}` = {filter_value(role)} and "
+                                   f"tags.`{schema.TAG_STUDY}` = {filter_value(name)}")
+
+
+def find_parent(client, name: str):
+    """The study's parent run in any experiment (the oldest if the name was used twice), or None."""
+    runs = tagged_runs(client, name, schema.ROLE_STUDY)
+    if len(runs) > 1:
+        log.warning("study %s has %d parent runs; using the first (%s)", name, len(runs), runs[0].info.run_id)
+    return runs[0] if runs else None
+
+
+def trial_runs(client, parent) -> list:
+    """The trial runs of a parent run, one per trial id (the latest if a trial was logged twice)."""
+    flt = (f"tags.`{schema.TAG_ROLE}` = {filter_value(schema.ROLE_TRIAL)} and "
+           f"tags.`{schema.TAG_PARENT}` = {filter_value(parent.info.run_id)}")
+    by_trial: dict[str, Any] = {}
+    for run in search_all(client, [parent.info.experiment_id], flt):
+        by_trial[run.data.tags.get(schema.TAG_TRIAL_ID, run.info.run_id)] = run
+    return list(by_trial.values())
+
+
+def find_study(name: str, tracking_uri: str | None = None, *, trials: bool = True, write: bool = False) -> StudyRuns:
+    """Study `name`'s parent run (and its trial runs) in its tracking store; SpecError when absent."""
+    uri = tracking_uri or default_tracking_uri()
+    check_study_name(name)
+    client = client_for(uri, write=write)
+    with mlflow_errors(uri):
+        parent = find_parent(client, name)
+        if parent is None:
+            raise SpecError(f"study `{name}`: no such study in MLflow at {uri} (give --tracking-uri, or "
+                            f"--storage-path to read the spec from Tune's folder)")
+        return StudyRuns(name, uri, client, parent, trial_runs(client, parent) if trials else [])
+
+
+def read_spec(runs: StudyRuns) -> StudySpec:
+    """The study's resolved spec, from its parent run's spec.yaml artifact."""
+    from thoraxmae.study.spec import load_spec
+
+    with mlflow_errors(runs.uri), tempfile.TemporaryDirectory() as tmp:
+        local = runs.client.download_artifacts(runs.parent.info.run_id, schema.ARTIFACT_SPEC, tmp)
         return load_spec(local)
 
 
+def locate_spec(name: str, tracking_uri: str | None = None, storage_path: Path | None = None) -> StudySpec:
+    """The spec of study `name`: from Tune's folder when `storage_path` is given, else from MLflow."""
+    from thoraxmae.study.spec import load_spec
+
+    check_study_name(name)
+    if storage_path is not None:
+        path = study_dir(storage_path, name) / SPEC_FILE
+        if not path.is_file():
+            raise SpecError(f"study `{name}`: {path} not found (is --storage-path the spec's storage_path?)")
+        return load_spec(path)
+    return read_spec(find_study(name, tracking_uri, trials=False))
+
+
+# --- status --------------------------------------------------------------------------------------
 @dataclass
 class StudyStatus:
     name: str
@@ -59,7 +156,8 @@ class StudyStatus:
     num_samples: int
     parent_status: str
     counts: dict[str, int] = field(default_factory=dict)
-    best: tuple[str, float, dict[str, str]] | None = None  # trial id, metric value, searched knobs
+    best: tuple[str, float, dict[str, str]] | None = None  # trial id, best metric value, searched knobs
+    first_error: tuple[str, str] | None = None  # trial id, the last line of its error
 
     @property
     def finished(self) -> int:
@@ -67,26 +165,97 @@ class StudyStatus:
                                                   schema.STATUS_FAILED))
 
 
+def objective(stage: str, params: dict[str, str]) -> tuple[str, str]:
+    """The study's (metric, mode): the parent run's `search.metric`/`search.mode` params, else the
+    spec's defaults for its stage (pretrain/loss, min for a pre-training study; val/mauc, max otherwise)."""
+    metric = params.get("search.metric") or (schema.M_PRETRAIN_LOSS if stage == "pretrain" else schema.M_VAL_MAUC)
+    mode = params.get("search.mode")
+    if mode not in ("max", "min"):
+        mode = "max" if metric.startswith(("val/", "test/")) else "min"
+    return metric, mode
+
+
 def study_status(name: str, tracking_uri: str | None = None) -> StudyStatus:
-    """Trials by status and the best trial so far (by the last reported value of the study's metric)."""
-    client, parent = find_parent_run(name, tracking_uri or default_tracking_uri())
-    params = parent.data.params
-    metric = params.get("search.metric", schema.M_VAL_MAUC)
-    mode = params.get("search.mode", "max")
+    """Trials by status, the best value of the study's metric any non-failed trial reached (by the
+    study's mode, over every epoch) and the first failed trial's error."""
+    runs = find_study(name, tracking_uri)
+    parent, params = runs.parent, runs.params
+    stage = parent.data.tags.get(schema.TAG_STAGE, "?")
+    metric, mode = objective(stage, params)
     knobs = [k for k in params.get("search.knobs", "").split(",") if k]
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`{schema.TAG_PARENT}` = '{parent.info.run_id}'")
-    status = StudyStatus(name=name, stage=parent.data.tags.get(schema.TAG_STAGE, "?"), metric=metric, mode=mode,
+    status = StudyStatus(name=name, stage=stage, metric=metric, mode=mode,
                          num_samples=int(params.get("search.num_samples", 0)), parent_status=parent.info.status,
                          counts=dict.fromkeys(schema.TRIAL_STATUSES, 0))
     sign = 1 if mode == "max" else -1
-    for run in children:
-        st = run.data.tags.get(schema.TAG_STATUS, schema.STATUS_RUNNING)
-        status.counts[st] = status.counts.get(st, 0) + 1
-        value = run.data.metrics.get(metric)
-        if value is None or not math.isfinite(value) or st == schema.STATUS_FAILED:
-            continue
-        if status.best is None or sign * value > sign * status.best[1]:
-            chosen = {k: run.data.params.get(k, "?") for k in knobs}
-            status.best = (run.data.tags.get(schema.TAG_TRIAL_ID, "?"), value, chosen)
+    with mlflow_errors(runs.uri):
+        for run in runs.trials:
+            st = run.data.tags.get(schema.TAG_STATUS, schema.STATUS_RUNNING)
+            status.counts[st] = status.counts.get(st, 0) + 1
+            trial_id = run.data.tags.get(schema.TAG_TRIAL_ID, "?")
+            if st == schema.STATUS_FAILED:
+                if status.first_error is None:
+                    status.first_error = (trial_id, error_line(run.data.tags.get(schema.TAG_ERROR, "")))
+                continue
+            values = [m.value for m in runs.client.get_metric_history(run.info.run_id, metric)
+                      if math.isfinite(m.value)]
+            if not values:
+                continue
+            value = max(values) if mode == "max" else min(values)
+            if status.best is None or sign * value > sign * status.best[1]:
+                status.best = (trial_id, value, {k: run.data.params.get(k, "?") for k in knobs})
     return status
+
+
+def error_line(trace: str) -> str:
+    """The line of an error trace that says what went wrong (the last non-empty one)."""
+    lines = [line.strip() for line in str(trace).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no error recorded"
+
+
+# --- a new study's name --------------------------------------------------------------------------
+TUNER_FILE = "tuner.pkl"  # Tune's state in a study folder (what ray.tune.Tuner.can_restore looks for)
+
+
+def has_tune_state(folder: Path) -> bool:
+    return (Path(folder) / TUNER_FILE).is_file()
+
+
+def check_new_study(spec: StudySpec) -> None:
+    """Before `study run` starts Ray: the tracking store is writable, no parent run there has the study's
+    name (whatever its storage path) and Tune's folder for it is free. SpecError names the commands that
+    resume or remove what is there."""
+    uri, name = spec.tracking.uri, spec.name
+    check_tracking_uri(uri, write=True)
+    folder = study_dir(spec.storage_path, name)
+    parent = experiment = None
+    path = sqlite_path(uri)
+    if path is None or path.exists():  # a database still to be created holds no study
+        from mlflow import MlflowClient
+
+        with mlflow_errors(uri):
+            client = MlflowClient(tracking_uri=uri)
+            parent = find_parent(client, name)
+            experiment = client.get_experiment_by_name(spec.experiment)
+    remove = f"thoraxmae study remove {name} --tracking-uri {uri} --storage-path {spec.storage_path} --yes"
+    if parent is not None:
+        raise SpecError(f"name: study `{name}` already exists in {uri} (parent run {parent.info.run_id}); "
+                        f"continue it with `thoraxmae study resume {name} --tracking-uri {uri}`, delete it with "
+                        f"`{remove}`, or choose another name (--set name=...)")
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise SpecError(f"tracking.experiment: experiment `{spec.experiment}` is deleted in {uri}; restore it with "
+                        f"`mlflow experiments restore --experiment-id {experiment.experiment_id}` or choose "
+                        f"another (--set tracking.experiment=...)")
+    if folder.is_dir() and any(folder.iterdir()):
+        again = (f"resume it with `thoraxmae study resume {name} --storage-path {spec.storage_path}` or "
+                 if has_tune_state(folder) else "")
+        raise SpecError(f"name: study `{name}` has a Tune folder {folder} but no parent run in {uri} (a start that "
+                        f"failed); {again}delete it with `{remove}`, or choose another name (--set name=...)")
+
+
+def check_resumable(spec: StudySpec) -> None:
+    """Before `study resume` starts Ray: Tune's state of the study is where its spec says."""
+    folder = study_dir(spec.storage_path, spec.name)
+    if not has_tune_state(folder):
+        raise SpecError(f"name: no Tune state for study `{spec.name}` at {folder} (its start failed, or its "
+                        f"storage moved: give --storage-path); delete it with `thoraxmae study remove {spec.name} "
+                        f"--tracking-uri {spec.tracking.uri} --storage-path {spec.storage_path} --yes`")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -22,7 +24,7 @@ class StudyProgress(Callback):
         self.spec = spec
         self.status: dict[str, str] = {}  # trial_id -> running | completed | pruned | failed
         self.epoch: dict[str, str] = {}  # trial_id -> "pretrain 3/10" | "finetune 2/5"
-        self.best: tuple[float, str] | None = None
+        self.trial_best: dict[str, float] = {}  # trial_id -> its best scored value so far
         self.started: dict[str, float] = {}
         self.first_report_s: list[float] = []  # trial start -> first epoch report (start-up + 1 epoch)
         self._live = None
@@ -55,9 +57,8 @@ class StudyProgress(Callback):
         self.epoch[tid] = f"{phase} {epoch}"
         value = result.get(self.spec.metric)
         if isinstance(value, int | float) and math.isfinite(value) and phase == self.spec.scored_phase:
-            sign = 1 if self.spec.mode == "max" else -1
-            if self.best is None or sign * value > sign * self.best[0]:
-                self.best = (float(value), tid)
+            pick = max if self.spec.mode == "max" else min
+            self.trial_best[tid] = pick(float(value), self.trial_best.get(tid, float(value)))
         self._refresh()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -78,6 +79,15 @@ class StudyProgress(Callback):
             self._live = None
 
     # --- display ---------------------------------------------------------------------------------------
+    @property
+    def best(self) -> tuple[float, str] | None:
+        """(value, trial id): the best value any trial that has not failed reported, by the study's mode."""
+        alive = [(v, t) for t, v in self.trial_best.items() if self.status.get(t) != schema.STATUS_FAILED]
+        if not alive:
+            return None
+        sign = 1 if self.spec.mode == "max" else -1
+        return max(alive, key=lambda vt: sign * vt[0])
+
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(schema.TRIAL_STATUSES, 0)
         for s in self.status.values():
@@ -110,3 +120,38 @@ class StudyProgress(Callback):
             print(f"[study {self.spec.name}] {event} | running {c[schema.STATUS_RUNNING]}, completed "
                   f"{c[schema.STATUS_COMPLETED]}, pruned {c[schema.STATUS_PRUNED]}, failed {c[schema.STATUS_FAILED]}"
                   f"{best}", flush=True)
+
+
+@dataclass
+class Outcome:
+    """How a study's trials ended, from Tune's result grid (every trial of the study, all sessions).
+    scored: trials that reported the study's metric in the scored phase (completed or pruned);
+    failed: (trial id, error line); lost: trials Tune ended with neither a score nor an error."""
+
+    total: int = 0
+    scored: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """The study's exit status: at least one trial scored and none lost (failed trials are recorded)."""
+        return bool(self.scored) and not self.lost
+
+
+def outcome(spec: StudySpec, grid) -> Outcome:
+    from thoraxmae.study.lookup import error_line
+
+    out = Outcome(total=len(grid))
+    for result in grid:
+        metrics = result.metrics or {}
+        tid = str(metrics.get("trial_id") or Path(str(result.path)).name)
+        value = metrics.get(spec.metric)
+        if result.error is not None:
+            out.failed.append((tid, error_line(str(result.error))))
+        elif (isinstance(value, int | float) and math.isfinite(value)
+              and metrics.get(PHASE_KEY, spec.scored_phase) == spec.scored_phase):
+            out.scored.append(tid)
+        else:
+            out.lost.append(tid)
+    return out

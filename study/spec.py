@@ -39,8 +39,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from thoraxmae.datasets.config import DataConfig
-from thoraxmae.study import schema
+from thoraxmae.study import schema, validate
 from thoraxmae.study.errors import SpecError
+from thoraxmae.study.lookup import STUDY_NAME
 from thoraxmae.study.space import KnobSpace
 from thoraxmae.study.validate import semantic_problems
 from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
@@ -51,6 +52,7 @@ STAGE_PHASES: dict[str, tuple[str, ...]] = {
     "finetune": ("finetune",),
     "pipeline": ("pretrain", "finetune"),
 }
+MAX_TRIALS = 10_000  # search.num_samples: one MLflow run and one Tune trial folder each
 PAPER_POINT = "paper"  # in points_to_evaluate: the paper's recipe (study.schema.PAPER_RECIPE) on the space
 
 
@@ -81,7 +83,7 @@ class SearchConfig(BaseModel):
 
     metric: str | None = None
     mode: Literal["max", "min"] | None = None
-    num_samples: int = Field(1, ge=1)
+    num_samples: int = Field(1, ge=1, le=MAX_TRIALS)
     sampler: SamplerConfig = SamplerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     points_to_evaluate: list[dict[str, Any] | Literal["paper"]] = []
@@ -97,10 +99,10 @@ class ResourcesConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workers_per_trial: int = Field(1, ge=1)
+    workers_per_trial: int = Field(1, ge=1, le=1024)
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0)
-    max_concurrent_trials: int = Field(1, ge=1)
+    max_concurrent_trials: int = Field(1, ge=1, le=1024)
     max_failures: int = Field(0, ge=0, description="Train worker-group restarts per trial (from checkpoint)")
 
     @model_validator(mode="after")
@@ -121,7 +123,7 @@ class TrackingConfig(BaseModel):
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    name: str = Field(pattern=rf"^{STUDY_NAME.pattern}$", max_length=100)
     stage: Stage
     data: DataConfig
     pretrain_data: DataConfig | None = Field(None, description="pre-training store when it differs from `data`")
@@ -209,15 +211,17 @@ class StudySpec(BaseModel):
 
 
 # --- loading ------------------------------------------------------------------------------------
+MAX_SPEC_BYTES = 1_000_000
 _PATH_FIELDS = (("data", "store"), ("pretrain_data", "store"), ("storage_path",), ("finetune", "init"))
 
 
-def load_spec(path: Path | str, overrides: list[str] | None = None, *, check_store: bool = True) -> StudySpec:
+def load_spec(path: Path | str, overrides: list[str] | None = None, *, check_files: bool = True) -> StudySpec:
     """Read, override (`key=value`, value parsed as YAML), resolve paths and validate a spec.
 
-    Raises SpecError naming the file and the field (or line, for YAML syntax errors). With
-    `check_store`, the data store must exist here (manifest.json); `study submit` skips that check
-    because the store lives on the cluster.
+    Raises SpecError naming the file and the field (or line, for YAML syntax errors, or byte, for a
+    file that is not UTF-8). With `check_files`, the files the spec names are checked here
+    (validate.check_files: stores of this format, readable checkpoints); `study submit` skips that
+    because they live on the cluster.
     """
     path = Path(path).resolve()
     if not path.is_file():
@@ -229,8 +233,8 @@ def load_spec(path: Path | str, overrides: list[str] | None = None, *, check_sto
     _resolve_paths(raw, base=path.parent, overridden=overridden)
     spec = parse_spec(raw, source=str(path))
     spec = with_defaults(spec)
-    if check_store:
-        check_data_store(spec, source=str(path))
+    if check_files:
+        validate.check_files(spec, source=str(path))
     return spec
 
 
@@ -253,15 +257,6 @@ def with_defaults(spec: StudySpec) -> StudySpec:
     return spec.model_copy(update={"tracking": tracking, "storage_path": storage})
 
 
-def check_data_store(spec: StudySpec, source: str = "<spec>") -> None:
-    for section in ("data", "pretrain_data"):
-        d = getattr(spec, section)
-        manifest = Path(d.store) / "manifest.json" if d is not None else None
-        if manifest is not None and not manifest.is_file():
-            raise SpecError(f"{source}: {section}.store: no prepared store at {d.store} ({manifest.name} "
-                            f"missing); create one with `thoraxmae data prepare ... --out {d.store}`")
-
-
 def dump_spec(spec: StudySpec) -> str:
     """The resolved spec as YAML (the `spec.yaml` artifact); `load_spec` reads it back unchanged."""
     data = spec.model_dump(mode="json", exclude_none=True)
@@ -269,8 +264,16 @@ def dump_spec(spec: StudySpec) -> str:
 
 
 def _read_yaml(path: Path) -> dict:
+    data = path.read_bytes()
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: {len(data)} bytes; a spec is at most {MAX_SPEC_BYTES} bytes of YAML")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
+                        f"save the spec as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

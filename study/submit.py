@@ -57,7 +57,7 @@ def runtime_env(spec: StudySpec, staging: Path) -> dict:
 def submit_study(spec_path: Path | str, address: str, overrides: list[str] | None = None,
                  python: str = "python") -> str:
     """Validate the spec here (except the data store, which lives on the cluster), submit, return the job id."""
-    spec = load_spec(spec_path, overrides, check_store=False)
+    spec = load_spec(spec_path, overrides, check_files=False)
     if spec.tracking.uri.startswith("sqlite:"):
         log.warning("tracking.uri %s is a SQLite file: it must be on a path the cluster's head node can write",
                     spec.tracking.uri)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from thoraxmae.study import schema
+from thoraxmae.study.lookup import filter_value, tagged_runs
 from thoraxmae.study.spec import StudySpec, dump_spec
 from thoraxmae.trainers.optim import absolute_lr
 
@@ -84,11 +85,7 @@ class StudyTracker:
         return self._experiment_id
 
     def find_parent(self) -> str | None:
-        runs = self.client.search_runs(
-            [self.experiment_id()],
-            filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_STUDY}' and "
-                          f"tags.`{schema.TAG_STUDY}` = '{self.spec.name}'",
-            order_by=["attributes.start_time ASC"])
+        runs = tagged_runs(self.client, self.spec.name, schema.ROLE_STUDY, [self.experiment_id()])
         return runs[0].info.run_id if runs else None
 
     def start_study(self) -> str:
@@ -116,8 +113,8 @@ class StudyTracker:
     def find_trial(self, trial_id: str) -> str | None:
         runs = self.client.search_runs(
             [self.experiment_id()],
-            filter_string=f"tags.`{schema.TAG_PARENT}` = '{self.parent_id}' and "
-                          f"tags.`{schema.TAG_TRIAL_ID}` = '{trial_id}'")
+            filter_string=f"tags.`{schema.TAG_PARENT}` = {filter_value(self.parent_id)} and "
+                          f"tags.`{schema.TAG_TRIAL_ID}` = {filter_value(trial_id)}")
         return runs[0].info.run_id if runs else None
 
     def start_trial(self, trial_id: str, params: Mapping[str, str]) -> str:

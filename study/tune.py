@@ -9,6 +9,7 @@ distributions, a seeded TPE sampler and the spec's points_to_evaluate.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -21,9 +22,9 @@ import ray.tune
 from ray.tune import Callback, Tuner
 
 from thoraxmae.study import schema
-from thoraxmae.study.errors import SpecError
+from thoraxmae.study.lookup import SPEC_FILE, check_new_study, check_resumable
+from thoraxmae.study.lookup import study_dir as _study_dir
 from thoraxmae.study.mlflow_callback import MlflowStudyCallback
-from thoraxmae.study.resume import SPEC_FILE
 from thoraxmae.study.space import to_optuna_space
 from thoraxmae.study.spec import StudySpec, dump_spec
 from thoraxmae.study.trial import trial_driver
@@ -31,12 +32,18 @@ from thoraxmae.study.trial import trial_driver
 log = logging.getLogger(__name__)
 # The trial driver only waits on its Train controller: no CPU, a little memory (its Python process).
 DRIVER_RESOURCES = {"cpu": 0, "memory": 256 * 1024**2}
+LOOPBACK = "127.0.0.1"
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node IP is 127.0.0.1 (see init_ray)
 
 
 def init_ray(**local_options) -> float:
-    """Join RAY_ADDRESS when set (or inside a Ray job), else start a local Ray with its dashboard on
-    127.0.0.1 (the dashboard also frees the placement groups of trials that ASHA stops). Returns seconds.
+    """Join RAY_ADDRESS when set (or inside a Ray job), else start a local Ray that listens on 127.0.0.1
+    only, with its dashboard (which also frees the placement groups of trials that ASHA stops). Returns seconds.
 
+    Loopback only: Ray binds its GCS, raylet, worker and agent ports to the node's IP address, which
+    Ray takes from the network unless clusters are off for the process (as Ray does on macOS and
+    Windows); `_local_node_ip` turns them off while Ray starts, so the node's IP is 127.0.0.1 and
+    nothing listens on another interface (tests/integration/test_security.py checks every socket).
     A local Ray is started on a chosen GCS port with RAY_ADDRESS naming it in the environment its
     processes inherit: Train's placement-group cleaner finds "its" cluster through RAY_ADDRESS (or
     the last `ray start` on the machine), and on a machine running several Rays it would otherwise
@@ -49,13 +56,14 @@ def init_ray(**local_options) -> float:
         ray.init(log_to_driver=False)
         return time.monotonic() - t0
     gcs_port, dashboard_port = free_ports(2)
-    own = {"RAY_GCS_SERVER_PORT": str(gcs_port), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{gcs_port}"}
+    own = {"RAY_GCS_SERVER_PORT": str(gcs_port), "RAY_ADDRESS": f"{LOOPBACK}:{gcs_port}", LOCAL_ONLY_ENV: "0"}
     saved = {k: os.environ.get(k) for k in own}
     os.environ.update(own)
     try:
-        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
+        options = {"include_dashboard": True, "dashboard_host": LOOPBACK, "dashboard_port": dashboard_port,
                    "log_to_driver": False, **local_options}
-        ray.init(address="local", **options)  # "local": never a cluster some `ray start` left here
+        with _local_node_ip():
+            ray.init(address="local", **options)  # "local": never a cluster some `ray start` left here
     finally:
         for k, v in saved.items():
             if v is None:
@@ -63,6 +71,22 @@ def init_ray(**local_options) -> float:
             else:
                 os.environ[k] = v
     return time.monotonic() - t0
+
+
+@contextlib.contextmanager
+def _local_node_ip():
+    """Ray reads LOCAL_ONLY_ENV when it is imported (ray._private.ray_constants.ENABLE_RAY_CLUSTER):
+    this process imported Ray already, so the flag is set for the start too; processes Ray starts
+    read the environment variable."""
+    from ray._private import ray_constants
+
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def free_ports(n: int) -> list[int]:
@@ -117,7 +141,7 @@ def run_config(spec: StudySpec, callbacks: list[Callback]) -> ray.tune.RunConfig
 
 
 def study_dir(spec: StudySpec) -> Path:
-    return Path(spec.storage_path) / spec.name
+    return _study_dir(spec.storage_path, spec.name)
 
 
 def quiet_tune() -> None:
@@ -135,10 +159,9 @@ def build_tuner(spec: StudySpec, callbacks: list[Callback] | None = None) -> Tun
 
 
 def run_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ray.tune.ResultGrid:
-    """Run a new study to the end (Ray must be initialised). A failed trial does not stop it."""
-    if Tuner.can_restore(str(study_dir(spec))):
-        raise SpecError(f"name: study `{spec.name}` already exists at {study_dir(spec)}; "
-                        f"continue it with `thoraxmae study resume {spec.name}` or choose another name")
+    """Run a new study to the end (Ray must be initialised). A failed trial does not stop it. The name
+    must be free in the tracking store and in Tune's folder (lookup.check_new_study)."""
+    check_new_study(spec)
     study_dir(spec).mkdir(parents=True, exist_ok=True)
     (study_dir(spec) / SPEC_FILE).write_text(dump_spec(spec))
     return build_tuner(spec, callbacks).fit()
@@ -147,9 +170,8 @@ def run_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ray.t
 def resume_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ray.tune.ResultGrid:
     """Continue a study whose driver died: finished trials stay finished, unfinished and errored
     ones run again (their Train runs resume from their last checkpoint), the rest are sampled."""
+    check_resumable(spec)
     path = str(study_dir(spec))
-    if not Tuner.can_restore(path):
-        raise SpecError(f"name: no Tune state for study `{spec.name}` at {path}; nothing to resume")
     quiet_tune()
     tuner = Tuner.restore(path, trainable=trainable(spec), resume_unfinished=True, resume_errored=True)
     # Tune restores the callbacks pickled when the study started; this process's own (a fresh

@@ -6,9 +6,11 @@ a valid value of the knob.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from thoraxmae.study.coverage import coverage_problems
+from thoraxmae.study.errors import SpecError
 from thoraxmae.study.space import PHASES, check_value, split_knob
 
 if TYPE_CHECKING:
@@ -36,6 +38,11 @@ def semantic_problems(spec: StudySpec) -> list[str]:
         d = getattr(spec, section)
         if d is not None and d.in_chans != spec.model.in_chans:
             problems.append(f"{section}.in_chans={d.in_chans} differs from model.in_chans={spec.model.in_chans}")
+    img, patch = spec.model.img_size, spec.model.patch_size  # None: the preset's (bounded) value
+    patches = (img // patch) ** 2 if img and patch else 0
+    if patches > MAX_PATCHES:
+        problems.append(f"model.img_size={spec.model.img_size}: {patches} patches of {spec.model.patch_size} px per "
+                        f"image, at most {MAX_PATCHES} (e.g. 1024 px at patch 16)")
     for knob, dist in spec.search.space.items():
         problems += _knob_problems(spec, knob, dist)
     problems += coverage_problems(spec)
@@ -89,3 +96,53 @@ def _point_problems(spec: StudySpec, i: int, raw: Any, point: dict[str, Any]) ->
         elif not dist.contains(value):
             problems.append(f"{path}: {value!r}{origin} is outside the space {dist.model_dump(exclude_none=True)}")
     return problems
+
+
+# --- the files a spec names (before Ray starts; study submit skips them: they live on the cluster) -----
+MAX_PATCHES = 4096  # tokens per image: a 64x64 patch grid (1024 px at patch 16); the paper uses 14x14
+
+
+def check_files(spec: StudySpec, source: str = "<spec>") -> None:
+    """SpecError naming the field unless every data store is a prepared store of this thoraxmae's format
+    and every fine-tuning init (fixed or searched) is a checkpoint of a known format (and of init_format)."""
+    for section in ("data", "pretrain_data"):
+        d = getattr(spec, section)
+        if d is not None:
+            _check_store(Path(d.store), f"{source}: {section}.store")
+    ft = spec.finetune
+    if ft is None:
+        return
+    space = spec.search.space
+    formats = list(getattr(space.get("finetune.init_format"), "choices", None) or [ft.init_format])
+    inits = [ft.init] if ft.init is not None else []
+    inits += [Path(str(c)) for c in getattr(space.get("finetune.init"), "choices", None) or [] if c is not None]
+    for init in inits:
+        _check_checkpoint(Path(init).expanduser(), formats, f"{source}: finetune.init")
+
+
+def _check_store(store: Path, where: str) -> None:
+    from thoraxmae.datasets import store_read
+    from thoraxmae.datasets.errors import DataError
+
+    if not (store / store_read.MANIFEST).is_file():
+        raise SpecError(f"{where}: no prepared store at {store} ({store_read.MANIFEST} missing); create one with "
+                        f"`thoraxmae data prepare ... --out {store}`")
+    try:
+        store_read.check_store(store)  # format version, manifest keys, shard files: no pixel read
+    except DataError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
+def _check_checkpoint(path: Path, formats: list[str], where: str) -> None:
+    """Of a known format, recognised from its content (trainers.checkpoints.check_checkpoint: no pickle
+    ever runs, no tensor data is read), and of the spec's init_format unless that is `auto`."""
+    from thoraxmae.trainers import checkpoints
+    from thoraxmae.trainers.errors import CheckpointError
+
+    try:
+        found = checkpoints.check_checkpoint(path)
+    except CheckpointError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    if "auto" not in formats and found not in formats:
+        raise SpecError(f"{where}: {path} is a {found} checkpoint, not {' or '.join(formats)}; set "
+                        f"finetune.init_format to {found!r} or 'auto'")

@@ -2,12 +2,25 @@
 an MLflow SQLite URI, and one session-scoped local Ray for the integration tests."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 TINY_SIZE = 64  # store side in pixels; the tiny ViT reads 64 px, patch 8
+
+
+def write_store_manifest(folder: Path) -> Path:
+    """An image-less store whose manifest passes the spec's store check (format version, keys), for
+    tests of specs that never read an image. Returns the folder."""
+    from thoraxmae.datasets.store import FORMAT_VERSION
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"format_version": FORMAT_VERSION, "size": TINY_SIZE, "label_names": ["Edema"],
+                "task": "multilabel", "shards": []}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
 
 
 @pytest.fixture(scope="session")

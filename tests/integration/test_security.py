@@ -11,7 +11,7 @@ import pytest
 from tests.integration import browser
 from tests.integration.study_helpers import free_ports, subprocess_env
 from thoraxmae.cli import main
-from thoraxmae.study import cli_study
+from thoraxmae.study import cli_ui
 
 pytestmark = pytest.mark.integration
 PROC_TABLES = (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6))
@@ -55,10 +55,10 @@ def test_ui_listens_on_loopback_only(tmp_path):
     ("192.0.2.10", "192.0.2.10:5123,192.0.2.10"),
     ("::", None),
 ])
-def test_ui_on_another_interface_warns_and_names_its_hosts(monkeypatch, capsys, host, allowed):
+def test_ui_on_another_interface_warns_and_names_its_hosts(monkeypatch, capsys, tmp_path, host, allowed):
     calls = []
-    monkeypatch.setattr(cli_study.subprocess, "call", lambda cmd, env: calls.append(cmd) or 0)
-    assert main(["ui", "--host", host, "--port", "5123", "--tracking-uri", "sqlite:///unused.db"]) == 0
+    monkeypatch.setattr(cli_ui, "serve", lambda cmd, env: calls.append(cmd) or 0)
+    assert main(["ui", "--host", host, "--port", "5123", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 0
     (cmd,) = calls
     assert cmd[cmd.index("--host") + 1] == host
     assert (cmd[cmd.index("--allowed-hosts") + 1] if "--allowed-hosts" in cmd else None) == allowed
@@ -66,10 +66,11 @@ def test_ui_on_another_interface_warns_and_names_its_hosts(monkeypatch, capsys, 
     assert warned == (host != "127.0.0.1")
 
 
-def test_ui_passes_explicit_allowed_hosts(monkeypatch):
+def test_ui_passes_explicit_allowed_hosts(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(cli_study.subprocess, "call", lambda cmd, env: calls.append(cmd) or 0)
-    main(["ui", "--host", "0.0.0.0", "--allowed-hosts", "mlflow.lab:5000", "--tracking-uri", "sqlite:///unused.db"])
+    monkeypatch.setattr(cli_ui, "serve", lambda cmd, env: calls.append(cmd) or 0)
+    main(["ui", "--host", "0.0.0.0", "--allowed-hosts", "mlflow.lab:5000", "--tracking-uri",
+          f"sqlite:///{tmp_path / 'm.db'}"])
     assert calls[0][calls[0].index("--allowed-hosts") + 1] == "mlflow.lab:5000"
 
 

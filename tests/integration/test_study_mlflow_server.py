@@ -11,8 +11,9 @@ import urllib.request
 
 import pytest
 
+from tests.conftest import write_store_manifest
 from thoraxmae.study import schema
-from thoraxmae.study.resume import locate_spec, study_status
+from thoraxmae.study.lookup import locate_spec, study_status
 from thoraxmae.study.spec import parse_spec, with_defaults
 from thoraxmae.study.tracking import StudyTracker
 
@@ -48,7 +49,7 @@ def mlflow_server(tmp_path):
 
 
 def test_study_runs_are_written_and_read_through_a_server(mlflow_server, tmp_path):
-    (tmp_path / "manifest.json").write_text("{}")
+    write_store_manifest(tmp_path)
     raw = {"name": "srv", "stage": "finetune", "data": {"store": str(tmp_path)},
            "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8},
            "finetune": {"epochs": 2, "warmup_epochs": 0},

@@ -6,6 +6,7 @@ from collections import Counter
 import pytest
 import yaml
 
+from tests.conftest import write_store_manifest
 from thoraxmae.study.coverage import combinations, coverage_points
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.spec import load_spec
@@ -26,8 +27,7 @@ def _pipeline(**search) -> dict:
 
 @pytest.fixture()
 def load(tmp_path):
-    (tmp_path / "store").mkdir()
-    (tmp_path / "store" / "manifest.json").write_text("{}")
+    write_store_manifest(tmp_path / "store")
 
     def _load(d: dict):
         path = tmp_path / "spec.yaml"

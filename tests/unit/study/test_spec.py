@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import write_store_manifest
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.spec import dump_spec, load_spec, parse_spec
@@ -31,8 +32,7 @@ def _spec_dict(stage: str = "finetune") -> dict:
 
 @pytest.fixture()
 def write(tmp_path):
-    (tmp_path / "store").mkdir()
-    (tmp_path / "store" / "manifest.json").write_text("{}")
+    write_store_manifest(tmp_path / "store")
 
     def _write(d: dict | str, name: str = "spec.yaml") -> Path:
         path = tmp_path / name
@@ -180,7 +180,7 @@ def test_missing_data_store_is_named(write, tmp_path):
     d = _set(_spec_dict(), "data/store", "elsewhere")
     with pytest.raises(SpecError, match=r"data\.store: no prepared store at .*elsewhere \(manifest\.json missing\)"):
         load_spec(write(d))
-    assert load_spec(write(d), check_store=False).data.store == (tmp_path / "elsewhere").resolve()
+    assert load_spec(write(d), check_files=False).data.store == (tmp_path / "elsewhere").resolve()
 
 
 def test_points_to_evaluate_must_lie_in_the_space(write):
@@ -227,8 +227,7 @@ def test_overrides_are_typed_by_yaml(write):
 
 def test_override_paths_are_relative_to_cwd(write, tmp_path, monkeypatch):
     other = tmp_path / "sub"
-    (other / "store").mkdir(parents=True)
-    (other / "store" / "manifest.json").write_text("{}")
+    write_store_manifest(other / "store")
     monkeypatch.chdir(other)
     spec = load_spec(write(_spec_dict()), ["data.store=store"])
     assert spec.data.store == (other / "store").resolve()
@@ -265,8 +264,7 @@ def test_pretrain_data_is_checked_and_used_only_for_pretraining(write, tmp_path)
     d = _set(_spec_dict("pipeline"), "pretrain_data/store", "mix")
     with pytest.raises(SpecError, match=r"pretrain_data\.store: no prepared store"):
         load_spec(write(d))
-    (tmp_path / "mix").mkdir()
-    (tmp_path / "mix" / "manifest.json").write_text("{}")
+    write_store_manifest(tmp_path / "mix")
     spec = load_spec(write(d))
     assert spec.data_for("pretrain").store == (tmp_path / "mix").resolve()
     assert spec.data_for("finetune").store == (tmp_path / "store").resolve()

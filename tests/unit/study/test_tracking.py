@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.conftest import write_store_manifest
 from thoraxmae.study import schema
-from thoraxmae.study.resume import locate_spec, study_status
+from thoraxmae.study.lookup import locate_spec, study_status
 from thoraxmae.study.spec import parse_spec, with_defaults
 from thoraxmae.study.tracking import StudyTracker, absolute_lr, schema_metrics, trial_params
 
@@ -21,7 +22,7 @@ def uri(tmp_path_factory) -> str:
 def _spec(uri: str, tmp_path, name: str):
     store = tmp_path / "store"
     store.mkdir(exist_ok=True)
-    (store / "manifest.json").write_text("{}")
+    write_store_manifest(store)
     raw = {"name": name, "stage": "finetune", "data": {"store": str(store)},
            "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8},
            "finetune": {"epochs": 3, "warmup_epochs": 1, "batch_size": 128},

@@ -1,0 +1,102 @@
+"""`thoraxmae study remove NAME`: delete a study, or what a start that failed left behind.
+
+What belongs to study NAME: its parent and trial runs in the tracking store (soft-deleted, as the
+MLflow UI deletes runs; `mlflow gc` frees their artifacts; the experiment stays and may be reused),
+and its Tune folder `<storage_path>/<NAME>` (deleted), whose storage path is `--storage-path` or the
+one in the parent run's spec. A folder is only deleted when it is a study folder (it holds Tune's
+state or the study's spec), never an arbitrary one. Nothing is deleted without `yes`.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from thoraxmae.study import schema
+from thoraxmae.study.errors import SpecError
+from thoraxmae.study.lookup import (
+    SPEC_FILE,
+    StudyRuns,
+    check_study_name,
+    find_parent,
+    has_tune_state,
+    read_spec,
+    study_dir,
+    tagged_runs,
+    trial_runs,
+)
+from thoraxmae.study.tracking_uri import client_for, mlflow_errors, sqlite_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Leftovers:
+    """What `remove_study` deletes: MLflow run ids (parent runs first) and the Tune folder."""
+
+    name: str
+    uri: str
+    run_ids: list[str] = field(default_factory=list)
+    parent_ids: list[str] = field(default_factory=list)
+    folder: Path | None = None
+
+    def describe(self) -> list[str]:
+        lines = []
+        if self.run_ids:
+            lines.append(f"MLflow ({self.uri}): {len(self.parent_ids)} parent run(s) "
+                         f"{', '.join(self.parent_ids) or '-'} and {len(self.run_ids) - len(self.parent_ids)} "
+                         f"trial run(s) (soft-deleted; `mlflow gc --backend-store-uri {self.uri}` frees their artifacts)")
+        if self.folder is not None:
+            lines.append(f"Tune folder: {self.folder} (deleted)")
+        return lines
+
+
+def find_leftovers(name: str, uri: str, storage_path: Path | None = None) -> Leftovers:
+    """Everything of study `name` in `uri` and its Tune folder; SpecError when there is nothing."""
+    check_study_name(name)
+    found = Leftovers(name, uri)
+    path = sqlite_path(uri)
+    if path is None or path.exists():  # no database: nothing in MLflow (and nothing is created)
+        client = client_for(uri, write=True)
+        with mlflow_errors(uri):
+            parents = tagged_runs(client, name, schema.ROLE_STUDY)
+            trials = tagged_runs(client, name, schema.ROLE_TRIAL)
+            for parent in parents:
+                trials += trial_runs(client, parent)
+            found.parent_ids = [r.info.run_id for r in parents]
+            found.run_ids = list(dict.fromkeys(found.parent_ids + [r.info.run_id for r in trials]))
+            parent = find_parent(client, name)
+        if storage_path is None and parent is not None:
+            storage_path = _spec_storage(StudyRuns(name, uri, client, parent))
+    if storage_path is not None:
+        folder = study_dir(storage_path, name)
+        if folder.is_dir():
+            if not (has_tune_state(folder) or (folder / SPEC_FILE).is_file()):
+                raise SpecError(f"study `{name}`: {folder} holds neither Tune state nor {SPEC_FILE}; "
+                                f"not a study folder, not deleted")
+            found.folder = folder
+    if not found.run_ids and found.folder is None:
+        where = f" and no Tune folder at {study_dir(storage_path, name)}" if storage_path is not None else \
+            " (give --storage-path to find its Tune folder)"
+        raise SpecError(f"study `{name}`: nothing to remove: no runs of it in MLflow at {uri}{where}")
+    return found
+
+
+def _spec_storage(runs: StudyRuns) -> Path | None:
+    try:
+        return read_spec(runs).storage_path
+    except SpecError as exc:  # a half-written parent run: its runs can still go
+        log.warning("study %s: spec not readable (%s); give --storage-path to remove its Tune folder", runs.name, exc)
+        return None
+
+
+def remove_study(found: Leftovers) -> None:
+    """Delete what `find_leftovers` found: the runs (soft delete), then the Tune folder."""
+    if found.run_ids:
+        client = client_for(found.uri, write=True)
+        with mlflow_errors(found.uri):
+            for run_id in found.run_ids:
+                client.delete_run(run_id)
+    if found.folder is not None:
+        shutil.rmtree(found.folder)
