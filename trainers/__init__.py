@@ -6,7 +6,9 @@ Public surface (lazy, so `import trainers` stays light):
   `FinetuneJob` (trainers.jobs)
 - `pretrain_trainer(job, scaling, run_config)`, `finetune_trainer(...)` -> TorchTrainer (trainers.api)
 - `pretrain_loop`, `finetune_loop`: the train_loop_per_worker functions
-- models: `build_mae`, `build_classifier`; checkpoints: `load_encoder`, `read_checkpoint`, `CheckpointError`
+- models: `build_mae`, `build_classifier`; checkpoints: `check_checkpoint` (format of a file, cheap),
+  `load_encoder` (-> LoadReport), `read_checkpoint`, `CheckpointError`
+- `evaluate_checkpoint(checkpoint, store, split)` -> Evaluation (trainers.evaluate)
 """
 from __future__ import annotations
 
@@ -20,12 +22,15 @@ _EXPORTS = {
     "pretrain_loop": "thoraxmae.trainers.pretrain", "finetune_loop": "thoraxmae.trainers.finetune",
     "build_mae": "thoraxmae.trainers.models", "build_classifier": "thoraxmae.trainers.models",
     "load_encoder": "thoraxmae.trainers.checkpoints", "read_checkpoint": "thoraxmae.trainers.checkpoints",
+    "check_checkpoint": "thoraxmae.trainers.checkpoint_files", "LoadReport": "thoraxmae.trainers.checkpoints",
+    "evaluate_checkpoint": "thoraxmae.trainers.evaluate",
     "CheckpointError": "thoraxmae.trainers.errors",
 }
 __all__ = [
-    "CheckpointError", "FinetuneConfig", "FinetuneJob", "ModelConfig", "PretrainConfig", "PretrainJob",
-    "build_classifier", "build_mae", "finetune_loop", "finetune_trainer", "load_encoder", "pretrain_loop",
-    "pretrain_trainer", "read_checkpoint",
+    "CheckpointError", "FinetuneConfig", "FinetuneJob", "LoadReport", "ModelConfig", "PretrainConfig",
+    "PretrainJob", "build_classifier", "build_mae", "check_checkpoint", "evaluate_checkpoint",
+    "finetune_loop", "finetune_trainer", "load_encoder", "pretrain_loop", "pretrain_trainer",
+    "read_checkpoint",
 ]
 
 

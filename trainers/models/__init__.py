@@ -15,7 +15,10 @@ _EXPORTS = {
     "resolve_model": "thoraxmae.trainers.models.presets",
     "unwrap": "thoraxmae.trainers.models.unwrap",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "PRESETS", "MaskedAutoencoderViT", "ResolvedModel", "build_classifier", "build_mae",
+    "mae_vit_base_patch16", "mae_vit_small_patch16", "num_visible", "resolve_model", "unwrap",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,7 +19,6 @@ from thoraxmae.trainers.config import ModelConfig, PretrainConfig
 from thoraxmae.trainers.models.presets import VIT_FIELDS, preset_sizes, resolve_model
 from thoraxmae.trainers.pos_embed import sincos_2d
 
-
 DEFAULTS = PretrainConfig()  # the paper's mask ratio and norm-pix setting, written once in trainers/config.py
 
 

@@ -28,9 +28,10 @@ def test_thoraxmae_pretrain_checkpoint_into_classifier(tmp_path, mae_state):
     assert [p.name for p in path.parent.iterdir()] == ["checkpoint.pt"]  # no temp file left
     model = build_classifier(TINY, num_classes=14, drop_path=0.1)
     report = load_encoder(model, path, fmt="thoraxmae")
-    assert report.missing == HEAD
-    assert report.unexpected == {k for k in mae_state if k.startswith(("decoder_", "mask_token", "norm."))}
-    assert "mask_token" in report.unexpected and not report.resized_pos_embed
+    assert report.missing == HEAD and report.format == "thoraxmae" and report.head == "absent"
+    assert report.dropped == {k for k in mae_state if k.startswith(("decoder_", "mask_token", "norm."))}
+    assert report.loaded == set(mae_state) - report.dropped
+    assert "mask_token" in report.dropped and not report.resized_pos_embed
     assert torch.equal(model.blocks[1].attn.qkv.weight, mae_state["blocks.1.attn.qkv.weight"])
     assert torch.equal(model.pos_embed, mae_state["pos_embed"])
 
@@ -46,15 +47,16 @@ def test_medical_mae_file_with_a_pickled_namespace_loads_safely(tmp_path, mae_st
     assert report.missing == HEAD
     assert torch.equal(model.patch_embed.proj.weight, mae_state["patch_embed.proj.weight"])
     assert read_checkpoint(path, "medical_mae")["args"].mask_ratio == 0.9
-    with pytest.raises(CheckpointError, match="vit-s_CXR_0.3M_mae.pth"):
-        load_encoder(model, path, fmt="thoraxmae")  # the format is what the caller says, not guessed
+    assert load_encoder(model, path).format == "medical_mae"  # auto (the default) recognises it
+    with pytest.raises(CheckpointError, match=r"vit-s_CXR_0.3M_mae.pth: is a medical_mae checkpoint .*not thoraxmae"):
+        load_encoder(model, path, fmt="thoraxmae")  # an explicit format must be the file's
 
 
 def test_pos_embed_is_resized_from_64_to_96_px(tmp_path, mae_state):
     path = save_model(tmp_path / "mae64.pt", mae_state)
     model = build_classifier(ModelConfig(**{**TINY.model_dump(), "img_size": 96}), num_classes=3, drop_path=0.0)
     report = load_encoder(model, path, fmt="thoraxmae")
-    assert report.resized_pos_embed and report.missing == HEAD
+    assert report.pos_embed_grid == ((8, 8), (12, 12)) and report.missing == HEAD
     assert model.pos_embed.shape == (1, 1 + 12 * 12, 64)
     assert torch.equal(model.pos_embed[0, 0], mae_state["pos_embed"][0, 0])  # class token kept
     grid = mae_state["pos_embed"][:, 1:].reshape(1, 8, 8, 64).permute(0, 3, 1, 2)
@@ -76,7 +78,7 @@ def test_timm_state_dict_between_classifiers_drops_a_head_of_another_shape(tmp_p
     torch.save(source.state_dict(), path)
     model = build_classifier(TINY, num_classes=3, drop_path=0.0)
     report = load_encoder(model, path, fmt="timm")
-    assert report.missing == {"head.weight", "head.bias"} == report.unexpected
+    assert report.missing == {"head.weight", "head.bias"} == report.dropped and report.head == "dropped"
     assert torch.equal(model.fc_norm.weight, source.fc_norm.weight)
     same = build_classifier(TINY, num_classes=14, drop_path=0.0)
     assert load_encoder(same, path, fmt="timm").missing == frozenset()
@@ -86,15 +88,15 @@ def test_bad_files_raise_checkpoint_error_naming_the_file(tmp_path, mae_state):
     model = build_classifier(TINY, num_classes=2, drop_path=0.0)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a checkpoint\x00\x01")
-    with pytest.raises(CheckpointError, match="garbage.pth"):
+    with pytest.raises(CheckpointError, match="garbage.pth: cannot be read as a checkpoint"):
         load_encoder(model, garbage, fmt="thoraxmae")
     with pytest.raises(CheckpointError, match="nowhere.pth: no such checkpoint file"):
         load_encoder(model, tmp_path / "nowhere.pth", fmt="medical_mae")
     torch.save([1, 2, 3], tmp_path / "list.pth")
-    with pytest.raises(CheckpointError, match="list.pth: expected a dict"):
+    with pytest.raises(CheckpointError, match="list.pth: not a checkpoint of a known format .*found a list"):
         load_encoder(model, tmp_path / "list.pth", fmt="thoraxmae")
     torch.save({"state_dict": mae_state}, tmp_path / "nomodel.pth")
-    with pytest.raises(CheckpointError, match="nomodel.pth: no 'model' state dict"):
+    with pytest.raises(CheckpointError, match=r"nomodel.pth: .*found a dict with keys \['state_dict'\] and no 'model'"):
         load_encoder(model, tmp_path / "nomodel.pth", fmt="thoraxmae")
     with pytest.raises(CheckpointError, match="unknown checkpoint format 'pytorch'"):
         load_encoder(model, garbage, fmt="pytorch")
