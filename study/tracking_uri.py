@@ -66,7 +66,9 @@ def _check_sqlite(uri: str, path: Path, write: bool) -> None:
         return
     try:
         with _connect(path, "rw" if write else "ro") as db:
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not write and "experiments" not in tables:  # MLflow would write its tables into it
+                raise SpecError(f"tracking URI {uri}: {path} is not an MLflow database (no experiments table)")
             if write:  # takes the write lock, so a read-only file or file system fails here
                 db.execute("BEGIN IMMEDIATE")
                 db.rollback()
