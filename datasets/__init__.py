@@ -1,12 +1,13 @@
 """thoraxmae datasets: public data sources -> a prepared store -> transforms and loaders for training.
 
     table = load_source("nih", "/data/ChestX-ray14")            # a validated SourceTable
-    prepare_store(table, Path("store/nih256"), size=256)          # decode once, uint8 Arrow shards
-    ds = StoreDataset("store/nih256", "train", build_finetune_transform(224, 0.08, 6, True, NIH_MEAN, NIH_STD))
+    prepare_store(table, Path("store/nih768"), size=768)          # decode once, uint8 Arrow shards
+    check_store("store/nih768")                                   # cheap: manifest, format version, shard files
+    ds = StoreDataset("store/nih768", "train", build_finetune_transform(224, 0.08, 6, True, NIH_MEAN, NIH_STD))
     loader = make_loader(ds, batch_size=128, train=True, epoch=0, rank=0, world_size=1)
 
 `generate_phantom` writes a synthetic ChestX-ray14 in the real NIH layout (tests, demo). Names are
-imported lazily, so `import datasets` stays light (no torch, timm or pyarrow until used).
+imported lazily, so `import thoraxmae.datasets` stays light (no torch, timm or pyarrow until used).
 """
 from __future__ import annotations
 
@@ -22,12 +23,15 @@ _EXPORTS = {
     "generate_phantom": "thoraxmae.datasets.phantom",
     "load_gray": "thoraxmae.datasets.images",
     "prepare_store": "thoraxmae.datasets.store", "open_store": "thoraxmae.datasets.store", "Store": "thoraxmae.datasets.store",
+    "check_store": "thoraxmae.datasets.store_read", "verify_store": "thoraxmae.datasets.store",
+    "detail_kept": "thoraxmae.datasets.resolution", "DEFAULT_STORE_SIZE": "thoraxmae.datasets.resolution",
     "build_pretrain_transform": "thoraxmae.datasets.transforms", "build_finetune_transform": "thoraxmae.datasets.transforms",
     "build_eval_transform": "thoraxmae.datasets.transforms", "randaug_config": "thoraxmae.datasets.transforms",
     "StoreDataset": "thoraxmae.datasets.loader", "make_loader": "thoraxmae.datasets.loader",
 }
 
 __all__ = [
+    "DEFAULT_STORE_SIZE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "NIH_LABELS",
@@ -42,7 +46,9 @@ __all__ = [
     "build_eval_transform",
     "build_finetune_transform",
     "build_pretrain_transform",
+    "check_store",
     "concat_tables",
+    "detail_kept",
     "generate_phantom",
     "load_gray",
     "load_source",
@@ -50,6 +56,7 @@ __all__ = [
     "open_store",
     "prepare_store",
     "randaug_config",
+    "verify_store",
 ]
 
 

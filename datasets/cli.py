@@ -1,8 +1,12 @@
 """`thoraxmae data ...`: phantom generation and store preparation.
 
     thoraxmae data phantom OUT --n 2000 --size 256 --seed 0
-    thoraxmae data prepare SOURCE_DIR --format nih --out STORE --size 256 [--workers N] [--strict] [--split-seed S]
+    thoraxmae data prepare SOURCE_DIR --format nih --out STORE [--size 768] [--workers N] [--strict] [--split-seed S]
         [--also FORMAT=DIR ...] [--keep-splits train[,val,test]]
+
+--size is the largest shorter side a stored image keeps (aspect ratio kept, never upscaled). The
+default, 768, keeps >= 0.9 of the reference's detail at the paper's smallest crops (fine-tuning crop
+scale 0.08 from 1024 px NIH originals; datasets/resolution.py, benchmarks/crop_detail.py).
 
 A mixture: `--also FORMAT=DIR` (repeatable) loads one more source, and all are combined by
 `concat_tables` into one store (labels matched by name; image and patient ids prefixed with the part's
@@ -10,7 +14,12 @@ name, two parts of one format become nih, nih-2, ...; the manifest's notes list 
 "X-rays 0.3M" pre-training store:
 
     thoraxmae data prepare /data/ChestX-ray14 --format nih --split-files SPLITS \
-        --also chexpert=/data/CheXpert-v1.0-small --keep-splits train --out store/xrays03m --size 256
+        --also chexpert=/data/CheXpert-v1.0-small --keep-splits train --out store/xrays03m
+
+CheXpert has no official validation split (valid.csv is its test split), so when --keep-splits drops
+"val" and no --val-fraction is given, CheXpert parts carve none: every CheXpert train frontal image is
+kept (191,027), with NIH train_official (75,312): the paper's 266,339 images. NIH keeps its val out
+(official or carved), as the fine-tuning store it is validated on does.
 
 Source options go to every source of the run that accepts them (--split-seed 3 splits each of them
 with seed 3); the ones naming a file of one dataset (--split-files, --csv, --labels-csv) go to the main
@@ -25,11 +34,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.resolution import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, check_size
 
 FORMATS = ("nih", "chexpert", "mimic", "covidx", "dicom")
+NO_OFFICIAL_VAL = ("chexpert",)  # formats whose val split is only ever carved from train
 SPLIT_NAMES = ("train", "val", "test")  # datasets.table.SPLITS, kept here so --help imports nothing heavy
 # Options that name a file of one dataset: they go to the main source only (--format, SOURCE_DIR).
 MAIN_ONLY_OPTIONS = ("split_files", "csv", "labels_csv")
@@ -52,7 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("source_dir", type=Path, help="dataset folder")
     r.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
     r.add_argument("--out", required=True, type=Path, help="store folder")
-    r.add_argument("--size", type=int, default=256, help="store image side in pixels (default 256)")
+    r.add_argument("--size", type=int, default=DEFAULT_SIZE,
+                   help=f"largest shorter side of a stored image in px, {MIN_SIZE}-{MAX_SIZE}; smaller images are kept "
+                        f"as they are (default {DEFAULT_SIZE})")
     r.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="decoding processes (default: CPU count, at most 8)")
     r.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
@@ -150,15 +165,50 @@ def _split_list(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
+class ProgressBar:
+    """A rich progress bar on stderr (CLI only: library code reports through callbacks). Call it as
+    `bar(done, total)` (prepare_store's callback) or `bar.advance(n)` (generate_phantom's)."""
+
+    def __init__(self, progress, task):
+        self._progress, self._task = progress, task
+
+    def __call__(self, done: int, total: int) -> None:
+        self._progress.update(self._task, completed=done, total=total)
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+
+@contextmanager
+def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[ProgressBar | None]:
+    """Yields a ProgressBar drawn while the block runs, or None when not `enabled`."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        yield ProgressBar(progress, progress.add_task(description, total=total))
+
+
 def _phantom(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from thoraxmae.datasets.phantom import generate_phantom
     from thoraxmae.datasets.sources import load_source
-    from thoraxmae.datasets.store_progress import progress_bar
 
-    with progress_bar(True, "phantom", args.n) as advance:
-        generate_phantom(args.out, n=args.n, size=args.size, seed=args.seed, progress=advance)
+    with progress_bar("phantom", args.n) as bar:
+        generate_phantom(args.out, n=args.n, size=args.size, seed=args.seed, progress=bar.advance)
     table = load_source("nih", args.out)  # read back through the real NIH source
     console = Console()
     console.print(_summary(f"phantom {args.out} ({args.size} px, seed {args.seed})", table.split_counts(),
@@ -171,15 +221,18 @@ def _prepare(args: argparse.Namespace) -> int:
 
     from thoraxmae.datasets.store import prepare_store
 
+    check_size(args.size, "--size")  # before any source is read or pixel allocated
     table = _table(args)
-    manifest = prepare_store(table, args.out, size=args.size, workers=args.workers, strict=args.strict,
-                             progress=not args.quiet, shard_size=args.shard_size)
+    with progress_bar(f"prepare {table.name}", len(table), enabled=not args.quiet) as bar:
+        manifest = prepare_store(table, args.out, size=args.size, workers=args.workers, strict=args.strict,
+                                 progress=bar, shard_size=args.shard_size)
     console = Console()
     if "sources" in table.notes:
         console.print("mixture of " + ", ".join(f"{p['name']} ({p['format']} {p['dir']}: {p['images']} images)"
                                                 for p in table.notes["sources"]), markup=False, soft_wrap=True)
-    console.print(_summary(f"store {args.out} ({manifest['size']} px, {len(manifest['shards'])} shards)",
-                           manifest["counts"], manifest["positives"]))
+    sides = manifest["shorter_side"]
+    console.print(_summary(f"store {args.out} (shorter side {sides['min']}-{sides['max']} px, "
+                           f"{len(manifest['shards'])} shards)", manifest["counts"], manifest["positives"]))
     failed = manifest["failed"]
     if failed:
         console.print(f"[yellow]{len(failed)} image(s) could not be decoded and were skipped "
@@ -198,6 +251,9 @@ def _table(args: argparse.Namespace):
 
     plans = _source_plans(args)
     keep = _parse_keep_splits(args.keep_splits) if args.keep_splits is not None else None
+    if keep is not None and "val" not in keep and args.val_fraction is None:  # see the module docstring
+        plans = [(fmt, root, {**opts, "val_fraction": 0.0} if fmt in NO_OFFICIAL_VAL else opts)
+                 for fmt, root, opts in plans]
     tables = [load_source(fmt, root, harmonise=args.harmonise, **opts) for fmt, root, opts in plans]
     held = {s: sum(t.split_counts()[s] for t in tables) for s in SPLIT_NAMES}
     if keep is not None:

@@ -1,14 +1,17 @@
-"""The prepared store: every image decoded once, squared to `size` px, kept as uint8 in Arrow IPC shards.
+"""The prepared store: every image decoded once, its shorter side fitted to at most `size` px (aspect ratio
+kept, never upscaled), kept as uint8 in Arrow IPC shards.
 
-    manifest = prepare_store(load_source("nih", root), Path("store/nih256"), size=256, workers=8)
-    store = open_store("store/nih256")
-    store.image(store.split_indices("train")[0])  # uint8 [256, 256], a zero-copy view of the file
+    manifest = prepare_store(load_source("nih", root), Path("store/nih768"), size=768, workers=8)
+    store = open_store("store/nih768")
+    store.image(store.split_indices("train")[0])  # uint8 [768, 768], a zero-copy view of the file
 
 Layout: `manifest.json` + `shards/shard-00000.arrow`, ... (datasets.store_shards). Preparing is
-resumable: a shard whose file is complete, whose inputs (rows, labels, size) are unchanged and whose
-images all decoded is kept; the others are (re)built.
+resumable: a shard whose inputs (rows, labels, size) are unchanged, whose images all decoded and whose
+contents still hash to the value recorded when it was written is kept; the others (missing, stale,
+damaged) are (re)built. The store's content hash is computed from the shards' contents.
 Images that cannot be decoded are skipped and listed in the manifest (`strict=True` stops at the first).
-Readers memory-map the shards, so any number of processes can share one store.
+Readers memory-map the shards, so any number of processes can share one store. Progress goes to an
+optional `progress(done, total)` callback (the CLI draws the bar); nothing here prints.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from thoraxmae.datasets.errors import DataError
-from thoraxmae.datasets.store_progress import progress_bar
-from thoraxmae.datasets.store_read import MANIFEST, Store, open_store
+from thoraxmae.datasets.resolution import DEFAULT_SIZE, check_size
+from thoraxmae.datasets.store_pool import worker_pool
+from thoraxmae.datasets.store_read import MANIFEST, Store, check_store, open_store
 from thoraxmae.datasets.store_shards import (
     FORMAT_VERSION,
     READERS,
@@ -34,6 +38,7 @@ from thoraxmae.datasets.store_shards import (
     ShardData,
     decode_chunk,
     open_shard,
+    shard_digest,
     shard_meta,
     write_shard,
 )
@@ -43,8 +48,10 @@ log = logging.getLogger(__name__)
 
 SHARD_DIR = "shards"
 CHUNK = 32  # images per pool task
+Progress = Callable[[int, int], None]  # progress(images done, images in total)
 
-__all__ = ["FORMAT_VERSION", "MANIFEST", "Store", "open_store", "prepare_store"]
+__all__ = ["FORMAT_VERSION", "MANIFEST", "Progress", "Store", "check_store", "open_store", "prepare_store",
+           "verify_store"]
 
 
 @dataclass
@@ -58,24 +65,32 @@ class ShardPlan:
         return f"{SHARD_DIR}/shard-{self.index:05d}.arrow"
 
 
-def prepare_store(table: SourceTable, out: Path, size: int = 256, workers: int = 1, strict: bool = False,
-                  progress: bool = True, shard_size: int = 1024) -> dict:
-    """Decode every image of `table` once into a store at `out`; returns the manifest (also manifest.json)."""
-    table.validate()
+def prepare_store(table: SourceTable, out: Path, size: int = DEFAULT_SIZE, workers: int = 1, strict: bool = False,
+                  progress: Progress | bool | None = None, shard_size: int = 1024) -> dict:
+    """Decode every image of `table` once into a store at `out`; returns the manifest (also manifest.json).
+
+    progress: called as progress(done, total) after each decoded chunk (a bool is accepted and means
+    no callback, for callers written when this drew its own bar).
+    """
     _check_args(table, size, workers, shard_size)
+    table.validate()
+    report: Progress = progress if callable(progress) else (lambda done, total: None)
     out = Path(out)
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     plans = _plan(table, size, shard_size)
-    todo = [p for p in plans if not _complete(shard_meta(out / p.file), p)]
     _remove_stale(out, {p.file for p in plans})
-    if len(todo) < len(plans):
-        log.info("%s: %d of %d shards already complete; preparing the other %d", out, len(plans) - len(todo),
-                 len(plans), len(todo))
-    reused = len(table) - sum(len(p.rows) for p in todo)
-    with progress_bar(progress, f"prepare {table.name}", len(table), completed=reused) as advance:
-        for plan, data in _decode_shards(table, todo, size, workers, strict, advance):
-            write_shard(out / plan.file, data, plan.key)
-    manifest = _manifest(table, out, plans, size)
+    digests = {p.index: d for p in plans if (d := _reusable(out / p.file, p)) is not None}
+    todo = [p for p in plans if p.index not in digests]
+    if digests:
+        log.info("%s: %d of %d shards already complete; preparing the other %d", out, len(digests), len(plans),
+                 len(todo))
+    done = len(table) - sum(len(p.rows) for p in todo)
+    report(done, len(table))
+    for plan, data in _decode_shards(table, todo, size, workers, strict):
+        digests[plan.index] = write_shard(out / plan.file, data, plan.key)["sha256"]
+        done += len(plan.rows)
+        report(done, len(table))
+    manifest = _manifest(table, out, plans, size, digests)
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1, default=str))
     os.replace(tmp, out / MANIFEST)
@@ -88,11 +103,25 @@ def prepare_store(table: SourceTable, out: Path, size: int = 256, workers: int =
     return manifest
 
 
+def verify_store(path: Path | str) -> str:
+    """Re-hash every shard of a store from its file; returns the content hash (the manifest's when intact).
+    A shard whose contents differ from the hash recorded when it was written is a DataError naming it."""
+    manifest = check_store(path)
+    digests = {}
+    for i, entry in enumerate(manifest["shards"]):
+        file = Path(path) / entry["file"]
+        digest = shard_digest(open_shard(file))
+        if digest != entry["sha256"]:
+            raise DataError(f"{file}: contents do not match the hash recorded when it was written (damaged); "
+                            "re-run `thoraxmae data prepare` to rebuild it")
+        digests[i] = digest
+    return _content_hash(manifest["size"], manifest["label_names"], digests)
+
+
 def _check_args(table: SourceTable, size: int, workers: int, shard_size: int) -> None:
+    check_size(size)
     if len(table) == 0:
         raise DataError(f"{table.name}: the table has no rows; nothing to prepare")
-    if size < 8:
-        raise DataError(f"prepare_store: size={size} must be >= 8")
     if workers < 1:
         raise DataError(f"prepare_store: workers={workers} must be >= 1")
     if shard_size < 1:
@@ -104,9 +133,20 @@ def _check_args(table: SourceTable, size: int, workers: int, shard_size: int) ->
                         f"expected one of {READERS}")
 
 
-def _complete(meta: dict | None, plan: ShardPlan) -> bool:
-    """A shard is reused when its inputs are unchanged and every image decoded (failures are retried)."""
-    return meta is not None and meta.get("key") == plan.key and not meta.get("failed")
+def _reusable(path: Path, plan: ShardPlan) -> str | None:
+    """The content hash of a shard that can be kept: same inputs, every image decoded (failures are
+    retried), and its contents still hash to the value recorded when it was written."""
+    meta = shard_meta(path)
+    if meta is None or meta.get("key") != plan.key or meta.get("failed"):
+        return None
+    try:
+        digest = shard_digest(open_shard(path))
+    except DataError:
+        digest = None
+    if digest != meta.get("sha256"):
+        log.warning("%s: contents do not match the hash recorded when it was written (damaged); rebuilding it", path)
+        return None
+    return digest
 
 
 def _plan(table: SourceTable, size: int, shard_size: int) -> list[ShardPlan]:
@@ -130,33 +170,31 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
             path.unlink()
 
 
-def _decode_shards(table: SourceTable, plans: list[ShardPlan], size: int, workers: int, strict: bool,
-                   advance) -> Iterator[tuple[ShardPlan, ShardData]]:
+def _decode_shards(table: SourceTable, plans: list[ShardPlan], size: int, workers: int,
+                   strict: bool) -> Iterator[tuple[ShardPlan, ShardData]]:
     """Decode the planned shards in order (in a process pool when workers > 1); yields each full shard."""
     paths = table.frame["path"].astype(str).to_numpy()
     readers = table.frame["reader"].astype(str).to_numpy()
     tasks = [(plan, rows) for plan in plans for rows in np.array_split(plan.rows, -(-len(plan.rows) // CHUNK))]
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    pool = worker_pool(workers) if workers > 1 and tasks else None
     try:
-        results = _run(tasks, paths, readers, size, pool, workers)
         current, parts = None, []
-        for (plan, rows), (pixels, failed) in results:
+        for (plan, rows), (pixels, failed) in _run(tasks, paths, readers, size, pool, workers):
             if strict and failed:
                 raise DataError(failed[0][1] + " (strict: stopping at the first unreadable image)")
             if current is not None and plan is not current:
-                yield current, _assemble(table, current, parts, size)
+                yield current, _assemble(table, current, parts)
                 parts = []
             current = plan
             parts.append((rows, pixels, failed))
-            advance(len(rows))
         if current is not None:
-            yield current, _assemble(table, current, parts, size)
+            yield current, _assemble(table, current, parts)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run(tasks, paths, readers, size, pool, workers) -> Iterator:
+def _run(tasks, paths, readers, size, pool: ProcessPoolExecutor | None, workers: int) -> Iterator:
     """Results of decode_chunk in task order; at most 4 tasks per worker in flight."""
     if pool is None:
         for task in tasks:
@@ -164,8 +202,7 @@ def _run(tasks, paths, readers, size, pool, workers) -> Iterator:
             yield task, decode_chunk(paths[rows].tolist(), readers[rows].tolist(), size)
         return
     pending: deque[tuple[tuple, Future]] = deque()
-    queue = iter(tasks)
-    for task in queue:
+    for task in tasks:
         rows = task[1]
         pending.append((task, pool.submit(decode_chunk, paths[rows].tolist(), readers[rows].tolist(), size)))
         if len(pending) >= 4 * workers:
@@ -176,7 +213,7 @@ def _run(tasks, paths, readers, size, pool, workers) -> Iterator:
         yield done, fut.result()
 
 
-def _assemble(table: SourceTable, plan: ShardPlan, parts: list, size: int) -> ShardData:
+def _assemble(table: SourceTable, plan: ShardPlan, parts: list) -> ShardData:
     rows = np.concatenate([r for r, _, _ in parts])
     ok = np.ones(len(rows), bool)
     failed, offset = [], 0
@@ -188,22 +225,28 @@ def _assemble(table: SourceTable, plan: ShardPlan, parts: list, size: int) -> Sh
                            "reason": reason})
         offset += len(r)
     kept = rows[ok]
-    pixels = np.concatenate([p for _, p, _ in parts]) if parts else np.empty((0, size, size), np.uint8)
+    pixels = [p for _, chunk, _ in parts for p in chunk]
     return ShardData(pixels, table.labels[kept], table.mask[kept], f["image_id"].iloc[kept].astype(str).tolist(),
                      f["patient_id"].iloc[kept].astype(str).tolist(), f["split"].iloc[kept].astype(str).tolist(),
                      failed)
 
 
-def _manifest(table: SourceTable, out: Path, plans: list[ShardPlan], size: int) -> dict:
+def _content_hash(size: int, label_names, digests: dict[int, str]) -> str:
+    h = hashlib.sha256(f"{FORMAT_VERSION}|{size}|{'|'.join(label_names)}".encode())
+    for index in sorted(digests):
+        h.update(digests[index].encode())
+    return h.hexdigest()
+
+
+def _manifest(table: SourceTable, out: Path, plans: list[ShardPlan], size: int, digests: dict[int, str]) -> dict:
     """Counts and positives are read back from the shards, so they describe what is stored."""
-    shards, failed = [], []
+    shards, failed, shorter = [], [], []
     counts = dict.fromkeys(SPLITS, 0)
     positives = {s: dict.fromkeys(table.label_names, 0) for s in SPLITS}
-    digest = hashlib.sha256(f"{FORMAT_VERSION}|{size}|{'|'.join(table.label_names)}".encode())
+    k = len(table.label_names)
     for plan in plans:
-        view = open_shard(out / plan.file, size)
+        view = open_shard(out / plan.file)
         split = np.asarray(view.table.column("split").to_pylist(), dtype=object)
-        k = len(table.label_names)
         labels = np.asarray(view.table.column("labels").combine_chunks().flatten(), np.float32).reshape(-1, k)
         mask = np.asarray(view.table.column("mask").combine_chunks().flatten(), np.uint8).reshape(-1, k)
         for s in SPLITS:
@@ -211,10 +254,13 @@ def _manifest(table: SourceTable, out: Path, plans: list[ShardPlan], size: int) 
             counts[s] += int(rows.sum())
             for name, c in zip(table.label_names, (labels[rows] * mask[rows]).sum(0)):
                 positives[s][name] += int(c)
-        shards.append({"file": plan.file, "rows": int(view.meta["rows"]), "sha256": view.meta["sha256"]})
+        shards.append({"file": plan.file, "rows": len(view), "sha256": digests[plan.index]})
+        shorter.append(np.minimum(view.heights, view.widths))
         failed += view.meta["failed"]
-        digest.update(view.meta["sha256"].encode())
+    sides = np.concatenate(shorter) if shorter else np.zeros(0, np.int32)
     return {"format_version": FORMAT_VERSION, "source": table.name, "size": size, "resize": RESIZE_NOTE,
+            "shorter_side": {"min": int(sides.min()), "max": int(sides.max())} if len(sides) else None,
             "label_names": list(table.label_names), "task": table.task, "images": sum(counts.values()),
-            "counts": counts, "positives": positives, "content_hash": digest.hexdigest(), "shards": shards,
+            "counts": counts, "positives": positives,
+            "content_hash": _content_hash(size, table.label_names, digests), "shards": shards,
             "failed": failed, "notes": table.notes}

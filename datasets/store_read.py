@@ -1,4 +1,5 @@
-"""Reading a prepared store: `open_store(path) -> Store`, memory-mapped and shareable by many processes."""
+"""Reading a prepared store: `open_store(path) -> Store`, memory-mapped and shareable by many processes;
+`check_store(path)`, the cheap check a caller runs before starting anything expensive (Ray, a study)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from thoraxmae.datasets.store_shards import FORMAT_VERSION, fixed_list, open_sha
 from thoraxmae.datasets.table import SPLITS
 
 MANIFEST = "manifest.json"
+REQUIRED_KEYS = ("format_version", "size", "label_names", "task", "shards")
 
 
 class Store:
@@ -19,19 +21,19 @@ class Store:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.manifest = read_manifest(self.path)
+        self.manifest = check_store(self.path)
         m = self.manifest
-        self.size: int = int(m["size"])
+        self.size: int = int(m["size"])  # the stored images' shorter side is at most this
         self.label_names: tuple[str, ...] = tuple(m["label_names"])
         self.task: str = m["task"]
         k = len(self.label_names)
         self._shards, labels, mask, image_ids, patient_ids, splits = [], [], [], [], [], []
         for entry in m["shards"]:
-            view = open_shard(self.path / entry["file"], self.size)
-            if len(view.images) != entry["rows"]:
-                raise DataError(f"{self.path / entry['file']}: holds {len(view.images)} images but {MANIFEST} "
+            view = open_shard(self.path / entry["file"])
+            if len(view) != entry["rows"]:
+                raise DataError(f"{self.path / entry['file']}: holds {len(view)} images but {MANIFEST} "
                                 f"says {entry['rows']}; re-run `thoraxmae data prepare`")
-            self._shards.append(view.images)
+            self._shards.append(view)
             labels.append(fixed_list(view.table.column("labels"), np.float32, k))
             mask.append(fixed_list(view.table.column("mask"), np.uint8, k))
             for out, col in ((image_ids, "image_id"), (patient_ids, "patient_id"), (splits, "split")):
@@ -49,7 +51,8 @@ class Store:
         return int(self._starts[-1])
 
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r}, {len(self)} images of {self.size} px, {len(self.label_names)} labels)"
+        return (f"Store({str(self.path)!r}, {len(self)} images, shorter side <= {self.size} px, "
+                f"{len(self.label_names)} labels)")
 
     def __getstate__(self) -> dict:
         return {"path": str(self.path)}
@@ -58,11 +61,18 @@ class Store:
         self.__init__(state["path"])
 
     def image(self, i: int) -> np.ndarray:
-        """uint8 [size, size], a read-only view of the memory-mapped shard (no copy)."""
+        """uint8 [h, w], a read-only view of the memory-mapped shard (no copy)."""
         if not 0 <= i < len(self):
             raise IndexError(f"image index {i} out of range for a store of {len(self)} images")
         shard = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return self._shards[shard][i - self._starts[shard]]
+        return self._shards[shard].image(i - int(self._starts[shard]))
+
+    def shapes(self) -> np.ndarray:
+        """[N, 2] int (height, width) of every stored image."""
+        if not self._shards:
+            return np.zeros((0, 2), np.int64)
+        return np.stack([np.concatenate([s.heights for s in self._shards]),
+                         np.concatenate([s.widths for s in self._shards])], axis=1).astype(np.int64)
 
     def split_indices(self, split: str) -> np.ndarray:
         """Row indices (int64, ascending) of one split."""
@@ -71,22 +81,38 @@ class Store:
         return np.flatnonzero(self.splits == split).astype(np.int64)
 
 
-def read_manifest(path: Path) -> dict:
-    file = Path(path) / MANIFEST
+def check_store(path: Path | str) -> dict:
+    """The store's manifest, after the checks that need no pixel read: the manifest exists and parses,
+    its format version is the one this thoraxmae reads, and every shard file it lists is present.
+    Raises a one-line DataError naming the store (and, for a version mismatch, both versions)."""
+    path = Path(path)
+    file = path / MANIFEST
     if not file.is_file():
-        raise DataError(f"{file}: store manifest not found; prepare the store with `thoraxmae data prepare`")
+        what = "folder not found" if not path.exists() else f"no {MANIFEST}"
+        raise DataError(f"{path}: not a prepared store ({what}); prepare one with `thoraxmae data prepare`")
     try:
         manifest = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{file}: unreadable store manifest ({e})") from e
+    if not isinstance(manifest, dict):
+        raise DataError(f"{file}: unreadable store manifest (not a JSON object)")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise DataError(f"{file}: store format version {version!r}, this thoraxmae reads version {FORMAT_VERSION}; "
-                        "re-run `thoraxmae data prepare`")
-    missing = [k for k in ("size", "label_names", "task", "shards") if k not in manifest]
+        raise DataError(f"{path}: store format version {version!r}, this thoraxmae reads version {FORMAT_VERSION}; "
+                        "re-run `thoraxmae data prepare` into a new folder")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise DataError(f"{file}: manifest lacks {missing}")
+    for entry in manifest["shards"]:
+        shard = path / entry["file"]
+        if not shard.is_file():
+            raise DataError(f"{shard}: store shard missing (listed in {MANIFEST}); re-run `thoraxmae data prepare`")
     return manifest
+
+
+def read_manifest(path: Path | str) -> dict:
+    """The manifest of a store (checked as `check_store` does)."""
+    return check_store(path)
 
 
 def open_store(path: Path | str) -> Store:

@@ -1,6 +1,8 @@
 """CheXpert v1.0 / v1.0-small: `train.csv` + `valid.csv` (docs/data-formats.md "CheXpert").
 
-valid.csv is the test split (the paper tests on it); train.csv is split into train / val by patient.
+valid.csv is the test split (the paper tests on it); train.csv is split into train / val by patient
+(`val_fraction` of its patients; 0 keeps every train.csv image in train, as the paper's pre-training
+mixture "X-rays 0.3M" does).
 """
 from __future__ import annotations
 
@@ -27,14 +29,15 @@ from thoraxmae.datasets.sources.csvio import (
 )
 from thoraxmae.datasets.sources.splits import carve_val
 from thoraxmae.datasets.sources.uncertainty import UncertaintyOption, apply_policy, resolve_policy
-from thoraxmae.datasets.table import SourceTable
+from thoraxmae.datasets.table import SPLITS, SourceTable
 
 # The 14 observations in the csv's column order.
 CHEXPERT_LABELS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
                    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
                    "Pleural Other", "Fracture", "Support Devices")
-# The 5 competition tasks (the paper's CheXpert evaluation), in this order.
-CHEXPERT_TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+# The 5 competition tasks (the paper's CheXpert evaluation), in the reference's class order: a released
+# CheXpert head's outputs are these, in this order (docs/paper.md).
+CHEXPERT_TASKS = ("Cardiomegaly", "Edema", "Consolidation", "Atelectasis", "Pleural Effusion")
 # The paper's mixed policy: U-Ones for Atelectasis and Edema; every other label U-Zeros.
 MIXED_POLICY = {"Atelectasis": "ones", "Edema": "ones"}
 LABEL_SETS = {"5task": CHEXPERT_TASKS, "14label": CHEXPERT_LABELS}
@@ -52,6 +55,7 @@ def load_chexpert(root: Path, *, labels: str | Sequence[str] = "5task", uncertai
     uncertainty: "ignore" | "zeros" | "ones" for all labels, or a dict label -> policy; labels not named
     take MIXED_POLICY (U-Ones Atelectasis/Edema, U-Zeros others). Blanks are negatives.
     frontal: keep only `Frontal/Lateral == Frontal` rows (default on).
+    val_fraction: fraction of train.csv patients moved to val, in [0, 1); 0 gives no val split.
     missing: "error" (default) or "skip" for listed images absent on disk.
     """
     root = Path(root).resolve()
@@ -61,12 +65,14 @@ def load_chexpert(root: Path, *, labels: str | Sequence[str] = "5task", uncertai
     parts = [_read_part(root / file_name, split, names, frontal) for split, file_name in CSV_FILES.items()]
     ids, patients, raw = (np.concatenate([p[k] for p in parts]) for k in range(3))
     splits = np.concatenate([np.full(len(p[0]), split, dtype=object) for split, p in zip(CSV_FILES, parts)])
-    splits = carve_val(patients, splits, seed=split_seed, val_fraction=val_fraction, where=str(root / "train.csv"))
+    splits = carve_val(patients, splits, seed=split_seed, val_fraction=val_fraction, where=str(root / "train.csv"),
+                       allow_zero=True)
     lab, mask = apply_policy(raw, names, policy)
     paths = np.array([str(root / i) for i in ids.tolist()], dtype=object)
-    rows = Rows(ids, paths, patients, splits, lab, mask, {"uncertainty": policy, "frontal": frontal})
+    rows = Rows(ids, paths, patients, splits, lab, mask,
+                {"uncertainty": policy, "frontal": frontal, "val_fraction": float(val_fraction)})
     rows = drop_missing(rows, files_exist(paths), missing=missing, where=str(root))
-    return build_table("chexpert", names, rows)
+    return build_table("chexpert", names, rows, required_splits=("train", "test") if val_fraction == 0 else SPLITS)
 
 
 def _label_names(labels: str | Sequence[str]) -> tuple[str, ...]:

@@ -31,9 +31,10 @@ def _count(fraction: float, n: int) -> int:
 
 
 def carve_val(patient_ids: np.ndarray, split: np.ndarray, *, seed: int, val_fraction: float,
-              where: str) -> np.ndarray:
-    """Move a `val_fraction` of the patients of the "train" rows to "val". Returns a new split array."""
-    check_fraction("val_fraction", val_fraction)
+              where: str, allow_zero: bool = False) -> np.ndarray:
+    """Move a `val_fraction` of the patients of the "train" rows to "val". Returns a new split array.
+    `allow_zero`: val_fraction 0 is accepted and moves nobody (a source whose val may be empty)."""
+    check_fraction("val_fraction", val_fraction, low_open=not allow_zero)
     train = split == "train"
     order = _shuffled_patients(patient_ids[train], seed)
     n_val = _count(val_fraction, len(order))

@@ -75,3 +75,26 @@ def test_format_choices_are_the_sources():
     assert set(FORMATS) == set(SOURCES)
     with pytest.raises(SystemExit):
         main(["data", "prepare", "x", "--format", "tiff", "--out", "y"])
+
+
+@pytest.mark.parametrize("size", ["100000", "4097", "4"])
+def test_prepare_size_out_of_range_is_one_line_before_anything_is_read(tmp_path, capsys, size):
+    rc = main(["data", "prepare", str(tmp_path / "nowhere"), "--format", "nih", "--out", str(tmp_path / "s"),
+               "--size", size])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == f"error: --size={size}: a store's image side must be an integer in [8, 4096] px " \
+                              "(default 768)\n"
+    assert not (tmp_path / "s").exists()
+
+
+def test_prepare_draws_its_progress_bar_on_stderr(phantom_dir, tmp_path, capsys):
+    rc = main(["data", "prepare", str(phantom_dir), "--format", "nih", "--out", str(tmp_path / "s"), "--size", "16",
+               "--workers", "1"])
+    assert rc == 0 and "40/40" in capsys.readouterr().err
+
+
+def test_prepare_default_size_is_768():
+    from thoraxmae.cli import build_parser
+
+    args = build_parser().parse_args(["data", "prepare", "x", "--format", "nih", "--out", "y"])
+    assert args.size == 768

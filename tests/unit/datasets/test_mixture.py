@@ -82,8 +82,62 @@ def test_shared_source_options_reach_every_part(phantoms, tmp_path):
     assert _manifest(store)["counts"] == {s: parts[0][s] + parts[1][s] for s in parts[0]}
 
 
-def test_paper_recipe_nih_train_official_plus_chexpert_train(tmp_path):
-    """X-rays 0.3M in miniature: NIH train_official (split files) + CheXpert train frontal, no NIH val/test image."""
+def _chexpert_train_frontal(root) -> set[str]:
+    """Every frontal row of train.csv, read straight from the file (prefix stripped)."""
+    lines = (root / "train.csv").read_text().splitlines()[1:]
+    return {line.split(",")[0].split("/", 1)[1] for line in lines if line.split(",")[3] == "Frontal"}
+
+
+def _official(folder, split) -> set[str]:
+    return {line.split()[0] for line in (folder / f"{split}_official.txt").read_text().splitlines() if line}
+
+
+def test_xrays_0_3m_keeps_all_chexpert_train_frontal_and_only_nih_train_official(tmp_path):
+    """X-rays 0.3M in miniature, by the documented command: NIH train_official (split files) + every
+    CheXpert train frontal image (191,027 + 75,312 at full size), no NIH val/test and no CheXpert valid image."""
+    nih, chex = write_nih(tmp_path / "nih"), write_chexpert(tmp_path / "chexpert")
+    splits = write_nih_paper_splits(tmp_path / "splits")
+    store = tmp_path / "store"
+    rc = main(PREPARE + [str(nih), "--format", "nih", "--split-files", str(splits), "--also", f"chexpert={chex}",
+                         "--keep-splits", "train", "--out", str(store)])
+    assert rc == 0
+    ids = set(open_store(store).image_ids)
+    chex_ids = {i.split("/", 1)[1] for i in ids if i.startswith("chexpert/")}
+    nih_ids = {i.split("/", 1)[1] for i in ids if i.startswith("nih/")}
+    assert chex_ids == _chexpert_train_frontal(chex) and len(chex_ids) == 20  # 10 patients x 2 frontal studies
+    assert nih_ids == _official(splits, "train") and len(nih_ids) == 13
+    assert not nih_ids & (_official(splits, "val") | _official(splits, "test"))
+    m = _manifest(store)
+    assert m["counts"] == {"train": 33, "val": 0, "test": 0} and len(ids) == 33
+    assert m["notes"]["part_notes"]["chexpert"]["val_fraction"] == 0.0
+    assert [(p["name"], p["images"]) for p in m["notes"]["sources"]] == [("nih", 13), ("chexpert", 20)]
+
+
+def test_without_split_files_nih_still_keeps_its_val_out_of_pre_training(tmp_path):
+    nih, chex = write_nih(tmp_path / "nih"), write_chexpert(tmp_path / "chexpert")
+    rc = main(PREPARE + [str(nih), "--format", "nih", "--also", f"chexpert={chex}", "--keep-splits", "train",
+                         "--out", str(tmp_path / "store")])
+    assert rc == 0
+    ids = set(open_store(tmp_path / "store").image_ids)
+    t_nih = load_source("nih", nih)  # the fine-tuning store's split (same default seed and fraction)
+    held_out = set(t_nih.frame.loc[t_nih.frame["split"] != "train", "image_id"])
+    assert {i.split("/", 1)[1] for i in ids if i.startswith("nih/")} == \
+        set(t_nih.frame.loc[t_nih.frame["split"] == "train", "image_id"])
+    assert held_out and not {i.split("/", 1)[1] for i in ids} & held_out
+    assert len([i for i in ids if i.startswith("chexpert/")]) == 20
+
+
+def test_an_explicit_val_fraction_is_honoured_for_chexpert(tmp_path):
+    nih, chex = write_nih(tmp_path / "nih"), write_chexpert(tmp_path / "chexpert")
+    splits = write_nih_paper_splits(tmp_path / "splits")
+    rc = main(PREPARE + [str(nih), "--format", "nih", "--split-files", str(splits), "--also", f"chexpert={chex}",
+                         "--val-fraction", "0.2", "--keep-splits", "train", "--out", str(tmp_path / "store")])
+    assert rc == 0
+    kept = load_source("chexpert", chex, val_fraction=0.2).split_counts()["train"]
+    assert kept == 16 and len([i for i in open_store(tmp_path / "store").image_ids if i.startswith("chexpert/")]) == kept
+
+
+def test_harmonised_recipe_with_u_zeros(tmp_path):
     nih, chex = write_nih(tmp_path / "nih"), write_chexpert(tmp_path / "chexpert")
     splits = write_nih_paper_splits(tmp_path / "splits")
     store = tmp_path / "store"
@@ -91,14 +145,8 @@ def test_paper_recipe_nih_train_official_plus_chexpert_train(tmp_path):
                          "--uncertainty", "zeros", "--harmonise", "--keep-splits", "train", "--out", str(store)])
     assert rc == 0  # --uncertainty goes to chexpert (nih lacks it), --split-files to nih only
     m = _manifest(store)
-    t_nih = load_source("nih", nih, split_files=splits)
-    t_chex = load_source("chexpert", chex, uncertainty="zeros")
-    assert m["counts"]["train"] == t_nih.split_counts()["train"] + t_chex.split_counts()["train"]
     assert m["notes"]["part_notes"]["chexpert"]["uncertainty"]["Edema"] == "zeros"
     assert "Effusion" in m["label_names"] and "Pleural Effusion" not in m["label_names"]
-    ids = set(open_store(store).image_ids)
-    held_out = t_nih.frame.loc[t_nih.frame["split"] != "train", "image_id"]
-    assert len(held_out) and not ids & {"nih/" + i for i in held_out}
 
 
 def test_main_only_options_do_not_reach_the_extra_parts(tmp_path):

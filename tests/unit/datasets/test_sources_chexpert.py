@@ -29,7 +29,25 @@ def _raw(table, names) -> np.ndarray:
 
 def test_label_sets():
     assert CHEXPERT_LABELS == FIXTURE_LABELS
-    assert CHEXPERT_TASKS == ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+    # the reference's class order: a released CheXpert head's five outputs, in this order
+    assert CHEXPERT_TASKS == ("Cardiomegaly", "Edema", "Consolidation", "Atelectasis", "Pleural Effusion")
+
+
+def test_five_task_labels_come_in_the_reference_order(root):
+    table = load_source("chexpert", root)
+    assert table.label_names == CHEXPERT_TASKS
+    train = (table.frame["split"] != "test").to_numpy()
+    raw = _raw(table, ("Cardiomegaly", "Edema", "Consolidation", "Atelectasis", "Pleural Effusion"))
+    column_one = np.where(raw[:, 0] == -1, 0.0, np.nan_to_num(raw[:, 0]))  # Cardiomegaly, U-Zeros
+    np.testing.assert_array_equal(table.labels[train][:, 0], column_one)
+
+
+def test_val_fraction_zero_keeps_every_train_image_in_train(root):
+    table = load_source("chexpert", root, val_fraction=0)
+    assert table.split_counts() == {"train": 20, "val": 0, "test": 3}  # all 20 train.csv frontal rows
+    assert table.notes["val_fraction"] == 0.0
+    with pytest.raises(DataError, match=r"val_fraction=1\.0 must lie in \[0, 1\)"):
+        load_source("chexpert", root, val_fraction=1.0)
 
 
 @pytest.mark.parametrize("prefix", ["CheXpert-v1.0-small", "CheXpert-v1.0", ""])

@@ -1,4 +1,5 @@
-"""The prepared store: squaring, labels and ids kept, manifest, failures, resume, zero-copy reads, errors."""
+"""The prepared store: fitting (aspect kept, never upscaled), labels and ids kept, manifest, failures, resume,
+zero-copy reads, errors."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from PIL import Image
 
 from thoraxmae.datasets.errors import DataError
 from thoraxmae.datasets.sources import load_source
-from thoraxmae.datasets.store import FORMAT_VERSION, open_store, prepare_store
+from thoraxmae.datasets.store import FORMAT_VERSION, check_store, open_store, prepare_store, verify_store
 from thoraxmae.datasets.table import SourceTable
 
 LABELS = ("A", "B", "C")
@@ -64,21 +65,31 @@ def test_manifest_counts_positives_and_hash(tmp_path):
     assert m["counts"] == {"train": 6, "val": 2, "test": 2} and m["images"] == 10
     assert m["positives"]["train"] == table.positives("train")  # masked positives do not count
     assert table.labels[0, 0] == 1 and m["positives"]["train"]["A"] == table.labels[[0, 1, 8, 9], 0].sum() - 1
-    assert m["failed"] == [] and "centre-crop" in m["resize"]
+    assert m["failed"] == [] and "aspect ratio kept" in m["resize"] and "never upscaled" in m["resize"]
+    assert m["shorter_side"] == {"min": 16, "max": 16}
 
 
-def test_non_square_images_keep_aspect_and_centre_crop(tmp_path):
-    img = np.full((40, 60), 100, np.uint8)  # H 40, W 60: the outer 10 columns each side are cropped away
-    img[:, :10], img[:, 50:] = 255, 0
-    path = tmp_path / "wide.png"
+def _one_image_table(tmp_path, img: np.ndarray) -> SourceTable:
+    path = tmp_path / "one.png"
     Image.fromarray(img).save(path)
     frame = pd.DataFrame([{"image_id": "w", "path": str(path), "patient_id": "p", "split": "train",
                            "reader": "image"}])
-    table = SourceTable("wide", ("A",), frame, np.zeros((1, 1)), np.ones((1, 1)))
-    prepare_store(table, tmp_path / "s", size=20, progress=False)
+    return SourceTable("one", ("A",), frame, np.zeros((1, 1)), np.ones((1, 1)))
+
+
+@pytest.mark.parametrize("shape, size, stored", [((40, 60), 20, (20, 30)), ((60, 40), 20, (30, 20)),
+                                                 ((45, 60), 20, (20, 26)), ((40, 60), 64, (40, 60))])
+def test_images_keep_their_aspect_ratio_and_are_never_upscaled(tmp_path, shape, size, stored):
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    prepare_store(_one_image_table(tmp_path, img), tmp_path / "s", size=size)
     out = open_store(tmp_path / "s").image(0)
-    assert out.shape == (20, 20) and np.all(out[:, 2:-2] == 100)  # bicubic support reaches 2 px over the edge
-    assert abs(out.astype(float).mean() - 100) < 2
+    assert out.shape == stored  # torchvision's Resize rounding: the longer side is int(size * long / short)
+    if stored == shape:
+        np.testing.assert_array_equal(out, img)  # the original pixels, as the reference crops them
+    else:
+        expected = Image.fromarray(img).resize(stored[::-1], Image.Resampling.BICUBIC)
+        np.testing.assert_array_equal(out, np.asarray(expected))
+    assert open_store(tmp_path / "s").shapes().tolist() == [list(stored)]
 
 
 def test_images_are_zero_copy_views_of_the_shard_file(tmp_path):
@@ -167,14 +178,30 @@ def test_unknown_reader_is_an_error(tmp_path):
 
 
 def test_missing_manifest_and_wrong_version(tmp_path):
-    with pytest.raises(DataError, match="manifest.json"):
+    with pytest.raises(DataError, match="not a prepared store .no manifest.json"):
         open_store(tmp_path)
+    with pytest.raises(DataError, match="nowhere: not a prepared store .folder not found"):
+        check_store(tmp_path / "nowhere")
     prepare_store(make_table(tmp_path), tmp_path / "s", size=16, progress=False)
     path = tmp_path / "s" / "manifest.json"
     m = json.loads(path.read_text())
-    path.write_text(json.dumps({**m, "format_version": 99}))
-    with pytest.raises(DataError, match=rf"manifest.json.*version 99.*version {FORMAT_VERSION}"):
+    path.write_text(json.dumps({**m, "format_version": 1}))
+    message = rf"^{tmp_path / 's'}: store format version 1, this thoraxmae reads version {FORMAT_VERSION}; "
+    with pytest.raises(DataError, match=message):
+        check_store(tmp_path / "s")
+    with pytest.raises(DataError, match=message):
         open_store(tmp_path / "s")
+    path.write_bytes(b"\xff\xfe not json")
+    with pytest.raises(DataError, match="unreadable store manifest"):
+        check_store(tmp_path / "s")
+
+
+def test_check_store_reads_no_pixels_and_names_a_missing_shard(tmp_path):
+    m = prepare_store(make_table(tmp_path), tmp_path / "s", size=16, shard_size=4)
+    assert check_store(tmp_path / "s") == m | {"shards": m["shards"]}
+    os.remove(tmp_path / "s" / m["shards"][2]["file"])
+    with pytest.raises(DataError, match=r"shard-00002.arrow: store shard missing"):
+        check_store(tmp_path / "s")
 
 
 def test_missing_shard_is_named(tmp_path):
@@ -197,7 +224,7 @@ def test_dicom_rows_go_through_read_dicom(tmp_path):
     table = SourceTable("dicom", ("A",), frame, np.zeros((1, 1)), np.ones((1, 1)))
     prepare_store(table, tmp_path / "s", size=32, progress=False)
     img = open_store(tmp_path / "s").image(0)
-    assert img.shape == (32, 32) and img.std() > 10  # a real radiograph, not a flat image
+    assert img.shape == (33, 32) and img.std() > 10  # a real radiograph (1955 rows x 1841), not a flat image
 
 
 def test_phantom_through_the_nih_source_into_a_store(phantom_nih, phantom_store):
@@ -232,9 +259,54 @@ def test_image_gone_since_listing_is_skipped_and_named(tmp_path):
         prepare_store(table, tmp_path / "strict", size=16, progress=False, strict=True)
 
 
-def test_resumed_progress_counts_the_reused_shards(tmp_path, capsys):
+def test_progress_goes_to_the_callback_and_counts_the_reused_shards(tmp_path, capsys):
     table = make_table(tmp_path, n=12)
-    prepare_store(table, tmp_path / "s", size=16, progress=False, shard_size=4)
+    calls = []
+    prepare_store(table, tmp_path / "s", size=16, shard_size=4, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 12), (4, 12), (8, 12), (12, 12)]
     os.remove(tmp_path / "s" / "shards" / "shard-00002.arrow")
-    prepare_store(table, tmp_path / "s", size=16, progress=True, shard_size=4)
-    assert "12/12" in capsys.readouterr().err
+    calls.clear()
+    prepare_store(table, tmp_path / "s", size=16, shard_size=4, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(8, 12), (12, 12)]
+    prepare_store(table, tmp_path / "s", size=16, shard_size=4, progress=True)  # a bool: no callback, no bar
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""  # library code draws nothing
+
+
+def test_a_damaged_shard_is_detected_rebuilt_and_the_hash_follows_the_contents(tmp_path):
+    table = make_table(tmp_path, n=12)
+    out = tmp_path / "s"
+    first = prepare_store(table, out, size=16, shard_size=4)
+    assert verify_store(out) == first["content_hash"]
+    shard = out / "shards" / "shard-00001.arrow"
+    original = shard.read_bytes()
+    pixel = original.index(bytes([20 * 5]) * 16 * 16)  # image 5 (pixel value 100), inside shard 1
+    flipped = bytearray(original)
+    flipped[pixel + 7] ^= 0x10  # one bit of one pixel
+    shard.write_bytes(bytes(flipped))
+    assert open_store(out).image(5)[0, 7] == 100 ^ 0x10  # the file really holds the flipped bit
+    with pytest.raises(DataError, match=r"shard-00001.arrow: contents do not match the hash recorded"):
+        verify_store(out)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
+    second = prepare_store(table, out, size=16, shard_size=4)
+    assert shard.read_bytes() == original and np.all(open_store(out).image(5) == 100)  # rebuilt, identical
+    assert {p.name for p in (out / "shards").iterdir() if p.stat().st_mtime_ns != stamps[p.name]} == {shard.name}
+    assert second["content_hash"] == first["content_hash"] == verify_store(out)
+
+
+def test_the_content_hash_is_computed_from_the_pixels(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = prepare_store(make_table(tmp_path / "a"), tmp_path / "sa", size=16, shard_size=4)
+    table = make_table(tmp_path / "b")
+    Image.fromarray(np.full((24, 24), 21, np.uint8)).save(table.frame["path"].iloc[1])  # one pixel value 20 -> 21
+    b = prepare_store(table, tmp_path / "sb", size=16, shard_size=4)
+    assert [s["sha256"] for s in a["shards"]][1:] == [s["sha256"] for s in b["shards"]][1:]
+    assert a["shards"][0]["sha256"] != b["shards"][0]["sha256"] and a["content_hash"] != b["content_hash"]
+
+
+@pytest.mark.parametrize("size", [100000, 4097, 7, 0, -1])
+def test_size_is_bounded_before_anything_is_allocated(tmp_path, size):
+    with pytest.raises(DataError, match=rf"^size={size}: a store's image side must be an integer in \[8, 4096\] px"):
+        prepare_store(make_table(tmp_path), tmp_path / "s", size=size)
+    assert not (tmp_path / "s").exists()
