@@ -5,12 +5,16 @@ cosine per iteration to `min_lr`. BCE-with-logits masked by the label mask (U-Ig
 for multi-label stores, cross-entropy for multi-class. Each epoch evaluates the validation split
 (per-class AUC, mean AUC; accuracy for multi-class) and keeps the best-on-validation weights (chosen
 by mean AUC, by accuracy for multi-class); after the last epoch those weights are evaluated on the
-test split once, with a bootstrap 95% CI of the test mean AUC. Checkpoints (every epoch) hold the training state and the best weights, so a restarted
-worker group resumes where it stopped and still tests the right model.
+test split once, with bootstrap 95% CIs (resampling patients when the store has patient ids; `test/ci_unit`
+says which). Checkpoints (every epoch) hold the training state and the best weights with the store's
+class order and normalisation, so a restarted worker group resumes where it stopped and still tests the
+right model, and `thoraxmae evaluate` rebuilds it. The LoadReport of `finetune.init` is logged, stored in
+the checkpoints and reported (`init/load_report`, JSON) with the first epoch after a start and the last.
 """
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 from typing import Any
@@ -19,14 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from thoraxmae.datasets.loader import StoreDataset, make_loader
+from thoraxmae.datasets.loader import ShardSampler, StoreDataset, make_loader
 from thoraxmae.datasets.store_read import open_store
 from thoraxmae.datasets.transforms import build_eval_transform, build_finetune_transform
 from thoraxmae.trainers import reporting as R
 from thoraxmae.trainers.checkpoints import load_encoder
 from thoraxmae.trainers.engine import Batch, predict, train_epoch
 from thoraxmae.trainers.jobs import FinetuneJob
-from thoraxmae.trainers.metrics import accuracy, auc_metrics, bootstrap_mauc_ci, mean_auc, per_class_auc
+from thoraxmae.trainers.metrics import accuracy, auc_metrics, bootstrap_ci, mean_auc, per_class_auc
 from thoraxmae.trainers.models import build_classifier, resolve_model, unwrap
 from thoraxmae.trainers.optim import param_groups
 from thoraxmae.trainers.runtime import Worker, maybe_fail, report, restore_files
@@ -74,15 +78,17 @@ def finetune_loop(config: dict[str, Any]) -> None:
 
     files = restore_files()
     model = build_classifier(job.model, len(names), cfg.drop_path)
+    init_report = None
     if files is None and cfg.init is not None:  # a restarted run takes its weights from the checkpoint
-        loaded = load_encoder(model, cfg.init, cfg.init_format)
-        if worker.is_main:
-            log.info("initialised from %s; trained from scratch: %s", cfg.init, sorted(loaded.missing))
+        init_report = load_encoder(model, cfg.init, cfg.init_format, label_names=names).as_dict()
     run = resume(model, lambda m: torch.optim.AdamW(param_groups(m, cfg.weight_decay, cfg.layer_decay), lr=0.0),
                  job.resources, worker, cfg.seed, files)
+    init_report = run.saved("load_report", init_report)
     best_state = run.files[R.BEST_MODEL_FILE]["model"] if run.files and R.BEST_MODEL_FILE in run.files else None
     best, best_epoch = float(run.saved("best_value", -math.inf)), int(run.saved("best_epoch", 0))
     select = R.M_VAL_ACC if multiclass else R.M_VAL_MAUC  # docs/paper.md: COVIDx is scored by accuracy
+    about = {"label_names": list(names), "normalization": {"mean": data.mean, "std": data.std},
+             "load_report": init_report}  # stored with every checkpoint (trainers.evaluate reads them)
     sched = schedule(cfg, worker)
     loss_fn = multiclass_loss if multiclass else multilabel_loss
     val_loader = make_loader(val_ds, batch_size=cfg.batch_size, train=False, rank=worker.rank,
@@ -105,11 +111,13 @@ def finetune_loop(config: dict[str, Any]) -> None:
                    R.M_BEST_EPOCH: best_epoch, R.M_EPOCH_TIME: stats.seconds, R.M_THROUGHPUT: stats.images_per_s}
         if done == cfg.epochs and test_ds is not None:
             metrics.update(_test_once(run.model, best_state, test_ds, cfg, worker, multiclass, names, data.num_workers))
+        if init_report is not None and (epoch == run.start_epoch or done == cfg.epochs):
+            metrics[R.INIT_LOAD_REPORT] = json.dumps(init_report)
         metrics[run.clock.key] = run.clock.hours()
-        out = {R.CHECKPOINT_FILE: run.state_dict(done, job.model, best_value=best, best_epoch=best_epoch)}
+        out = {R.CHECKPOINT_FILE: run.state_dict(done, job.model, best_value=best, best_epoch=best_epoch, **about)}
         if best_state is not None:
             out[R.BEST_MODEL_FILE] = {"model": best_state, "epoch": best_epoch, select: best,
-                                      "label_names": list(names), "model_config": job.model.model_dump(mode="json")}
+                                      "model_config": job.model.model_dump(mode="json"), **about}
         report(worker, metrics, out)
 
 
@@ -123,6 +131,20 @@ def _test_once(model, best_state, test_ds: StoreDataset, cfg, worker: Worker, mu
     loader = make_loader(test_ds, batch_size=cfg.batch_size, train=False, rank=worker.rank,
                          world_size=worker.world_size, num_workers=num_workers)
     test, (y, s, m) = evaluate(model, loader, worker, multiclass, "test/", names)
-    lo, hi = bootstrap_mauc_ci(y, s, m, cfg.bootstrap, seed=cfg.seed) if worker.is_main else (np.nan, np.nan)
-    test[R.M_TEST_MAUC_CI_LOW], test[R.M_TEST_MAUC_CI_HIGH] = lo, hi
+    if worker.is_main:
+        ci = bootstrap_ci(y, s, m, cfg.bootstrap, seed=cfg.seed, multiclass=multiclass,
+                          patient_ids=gathered_patient_ids(test_ds, worker.world_size))
+        test.update(ci.metrics("test/", names))
+        log.info("test %s: %.4f (95%% CI %.4f-%.4f, %d %ss resampled)", "mean AUC", test[R.M_TEST_MAUC],
+                 ci.mauc[0], ci.mauc[1], ci.n_units, ci.unit)
+    else:
+        test[R.M_TEST_MAUC_CI_LOW], test[R.M_TEST_MAUC_CI_HIGH] = np.nan, np.nan
     return test
+
+
+def gathered_patient_ids(ds: StoreDataset, world_size: int) -> np.ndarray:
+    """Patient ids in the order `predict` gathers a split evaluated on `world_size` ranks (rank by rank,
+    each rank's ShardSampler order)."""
+    positions = np.concatenate([ShardSampler(len(ds), train=False, rank=r, world_size=world_size).order()
+                                for r in range(world_size)])
+    return ds.store.patient_ids[ds.indices][positions]

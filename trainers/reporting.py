@@ -20,6 +20,15 @@ M_COST_CPU_HOURS = "cost/cpu_hours"
 M_EPOCH_TIME = "time/epoch_s"
 M_THROUGHPUT = "throughput/img_s"
 M_BEST_EPOCH = "val/best_epoch"
+# bootstrap intervals of the test evaluation beyond the mean AUC's (trainers.metrics.BootstrapCI.metrics)
+M_TEST_AUC_CI_LOW_PREFIX = "test/auc_ci_low/"
+M_TEST_AUC_CI_HIGH_PREFIX = "test/auc_ci_high/"
+M_TEST_ACC_CI_LOW = "test/acc_ci_low"
+M_TEST_ACC_CI_HIGH = "test/acc_ci_high"
+
+# reported strings (tags or artifacts for the tracker, not metrics)
+TEST_CI_UNIT = "test/ci_unit"  # "patient" or "image": what the test bootstrap resampled
+INIT_LOAD_REPORT = "init/load_report"  # JSON of finetune.init's LoadReport: first report after a start, and last
 
 CHECKPOINT_FILE = "checkpoint.pt"  # full training state (model, optimizer, epoch, ...), thoraxmae format
 BEST_MODEL_FILE = "best_model.pt"  # fine-tuning: best-on-validation weights, timm names

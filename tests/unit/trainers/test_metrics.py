@@ -34,12 +34,82 @@ def test_bootstrap_ci_brackets_the_point_estimate_and_narrows_with_more_rows():
         y = rng.integers(0, 2, (n, 3)).astype(float)
         s = y * 0.6 + rng.random((n, 3))
         point = metrics.mean_auc(metrics.per_class_auc(y, s))
-        lo, hi = metrics.bootstrap_mauc_ci(y, s, None, 200, seed=1)
-        assert lo < point < hi
-        return hi - lo
+        ci = metrics.bootstrap_ci(y, s, None, 200, seed=1)
+        assert ci.mauc[0] < point < ci.mauc[1] and ci.unit == "image" and ci.n_units == n
+        return ci.mauc[1] - ci.mauc[0]
 
     assert width(2000) < width(100) / 2
-    assert all(math.isnan(v) for v in metrics.bootstrap_mauc_ci(np.ones((3, 1)), np.ones((3, 1)), None, 0))
+    empty = metrics.bootstrap_ci(np.ones((3, 1)), np.ones((3, 1)), None, 0)
+    assert all(math.isnan(v) for v in empty.mauc) and empty.n_boot == 0
+
+
+def test_the_resampled_auc_equals_sklearn_on_the_resampled_rows():
+    rng = np.random.default_rng(3)
+    y = (rng.random((300, 4)) < 0.3).astype(float)
+    s = np.round(y * 0.4 + rng.random((300, 4)), 1)  # many ties
+    mask = rng.random((300, 4)) < 0.8
+    ranked = metrics.RankedScores(y, s, mask)
+    for _ in range(5):
+        rows = rng.integers(0, 300, 300)
+        weights = np.bincount(rows, minlength=300).astype(float)
+        np.testing.assert_allclose(ranked.aucs(weights), metrics.per_class_auc(y[rows], s[rows], mask[rows]),
+                                   rtol=0, atol=1e-12)
+
+
+def repeated_patients(n_patients: int, images_each: int, seed: int = 0):
+    """Each patient's images share its label and (nearly) its score: a strong patient effect."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 2, (n_patients, 2)).astype(float)
+    score = label * 0.3 + rng.random((n_patients, 2))
+    y = np.repeat(label, images_each, axis=0)
+    s = np.repeat(score, images_each, axis=0) + rng.random(y.shape) * 1e-3
+    ids = np.repeat([f"p{i:03d}" for i in range(n_patients)], images_each)
+    return y, s, ids
+
+
+def test_patient_intervals_are_wider_than_image_intervals_when_patients_repeat():
+    y, s, ids = repeated_patients(40, 10)
+    by_patient = metrics.bootstrap_ci(y, s, None, 300, seed=0, patient_ids=ids)
+    by_image = metrics.bootstrap_ci(y, s, None, 300, seed=0)
+    assert (by_patient.unit, by_patient.n_units, by_image.unit, by_image.n_units) == ("patient", 40, "image", 400)
+    assert by_patient.mauc[1] - by_patient.mauc[0] > 2 * (by_image.mauc[1] - by_image.mauc[0])
+    assert all(p[1] - p[0] > i[1] - i[0] for p, i in zip(by_patient.per_class, by_image.per_class, strict=True))
+
+
+def test_one_image_per_patient_gives_the_image_level_intervals_exactly():
+    rng = np.random.default_rng(1)
+    y = (rng.random((200, 3)) < 0.4).astype(float)
+    s = y * 0.5 + rng.random((200, 3))
+    ids = [f"patient{i}" for i in rng.permutation(200)]
+    by_patient = metrics.bootstrap_ci(y, s, None, 100, seed=7, patient_ids=ids)
+    by_image = metrics.bootstrap_ci(y, s, None, 100, seed=7)
+    assert by_patient.unit == "patient" and by_image.unit == "image"
+    assert by_patient.mauc == by_image.mauc
+    np.testing.assert_array_equal(by_patient.per_class, by_image.per_class)
+
+
+def test_missing_patient_ids_fall_back_to_images():
+    y, s, ids = repeated_patients(10, 3)
+    ids = ids.astype(object)
+    ids[4] = ""
+    assert metrics.bootstrap_ci(y, s, None, 5, patient_ids=ids).unit == "image"
+    assert metrics.resampling_units(4, ["b", "a", "b", "c"])[2] == "patient"
+    order, starts, _ = metrics.resampling_units(4, ["b", "a", "b", "c"])  # units by first appearance: b, a, c
+    assert order.tolist() == [0, 2, 1, 3] and starts.tolist() == [0, 2, 3, 4]
+
+
+def test_multiclass_accuracy_has_an_interval_and_the_metrics_are_named():
+    rng = np.random.default_rng(2)
+    y = np.eye(3)[rng.integers(0, 3, 300)]
+    s = y * 0.5 + rng.random((300, 3))
+    ci = metrics.bootstrap_ci(y, s, None, 200, seed=0, patient_ids=np.arange(300) // 3, multiclass=True)
+    acc = metrics.accuracy(y, s)
+    assert ci.acc[0] < acc < ci.acc[1]
+    out = ci.metrics("test/", ["normal", "pneumonia", "COVID-19"])
+    assert out["test/ci_unit"] == "patient" and out["test/acc_ci_low"] == ci.acc[0]
+    assert sorted(out) == sorted(["test/mauc_ci_low", "test/mauc_ci_high", "test/ci_unit", "test/acc_ci_low",
+                                  "test/acc_ci_high"] + [f"test/auc_ci_{e}/{n}" for n in ["normal", "pneumonia", "COVID-19"]
+                                                         for e in ("low", "high")])
 
 
 def test_accuracy_is_top1():
@@ -77,4 +147,22 @@ def test_the_run_schema_uses_the_reported_names():
 
     names = {k: v for k, v in vars(reporting).items() if k.startswith("M_")}
     for key, value in names.items():
-        assert getattr(schema, key) == value, key
+        assert getattr(schema, key, value) == value, key
+    # the per-class and accuracy intervals are logged by prefix ("test/"); the schema may not name them yet
+    assert {k for k in names if not hasattr(schema, k)} <= {
+        "M_TEST_AUC_CI_LOW_PREFIX", "M_TEST_AUC_CI_HIGH_PREFIX", "M_TEST_ACC_CI_LOW", "M_TEST_ACC_CI_HIGH"}
+
+
+def test_patient_ids_follow_the_order_ranks_gather_the_test_split():
+    from types import SimpleNamespace
+
+    from thoraxmae.trainers.finetune import gathered_patient_ids
+
+    class Split(SimpleNamespace):
+        def __len__(self):
+            return len(self.indices)
+
+    store = SimpleNamespace(patient_ids=np.array([f"p{i}" for i in range(10)], dtype=object))
+    ds = Split(store=store, indices=np.array([1, 3, 4, 6, 9]))
+    assert gathered_patient_ids(ds, 1).tolist() == ["p1", "p3", "p4", "p6", "p9"]
+    assert gathered_patient_ids(ds, 2).tolist() == ["p1", "p4", "p9", "p3", "p6"]  # rank 0: 0, 2, 4; rank 1: 1, 3
