@@ -221,6 +221,9 @@ def importance_section(a: StudyAnalysis, figures: dict) -> Section:
                      + (f" ({imp.stability_note})." if imp.stability_note else "."))
     else:
         stability = f"**Rank stability not checked**: {imp.stability_note}; no order between knobs is stated."
+    if imp.n_incomplete:
+        stability += (f" {imp.n_incomplete} scored trial(s) without a value for every varied knob are left out of "
+                      f"the importance.")
     blocks: list[Block] = [
         figure(figures, "importance", "Hyperparameter importance", take, "importance is not ranked"),
         Table(["knob", "fANOVA", "95% bootstrap range", "PED-ANOVA", "ranked first", "effect range"], rows),

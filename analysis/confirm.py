@@ -137,19 +137,20 @@ def _usable_runs(runs: list[ConfirmRecord], metric: str, mode: str,
         what = f"`{r.recipe}` seed {r.seed if r.seed is not None else '?'}"
         if r.status != schema.STATUS_COMPLETED:
             error = " ".join(r.error.split())[:200] if r.error else ""
-            by_state.setdefault(r.status, []).append(what + (f" ({error})" if error else ""))
+            state = "failed" if r.status == schema.STATUS_FAILED else f"are {r.status}"
+            by_state.setdefault(state, []).append(what + (f" ({error})" if error else ""))
             continue
         if r.seed is None:
-            by_state.setdefault(f"without an integer `{schema.PARAM_SEED}` param", []).append(what)
+            by_state.setdefault(f"lack an integer `{schema.PARAM_SEED}` param", []).append(what)
             continue
         score = _score(r, metric, mode)
         if not math.isfinite(score):
-            by_state.setdefault(f"without `{metric}`", []).append(what)
+            by_state.setdefault(f"logged no `{metric}`", []).append(what)
             continue
         duplicates += (r.recipe, r.seed) in kept
         kept[(r.recipe, r.seed)] = (r, score)
     for state, items in by_state.items():
-        notes.append(f"{len(items)} confirmation run(s) {state} left out: {', '.join(items)}")
+        notes.append(f"left out {len(items)} confirmation run(s) that {state}: {', '.join(items)}")
     if duplicates:
         notes.append(f"{duplicates} repeated run(s) of the same recipe and seed: the latest of each is used")
     return list(kept.values())

@@ -63,7 +63,7 @@ class ImportanceResult:
     threshold: float = STABILITY_THRESHOLD
     constant: list[str] = field(default_factory=list)  # searched knobs with one observed value
     n_resamples: int = 0  # resamples the stability rests on (those whose objective varied)
-    stability_note: str = ""  # why rank stability was not (fully) checked ("" when it was)
+    stability_note: str = ""  # why rank stability was not (fully) checked: resamples left out ("" when none)
     n_incomplete: int = 0  # scored trials left out for lacking a varied knob's value
 
     @property
@@ -148,13 +148,12 @@ def compute_importance(scored: pd.DataFrame, infos: list[KnobInfo], mode: str, n
 
 def _stability_note(asked: int, used: int, skipped: int) -> str:
     if asked <= 0:
-        return "rank stability not checked: no bootstrap resamples were asked for (--bootstrap 0)"
+        return "no bootstrap resamples were asked for (--bootstrap 0)"
     if used == 0:
-        return (f"rank stability not checked: all {asked} bootstrap resamples drew trials whose objective did not "
-                f"vary (tied trials)")
+        return f"each of the {asked} bootstrap resamples drew only trials with one objective value (tied trials)"
     if skipped:
-        return (f"{skipped} of {asked} bootstrap resamples drew only trials with one objective value (tied trials) "
-                f"and were left out")
+        return (f"{skipped} of {asked} resamples drew only trials with one objective value (tied trials) and were "
+                f"left out")
     return ""
 
 

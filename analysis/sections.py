@@ -64,7 +64,7 @@ def _top_knob(a: StudyAnalysis) -> str:
             "" if first.stable else f"; but not told apart from `{first.lower}`: the order holds in only "
                                     f"{first.support:.0%} of the resamples")
     else:
-        stability = "rank stability not checked"
+        stability = f"rank stability not checked: {imp.stability_note}"
     noise = noise_note(a, top.knob)
     noise = f"; {noise}" if noise else ("; exploratory: not checked against seed noise" if a.confirmation is None
                                         else "")

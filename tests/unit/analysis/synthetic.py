@@ -57,6 +57,8 @@ class SyntheticStudy:
     uri: str
     parent_run_id: str
     trials: list[SimTrial]
+    run_ids: dict[str, str] = field(default_factory=dict)  # trial id -> MLflow run id
+    experiment_id: str = ""
 
     def count(self, status: str) -> int:
         return sum(t.status == status for t in self.trials)
@@ -140,10 +142,13 @@ def write_study(uri: str, name: str, trials: list[SimTrial], artifact_root: Path
         schema.TAG_ROLE: schema.ROLE_STUDY, schema.TAG_STUDY: name, schema.TAG_STAGE: spec["stage"]}).info.run_id
     client.log_text(parent, yaml.safe_dump(spec, sort_keys=False), schema.ARTIFACT_SPEC)
     t0 = int(time.time() * 1000) - 3_600_000
+    run_ids = {}
     for i, trial in enumerate(trials):
-        _write_trial(client, exp, parent, name, trial, start_ms=t0 + 60_000 * i)
+        run_ids[trial.trial_id] = _write_trial(client, exp, parent, name, trial, start_ms=t0 + 60_000 * i,
+                                               stage=spec["stage"])
     client.set_terminated(parent, "FINISHED")
-    return SyntheticStudy(name=name, uri=uri, parent_run_id=parent, trials=trials)
+    return SyntheticStudy(name=name, uri=uri, parent_run_id=parent, trials=trials, run_ids=run_ids,
+                          experiment_id=exp)
 
 
 def write_empty_study(uri: str, name: str, artifact_root: Path) -> None:
@@ -151,11 +156,12 @@ def write_empty_study(uri: str, name: str, artifact_root: Path) -> None:
     write_study(uri, name, [], artifact_root)
 
 
-def _write_trial(client, exp: str, parent: str, name: str, trial: SimTrial, start_ms: int) -> None:
+def _write_trial(client, exp: str, parent: str, name: str, trial: SimTrial, start_ms: int,
+                 stage: str = "pipeline") -> str:
     from mlflow.entities import Metric, Param, RunTag
 
     tags = {schema.TAG_PARENT: parent, schema.TAG_ROLE: schema.ROLE_TRIAL, schema.TAG_STUDY: name,
-            schema.TAG_STAGE: "pipeline", schema.TAG_TRIAL_ID: trial.trial_id, schema.TAG_STATUS: trial.status}
+            schema.TAG_STAGE: stage, schema.TAG_TRIAL_ID: trial.trial_id, schema.TAG_STATUS: trial.status}
     run = client.create_run(exp, start_time=start_ms, tags=tags, run_name=f"{name}-{trial.trial_id}").info.run_id
     params = {**{k: str(v) for k, v in trial.params.items()}, "finetune.epochs": str(EPOCHS),
               "pretrain.epochs": "3", "model.name": "vit_tiny_test", "finetune.lr": "0.000125"}
@@ -181,6 +187,52 @@ def _write_trial(client, exp: str, parent: str, name: str, trial: SimTrial, star
     if trial.status != schema.STATUS_RUNNING:
         mlflow_status = {schema.STATUS_COMPLETED: "FINISHED", schema.STATUS_PRUNED: "KILLED"}.get(trial.status, "FAILED")
         client.set_terminated(run, mlflow_status, end_time=start_ms + 30_000 * max(len(trial.curve), 1))
+    return run
+
+
+# --- confirmation runs (docs/mlflow-schema.md): a recipe re-run with fresh seeds -------------------
+SEED_SHARED_SD, SEED_OWN_SD = 0.004, 0.003  # per-seed effect shared by all recipes + each run's own: SD 0.005
+CONFIRM_CURVE = (-0.02, -0.005, 0.0, -0.003)  # val/mauc per epoch relative to the run's score: best at epoch 3
+
+
+def planted_scores(true_means: dict[str, float], seeds: list[int], rng_seed: int = 0) -> dict[str, dict[int, float]]:
+    """recipe -> seed -> score: the recipe's true mean + a per-seed effect every recipe shares (the same
+    seed gives the same data order and init) + the run's own noise; seed-to-seed SD ~0.005."""
+    rng = np.random.default_rng(rng_seed)
+    shared = rng.normal(0, SEED_SHARED_SD, len(seeds))
+    return {label: {s: mean + shared[i] + rng.normal(0, SEED_OWN_SD) for i, s in enumerate(seeds)}
+            for label, mean in true_means.items()}
+
+
+def write_confirm_run(study: SyntheticStudy, label: str, seed: int | None, score: float,
+                      params: dict[str, Any], status: str = schema.STATUS_COMPLETED, source_trial: str | None = None,
+                      start_ms: int | None = None) -> str:
+    """One confirmation run as the contract has it: a child of the study's parent run with role
+    `confirm`, its recipe label, the repeated trial's run id, a `seed` param, `val/mauc` per epoch (its
+    best epoch = `score`, the last one lower) and `test/mauc` once at the end."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(tracking_uri=study.uri)
+    tags = {schema.TAG_PARENT: study.parent_run_id, schema.TAG_ROLE: schema.ROLE_CONFIRM,
+            schema.TAG_STUDY: study.name, schema.TAG_RECIPE: label, schema.TAG_STATUS: status}
+    if source_trial is not None:
+        tags[schema.TAG_SOURCE_RUN] = study.run_ids[source_trial]
+    start_ms = start_ms or int(time.time() * 1000)
+    run = client.create_run(study.experiment_id, start_time=start_ms, tags=tags,
+                            run_name=f"{study.name}-confirm-{label}-s{seed}").info.run_id
+    logged = {**{k: str(v) for k, v in params.items()}, "finetune.epochs": str(len(CONFIRM_CURVE))}
+    if seed is not None:
+        logged[schema.PARAM_SEED] = str(seed)
+    metrics = []
+    if status == schema.STATUS_COMPLETED:
+        metrics = [Metric(schema.M_VAL_MAUC, score + d, start_ms + 1000 * e, e) for e, d in enumerate(CONFIRM_CURVE, 1)]
+        metrics.append(Metric(schema.M_TEST_MAUC, score - 0.01, start_ms + 5000, len(CONFIRM_CURVE)))
+    else:
+        client.set_tag(run, schema.TAG_ERROR, "RuntimeError: simulated confirmation crash")
+    client.log_batch(run, metrics=metrics, params=[Param(k, v) for k, v in logged.items()])
+    client.set_terminated(run, "FINISHED" if status == schema.STATUS_COMPLETED else "FAILED")
+    return run
 
 
 def study_record(trials: list[SimTrial], name: str = "synthetic", spec: dict | None = None):
