@@ -38,11 +38,7 @@ def semantic_problems(spec: StudySpec) -> list[str]:
         d = getattr(spec, section)
         if d is not None and d.in_chans != spec.model.in_chans:
             problems.append(f"{section}.in_chans={d.in_chans} differs from model.in_chans={spec.model.in_chans}")
-    img, patch = spec.model.img_size, spec.model.patch_size  # None: the preset's (bounded) value
-    patches = (img // patch) ** 2 if img and patch else 0
-    if patches > MAX_PATCHES:
-        problems.append(f"model.img_size={spec.model.img_size}: {patches} patches of {spec.model.patch_size} px per "
-                        f"image, at most {MAX_PATCHES} (e.g. 1024 px at patch 16)")
+    problems += _size_problems(spec)
     for knob, dist in spec.search.space.items():
         problems += _knob_problems(spec, knob, dist)
     problems += coverage_problems(spec)
@@ -57,6 +53,17 @@ def semantic_problems(spec: StudySpec) -> list[str]:
         problems.append(f"search.scheduler.grace_period={spec.search.scheduler.grace_period} exceeds "
                         f"max_t={spec.max_t}")
     return problems
+
+
+def _size_problems(spec: StudySpec) -> list[str]:
+    """Sizes that would only fail (or exhaust memory) inside a trial: patches per image."""
+    from thoraxmae.trainers.models.presets import resolve_model
+
+    model = resolve_model(spec.model)  # the preset's sizes, overridden by the spec's
+    if model.kind != "vit" or model.num_patches <= MAX_PATCHES:
+        return []
+    return [(f"model.img_size={model.img_size}: {model.num_patches} patches of {model.patch_size} px per image, "
+            f"at most {MAX_PATCHES} (e.g. 1024 px at patch 16)")]
 
 
 def _max_epochs(spec: StudySpec) -> int:
