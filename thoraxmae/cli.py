@@ -14,7 +14,7 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     from thoraxmae.analysis import cli as analysis_cli
     from thoraxmae.datasets import cli as data_cli
-    from thoraxmae.study import cli_demo, cli_study, cli_train
+    from thoraxmae.study import cli_demo, cli_evaluate, cli_study, cli_train
 
     parser = argparse.ArgumentParser(
         prog="thoraxmae",
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cli.register(sub)
     cli_train.register(sub)
+    cli_evaluate.register(sub)
     cli_study.register(sub)
     analysis_cli.register(sub)
     cli_demo.register(sub)
