@@ -16,6 +16,7 @@ from thoraxmae.study import schema
 from thoraxmae.study.spec import StudySpec
 from thoraxmae.study.tracking import StudyTracker, schema_metrics, trial_params
 from thoraxmae.study.trial import scaling_config
+from thoraxmae.study.tune import sweep_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ def run_single(spec: StudySpec, phase: str) -> tuple[str, ray.train.Result]:
     except Exception as exc:
         tracker.end_trial(run_id, schema.STATUS_FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        sweep_checkpoints(Path(run_config.storage_path) / run_config.name)
     if result.checkpoint is not None:
         tracker.log_checkpoint(run_id, Path(result.checkpoint.path))
     tracker.log_auc_table(run_id, schema.M_VAL_MAUC, "max")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import shutil
 import socket
 import time
 import warnings
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 # The trial driver only waits on its Train controller: no CPU, a little memory (its Python process).
 DRIVER_RESOURCES = {"cpu": 0, "memory": 256 * 1024**2}
 LOOPBACK = "127.0.0.1"
+CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's registered checkpoints
+CHECKPOINT_DIR = re.compile(r"checkpoint_[0-9][0-9_.-]*[0-9]")  # Ray Train's checkpoint folder names
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node IP is 127.0.0.1 (see init_ray)
 
 
@@ -164,7 +168,9 @@ def run_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ray.t
     check_new_study(spec)
     study_dir(spec).mkdir(parents=True, exist_ok=True)
     (study_dir(spec) / SPEC_FILE).write_text(dump_spec(spec))
-    return build_tuner(spec, callbacks).fit()
+    grid = build_tuner(spec, callbacks).fit()
+    sweep_checkpoints(study_dir(spec))
+    return grid
 
 
 def resume_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ray.tune.ResultGrid:
@@ -179,4 +185,34 @@ def resume_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ra
     local = getattr(tuner, "_local_tuner", None)
     if local is not None and callbacks is not None:
         local.get_run_config().callbacks = [MlflowStudyCallback(spec), *callbacks]
-    return tuner.fit()
+    grid = tuner.fit()
+    sweep_checkpoints(study_dir(spec))
+    return grid
+
+
+def sweep_checkpoints(root: Path) -> list[Path]:
+    """Delete the checkpoint folders of Train runs under `root` that no run record names; returns them.
+
+    Ray Train deletes the checkpoints it registered beyond `num_to_keep`, but a checkpoint uploaded by
+    an attempt that failed before it was registered stays on disk. A run folder's records (Train's
+    checkpoint_manager_snapshot.json, study.trial's final marker: every *.json beside the checkpoints)
+    name the checkpoints that count; the others go. A run is only swept when one of the checkpoints
+    its records name is there, so a naming Ray changes never deletes a registered checkpoint."""
+    removed = []
+    for snapshot in sorted(Path(root).rglob(CHECKPOINT_SNAPSHOT)):
+        run = snapshot.parent
+        try:
+            named = {m for f in run.glob("*.json") for m in CHECKPOINT_DIR.findall(f.read_text())}
+        except OSError as exc:
+            log.warning("%s: not swept (%s)", run, exc)
+            continue
+        folders = [d for d in run.glob("checkpoint_*") if d.is_dir()]
+        if not named & {d.name for d in folders}:
+            continue
+        for folder in folders:
+            if folder.name not in named:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    if removed:
+        log.info("removed %d unregistered checkpoint folder(s) under %s", len(removed), root)
+    return removed
