@@ -21,8 +21,7 @@ from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfi
 
 pytestmark = pytest.mark.integration
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the callback below runs on the controller
-TINY = ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8, depth=2, decoder_embed_dim=32,
-                   decoder_depth=1, decoder_num_heads=2)
+TINY = ModelConfig(name="vit_tiny_test", depth=2)  # the preset's 64 px, patch 8, 32-dim 1-block decoder
 # Measured on this 1000-image phantom (seed 1), 10 epochs from scratch: test mAUC 0.655, CI 0.614-0.693;
 # the threshold leaves ~0.05 for run-to-run noise while staying far above chance (0.5).
 LEARNED_TEST_MAUC = 0.60
@@ -36,11 +35,16 @@ class EpochLog(UserCallback):
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps({"epoch": metrics[0]["epoch"], "checkpoint": checkpoint is not None}) + "\n")
+            f.write(json.dumps({"epoch": metrics[0]["epoch"], "checkpoint": checkpoint is not None,
+                                "load_report": metrics[0].get(R.INIT_LOAD_REPORT)}) + "\n")
 
 
 def epochs_of(path: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in path.read_text().splitlines()]
+
+
+def load_reports_of(path: Path) -> list[dict | None]:
+    return [json.loads(r) if (r := json.loads(line)["load_report"]) else None for line in path.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +73,9 @@ def test_finetune_on_the_phantom_learns_well_above_chance(study_ray, learnable_s
     m = result.metrics
     assert m[R.M_TEST_MAUC] >= LEARNED_TEST_MAUC, m
     assert 0.5 < m[R.M_TEST_MAUC_CI_LOW] < m[R.M_TEST_MAUC] < m[R.M_TEST_MAUC_CI_HIGH]
+    assert m[R.TEST_CI_UNIT] == "patient"  # the phantom's test patients have follow-up images
+    assert m[f"{R.M_TEST_AUC_CI_LOW_PREFIX}Effusion"] < m[f"{R.M_TEST_AUC_PREFIX}Effusion"] < \
+        m[f"{R.M_TEST_AUC_CI_HIGH_PREFIX}Effusion"]
     assert 1 <= m[R.M_BEST_EPOCH] <= 10 and m[R.M_COST_CPU_HOURS] > 0
     files = {p.name for p in Path(result.checkpoint.path).iterdir()}
     assert {R.CHECKPOINT_FILE, R.BEST_MODEL_FILE} <= files
@@ -87,13 +94,32 @@ def test_pretrain_resumes_from_its_checkpoint_after_a_worker_failure(study_ray, 
 
 
 def test_finetune_resumes_and_still_tests_the_best_epoch(study_ray, phantom_store, tmp_path):
-    cfg = FinetuneConfig(epochs=3, warmup_epochs=1, batch_size=16, max_steps_per_epoch=4, blr=1e-3, bootstrap=10)
+    import argparse
+
+    import torch
+
+    from thoraxmae.trainers.models import build_mae
+
+    init = tmp_path / "vit-s_CXR_0.3M_mae.pth"  # the paper's released layout, found by init_format auto
+    torch.save({"model": build_mae(TINY).state_dict(), "optimizer": {}, "epoch": 799, "scaler": {},
+                "args": argparse.Namespace(model="mae_vit_small_patch16_dec512d2b")}, init)
+    cfg = FinetuneConfig(epochs=3, warmup_epochs=1, batch_size=16, max_steps_per_epoch=4, blr=1e-3, bootstrap=10,
+                         init=init)
     job = FinetuneJob(model=TINY, data=DataConfig(store=phantom_store), finetune=cfg, fail_once_at_epoch=3)
     log = tmp_path / "epochs.jsonl"
     result = finetune_trainer(job, ray.train.ScalingConfig(num_workers=1),
                               run_config(tmp_path, "ft", max_failures=1, callbacks=[EpochLog(log)])).fit()
     assert epochs_of(log) == [1, 2, 3]
     assert R.M_TEST_MAUC in result.metrics and result.metrics[R.M_BEST_EPOCH] in (1, 2, 3)
+    # the load report comes with the first epoch, again after the restart (from the checkpoint) and last
+    first, second, third = load_reports_of(log)
+    assert second is None and first == third
+    assert (first["format"], first["head"], first["pos_embed_resized"]) == ("medical_mae", "absent", None)
+    assert first["missing"] == ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
+    assert "mask_token" in first["dropped"] and "blocks.1.mlp.fc2.weight" in first["loaded"]
+    best = torch.load(Path(result.checkpoint.path) / R.BEST_MODEL_FILE, weights_only=True)
+    assert best["load_report"] == first and best["label_names"][:2] == ["Atelectasis", "Cardiomegaly"]
+    assert best["normalization"] == {"mean": 0.5056, "std": 0.252}
 
 
 def test_two_worker_ddp_finetune_from_the_cli_reaches_mlflow(study_ray, phantom_store, tmp_path):
