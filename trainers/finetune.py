@@ -27,11 +27,12 @@ from thoraxmae.datasets.loader import ShardSampler, StoreDataset, make_loader
 from thoraxmae.datasets.store_read import open_store
 from thoraxmae.datasets.transforms import build_eval_transform, build_finetune_transform
 from thoraxmae.trainers import reporting as R
-from thoraxmae.trainers.checkpoints import load_encoder
+from thoraxmae.trainers.checkpoints import LoadReport, load_encoder
 from thoraxmae.trainers.engine import Batch, predict, train_epoch
 from thoraxmae.trainers.jobs import FinetuneJob
 from thoraxmae.trainers.metrics import accuracy, auc_metrics, bootstrap_ci, mean_auc, per_class_auc
-from thoraxmae.trainers.models import build_classifier, resolve_model, unwrap
+from thoraxmae.trainers.models import build_classifier, resolve_model
+from thoraxmae.trainers.models.unwrap import unwrap  # the package's `unwrap` is its submodule once imported
 from thoraxmae.trainers.optim import param_groups
 from thoraxmae.trainers.runtime import Worker, maybe_fail, report, restore_files
 from thoraxmae.trainers.session import resume, schedule, start_worker
@@ -59,6 +60,17 @@ def evaluate(model, loader, worker: Worker, multiclass: bool, prefix: str, names
     if multiclass:
         out[f"{prefix}acc"] = accuracy(y, s)
     return out, (y, s, m)
+
+
+def preview_init(job: FinetuneJob) -> LoadReport | None:
+    """What loading `finetune.init` into this job's classifier will do, on the caller's CPU and without Ray
+    (a second for ViT-S): call it before a run starts to print the load report and to turn a file that
+    does not fit into one CheckpointError line. None when the job has no init."""
+    if job.finetune.init is None:
+        return None
+    names = open_store(job.data.store).label_names
+    model = build_classifier(job.model, len(names), 0.0)
+    return load_encoder(model, job.finetune.init, job.finetune.init_format, label_names=names)
 
 
 def finetune_loop(config: dict[str, Any]) -> None:

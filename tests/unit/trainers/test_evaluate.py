@@ -110,3 +110,22 @@ def test_a_checkpoint_without_a_head_is_one_error_line(phantom_store, tmp_path, 
     assert cli_main(["evaluate", str(tmp_path / "random.pth"), "--store", str(phantom_store),
                      "--tracking-uri", uri]) == 2
     assert "random.pth: cannot be read as a checkpoint (tried thoraxmae, medical_mae, timm)" in capsys.readouterr().err
+
+
+def test_the_init_load_report_can_be_previewed_before_a_run(phantom_store, tmp_path):
+    from thoraxmae.datasets.config import DataConfig
+    from thoraxmae.trainers.config import FinetuneConfig
+    from thoraxmae.trainers.errors import CheckpointError
+    from thoraxmae.trainers.finetune import preview_init
+    from thoraxmae.trainers.jobs import FinetuneJob
+
+    init = save_model(tmp_path / "checkpoint.pt", build_mae(TINY).state_dict())
+    job = FinetuneJob(model=TINY, data=DataConfig(store=phantom_store), finetune=FinetuneConfig(init=init))
+    report = preview_init(job)
+    assert report.format == "thoraxmae" and report.missing == {"fc_norm.weight", "fc_norm.bias", "head.weight",
+                                                                "head.bias"}
+    assert preview_init(job.model_copy(update={"finetune": FinetuneConfig()})) is None
+    wide = job.model_copy(update={"model": ModelConfig(name="vit_tiny_test", depth=3)})
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt \(thoraxmae\) does not fit VisionTransformer: "
+                                              r"missing keys: \['blocks.2.attn.proj.bias'"):
+        preview_init(wide)
