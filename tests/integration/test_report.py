@@ -5,8 +5,6 @@ largest errors were 0.021 / 0.055 / 0.044): layer_decay +-0.05, drop_path +-0.06
 """
 from __future__ import annotations
 
-import argparse
-
 import pandas as pd
 import pytest
 import yaml
@@ -14,6 +12,7 @@ from mlflow import MlflowClient
 
 from tests.unit.analysis import synthetic as syn
 from thoraxmae.analysis import ReportError, build_report
+from thoraxmae.cli import main
 from thoraxmae.study import schema
 
 pytestmark = pytest.mark.integration
@@ -21,15 +20,23 @@ TOLERANCE = {"finetune.layer_decay": 0.05, "finetune.drop_path": 0.06, "pretrain
 N_BOOTSTRAP = 10
 
 
+TIED = [0.70, 0.70, 0.70, 0.70, 0.75]  # a finished 5-trial fine-tuning study whose trials mostly tie
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """One SQLite store holding the 40-trial study `synth`, a study with no trials and a 1-trial study."""
+    """One SQLite store holding the 40-trial study `synth`, a study with no trials, a 1-trial study,
+    a tied 5-trial fine-tuning study and a study whose trials all failed."""
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     synth = syn.write_study(uri, "synth", syn.simulate_trials(40, seed=0), root / "artifacts")
     syn.write_empty_study(uri, "empty-study", root / "artifacts")
     one = [t for t in syn.simulate_trials(3, seed=1, failed_index=-1) if t.status == schema.STATUS_COMPLETED][:1]
     syn.write_study(uri, "single", one, root / "artifacts")
+    finetune = syn.spec_dict("tied", space={k: v for k, v in syn.SPACE.items() if k.startswith("finetune.")})
+    finetune["stage"] = "finetune"
+    syn.write_study(uri, "tied", syn.flat_trials(TIED), root / "artifacts", spec=finetune)
+    syn.write_study(uri, "all-failed", syn.flat_trials([0.0] * 3, status=schema.STATUS_FAILED), root / "artifacts")
     return {"uri": uri, "root": root, "synth": synth}
 
 
@@ -125,22 +132,54 @@ def test_single_trial_report_says_importance_cannot_be_ranked(store, tmp_path):
 
 
 def test_cli_report_and_its_error(store, tmp_path, capsys):
-    from thoraxmae.analysis import cli
-
-    parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers())
     ref = tmp_path / "mine.yaml"
     ref.write_text("finetune.layer_decay: 0.8\n")
-    args = parser.parse_args(["report", "single", "--tracking-uri", store["uri"], "--out", str(tmp_path / "r"),
-                              "--bootstrap", "4", "--no-log", "--reference", str(ref)])
-    assert args.func(args) == 0
-    assert "recipe:" in capsys.readouterr().out
+    assert main(["report", "single", "--tracking-uri", store["uri"], "--out", str(tmp_path / "r"),
+                 "--bootstrap", "4", "--no-log", "--reference", str(ref)]) == 0
+    out = capsys.readouterr().out
+    assert "recipe:" in out and "Recipe status: exploratory (no confirmation runs" in out
     md = (tmp_path / "r" / "report.md").read_text()
     assert "mine.yaml" in md and "| `finetune.layer_decay` | 0.8 |" in md
-    from thoraxmae.cli import main  # the one error boundary turns ReportError into exit code 2
-
     assert main(["report", "nosuch", "--tracking-uri", store["uri"], "--out", str(tmp_path / "x")]) == 2
-    assert "nosuch" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().startswith("error: study `nosuch` not found")  # one line
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "single", "--tracking-uri", store["uri"], "--bootstrap", "-1"])
+    assert exit_.value.code == 2 and "expected a whole number >= 0, got '-1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bootstrap", ["40", "0"])
+def test_cli_report_of_a_tied_finetune_study(store, tmp_path, capsys, bootstrap):
+    """The probe's crash: fANOVA "zero total variance" inside the bootstrap; `--bootstrap 0` IndexError."""
+    out = tmp_path / "tied"
+    assert main(["report", "tied", "--tracking-uri", store["uri"], "--out", str(out), "--bootstrap", bootstrap,
+                 "--no-log"]) == 0
+    md = (out / "report.md").read_text()
+    assert "## Recipe (exploratory)" in md and "(stage `finetune`), 5 trials: 5 completed" in md
+    if bootstrap == "0":
+        assert ("**Rank stability not checked**: no bootstrap resamples were asked for (--bootstrap 0); no order "
+                "between knobs is stated.") in md
+    else:
+        assert "resamples drew only trials with one objective value (tied trials) and were left out" in md
+    assert "Search scores of the top 3: mean `val/mauc` 0.7167" in md
+
+
+def test_all_failed_study_gets_a_report_without_recipe(store, tmp_path, capsys):
+    assert main(["report", "all-failed", "--tracking-uri", store["uri"], "--out", str(tmp_path), "--no-log"]) == 0
+    out = capsys.readouterr().out
+    assert "No recipe: none of the 3 trials has a `val/mauc` value" in out
+    assert not any(line.startswith("recipe:") for line in out.splitlines())  # no recipe.yaml to point at
+    md = (tmp_path / "report.md").read_text()
+    assert ("**No recipe**: none of the 3 trials has a `val/mauc` value from a completed or pruned run (3 failed); "
+            "first error (trial `t000`): RuntimeError: simulated worker crash.") in md
+    assert not (tmp_path / "recipe.yaml").exists() and (tmp_path / "history.png").is_file()
+
+
+def test_search_only_recipe_is_labelled_exploratory(report):
+    md = report.markdown.read_text()
+    assert "## Recipe (exploratory)\n\n**Exploratory recipe: there are no confirmation runs.**" in md
+    assert "Exploratory: without confirmation runs the seed-to-seed noise is unknown" in md
+    assert "exceeds the noise" not in md and "other trials' mean" not in md
+    assert "# Exploratory: no confirmation runs" in report.recipe_yaml.read_text()
 
 
 def test_reads_a_study_written_by_study_tracking(tmp_path):

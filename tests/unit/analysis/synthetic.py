@@ -77,7 +77,7 @@ def spec_dict(name: str, space: dict | None = None) -> dict[str, Any]:
         "pretrain": {"epochs": 3, "warmup_epochs": 1, "batch_size": 32, "mask_ratio": 0.9, "crop_min": 0.5},
         "finetune": {"epochs": EPOCHS, "warmup_epochs": 1, "batch_size": 32, "layer_decay": 0.75,
                      "drop_path": 0.2, "randaug_magnitude": 6},
-        "search": {"metric": schema.M_VAL_MAUC, "mode": "max", "num_samples": 40,
+        "search": {"metric": schema.M_VAL_MAUC, "mode": "max", "num_samples": 40, "coverage": 0,  # TPE picks freely
                    "scheduler": {"type": "asha", "grace_period": GRACE, "reduction_factor": REDUCTION},
                    "space": SPACE if space is None else space},
         "tracking": {"experiment": name},
@@ -114,6 +114,19 @@ def simulate_trials(n: int = 40, seed: int = 0, failed_index: int = 5) -> list[S
         status = schema.STATUS_COMPLETED if stop == EPOCHS else schema.STATUS_PRUNED
         trials.append(SimTrial(f"t{i:03d}", status, ask.params, curve))
     return trials
+
+
+def flat_trials(objectives: list[float], status: str = schema.STATUS_COMPLETED, seed: int = 0) -> list[SimTrial]:
+    """One trial per objective with a flat curve (all epochs, or GRACE for pruned, none for failed) and
+    knobs drawn at random in SPACE: ties and constant objectives on demand."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, y in enumerate(objectives):
+        params = {k: int(rng.integers(v["low"], v["high"] + 1)) if v["type"] == "int"
+                  else float(rng.uniform(v["low"], v["high"])) for k, v in SPACE.items()}
+        epochs = {schema.STATUS_PRUNED: GRACE, schema.STATUS_FAILED: 0}.get(status, EPOCHS)
+        out.append(SimTrial(f"t{i:03d}", status, params, [y] * epochs))
+    return out
 
 
 def _asha_stop(curve: list[float], rungs: dict[int, list[float]]) -> int:

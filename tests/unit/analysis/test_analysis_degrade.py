@@ -18,20 +18,6 @@ from thoraxmae.analysis.sections import build_sections
 from thoraxmae.analysis.tables import knob_infos
 from thoraxmae.study import schema
 
-KNOBS = tuple(syn.SPACE)
-
-
-def _trials(objectives: list[float], status: str = schema.STATUS_COMPLETED, seed: int = 0) -> list[syn.SimTrial]:
-    """One trial per objective (a flat curve over the full epochs), knobs drawn at random in the space."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i, y in enumerate(objectives):
-        params = {k: int(rng.integers(v["low"], v["high"] + 1)) if v["type"] == "int"
-                  else float(rng.uniform(v["low"], v["high"])) for k, v in syn.SPACE.items()}
-        epochs = syn.EPOCHS if status != schema.STATUS_PRUNED else syn.GRACE
-        out.append(syn.SimTrial(f"t{i:03d}", status, params, [y] * epochs if status != schema.STATUS_FAILED else []))
-    return out
-
 
 def _report(trials, tmp_path, n_bootstrap: int = 8, errors: dict[str, str] | None = None):
     """analyze -> figures -> sections -> (analysis, figures, HTML, Markdown), all in memory."""
@@ -52,7 +38,7 @@ def _shown(line: str, html: str, md: str) -> None:
 def test_tied_trials_leave_resamples_out_instead_of_crashing(tmp_path):
     """The probe's crash: resamples that drew only tied trials made fANOVA raise "zero total variance"."""
     objectives = [0.70, 0.70, 0.70, 0.70, 0.75]
-    a, figures, html, md = _report(_trials(objectives), tmp_path, n_bootstrap=40)
+    a, figures, html, md = _report(syn.flat_trials(objectives), tmp_path, n_bootstrap=40)
     rng = np.random.default_rng(0)  # the resamples analysis.importance draws (seed 0)
     tied = sum(np.ptp(np.array(objectives)[rng.integers(0, 5, 5)]) == 0 for _ in range(40))
     assert tied > 0
@@ -76,7 +62,7 @@ def test_bootstrap_zero_ranks_without_stability(tmp_path):
 
 
 def test_constant_objective_cannot_be_ranked(tmp_path):
-    a, figures, html, md = _report(_trials([0.7] * 6), tmp_path)
+    a, figures, html, md = _report(syn.flat_trials([0.7] * 6), tmp_path)
     reason = "the objective is 0.7 in all 6 scored trials: no variance to attribute to the knobs"
     assert not a.importance.ranked and a.importance.reason == reason
     _shown(f"**Importance cannot be ranked**: {reason}.", html, md)
@@ -87,7 +73,7 @@ def test_constant_objective_cannot_be_ranked(tmp_path):
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_one_or_two_trials(tmp_path, n):
-    a, figures, html, md = _report(_trials([0.70, 0.72][:n]), tmp_path)
+    a, figures, html, md = _report(syn.flat_trials([0.70, 0.72][:n]), tmp_path)
     _shown(f"**Importance cannot be ranked**: {n} scored trial(s), at least 5 are needed.", html, md)
     _shown(f"No partial dependence (dashed line): the random forest needs at least 5 scored trials with every "
            f"knob's value ({n} scored here).", html, md)
@@ -109,7 +95,7 @@ def test_a_knob_with_one_value(tmp_path):
 
 
 def test_all_trials_failed_gives_a_report_that_says_why(tmp_path):
-    trials = _trials([0.0] * 3, status=schema.STATUS_FAILED)
+    trials = syn.flat_trials([0.0] * 3, status=schema.STATUS_FAILED)
     errors = {"t000": "RuntimeError: CUDA out of memory\n  at step 3", "t001": "ValueError: bad"}
     a, figures, html, md = _report(trials, tmp_path, errors=errors)
     assert a.recipe is None and a.recipe_spec is None and a.reference == []
@@ -125,7 +111,8 @@ def test_all_trials_failed_gives_a_report_that_says_why(tmp_path):
 
 
 def test_all_trials_pruned(tmp_path):
-    a, figures, html, md = _report(_trials([0.70, 0.71, 0.69, 0.72, 0.68, 0.73], status=schema.STATUS_PRUNED), tmp_path)
+    trials = syn.flat_trials([0.70, 0.71, 0.69, 0.72, 0.68, 0.73], status=schema.STATUS_PRUNED)
+    a, figures, html, md = _report(trials, tmp_path)
     assert a.recipe.confidence.pool == "scored" and a.recipe.best.trial_id == "t005"
     _shown("Supported by the top 3 of 6 scored trials (6 scored in all).", html, md)
     assert a.cost.n_pruned == 6 and len(figures) == 7
