@@ -52,11 +52,13 @@ def mlflow_uri(tmp_path) -> str:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for the whole integration suite (2 CPUs, small object store, dashboard on 127.0.0.1)."""
+    """One local Ray for the whole integration suite (2 CPUs, small object store), started as `study run`
+    starts it (study.tune.init_ray: loopback only, dashboard on 127.0.0.1)."""
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=True,
-                 dashboard_host="127.0.0.1", log_to_driver=False)
+        from thoraxmae.study.tune import init_ray
+
+        init_ray(num_cpus=2, object_store_memory=200 * 1024**2)
     yield ray
     ray.shutdown()

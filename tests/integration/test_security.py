@@ -1,9 +1,14 @@
-"""Security defaults: `thoraxmae ui` and the local Ray dashboard listen on 127.0.0.1 only, and a UI
-asked for any other interface warns that MLflow has no authentication."""
+"""Security defaults: `thoraxmae ui` and every port of a local Ray (GCS, raylet, workers, agents,
+dashboard) listen on 127.0.0.1 only; a UI asked for any other interface warns that MLflow has no
+authentication; stopping `thoraxmae ui` stops every process it started; MLflow telemetry is off."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +39,27 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
+def listening_sockets(pids: list[int]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state that one of `pids` holds open."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    found = set()
+    for table, family in PROC_TABLES:
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port_hex = fields[1].split(":")
+            if fields[3] == TCP_LISTEN and fields[9] in inodes:
+                found.add((_address(address, family), int(port_hex, 16)))
+    return found
+
+
 def _address(hex_address: str, family: int) -> str:
     raw = bytes.fromhex(hex_address)  # each 32-bit word in host byte order
     if sys.byteorder == "little":
@@ -47,6 +73,42 @@ def test_ui_listens_on_loopback_only(tmp_path):
     with browser.serving_ui(f"sqlite:///{tmp_path / 'mlflow.db'}", port, log, env=subprocess_env()):
         assert listening_addresses(port) == {"127.0.0.1"}
     assert "no authentication" not in log.read_text()
+
+
+def test_stopping_ui_stops_every_process_it_started(tmp_path):
+    (port,) = free_ports(1)
+    log = tmp_path / "ui.log"
+    thoraxmae = Path(sys.executable).with_name("thoraxmae")
+    with log.open("w") as out:  # our own process group: SIGTERM goes to `thoraxmae ui` alone, as from a supervisor
+        ui = subprocess.Popen([str(thoraxmae), "ui", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                               "--port", str(port), "--workers", "2"], stdout=out, stderr=subprocess.STDOUT,
+                              env=subprocess_env())
+    try:
+        browser._wait_healthy(ui, f"http://127.0.0.1:{port}/health", log, 120)
+        started = cli_ui.descendants(ui.pid)
+        names = {Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid, _ in started}
+        assert any("uvicorn" in n for n in names) and len(started) >= 3, names  # mlflow, uvicorn, its workers
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(60) == 0, log.read_text()[-2000:]
+        deadline = time.monotonic() + 15
+        while any(cli_ui._alive(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [p for p in started if cli_ui._alive(p)] == [], names
+        assert listening_addresses(port) == set()
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+            ui.wait(10)
+
+
+def test_ui_turns_mlflow_telemetry_off_unless_asked(monkeypatch, tmp_path):
+    envs = []
+    monkeypatch.setattr(cli_ui, "serve", lambda cmd, env: envs.append(env) or 0)
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    main(["ui", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")  # a user who wants to share usage data
+    main(["ui", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    assert [e["MLFLOW_DISABLE_TELEMETRY"] for e in envs] == ["true", "false"]
 
 
 @pytest.mark.parametrize(("host", "allowed"), [
@@ -90,3 +152,15 @@ def test_local_ray_dashboard_listens_on_loopback_only(study_ray):
     host, port = url.rsplit(":", 1)
     assert host == "127.0.0.1", url
     assert listening_addresses(int(port)) == {"127.0.0.1"}
+
+
+def test_every_port_of_the_local_ray_listens_on_loopback_only(study_ray):
+    """GCS, raylet, object manager, workers, dashboard and its agents: every socket Ray's processes (all
+    started by this process: the session's Ray comes from study.tune.init_ray) listen on."""
+    from thoraxmae.study.cli_ui import descendants
+
+    assert study_ray._private.worker.global_worker.node.node_ip_address == "127.0.0.1"
+    pids = [os.getpid(), *(pid for pid, _ in descendants(os.getpid()))]
+    found = listening_sockets(pids)
+    assert len(found) >= 5, found
+    assert {address for address, _ in found} <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, found
