@@ -6,13 +6,25 @@ Defaults are the paper's ViT-S values (docs/paper.md); tiny models override them
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Checkpoint file formats (trainers/checkpoint_files.py): ours, the paper's released dict, a plain timm
 # state dict. This Literal is the one list of them.
 CheckpointFormat = Literal["thoraxmae", "medical_mae", "timm"]
+
+
+def knob(default: Any, unit: str, *, paper: bool = True, **constraints: Any) -> Any:
+    """A recipe knob: the one place its unit (report labels) and its paper status are written. `paper`:
+    the default IS the paper's ViT-S value and belongs to the reference recipe the report compares with
+    (docs/paper.md). study/schema.py derives the knob lists and the paper recipe from these fields."""
+    return Field(default, json_schema_extra={"knob": True, "unit": unit, "paper": paper}, **constraints)
+
+
+def setting(default: Any, **kwargs: Any) -> Any:
+    """A field that is not a recipe knob and cannot be searched (where to start from, smoke-run caps)."""
+    return Field(default, json_schema_extra={"searchable": False}, **kwargs)
 
 
 class ModelConfig(BaseModel):
@@ -48,19 +60,19 @@ class PretrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(800, ge=1)
+    epochs: int = knob(800, "epochs", paper=False, ge=1)
     warmup_epochs: int = Field(40, ge=0)
     batch_size: int = Field(256, ge=1, description="per-worker batch per optimizer step (before accumulation)")
     accum_iter: int = Field(1, ge=1)
-    blr: float = Field(1.5e-4, gt=0, description="base LR; lr = blr * global_batch / 256")
+    blr: float = knob(1.5e-4, "base LR, log scale", gt=0, description="base LR; lr = blr * global_batch / 256")
     min_lr: float = Field(0.0, ge=0)
-    weight_decay: float = Field(0.05, ge=0)
-    mask_ratio: float = Field(0.90, gt=0, lt=1)
-    crop_min: float = Field(0.5, gt=0, le=1)
-    norm_pix_loss: bool = False
+    weight_decay: float = knob(0.05, "AdamW coefficient", ge=0)
+    mask_ratio: float = knob(0.90, "fraction of patches masked", gt=0, lt=1)
+    crop_min: float = knob(0.5, "min. crop scale", gt=0, le=1)
+    norm_pix_loss: bool = knob(False, "on/off")
     hflip: bool = True
-    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
-    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap for smoke runs")
+    checkpoint_every: int = setting(1, ge=1, description="epochs between checkpoints")
+    max_steps_per_epoch: int | None = setting(None, ge=1, description="cap for smoke runs")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -75,22 +87,23 @@ class FinetuneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(75, ge=1)
+    epochs: int = knob(75, "epochs", paper=False, ge=1)
     warmup_epochs: int = Field(5, ge=0)
     batch_size: int = Field(128, ge=1, description="per-worker batch per optimizer step")
     accum_iter: int = Field(1, ge=1)
-    blr: float = Field(2.5e-4, gt=0, description="base LR; lr = blr * global_batch / 256")
+    blr: float = knob(2.5e-4, "base LR, log scale", gt=0, description="base LR; lr = blr * global_batch / 256")
     min_lr: float = Field(1e-5, ge=0)
-    weight_decay: float = Field(0.05, ge=0)
-    layer_decay: float = Field(0.55, gt=0, le=1)
-    drop_path: float = Field(0.2, ge=0, lt=1)
-    randaug_magnitude: int = Field(6, ge=0, le=10, description="timm rand-m{M}-mstd0.5-inc1 (scale 0-10); 0 disables")
-    crop_min: float = Field(0.08, gt=0, le=1)
+    weight_decay: float = knob(0.05, "AdamW coefficient", ge=0)
+    layer_decay: float = knob(0.55, "LR factor per block", gt=0, le=1)
+    drop_path: float = knob(0.2, "DropPath rate", ge=0, lt=1)
+    randaug_magnitude: int = knob(6, "RandAug magnitude", ge=0, le=10,
+                                  description="timm rand-m{M}-mstd0.5-inc1 (scale 0-10); 0 disables")
+    crop_min: float = knob(0.08, "min. crop scale", gt=0, le=1)
     hflip: bool = True  # docs/paper.md: timm's create_transform default, flip p=0.5
     init: Path | None = Field(None, description="checkpoint to start from (local path)")
-    init_format: Literal["auto", CheckpointFormat] = Field("auto", description="auto: recognised from the content")
-    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the test mAUC CI")
-    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap for smoke runs")
+    init_format: Literal["auto", CheckpointFormat] = setting("auto", description="auto: recognised from the content")
+    bootstrap: int = setting(1000, ge=0, description="bootstrap resamples for the test mAUC CI")
+    max_steps_per_epoch: int | None = setting(None, ge=1, description="cap for smoke runs")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -98,3 +111,21 @@ class FinetuneConfig(BaseModel):
         if self.warmup_epochs >= self.epochs and self.epochs > 1:
             raise ValueError(f"finetune.warmup_epochs={self.warmup_epochs} must be < finetune.epochs={self.epochs}")
         return self
+
+
+def knob_fields(cls: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    """A phase config's recipe knobs: field -> {"unit", "paper", "default", "low", "high"} (from `knob()`)."""
+    out = {}
+    for name, info in cls.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("knob"):
+            bound = {a: getattr(m, a) for m in info.metadata for a in ("ge", "gt", "le", "lt") if hasattr(m, a)}
+            out[name] = {"unit": extra["unit"], "paper": extra["paper"], "default": info.default,
+                         "low": bound.get("ge", bound.get("gt")), "high": bound.get("le", bound.get("lt"))}
+    return out
+
+
+def unsearchable_fields(cls: type[BaseModel]) -> frozenset[str]:
+    """Fields marked `setting()`: not recipe knobs, never searched."""
+    return frozenset(name for name, info in cls.model_fields.items()
+                     if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("searchable") is False)
