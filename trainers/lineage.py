@@ -32,7 +32,7 @@ class Lineage:
     `LINEAGE`, since Ray Train runs one training loop per worker process."""
 
     def __init__(self) -> None:
-        self.epochs: list[dict[str, float | int | str]] = []
+        self.epochs: list[dict[str, float | int]] = []
         self.unsent = False
 
     def restart(self, epochs: Any) -> None:
@@ -51,23 +51,22 @@ class Lineage:
         self.epochs.append(plain_metrics(metrics))
         return out
 
-    def saved(self) -> list[dict[str, float | int | str]]:
+    def saved(self) -> list[dict[str, float | int]]:
         return [dict(e) for e in self.epochs]
 
 
 LINEAGE = Lineage()
 
 
-def plain_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int | str]:
-    """Numbers (and strings) as plain Python values: they load under weights_only=True and dump to JSON."""
-    out: dict[str, float | int | str] = {}
+def plain_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:
+    """The numbers of a report as plain Python values (they load under weights_only=True and dump to
+    JSON); text values (JSON reports) are left out: only numbers become MLflow metrics."""
+    out: dict[str, float | int] = {}
     for key, value in metrics.items():
         if isinstance(value, int | np.integer | np.bool_):  # bool is an int
             out[key] = int(value)
         elif isinstance(value, float | np.floating):
             out[key] = float(value)
-        elif isinstance(value, str):
-            out[key] = value
     return out
 
 

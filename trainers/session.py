@@ -21,7 +21,7 @@ from thoraxmae.trainers import reporting as R
 from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
 from thoraxmae.trainers.engine import Schedule
 from thoraxmae.trainers.jobs import WorkerResources
-from thoraxmae.trainers.models import unwrap
+from thoraxmae.trainers.models.unwrap import unwrap
 from thoraxmae.trainers.optim import absolute_lr
 from thoraxmae.trainers.runtime import (
     CostClock,

@@ -49,8 +49,8 @@ def test_history_survives_a_weights_only_checkpoint(tmp_path):
     metrics = {"epoch": np.int64(2), "val/mauc": np.float32(0.5), "val/auc/Edema": np.float64(NAN),
                "best": np.bool_(True), "note": "x", "array": np.zeros(2)}
     plain = plain_metrics(metrics)
-    assert plain == {"epoch": 2, "val/mauc": 0.5, "val/auc/Edema": plain["val/auc/Edema"], "best": 1, "note": "x"}
-    assert {type(v) for v in plain.values()} == {int, float, str}
+    assert plain == {"epoch": 2, "val/mauc": 0.5, "val/auc/Edema": plain["val/auc/Edema"], "best": 1}
+    assert {type(v) for v in plain.values()} == {int, float}
     torch.save({"epoch": 2, "history": [plain]}, tmp_path / "checkpoint.pt")
     loaded = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert loaded["history"][0]["val/mauc"] == 0.5 and math.isnan(loaded["history"][0]["val/auc/Edema"])
