@@ -115,3 +115,17 @@ def test_cnn_baselines(name, caplog):
     assert "finetune.drop_path" in caplog.text
     model.eval()
     assert model(torch.randn(2, 1, 64, 64)).shape == (2, 14)
+
+
+def test_shipped_configs_take_their_geometry_from_the_presets():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).parents[3] / "configs"
+    models = {p.name: yaml.safe_load(p.read_text())["model"] for p in sorted(root.glob("*.yaml"))}
+    for name, model in models.items():
+        assert not {"img_size", "patch_size", "decoder_depth", "decoder_num_heads"} & set(model), name
+    paper = resolve_model(ModelConfig(**models["paper-pretrain.yaml"]))  # mae_vit_small_patch16_dec512d2b
+    assert (paper.img_size, paper.patch_size, paper.embed_dim, paper.depth, paper.num_heads) == (224, 16, 384, 12, 6)
+    assert (paper.decoder_embed_dim, paper.decoder_depth, paper.decoder_num_heads) == (512, 2, 16)
