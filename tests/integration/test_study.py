@@ -91,3 +91,21 @@ def test_a_failing_trial_is_recorded_with_its_error_and_the_study_goes_on(study_
     assert all("batch_size=5000" in r.data.tags[schema.TAG_ERROR] for r in failed)
     assert any(r.data.tags[schema.TAG_STATUS] == schema.STATUS_COMPLETED for r in by_batch["16"])
     assert study_runs(spec.tracking.uri, "fail-study")[0].info.status == "FINISHED"
+
+
+def test_a_study_whose_every_trial_failed_exits_1_and_shows_the_first_error(study_ray, phantom_store, tmp_path,
+                                                                             capsys):
+    from thoraxmae.cli import main
+
+    raw = tiny_spec(phantom_store, tmp_path, "all-fail", num_samples=2, concurrent=2)
+    raw["finetune"]["epochs"] = 1
+    raw["search"]["space"] = {"finetune.batch_size": {"type": "categorical", "choices": [4000, 5000]}}
+    spec = write_spec(raw, tmp_path / "spec.yaml")
+    assert main(["study", "run", str(spec)]) == 1
+    out, err = capsys.readouterr()
+    assert "best val/mauc" not in out  # no failed trial is ever named best
+    lines = err.strip().splitlines()
+    assert lines[-1] == "error: study all-fail: no trial was scored (val/mauc)"
+    assert lines[-2].startswith("2 of 2 trials failed; first error (trial ") and "batch_size=" in lines[-2], lines
+    st = main(["study", "status", "all-fail", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    assert st == 0 and "first failed trial" in capsys.readouterr().out
