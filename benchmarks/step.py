@@ -26,7 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from thoraxmae.trainers.config import ModelConfig
-from thoraxmae.trainers.models import build_classifier, build_mae
+from thoraxmae.trainers.models import build_classifier, build_mae, resolve_model
 from thoraxmae.trainers.optim import param_groups
 
 MODELS = {
@@ -41,7 +41,8 @@ NUM_CLASSES = 14
 def make_case(cfg: ModelConfig, phase: str, mask_ratio: float | None, batch: int, device: torch.device
               ) -> tuple[torch.nn.Module, Callable[[], torch.Tensor]]:
     """The model and a closure computing the loss on one fixed random batch."""
-    imgs = torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, device=device)  # [B, C, H, W]
+    size = resolve_model(cfg).img_size  # the preset's unless given
+    imgs = torch.randn(batch, cfg.in_chans, size, size, device=device)  # [B, C, H, W]
     if phase == "pretrain":
         model = build_mae(cfg, norm_pix_loss=False).to(device)
         return model, lambda: model(imgs, mask_ratio)[0]
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> Table:
             seconds = time_steps(model, loss_fn, phase, iters, warmup, autocast_factory, device)
             img_s = batch / seconds
             achieved = flops_per_img * img_s
-            row = [name, str(cfg.img_size), phase, f"{mask_ratio:.2f}" if mask_ratio else "-",
+            row = [name, str(resolve_model(cfg).img_size), phase, f"{mask_ratio:.2f}" if mask_ratio else "-",
                    f"{flops_per_img / 1e9:.2f}", f"{seconds * 1e3:.1f}", f"{img_s:.1f}"]
             if cuda:
                 row += [f"{achieved / 1e12:.1f}", f"{100 * achieved / 1e12 / args.peak_tflops:.1f}",
