@@ -12,10 +12,10 @@ import math
 
 from thoraxmae.analysis.analyze import StudyAnalysis
 from thoraxmae.analysis.confirm import BETTER, NOISE_FACTOR, SAME, WORSE, Confirmation, PairedDiff
-from thoraxmae.analysis.document import Block, Bullets, Code, Section, Table, figure, one_line
+from thoraxmae.analysis.document import Block, Bullets, Code, Section, Table, figure
 from thoraxmae.analysis.importance import OrderStatement
 from thoraxmae.analysis.recipe import Confidence, KnobRecipe
-from thoraxmae.analysis.tables import fmt, is_missing
+from thoraxmae.analysis.tables import error_text, fmt, is_missing
 from thoraxmae.study import schema
 
 MINOR_IMPORTANCE = 0.05  # below this share of variance a knob "hardly matters"
@@ -38,7 +38,7 @@ def unscored_reason(a: StudyAnalysis) -> str:
             f"({counts})")
     failed = a.trials[(a.trials["status"] == schema.STATUS_FAILED) & a.trials["error"].notna()]
     if len(failed):
-        text += f"; first error (trial `{failed.iloc[0]['trial_id']}`): {one_line(failed.iloc[0]['error'])}"
+        text += f"; first error (trial `{failed.iloc[0]['trial_id']}`): {error_text(failed.iloc[0]['error'])}"
     return text
 
 

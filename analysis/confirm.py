@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from thoraxmae.analysis.load import ConfirmRecord
-from thoraxmae.analysis.tables import parse_value
+from thoraxmae.analysis.tables import error_text, parse_value
 from thoraxmae.study import schema
 
 CONFIDENCE = 0.95
@@ -136,7 +136,7 @@ def _usable_runs(runs: list[ConfirmRecord], metric: str, mode: str,
     for r in sorted(runs, key=lambda r: (r.start_time or 0.0, r.run_id)):
         what = f"`{r.recipe}` seed {r.seed if r.seed is not None else '?'}"
         if r.status != schema.STATUS_COMPLETED:
-            error = " ".join(r.error.split())[:200] if r.error else ""
+            error = error_text(r.error) if r.error else ""
             state = "failed" if r.status == schema.STATUS_FAILED else f"are {r.status}"
             by_state.setdefault(state, []).append(what + (f" ({error})" if error else ""))
             continue

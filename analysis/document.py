@@ -48,8 +48,3 @@ def figure(figures: dict[str, Path], name: str, title: str, takeaway: str, missi
         return FigureRef(figures[name], title, takeaway)
     return f"**No {title.lower()} figure**: {missing}."
 
-
-def one_line(text: str, limit: int = 300) -> str:
-    """A logged message (an error, maybe a traceback) as one line of at most `limit` characters."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"

@@ -20,9 +20,9 @@ from thoraxmae.analysis.claims import (
     reference_section,
     unscored_reason,
 )
-from thoraxmae.analysis.document import Block, Bullets, Section, Table, figure, one_line
+from thoraxmae.analysis.document import Block, Bullets, Section, Table, figure
 from thoraxmae.analysis.effects import MIN_TRIALS_SURROGATE
-from thoraxmae.analysis.tables import fmt, is_missing, rank_trials
+from thoraxmae.analysis.tables import error_text, fmt, is_missing, rank_trials
 from thoraxmae.study import schema
 
 __all__ = ["build_sections", "effects_takeaway", "fmt"]
@@ -173,7 +173,7 @@ def _trials(a: StudyAnalysis) -> Section:
     blocks: list[Block] = [note, Table(header, rows)]
     failed = t[(t["status"] == schema.STATUS_FAILED) & t["error"].notna()]
     if len(failed):
-        blocks.append(Bullets([f"`{row['trial_id']}` failed: {one_line(row['error'])}" for _, row in failed.iterrows()]))
+        blocks.append(Bullets([f"`{row['trial_id']}` failed: {error_text(row['error'])}" for _, row in failed.iterrows()]))
     return Section("All trials", blocks)
 
 

@@ -199,3 +199,11 @@ def fmt(v: Any, digits: int = 4) -> str:
     if math.isfinite(v) and float(v).is_integer() and abs(v) < 1e6:
         return str(int(v))
     return f"{float(v):.{digits}g}"
+
+
+def error_text(trace: str, limit: int = 300) -> str:
+    """A logged error (often a whole traceback) as the line that says what went wrong, clipped."""
+    from thoraxmae.study.lookup import error_line
+
+    line = error_line(trace)
+    return line if len(line) <= limit else line[:limit - 1] + "…"

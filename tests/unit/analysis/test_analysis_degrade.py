@@ -96,11 +96,12 @@ def test_a_knob_with_one_value(tmp_path):
 
 def test_all_trials_failed_gives_a_report_that_says_why(tmp_path):
     trials = syn.flat_trials([0.0] * 3, status=schema.STATUS_FAILED)
-    errors = {"t000": "RuntimeError: CUDA out of memory\n  at step 3", "t001": "ValueError: bad"}
+    errors = {"t000": 'Traceback (most recent call last):\n  File "x.py", line 3, in f\nRuntimeError: CUDA out of memory\n',
+              "t001": "ValueError: bad"}  # the tag holds the trace; the report shows its last line
     a, figures, html, md = _report(trials, tmp_path, errors=errors)
     assert a.recipe is None and a.recipe_spec is None and a.reference == []
     why = ("none of the 3 trials has a `val/mauc` value from a completed or pruned run (3 failed); first error "
-           "(trial `t000`): RuntimeError: CUDA out of memory at step 3")
+           "(trial `t000`): RuntimeError: CUDA out of memory")
     _shown(f"**No recipe**: {why}.", html, md)
     _shown(f"**No marginal effects**: {why}.", html, md)
     _shown(f"**No comparison**: there is no recipe ({why}).", html, md)
