@@ -102,15 +102,15 @@ def within_noise(a: StudyAnalysis, knob: str) -> bool | None:
 
 
 def noise_note(a: StudyAnalysis, knob: str) -> str:
-    """'' without a measured noise floor; else whether the knob's effect range is within seed noise."""
+    """'' without a measured noise floor; else the knob's effect range against NOISE_FACTOR x the floor."""
     within = within_noise(a, knob)
     if within is None:
         return ""
     c, effect = a.confirmation, next(e for e in a.effects if e.knob == knob)
-    limit = f"{NOISE_FACTOR:g} × the noise floor = {NOISE_FACTOR * c.noise_sd:.4f}"
+    limit = f"{NOISE_FACTOR:g} × noise floor = {NOISE_FACTOR * c.noise_sd:.4f}"
     if within:
-        return f"its effect range {effect.effect_range:.4f} is within seed noise (below {limit})"
-    return f"its effect range {effect.effect_range:.4f} exceeds seed noise ({limit})"
+        return f"effect range {effect.effect_range:.4f} < {limit}: within seed noise"
+    return f"effect range {effect.effect_range:.4f} ≥ {limit}: beyond seed noise"
 
 
 def recipe_section(a: StudyAnalysis, recipe_text: str) -> Section:
@@ -234,16 +234,16 @@ def importance_section(a: StudyAnalysis, figures: dict) -> Section:
 
 
 def order_text(a: StudyAnalysis, st: OrderStatement) -> str:
-    """An order between two knobs, checked against the noise floor when confirmation measured one."""
+    """An order between two knobs; with a measured noise floor, an order whose higher knob moves the
+    objective less than seed noise does is not a finding, and a knob within seed noise is named."""
     base = st.text(a.importance.threshold)
     c = a.confirmation
     if c is None or not math.isfinite(c.noise_sd):
         return base
-    higher, lower = noise_note(a, st.higher), noise_note(a, st.lower)
     if st.stable and within_noise(a, st.higher):
-        return (f"`{st.higher}` ranks above `{st.lower}` in {st.support:.0%} of resamples, but {higher}: not a "
-                f"finding")
-    notes = [f"`{k}`: {n}" for k, n in ((st.higher, higher), (st.lower, lower)) if n]
+        return (f"`{st.higher}` ranks above `{st.lower}` in {st.support:.0%} of resamples, but "
+                f"{noise_note(a, st.higher)}: not a finding")
+    notes = [f"`{k}`: {noise_note(a, k)}" for k in (st.higher, st.lower) if within_noise(a, k)]
     return base + (f"; {'; '.join(notes)}" if notes else "")
 
 

@@ -2,6 +2,7 @@
 recipe seed by seed; a planted lucky winner is not distinguishable, a planted real winner is better."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ from scipy import stats
 
 from tests.unit.analysis import synthetic as syn
 from thoraxmae.analysis.analyze import AnalysisOptions, analyze
-from thoraxmae.analysis.claims import headline, verdict_text
+from thoraxmae.analysis.claims import headline, noise_note, order_text, verdict_text
 from thoraxmae.analysis.confirm import NOISE_FACTOR, summarize_confirmation
 from thoraxmae.analysis.load import ConfirmRecord, load_study
 from thoraxmae.analysis.report import build_report
@@ -112,6 +113,24 @@ def test_importance_is_checked_against_the_noise_floor(analysis):
     assert c.within_noise(effects[syn.MOST_IMPORTANT].effect_range) is False  # planted 0.1-deep bowl
     assert c.within_noise(NOISE_FACTOR * c.noise_sd * 0.99) is True
     assert c.within_noise(NOISE_FACTOR * c.noise_sd * 1.01) is False
+
+
+def test_orders_are_checked_against_the_noise_floor(analysis):
+    effects = {e.knob: e for e in analysis.effects}
+    irrelevant = effects[syn.IRRELEVANT].effect_range
+    limit = NOISE_FACTOR * analysis.confirmation.noise_sd
+    assert irrelevant < limit  # the planted no-effect knob moves the objective less than seed noise
+    assert noise_note(analysis, syn.IRRELEVANT) == (f"effect range {irrelevant:.4f} < 2 × noise floor = "
+                                                    f"{limit:.4f}: within seed noise")
+    last = analysis.importance.statements[-1]
+    assert last.lower == syn.IRRELEVANT
+    assert order_text(analysis, last) == (f"{last.text()}; `{syn.IRRELEVANT}`: "
+                                          f"{noise_note(analysis, syn.IRRELEVANT)}")
+    noisy = dataclasses.replace(analysis, confirmation=dataclasses.replace(analysis.confirmation, noise_sd=1.0))
+    first = dataclasses.replace(analysis.importance.statements[0], support=0.9, stable=True)
+    assert order_text(noisy, first) == (f"`{first.higher}` ranks above `{first.lower}` in 90% of resamples, but "
+                                        f"{noise_note(noisy, first.higher)}: not a finding")
+    assert noise_note(noisy, first.higher).endswith("< 2 × noise floor = 2.0000: within seed noise")
 
 
 def test_report_rests_on_the_confirmation(planted, tmp_path):
