@@ -1,18 +1,24 @@
 """Loader throughput: the reference input path vs the prepared store, side by side on the same images.
 
-    .venv/bin/python benchmarks/loader.py [--images 64] [--epochs 3] [--batch 32]
+    .venv/bin/python benchmarks/loader.py [--images 64] [--epochs 2] [--repeats 3] [--batch 32] [--store-size 768 ...]
 
-(a) reference: decode a 1024x1024 PNG with PIL, convert to RGB, timm's training transform with RandAug
-    (create_transform(224, is_training=True, auto_augment="rand-m6-mstd0.5-inc1", bicubic)) — what the
-    paper's code does for every image of every epoch;
-(b) ours: the same images prepared once into a 256 px store, read memory-mapped, our fine-tuning
-    transform (RandomResizedCrop + flip + RandAug m6 on the gray image, 224 output).
-Both run through a DataLoader (batch 32, no worker processes) in one process on one thread, so the
-figures are images per second per core. The 1024 px phantom PNGs are generated in a temp dir first.
+(a) reference: decode a 1024x1024 PNG with PIL, convert to RGB, timm's training transform
+    (create_transform(224, is_training=True, auto_augment="rand-m6-mstd0.5-inc1", interpolation="bicubic"):
+    random resized crop (0.08, 1), flip, RandAug m6) — what the paper's code does for every image of
+    every epoch;
+(b) ours: the same images prepared once into a store (shorter side <= --store-size, the `data prepare`
+    default), read memory-mapped, our fine-tuning transform (the same ops on the gray image, 224 output;
+    tests/unit/datasets/test_transform_parity.py shows it gives the reference's pixels).
+Both run through a DataLoader (batch 32, no worker processes) in one process on one thread; the
+figures are images per CPU second of that process (= per core; a machine shared with other jobs does
+not lower them much), with the wall-clock rates alongside. (a) and (b) alternate `--repeats` times and
+the medians are reported. Also printed: the store's disk size,
+scaled to 100,000 images. The 1024 px phantom PNGs are generated in a temp dir first.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,11 +30,12 @@ from torch.utils.data import DataLoader, Dataset
 from thoraxmae.datasets.config import NIH_MEAN, NIH_STD
 from thoraxmae.datasets.loader import StoreDataset, make_loader
 from thoraxmae.datasets.phantom import generate_phantom
+from thoraxmae.datasets.resolution import DEFAULT_SIZE
 from thoraxmae.datasets.sources import load_source
 from thoraxmae.datasets.store import prepare_store
 from thoraxmae.datasets.transforms import build_finetune_transform, randaug_config
 
-IMG_SIZE, STORE_SIZE, SOURCE_SIZE, MAGNITUDE = 224, 256, 1024, 6
+IMG_SIZE, SOURCE_SIZE, MAGNITUDE = 224, 1024, 6
 
 
 class ReferenceDataset(Dataset):
@@ -39,7 +46,8 @@ class ReferenceDataset(Dataset):
 
         self.paths = paths
         self.transform = create_transform(IMG_SIZE, is_training=True, auto_augment=randaug_config(MAGNITUDE),
-                                          interpolation="bicubic", mean=(NIH_MEAN,) * 3, std=(NIH_STD,) * 3)
+                                          interpolation="bicubic", re_prob=0, mean=(NIH_MEAN,) * 3,
+                                          std=(NIH_STD,) * 3)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -49,47 +57,63 @@ class ReferenceDataset(Dataset):
             return self.transform(img.convert("RGB"))  # [3, 224, 224]
 
 
-def images_per_second(loader: DataLoader, epochs: int) -> float:
-    for _ in loader:  # warm-up epoch
-        pass
-    n, start = 0, time.perf_counter()
+def images_per_second(loader: DataLoader, epochs: int) -> tuple[float, float]:
+    """(images per CPU second of this process, images per wall-clock second). With one thread and no
+    worker processes the first is the per-core rate, whatever else the machine runs at the time."""
+    n, cpu, wall = 0, time.process_time(), time.perf_counter()
     for _ in range(epochs):
         for batch in loader:
             images = batch[0] if isinstance(batch, list | tuple) else batch
             assert images.shape[1:] == (3, IMG_SIZE, IMG_SIZE)
             n += len(images)
-    return n / (time.perf_counter() - start)
+    return n / (time.process_time() - cpu), n / (time.perf_counter() - wall)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per timed run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path, alternating")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--store-size", type=int, nargs="+", default=[DEFAULT_SIZE],
+                        help=f"store side(s) to measure (default: the `data prepare` default, {DEFAULT_SIZE})")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "phantom"
         start = time.perf_counter()
         generate_phantom(root, n=args.images, size=SOURCE_SIZE, seed=0)
-        gen_s = time.perf_counter() - start
+        print(f"phantom generation: {args.images} images of {SOURCE_SIZE} px in {time.perf_counter() - start:.1f} s")
         table = load_source("nih", root)
         table.frame["split"] = "train"  # both paths read all images
-        start = time.perf_counter()
-        prepare_store(table, Path(tmp) / "store", size=STORE_SIZE, workers=1, progress=False)
-        prep_s = time.perf_counter() - start
-        reference = DataLoader(ReferenceDataset(table.frame["path"].tolist()), batch_size=args.batch, shuffle=True)
-        ref = images_per_second(reference, args.epochs)
-        ours_ds = StoreDataset(Path(tmp) / "store", "train",
-                               build_finetune_transform(IMG_SIZE, 0.08, MAGNITUDE, True, NIH_MEAN, NIH_STD))
-        ours = images_per_second(make_loader(ours_ds, batch_size=args.batch, train=True), args.epochs)
-    print(f"phantom generation: {args.images} images of {SOURCE_SIZE} px in {gen_s:.1f} s "
-          f"({args.images / gen_s:.1f} img/s)")
-    print(f"store preparation (one-off): {args.images / prep_s:.1f} img/s per core ({SOURCE_SIZE} px PNG -> "
-          f"{STORE_SIZE} px)")
-    print(f"(a) reference  PNG {SOURCE_SIZE} px + timm RGB transform, RandAug m{MAGNITUDE}: {ref:8.1f} img/s per core")
-    print(f"(b) ours       store {STORE_SIZE} px + gray transform, RandAug m{MAGNITUDE}:     {ours:8.1f} img/s per core")
-    print(f"ratio (b)/(a): {ours / ref:.1f}x  (target >= 10x)")
+        png_bytes = sum(Path(p).stat().st_size for p in table.frame["path"])
+        loaders = {"reference": DataLoader(ReferenceDataset(table.frame["path"].tolist()), batch_size=args.batch,
+                                           shuffle=True)}
+        for size in args.store_size:
+            store = Path(tmp) / f"store{size}"
+            cpu = time.process_time()
+            prepare_store(table, store, size=size, workers=1)
+            store_bytes = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
+            print(f"store {size} px: prepared at {args.images / (time.process_time() - cpu):.1f} img/s per core "
+                  f"(one-off); disk per 100k images {store_bytes / args.images * 1e5 / 1e9:.1f} GB "
+                  f"(the phantom PNGs: {png_bytes / args.images * 1e5 / 1e9:.1f} GB)")
+            ds = StoreDataset(store, "train", build_finetune_transform(IMG_SIZE, 0.08, MAGNITUDE, True, NIH_MEAN,
+                                                                       NIH_STD))
+            loaders[size] = make_loader(ds, batch_size=args.batch, train=True)
+        for loader in loaders.values():
+            images_per_second(loader, 1)  # warm-up: page cache, imports
+        runs: dict = {name: [] for name in loaders}
+        for _ in range(args.repeats):
+            for name, loader in loaders.items():
+                runs[name].append(images_per_second(loader, args.epochs))
+    rate = {name: statistics.median(r[0] for r in rs) for name, rs in runs.items()}
+    walls = {name: ", ".join(f"{r[1]:.1f}" for r in rs) for name, rs in runs.items()}
+    print("images per CPU second (= per core), median of the runs; wall-clock rates of the runs in brackets")
+    print(f"(a) reference  PNG {SOURCE_SIZE} px + timm RGB transform, RandAug m{MAGNITUDE}: "
+          f"{rate['reference']:8.1f} img/s per core [{walls['reference']}]")
+    for size in args.store_size:
+        print(f"(b) ours       store {size} px + gray transform, RandAug m{MAGNITUDE}:   {rate[size]:8.1f} img/s per core "
+              f"[{walls[size]}]  ratio (b)/(a) {rate[size] / rate['reference']:.1f}x (target >= 10x)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from thoraxmae.datasets.errors import DataError
 from thoraxmae.datasets.store_read import Store, open_store
+from thoraxmae.datasets.transforms import XrayTransform
 
 Transform = Callable[[np.ndarray], torch.Tensor]
 
@@ -43,7 +44,11 @@ class StoreDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        image = self.transform(self.store.image(int(self.indices[i])))  # [C, H, W]
+        row = int(self.indices[i])
+        if isinstance(self.transform, XrayTransform):  # it may read the half-resolution copy (transforms.py)
+            image = self.transform(*self.store.levels(row))  # [C, H, W]
+        else:
+            image = self.transform(self.store.image(row))
         return image, self.labels[i], self.mask[i]
 
 

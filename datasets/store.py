@@ -1,5 +1,6 @@
 """The prepared store: every image decoded once, its shorter side fitted to at most `size` px (aspect ratio
-kept, never upscaled), kept as uint8 in Arrow IPC shards.
+kept, never upscaled), kept as uint8 in Arrow IPC shards; an image that had to shrink also keeps a copy
+at half that resolution, which the transforms read for the crops that need no more (datasets.store_shards).
 
     manifest = prepare_store(load_source("nih", root), Path("store/nih768"), size=768, workers=8)
     store = open_store("store/nih768")
@@ -240,7 +241,7 @@ def _content_hash(size: int, label_names, digests: dict[int, str]) -> str:
 
 def _manifest(table: SourceTable, out: Path, plans: list[ShardPlan], size: int, digests: dict[int, str]) -> dict:
     """Counts and positives are read back from the shards, so they describe what is stored."""
-    shards, failed, shorter = [], [], []
+    shards, failed, shorter, halves = [], [], [], 0
     counts = dict.fromkeys(SPLITS, 0)
     positives = {s: dict.fromkeys(table.label_names, 0) for s in SPLITS}
     k = len(table.label_names)
@@ -256,10 +257,12 @@ def _manifest(table: SourceTable, out: Path, plans: list[ShardPlan], size: int, 
                 positives[s][name] += int(c)
         shards.append({"file": plan.file, "rows": len(view), "sha256": digests[plan.index]})
         shorter.append(np.minimum(view.heights, view.widths))
+        halves += int(np.count_nonzero(view.halves.sides[:, 0]))
         failed += view.meta["failed"]
     sides = np.concatenate(shorter) if shorter else np.zeros(0, np.int32)
     return {"format_version": FORMAT_VERSION, "source": table.name, "size": size, "resize": RESIZE_NOTE,
             "shorter_side": {"min": int(sides.min()), "max": int(sides.max())} if len(sides) else None,
+            "half_copies": halves,
             "label_names": list(table.label_names), "task": table.task, "images": sum(counts.values()),
             "counts": counts, "positives": positives,
             "content_hash": _content_hash(size, table.label_names, digests), "shards": shards,

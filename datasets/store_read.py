@@ -62,10 +62,19 @@ class Store:
 
     def image(self, i: int) -> np.ndarray:
         """uint8 [h, w], a read-only view of the memory-mapped shard (no copy)."""
+        view, j = self._locate(i)
+        return view.image(j)
+
+    def levels(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the image, its half-resolution copy or None when the store holds the original), zero-copy views."""
+        view, j = self._locate(i)
+        return view.image(j), view.half(j)
+
+    def _locate(self, i: int):
         if not 0 <= i < len(self):
             raise IndexError(f"image index {i} out of range for a store of {len(self)} images")
         shard = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return self._shards[shard].image(i - int(self._starts[shard]))
+        return self._shards[shard], i - int(self._starts[shard])
 
     def shapes(self) -> np.ndarray:
         """[N, 2] int (height, width) of every stored image."""

@@ -310,3 +310,30 @@ def test_size_is_bounded_before_anything_is_allocated(tmp_path, size):
     with pytest.raises(DataError, match=rf"^size={size}: a store's image side must be an integer in \[8, 4096\] px"):
         prepare_store(make_table(tmp_path), tmp_path / "s", size=size)
     assert not (tmp_path / "s").exists()
+
+
+def test_an_image_that_shrinks_keeps_a_half_resolution_copy_from_the_original(tmp_path):
+    big = np.random.default_rng(1).integers(0, 256, (50, 40), dtype=np.uint8)
+    m = prepare_store(_one_image_table(tmp_path, big), tmp_path / "s", size=20)
+    full, half = open_store(tmp_path / "s").levels(0)
+    assert full.shape == (25, 20) and half.shape == (12, 10) and m["half_copies"] == 1
+    np.testing.assert_array_equal(half, np.asarray(Image.fromarray(big).resize((10, 12), Image.Resampling.BICUBIC)))
+    assert not half.flags.writeable and not half.flags.owndata  # a view of the shard file too
+    m = prepare_store(_one_image_table(tmp_path, big), tmp_path / "t", size=40)  # the original: no copy
+    assert open_store(tmp_path / "t").levels(0)[1] is None and m["half_copies"] == 0
+
+
+def test_the_content_hash_covers_the_half_copies(tmp_path):
+    table = make_table(tmp_path, n=4)
+    out = tmp_path / "s"
+    first = prepare_store(table, out, size=16)
+    shard = out / "shards" / "shard-00000.arrow"
+    data = bytearray(shard.read_bytes())
+    full, half = open_store(out).levels(1)
+    assert full.shape == (16, 16) and half.shape == (8, 8)
+    at = data.index(bytes([20]) * 64, data.index(bytes([20]) * 256) + 256)  # image 1's 8 x 8 copy
+    data[at] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="shard-00000.arrow: contents do not match"):
+        verify_store(out)
+    assert prepare_store(table, out, size=16)["content_hash"] == first["content_hash"] == verify_store(out)

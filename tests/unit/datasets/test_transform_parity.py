@@ -163,3 +163,72 @@ def test_eval_transform_equals_resize_and_centre_crop(img_size, shape):
 def test_eval_crop_pct_is_the_references():
     assert eval_crop_pct(224) == 0.875 and eval_crop_pct(64) == 0.875
     assert eval_crop_pct(256) == 1.0 and eval_crop_pct(384) == 1.0
+
+
+def test_big_crops_read_the_half_copy_small_crops_the_image(tmp_path):
+    """With a half-resolution copy, the same boxes are drawn; a box with >= img_size px across in the copy is
+    resampled from it (bicubic, box scaled), any other from the image exactly as without the copy."""
+    from thoraxmae.datasets.store_shards import fit
+
+    original = xray(256, 256)
+    full, half = fit(original, 128), fit(original, 64)
+    crop = RandomResizedCrop(32, crop_scale(0.08))
+    ours = build_finetune_transform(32, 0.08, 0, False, 0.5, 0.5, in_chans=1)
+    used_half = 0
+    for s in range(60):
+        seed_all(s)
+        left, top, right, bottom = crop.box(128, 128)
+        seed_all(s)
+        a = ours(full, half)
+        state = random.getstate()
+        seed_all(s)
+        b = ours(full)
+        assert random.getstate() == state  # the copy changes no random draw
+        if min(right - left, bottom - top) * 0.5 >= 32:
+            used_half += 1
+            box = (left / 2, top / 2, right / 2, bottom / 2)
+            expected = np.asarray(Image.fromarray(half).resize((32, 32), Image.Resampling.BICUBIC, box=box))
+            torch.testing.assert_close(a[0], torch.from_numpy(expected / 255.0 * 2 - 1).float(), atol=1e-5, rtol=0)
+            assert float((a - b).abs().mean()) * 255 / 2 < 1.5  # within about a gray level of the full-size crop
+        else:
+            assert torch.equal(a, b)
+    assert 10 <= used_half <= 50
+
+
+def test_eval_reads_the_half_copy_when_it_holds_enough_pixels():
+    from thoraxmae.datasets.store_shards import fit
+
+    original = xray(300, 300)
+    full, half = fit(original, 200), fit(original, 100)
+    t = build_eval_transform(64, 0.5, 0.5, in_chans=1)  # resizes the shorter side to 73 px first
+    expected = np.asarray(Image.fromarray(half).resize((73, 73), Image.Resampling.BICUBIC).crop((4, 4, 68, 68)))
+    torch.testing.assert_close(t(full, half)[0], torch.from_numpy(expected / 255.0 * 2 - 1).float(), atol=1e-5, rtol=0)
+    assert float((t(full, half) - t(full)).abs().mean()) * 255 / 2 < 1.0
+    small = fit(original, 70)  # 70 < 73: not enough pixels, the image itself is used
+    assert torch.equal(t(full, small), t(full))
+
+
+def test_the_loader_hands_both_copies_to_the_transform(tmp_path):
+    import pandas as pd
+
+    from thoraxmae.datasets.loader import StoreDataset
+    from thoraxmae.datasets.store import open_store, prepare_store
+    from thoraxmae.datasets.table import SourceTable
+
+    rows = []
+    for i in range(3):
+        Image.fromarray(xray(200, 180, seed=i)).save(tmp_path / f"{i}.png")
+        rows.append({"image_id": str(i), "path": str(tmp_path / f"{i}.png"), "patient_id": str(i), "split": "train",
+                     "reader": "image"})
+    table = SourceTable("t", ("A",), pd.DataFrame(rows), np.zeros((3, 1)), np.ones((3, 1)))
+    prepare_store(table, tmp_path / "s", size=96)
+    store = open_store(tmp_path / "s")
+    t = build_finetune_transform(32, 0.08, 6, True, NIH_MEAN, NIH_STD)
+    ds = StoreDataset(store, "train", t)
+    for i in range(3):
+        full, half = store.levels(i)
+        assert half is not None and half.shape == (53, 48)
+        seed_all(i)
+        a = ds[i][0]
+        seed_all(i)
+        assert torch.equal(a, t(full, half))
