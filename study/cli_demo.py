@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from thoraxmae.study.cli_study import telemetry_off
+
+    telemetry_off()
     console = Console()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -41,7 +44,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   f"{spec.resources.max_concurrent_trials} at a time")
     from thoraxmae.study.cli_study import _run
 
-    _run(spec, resume=False)
+    code = _run(spec, resume=False)
+    if code:
+        return code
     console.print(f"[bold][4/4][/] recipe report of {spec.name}")
     report = make_report(spec.name, spec.tracking.uri, out / "report" / spec.name, console)
     minutes = (time.monotonic() - t0) / 60
@@ -88,16 +93,17 @@ def ensure_store(phantom: Path, store: Path, console) -> Path:
 
 def demo_spec(path: Path, out: Path, store: Path, trials: int | None):
     """The demo spec with this run's store, MLflow file, Tune folder and the next free study name."""
+    from thoraxmae.study.lookup import check_tracking_uri, name_taken
     from thoraxmae.study.spec import load_spec
-    from thoraxmae.study.tune import study_dir
 
     uri = f"sqlite:///{out / 'mlflow.db'}"
     overrides = [f"data.store={store}", f"tracking.uri={uri}", f"storage_path={out / 'studies'}"]
     if trials is not None:
         overrides.append(f"search.num_samples={trials}")
     spec = load_spec(path, overrides)
+    check_tracking_uri(uri, write=True)
     base, k = spec.name, 1
-    while study_dir(spec).exists():
+    while name_taken(spec):  # a study of that name in MLflow or a Tune folder of that name
         k += 1
         spec = load_spec(path, [*overrides, f"name={base}-{k}"])
     return spec

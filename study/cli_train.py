@@ -22,14 +22,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from thoraxmae.study import schema
+    from thoraxmae.study.cli_study import telemetry_off
     from thoraxmae.study.errors import SpecError
     from thoraxmae.study.single_run import run_single
     from thoraxmae.study.spec import load_spec
+    from thoraxmae.study.tracking_uri import check_tracking_uri
     from thoraxmae.study.tune import init_ray
 
+    telemetry_off()
     spec = load_spec(args.spec, args.overrides)
     if getattr(spec, args.phase) is None:
         raise SpecError(f"{args.spec}: {args.phase}: this spec (stage {spec.stage}) has no {args.phase} section")
+    check_tracking_uri(spec.tracking.uri, write=True)  # before Ray starts
     console = Console()
     seconds = init_ray()
     console.print(f"Ray ready in {seconds:.1f} s; {args.phase} run of [bold]{spec.name}[/], "

@@ -224,8 +224,15 @@ def check_new_study(spec: StudySpec) -> None:
     """Before `study run` starts Ray: the tracking store is writable, no parent run there has the study's
     name (whatever its storage path) and Tune's folder for it is free. SpecError names the commands that
     resume or remove what is there."""
+    check_tracking_uri(spec.tracking.uri, write=True)
+    taken = name_taken(spec)
+    if taken:
+        raise SpecError(taken)
+
+
+def name_taken(spec: StudySpec) -> str | None:
+    """Why the spec's study name cannot start a new study (a one-line SpecError message), or None."""
     uri, name = spec.tracking.uri, spec.name
-    check_tracking_uri(uri, write=True)
     folder = study_dir(spec.storage_path, name)
     parent = experiment = None
     path = sqlite_path(uri)
@@ -238,18 +245,19 @@ def check_new_study(spec: StudySpec) -> None:
             experiment = client.get_experiment_by_name(spec.experiment)
     remove = f"thoraxmae study remove {name} --tracking-uri {uri} --storage-path {spec.storage_path} --yes"
     if parent is not None:
-        raise SpecError(f"name: study `{name}` already exists in {uri} (parent run {parent.info.run_id}); "
-                        f"continue it with `thoraxmae study resume {name} --tracking-uri {uri}`, delete it with "
-                        f"`{remove}`, or choose another name (--set name=...)")
-    if experiment is not None and experiment.lifecycle_stage == "deleted":
-        raise SpecError(f"tracking.experiment: experiment `{spec.experiment}` is deleted in {uri}; restore it with "
-                        f"`mlflow experiments restore --experiment-id {experiment.experiment_id}` or choose "
-                        f"another (--set tracking.experiment=...)")
+        return (f"name: study `{name}` already exists in {uri} (parent run {parent.info.run_id}); continue it "
+                f"with `thoraxmae study resume {name} --tracking-uri {uri}`, delete it with `{remove}`, or choose "
+                f"another name (--set name=...)")
     if folder.is_dir() and any(folder.iterdir()):
         again = (f"resume it with `thoraxmae study resume {name} --storage-path {spec.storage_path}` or "
                  if has_tune_state(folder) else "")
-        raise SpecError(f"name: study `{name}` has a Tune folder {folder} but no parent run in {uri} (a start that "
-                        f"failed); {again}delete it with `{remove}`, or choose another name (--set name=...)")
+        return (f"name: study `{name}` has a Tune folder {folder} but no parent run in {uri} (a start that "
+                f"failed); {again}delete it with `{remove}`, or choose another name (--set name=...)")
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        return (f"tracking.experiment: experiment `{spec.experiment}` is deleted in {uri}; restore it with "
+                f"`mlflow experiments restore --experiment-id {experiment.experiment_id}` or choose another "
+                f"(--set tracking.experiment=...)")
+    return None
 
 
 def check_resumable(spec: StudySpec) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.spec import StudySpec, dump_spec, load_spec
+from thoraxmae.study.tracking_uri import check_scheme
 
 log = logging.getLogger(__name__)
 SUBPACKAGES = ("datasets", "trainers", "study", "analysis")
@@ -58,6 +59,7 @@ def submit_study(spec_path: Path | str, address: str, overrides: list[str] | Non
                  python: str = "python") -> str:
     """Validate the spec here (except the data store, which lives on the cluster), submit, return the job id."""
     spec = load_spec(spec_path, overrides, check_files=False)
+    check_scheme(spec.tracking.uri)  # a folder or an unknown scheme fails here, not on the cluster
     if spec.tracking.uri.startswith("sqlite:"):
         log.warning("tracking.uri %s is a SQLite file: it must be on a path the cluster's head node can write",
                     spec.tracking.uri)

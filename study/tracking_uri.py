@@ -37,10 +37,7 @@ def check_tracking_uri(uri: str, *, write: bool) -> None:
     """SpecError (one line) unless MLflow can use `uri`: SQLite files must exist for reading (nothing is
     created) and be writable for writing; servers must answer; folders, file:// and unknown schemes are
     refused (MLflow 3 no longer serves its file store)."""
-    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
-    if scheme in ("", "file"):
-        raise SpecError(f"tracking URI {uri}: a folder (MLflow's file store) is not supported by MLflow 3; use "
-                        f"sqlite:///ABSOLUTE/PATH/mlflow.db or an http(s):// tracking server")
+    scheme = check_scheme(uri)
     if scheme == "sqlite":
         path = sqlite_path(uri)
         if path is None:
@@ -49,9 +46,19 @@ def check_tracking_uri(uri: str, *, write: bool) -> None:
         _check_sqlite(uri, path, write)
     elif scheme in ("http", "https"):
         _check_server(uri)
-    elif scheme not in DB_SCHEMES:
+
+
+def check_scheme(uri: str) -> str:
+    """The URI's scheme when MLflow 3 serves it (sqlite, http(s), a database); SpecError otherwise. Needs
+    nothing but the text (`study submit` checks this much; the store itself is the cluster's)."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme in ("", "file"):
+        raise SpecError(f"tracking URI {uri}: a folder (MLflow's file store) is not supported by MLflow 3; use "
+                        f"sqlite:///ABSOLUTE/PATH/mlflow.db or an http(s):// tracking server")
+    if scheme not in ("sqlite", "http", "https", *DB_SCHEMES):
         raise SpecError(f"tracking URI {uri}: unknown scheme `{scheme}://`; use sqlite:///PATH/mlflow.db, "
                         f"http(s)://HOST:PORT or a database URI ({', '.join(s + '://' for s in DB_SCHEMES)})")
+    return scheme
 
 
 def _check_sqlite(uri: str, path: Path, write: bool) -> None:

@@ -272,3 +272,19 @@ def test_the_command_line_prints_one_line_and_no_traceback(work, argv):
     assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
     assert done.stderr.startswith("error: ")
     assert schema.ROLE_STUDY  # the run schema module imports without Ray
+
+
+# --- the other commands that start Ray or a cluster job ------------------------------------------------------
+@pytest.mark.parametrize("argv", [
+    ["finetune", "{spec}"],
+    ["study", "submit", "{spec}", "--address", "http://127.0.0.1:9"],
+])
+@pytest.mark.parametrize(("uri", "message"), [
+    ("file:///{tmp}/mlruns", r"a folder \(MLflow's file store\) is not supported by MLflow 3"),
+    ("bogus://x", r"unknown scheme `bogus://`"),
+])
+def test_single_runs_and_submissions_refuse_a_bad_tracking_uri(work, capsys, argv, uri, message):
+    spec = write_spec(work / "s.yaml", spec_dict(work, tracking={"uri": uri.format(tmp=work)}))
+    code, line = run_cli(capsys, *(a.format(spec=spec) for a in argv))
+    assert code == 2
+    one_line_error(line, message)
