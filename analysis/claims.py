@@ -114,11 +114,12 @@ def noise_note(a: StudyAnalysis, knob: str) -> str:
 
 
 def recipe_section(a: StudyAnalysis, recipe_text: str) -> Section:
-    c = a.confirmation
+    c, r = a.confirmation, a.recipe
+    if r is None and c is None:
+        return Section("Recipe", [f"**No recipe**: {unscored_reason(a)}."])
     title, blocks = ("Recipe (exploratory)", [EXPLORATORY]) if c is None else ("Recipe", _confirmation_blocks(a, c))
-    r = a.recipe
     if r is None:
-        return Section(title, [*blocks, f"**No recipe**: {unscored_reason(a)}."])
+        return Section(title, [*blocks, f"**No recipe from the search**: {unscored_reason(a)}."])
     share = {row.knob: row.fanova for row in a.importance.rows}
     rows = []
     for k in r.knobs:

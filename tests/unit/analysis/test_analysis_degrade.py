@@ -103,6 +103,7 @@ def test_all_trials_failed_gives_a_report_that_says_why(tmp_path):
     why = ("none of the 3 trials has a `val/mauc` value from a completed or pruned run (3 failed); first error "
            "(trial `t000`): RuntimeError: CUDA out of memory")
     _shown(f"**No recipe**: {why}.", html, md)
+    assert f"## Recipe\n\n**No recipe**: {why}." in md and "Exploratory recipe" not in md
     _shown(f"**No marginal effects**: {why}.", html, md)
     _shown(f"**No comparison**: there is no recipe ({why}).", html, md)
     _shown("**No parallel coordinates figure**: no scored trial.", html, md)
