@@ -205,3 +205,14 @@ def test_remove_never_deletes_a_folder_that_is_not_a_study(tmp_path, uri):
     (tmp_path / "studies" / "mine" / "thesis.tex").write_text("keep me")
     with pytest.raises(SpecError, match=r"holds neither Tune state nor thoraxmae_spec.yaml; not a study folder"):
         find_leftovers("mine", uri, tmp_path / "studies")
+
+
+def test_the_lookup_is_ray_free_and_light():
+    """analysis (Ray-free) reads studies through it: importing it loads neither Ray, MLflow nor torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, thoraxmae.study.lookup, thoraxmae.study.remove; "
+            "print(sorted(m for m in ('ray', 'mlflow', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "[]"
