@@ -186,7 +186,7 @@ def _write_trial(client, exp: str, parent: str, name: str, trial: SimTrial, star
         metrics += [Metric(schema.M_VAL_MAUC, value, ts, epoch), Metric(schema.M_EPOCH_TIME, 30.0, ts, epoch),
                     Metric(schema.M_TRAIN_LOSS, 0.3 - 0.01 * epoch, ts, epoch),
                     Metric(schema.M_COST_CPU_HOURS, epoch * 30.0 / 3600, ts, epoch)]
-    if trial.status == schema.STATUS_COMPLETED:
+    if trial.status == schema.STATUS_COMPLETED and trial.curve:
         test = trial.curve[-1] - 0.01
         ts = start_ms + 30_000 * len(trial.curve)
         metrics += [Metric(schema.M_TEST_MAUC, test, ts, len(trial.curve)),
@@ -260,7 +260,7 @@ def study_record(trials: list[SimTrial], name: str = "synthetic", spec: dict | N
         metrics = {}
         if trial.curve:
             metrics = {schema.M_VAL_MAUC: trial.curve[-1], schema.M_COST_CPU_HOURS: len(trial.curve) * 30.0 / 3600}
-        if trial.status == schema.STATUS_COMPLETED:
+        if trial.status == schema.STATUS_COMPLETED and trial.curve:
             test = trial.curve[-1] - 0.01
             metrics.update({schema.M_TEST_MAUC: test, schema.M_TEST_MAUC_CI_LOW: test - 0.012,
                             schema.M_TEST_MAUC_CI_HIGH: test + 0.012})

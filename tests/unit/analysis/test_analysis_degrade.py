@@ -141,3 +141,15 @@ def test_partial_dependence_of_a_knob_most_trials_share():
     model, x = fit_surrogate(df, infos, seed=0)
     effects = marginal_effects(df, infos, "max", 20, 0, model, x)
     assert effects[0].pd_x is not None and effects[0].pd_x.min() == pytest.approx(drop.min())
+
+
+@pytest.mark.parametrize("case", ["running", "no metric"])
+def test_nothing_scored_yet(tmp_path, case):
+    if case == "running":
+        trials, counts = syn.flat_trials([0.70, 0.71], status=schema.STATUS_RUNNING), "2 running"
+    else:
+        trials, counts = [dataclasses.replace(t, curve=[]) for t in syn.flat_trials([0.7] * 2)], "2 completed"
+    a, figures, html, md = _report(trials, tmp_path)
+    _shown(f"**No recipe**: none of the 2 trials has a `val/mauc` value from a completed or pruned run ({counts}).",
+           html, md)
+    assert a.recipe is None and "history" in figures and ("curves" in figures) == (case == "running")
