@@ -186,3 +186,13 @@ def test_the_reference_class_orders_match_the_sources():
 
     assert NIH_ORDER == NIH_LABELS
     assert sorted(CHEXPERT_REFERENCE_ORDER) == sorted(CHEXPERT_TASKS)
+
+
+def test_a_released_covidx_head_gives_the_rows_of_the_stores_three_classes(tmp_path):
+    from thoraxmae.trainers.checkpoint_files import COVIDX_REFERENCE_ORDER
+
+    path = tmp_path / "covidx_finetuned.pth"
+    torch.save(released(chexpert_head(COVIDX_REFERENCE_ORDER), dataset="covidx", nb_classes=4), path)
+    model = build_classifier(TINY, 3, 0.0)
+    report = load_encoder(model, path, label_names=("normal", "pneumonia", "COVID-19"), require_head=True)
+    assert report.head == "reordered" and head_rows(model) == [1.0, 3.0, 4.0]  # 'positive' (row 2) left out
