@@ -4,9 +4,14 @@
     thoraxmae data prepare SOURCE_DIR --format nih --out STORE [--size 768] [--workers N] [--strict] [--split-seed S]
         [--also FORMAT=DIR ...] [--keep-splits train[,val,test]]
 
---size is the largest shorter side a stored image keeps (aspect ratio kept, never upscaled). The
-default, 768, keeps >= 0.9 of the reference's detail at the paper's smallest crops (fine-tuning crop
-scale 0.08 from 1024 px NIH originals; datasets/resolution.py, benchmarks/crop_detail.py).
+--size is the largest shorter side a stored image keeps (aspect ratio kept, never upscaled; an image
+that shrinks also keeps a half-resolution copy for the large crops). The default, 768, keeps 0.97 of the
+reference's detail at the paper's smallest crops (fine-tuning crop scale 0.08 from 1024 px NIH
+originals) and 1.0 from crop scale 0.1 up (datasets/resolution.py, benchmarks/crop_detail.py); it
+takes 73.7 GB per 100,000 NIH images. The paper configs' stores are all prepared at the default: the
+ChestX-ray14 fine-tuning store and the X-rays 0.3M pre-training store alike (pipeline studies search
+pre-training crops down to 0.2, which need >= 451 px for 0.9 of the detail). CheXpert-small images
+(320-390 px) are kept as they are.
 
 A mixture: `--also FORMAT=DIR` (repeatable) loads one more source, and all are combined by
 `concat_tables` into one store (labels matched by name; image and patient ids prefixed with the part's
