@@ -29,8 +29,8 @@ from thoraxmae.datasets.errors import DataError
 FORMAT_VERSION = 2
 META_KEY = b"thoraxmae"
 READERS = ("image", "dicom")
-RESIZE_NOTE = ("shorter side scaled down to `size` px when larger (bicubic, antialiased), aspect ratio kept; "
-               "smaller images are stored as they are (never upscaled)")
+RESIZE_NOTE = ("shorter side scaled down to `size` px when larger (bicubic, antialiased), aspect ratio kept, plus a "
+               "copy at `size` // 2 px from the original; smaller images are stored as they are (never upscaled)")
 
 
 def fit(img: np.ndarray, size: int) -> np.ndarray:
