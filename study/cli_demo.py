@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from thoraxmae.study.cli_study import telemetry_off
+    from thoraxmae.study.tracking_uri import telemetry_off
 
     telemetry_off()
     console = Console()

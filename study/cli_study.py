@@ -8,16 +8,12 @@ failed exits 1 and shows the first trial's error.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from thoraxmae.study.tracking_uri import telemetry_off
+
 TRACKING_HELP = "default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db"
-
-
-def telemetry_off() -> None:
-    """MLflow sends usage data unless told not to (MLflow >= 3.2); off unless the user set it."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -22,11 +22,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from thoraxmae.study import schema
-    from thoraxmae.study.cli_study import telemetry_off
     from thoraxmae.study.errors import SpecError
     from thoraxmae.study.single_run import run_single
     from thoraxmae.study.spec import load_spec
-    from thoraxmae.study.tracking_uri import check_tracking_uri
+    from thoraxmae.study.tracking_uri import check_tracking_uri, telemetry_off
     from thoraxmae.study.tune import init_ray
 
     telemetry_off()

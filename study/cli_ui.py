@@ -37,8 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from thoraxmae.study.cli_study import telemetry_off
-    from thoraxmae.study.tracking_uri import check_tracking_uri, default_tracking_uri
+    from thoraxmae.study.tracking_uri import check_tracking_uri, default_tracking_uri, telemetry_off
 
     telemetry_off()
     uri = args.tracking_uri or default_tracking_uri()

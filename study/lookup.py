@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # study.spec's `name`
 SPEC_FILE = "thoraxmae_spec.yaml"  # the resolved spec in Tune's folder, written by study.tune.run_study
 
 
@@ -46,7 +44,7 @@ def filter_value(value: str) -> str:
 
 
 def check_study_name(name: str) -> None:
-    if not STUDY_NAME.fullmatch(name) or len(name) > 100:
+    if not schema.STUDY_NAME.fullmatch(name) or len(name) > 100:
         raise SpecError(f"study name {name!r}: expected letters, digits, `_`, `.` and `-` "
                         f"(starting with a letter or digit, at most 100 characters)")
 

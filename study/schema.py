@@ -6,6 +6,7 @@ those the trainers report (trainers/reporting.py), imported from there so they c
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from thoraxmae.trainers.config import FinetuneConfig, PretrainConfig, knob_fields
@@ -43,6 +44,7 @@ RECIPE_REFERENCE = "reference"
 RECIPE_TRIAL_PREFIX = "trial-"
 PARAM_SEED = "seed"  # confirm runs: the seed, an int
 TAG_STUDY = "thoraxmae.study"
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a study's name, the TAG_STUDY value (spec `name`)
 TAG_STAGE = "thoraxmae.stage"
 TAG_TRIAL_ID = "thoraxmae.trial_id"
 TAG_STATUS = "thoraxmae.status"

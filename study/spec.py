@@ -41,7 +41,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from thoraxmae.datasets.config import DataConfig
 from thoraxmae.study import schema, validate
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.lookup import STUDY_NAME
 from thoraxmae.study.space import KnobSpace
 from thoraxmae.study.validate import semantic_problems
 from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
@@ -123,7 +122,7 @@ class TrackingConfig(BaseModel):
 class StudySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=rf"^{STUDY_NAME.pattern}$", max_length=100)
+    name: str = Field(pattern=rf"^{schema.STUDY_NAME.pattern}$", max_length=100)
     stage: Stage
     data: DataConfig
     pretrain_data: DataConfig | None = Field(None, description="pre-training store when it differs from `data`")

@@ -27,18 +27,19 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def stage_package(dest: Path) -> Path:
-    """Copy the installed `thoraxmae` (shell + its four sub-packages, wherever each folder lives) to dest/thoraxmae."""
-    import importlib
+    """Copy the installed `thoraxmae` (shell + its four sub-packages, wherever each folder lives) to dest/thoraxmae.
+    The folders are located (importlib.util.find_spec), not imported: only thoraxmae/cli.py composes packages."""
+    import importlib.util
     import shutil
 
-    import thoraxmae
+    def folder(package: str) -> Path:
+        return Path(next(iter(importlib.util.find_spec(package).submodule_search_locations)))
 
     out = dest / "thoraxmae"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(Path(thoraxmae.__file__).parent, out, ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(folder("thoraxmae"), out, ignore=ignore, dirs_exist_ok=True)
     for name in SUBPACKAGES:
-        src = Path(importlib.import_module(f"thoraxmae.{name}").__file__).parent
-        shutil.copytree(src, out / name, ignore=ignore, dirs_exist_ok=True)
+        shutil.copytree(folder(f"thoraxmae.{name}"), out / name, ignore=ignore, dirs_exist_ok=True)
     return out
 
 

@@ -22,6 +22,11 @@ DB_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's database stores beside
 HTTP_TIMEOUT_S = 5.0
 
 
+def telemetry_off() -> None:
+    """MLflow (>= 3.2) sends usage data unless told not to: off, unless the user set the variable."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 def default_tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI, else `sqlite:///<cwd>/mlflow.db` (the study spec's default too)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
