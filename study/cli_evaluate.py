@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROLE_EVALUATION = "evaluation"
 EXPERIMENT = "evaluations"
 LOAD_REPORT_ARTIFACT = "load_report.json"
 
@@ -97,7 +96,7 @@ def log_evaluation(ev, uri: str, experiment: str) -> str:
     from thoraxmae.study.tracking import ensure_experiment
 
     client = MlflowClient(uri)
-    tags = {schema.TAG_ROLE: ROLE_EVALUATION, f"{ev.split}/ci_unit": ev.ci.unit}
+    tags = {schema.TAG_ROLE: schema.ROLE_EVALUATION, f"{ev.split}/ci_unit": ev.ci.unit}
     run = client.create_run(ensure_experiment(client, uri, experiment), tags=tags,
                             run_name=f"evaluate-{ev.checkpoint.stem}-{ev.split}")
     run_id = run.info.run_id

@@ -43,6 +43,15 @@ TAG_SOURCE_RUN = "thoraxmae.source_run"  # confirm runs: MLflow run id of the tr
 RECIPE_REFERENCE = "reference"
 RECIPE_TRIAL_PREFIX = "trial-"
 PARAM_SEED = "seed"  # confirm runs: the seed, an int
+ROLE_PRETRAIN = "pretrain"  # a registered pre-training (study/pretrain_registry.py), child of the study that ran it
+ROLE_EVALUATION = "evaluation"  # `thoraxmae evaluate CHECKPOINT --store STORE`
+TAG_PRETRAIN_KEY = "thoraxmae.pretrain_key"  # pretrain runs and every pipeline trial/confirm run that used it
+TAG_PRETRAIN_RUN = "thoraxmae.pretrain_run"  # trial/confirm runs: MLflow run id of the pre-training they used
+TAG_PRETRAIN_REUSED = "thoraxmae.pretrain_reused"  # trial runs: "true" if it fine-tuned a pre-training it did not run
+# parent run metrics of a pipeline study (logged at its end): pre-training compute actually spent by this study
+# vs what a study that pre-trains in every trial would have spent (cost unit: cpu_hours or gpu_hours)
+M_PRETRAIN_COST_SPENT = "cost/pretrain_{unit}"
+M_PRETRAIN_COST_NO_REUSE = "cost/pretrain_{unit}_no_reuse"
 TAG_STUDY = "thoraxmae.study"
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a study's name, the TAG_STUDY value (spec `name`)
 TAG_STAGE = "thoraxmae.stage"
