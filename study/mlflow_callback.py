@@ -31,6 +31,8 @@ from thoraxmae.study.tracking import StudyTracker, schema_metrics, trial_params
 from thoraxmae.study.trial import PHASE_KEY, lineage_results
 
 log = logging.getLogger(__name__)
+LOST_TRIAL = ("trial lost: the study's driver stopped before Ray Tune saved this trial in its state, so the "
+              "resumed study could not continue it and sampled another trial instead")
 
 
 class MlflowStudyCallback(Callback):
@@ -40,9 +42,35 @@ class MlflowStudyCallback(Callback):
         self._runs: dict[str, str] = {}  # trial_id -> child run id
         self._checkpoints: dict[str, str] = {}  # trial_id -> latest scored-phase checkpoint dir
         self._logged: dict[str, dict[str, set[int]]] = {}  # trial_id -> {metric: steps its run has}
+        self._reconciled = False
 
     def setup(self, **info: Any) -> None:
         self.tracker.start_study()
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self._reconciled:  # the first step: Tune has restored the trials it knows
+            self._reconciled = True
+            self.drop_forgotten_trials({t.trial_id for t in trials})
+
+    def drop_forgotten_trials(self, known: set[str]) -> None:
+        """Runs of trials Tune does not know: the driver died after the trial started and before Tune
+        saved its experiment state (it saves at most every ~10 s), so the resumed study samples a new
+        trial instead. Such a run without metrics is deleted (it holds nothing and would count as a
+        trial); one with metrics ends `failed`, saying so."""
+        client = self.tracker.client
+        runs = client.search_runs([self.tracker.experiment_id()],
+                                  filter_string=f"tags.`{schema.TAG_PARENT}` = '{self.tracker.parent_id}'")
+        for run in runs:
+            tags = run.data.tags
+            if tags.get(schema.TAG_TRIAL_ID) in known or tags.get(schema.TAG_STATUS) != schema.STATUS_RUNNING:
+                continue
+            if run.data.metrics:
+                log.warning("trial %s is unknown to Tune's saved state; its run ends failed", tags.get(schema.TAG_TRIAL_ID))
+                self.tracker.end_trial(run.info.run_id, schema.STATUS_FAILED, error=LOST_TRIAL)
+            else:
+                log.info("trial %s never reached Tune's saved state and logged nothing; its run is deleted",
+                         tags.get(schema.TAG_TRIAL_ID))
+                client.delete_run(run.info.run_id)
 
     # --- trial lifecycle ---------------------------------------------------------------------------
     def _run_id(self, trial) -> str:

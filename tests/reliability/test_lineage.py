@@ -196,3 +196,24 @@ def test_a_result_without_epoch_is_not_logged(tmp_path):
     callback, trial = _session(spec)
     callback.on_trial_result(0, [trial], trial, {"val/mauc": 0.5, PHASE_KEY: "finetune"})
     assert _histories(spec, callback._runs["t0"]) == {}
+
+
+def test_runs_of_trials_tune_never_saved_are_dropped_on_resume(tmp_path):
+    spec = _pipeline_spec(tmp_path)
+    first, trial = _session(spec)
+    first.on_trial_result(0, [trial], trial, _ft(1, 0.6))
+    for lost in ("t-empty", "t-logged"):  # started in the killed session, unknown to Tune's saved state
+        first.on_trial_start(0, [], SimpleNamespace(trial_id=lost, config={"finetune.layer_decay": 0.6}))
+    first.on_trial_result(0, [], SimpleNamespace(trial_id="t-logged", config={}), _ft(1, 0.5))
+
+    second, trial = _session(spec)  # Tune restored only t0
+    second.on_step_begin(0, [trial])
+    second.on_step_begin(1, [])  # only the first step looks
+    client = MlflowClient(spec.tracking.uri)
+    runs = {r.data.tags[schema.TAG_TRIAL_ID]: r for r in client.search_runs(
+        [client.get_experiment_by_name(spec.experiment).experiment_id],
+        filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'")}
+    assert sorted(runs) == ["t-logged", "t0"]
+    assert runs["t0"].data.tags[schema.TAG_STATUS] == schema.STATUS_RUNNING
+    assert runs["t-logged"].data.tags[schema.TAG_STATUS] == schema.STATUS_FAILED
+    assert runs["t-logged"].data.tags[schema.TAG_ERROR].startswith("trial lost: the study's driver stopped")
