@@ -99,6 +99,7 @@ def load_study(name: str, tracking_uri: str | None = None, progress: Progress | 
     if not STUDY_NAME.fullmatch(name):
         raise ReportError(f"study `{name}`: not a study name (letters, digits, `_`, `.`, `-`; tracking URI {uri})")
     _check_store_exists(name, uri)
+    _check_uri(name, uri)
     client = MlflowClient(tracking_uri=uri)
     try:
         experiment_id = _find_experiment(client, name, uri)
@@ -135,6 +136,17 @@ def objective_of(spec: dict | None, parent_params: dict[str, str], stage: str) -
     if mode not in ("max", "min"):
         mode = "max" if metric.startswith(("val/", "test/")) else "min"
     return metric, mode
+
+
+def _check_uri(name: str, uri: str) -> None:
+    """file://, bogus://, an unreadable SQLite file or a server that does not answer: one line, nothing created."""
+    from thoraxmae.study.errors import SpecError
+    from thoraxmae.study.tracking_uri import check_tracking_uri
+
+    try:
+        check_tracking_uri(uri, write=False)
+    except SpecError as exc:
+        raise ReportError(f"study `{name}`: {exc}") from None
 
 
 def _check_store_exists(name: str, uri: str) -> None:

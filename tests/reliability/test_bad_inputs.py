@@ -288,3 +288,19 @@ def test_single_runs_and_submissions_refuse_a_bad_tracking_uri(work, capsys, arg
     code, line = run_cli(capsys, *(a.format(spec=spec) for a in argv))
     assert code == 2
     one_line_error(line, message)
+
+
+@pytest.mark.parametrize(("uri", "message"), [
+    ("file://{tmp}/mlruns", r"a folder \(MLflow's file store\) is not supported by MLflow 3"),
+    ("{tmp}/mlruns", r"a folder \(MLflow's file store\) is not supported by MLflow 3"),
+    ("bogus://x", r"unknown scheme `bogus://`"),
+    ("sqlite:////proc/thoraxmae/mlflow.db", r"no MLflow database at /proc/thoraxmae/mlflow\.db"),
+    ("http://127.0.0.1:9", r"no MLflow server answers"),
+])
+def test_report_refuses_a_bad_tracking_uri_and_creates_nothing(work, capsys, uri, message):
+    uri = uri.format(tmp=work)
+    before = sorted(p.name for p in work.iterdir())
+    code, line = run_cli(capsys, "report", "some-study", "--tracking-uri", uri, "--out", str(work / "report"))
+    assert code == 2
+    one_line_error(line, message)
+    assert sorted(p.name for p in work.iterdir()) == before
