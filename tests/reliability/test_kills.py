@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import (
+from tests.reliability.helpers import (
     Driver,
     assert_exact_epochs,
     checkpoints,

@@ -217,3 +217,36 @@ def test_runs_of_trials_tune_never_saved_are_dropped_on_resume(tmp_path):
     assert runs["t0"].data.tags[schema.TAG_STATUS] == schema.STATUS_RUNNING
     assert runs["t-logged"].data.tags[schema.TAG_STATUS] == schema.STATUS_FAILED
     assert runs["t-logged"].data.tags[schema.TAG_ERROR].startswith("trial lost: the study's driver stopped")
+
+
+def test_report_checkpoints_the_history_and_sends_it_after_a_restore(tmp_path, monkeypatch):
+    """trainers.runtime wiring, with Ray Train's report and checkpoint lookup replaced by recorders."""
+    import ray.train
+
+    from thoraxmae.trainers import runtime
+
+    sent: list[tuple[dict, dict | None]] = []
+
+    def fake_report(metrics, checkpoint=None):
+        state = torch.load(Path(checkpoint.path) / "checkpoint.pt", weights_only=True) if checkpoint else None
+        if state is not None:
+            (tmp_path / "saved").mkdir(exist_ok=True)
+            torch.save(state, tmp_path / "saved" / "checkpoint.pt")
+        sent.append((metrics, state))
+
+    monkeypatch.setattr(ray.train, "report", fake_report)
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)
+    worker = runtime.Worker(0, 1, torch.device("cpu"))
+    assert runtime.restore_files() is None
+    runtime.report(worker, {"epoch": 1, "train/loss": 0.9}, {"checkpoint.pt": {"epoch": 1}})
+    runtime.report(worker, {"epoch": 2, "train/loss": 0.8})  # no checkpoint: run again after a restart
+
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: ray.train.Checkpoint.from_directory(tmp_path / "saved"))
+    files = runtime.restore_files()
+    assert files["checkpoint.pt"]["history"] == [{"epoch": 1, "train/loss": 0.9}]
+    runtime.report(worker, {"epoch": 2, "train/loss": 0.7}, {"checkpoint.pt": {"epoch": 2}})
+
+    assert [HISTORY_METRIC in m for m, _ in sent] == [False, False, True]
+    assert json.loads(sent[2][0][HISTORY_METRIC]) == [{"epoch": 1, "train/loss": 0.9}]
+    assert sent[0][1]["history"] == [{"epoch": 1, "train/loss": 0.9}]
+    assert sent[2][1]["history"] == [{"epoch": 1, "train/loss": 0.9}, {"epoch": 2, "train/loss": 0.7}]
