@@ -40,6 +40,8 @@ def tiny_spec(store: Path, tmp: Path, name: str, stage: str = "finetune", num_sa
     if stage in ("pretrain", "pipeline"):
         spec["pretrain"] = {"epochs": 2, "warmup_epochs": 0, "batch_size": 16, "max_steps_per_epoch": 3}
         spec["search"]["space"]["pretrain.mask_ratio"] = {"type": "categorical", "choices": [0.75, 0.9]}
+    if stage == "pipeline":
+        spec["search"]["coverage"] = 1  # each pre-training recipe once before TPE: 2 trials cover both
     return spec
 
 
