@@ -90,4 +90,16 @@ def test_a_pipeline_trial_killed_at_every_moment_loses_and_repeats_no_epoch(phan
     runs = trial_runs(uri, name)
     assert [r.info.run_id for r in runs] == [run_id]  # exactly num_samples trial runs
     assert runs[0].data.tags[schema.TAG_STATUS] == schema.STATUS_COMPLETED, runs[0].data.tags
-    assert_exact_epochs(histories(uri, run_id), pretrain_epochs=3, finetune_epochs=4)
+    got = histories(uri, run_id)
+    assert_exact_epochs(got, pretrain_epochs=3, finetune_epochs=4)
+
+    # Tune and Optuna: the objective is the last epoch's; each result's step is its place in the lineage,
+    # so the re-reported and back-filled epochs never reached Optuna twice after the pre-training re-run
+    from ray.tune import ExperimentAnalysis
+
+    (trial,) = ExperimentAnalysis(str(storage / name)).trials
+    assert trial.status == "TERMINATED" and trial.last_result[schema.M_EPOCH] == 4
+    assert trial.last_result[schema.M_VAL_MAUC] == got[schema.M_VAL_MAUC][-1][1]
+    assert trial.last_result["training_iteration"] == 3 + 4
+    for log in ("r3.log", "r4.log", "r5.log", "r6.log"):
+        assert "already reported" not in (tmp_path / log).read_text(), log
