@@ -1,8 +1,10 @@
 """thoraxmae analysis package: a study's MLflow runs -> tidy tables, hyperparameter importance, marginal
 effects, a recipe with its uncertainty, its confirmation runs (seed-paired verdicts against the reference
-recipe, the seed noise floor), and the HTML/Markdown report. Reads only MLflow; never imports Ray.
-Numbers are computed in tables/importance/effects/recipe/confirm/cost (analyze.py runs them), worded in
-claims.py and sections.py, drawn in plots.py, and written by render.py (report.py runs it all).
+recipe, the seed noise floor), its pre-training recipes or encoders compared (and what pre-training reuse
+saved), and the HTML/Markdown report. Reads only MLflow; never imports Ray.
+Numbers are computed in tables/importance/effects/recipe/confirm/cost/pretraining (analyze.py runs them),
+worded in claims.py, pretrain_section.py and sections.py, drawn in plots.py, and written by render.py
+(report.py runs it all).
 
 Public surface (imported on first use, so `thoraxmae --help` stays instant):
 - `build_report(study_name, tracking_uri=None, out_dir="report", ...) -> ReportResult` (analysis.report)

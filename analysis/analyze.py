@@ -18,6 +18,7 @@ from thoraxmae.analysis.effects import (
 )
 from thoraxmae.analysis.importance import ImportanceResult, compute_importance
 from thoraxmae.analysis.load import StudyRecord
+from thoraxmae.analysis.pretraining import RecipeComparison, compare_recipes
 from thoraxmae.analysis.recipe import Recipe, ReferenceRow, compare_reference, distill_recipe, recipe_spec
 from thoraxmae.analysis.tables import KnobInfo, curve_table, knob_infos, scored_trials, trial_table
 from thoraxmae.study import schema
@@ -52,6 +53,7 @@ class StudyAnalysis:
     cost: CostSummary
     recipe_spec: dict[str, Any] | None
     confirmation: Confirmation | None = None  # None without confirmation runs: the recipe is exploratory
+    pretraining: RecipeComparison | None = None  # None unless the study varies its pre-training or encoder
 
     @property
     def status_counts(self) -> dict[str, int]:
@@ -60,8 +62,8 @@ class StudyAnalysis:
 
 
 def analyze(study: StudyRecord, options: AnalysisOptions | None = None) -> StudyAnalysis:
-    """Tables first: importance, marginal effects, interaction, recipe, reference comparison, cost and
-    the confirmation runs. Never raises for a degenerate study (no scored trial, ties, a constant
+    """Tables first: importance, marginal effects, interaction, recipe, reference comparison, cost, the
+    confirmation runs and the pre-training recipes (or encoders) compared. Never raises for a degenerate study (no scored trial, ties, a constant
     objective, one knob): each part that cannot be computed says why (its `reason`, or None)."""
     opts = options or AnalysisOptions()
     trials = trial_table(study)
@@ -89,4 +91,4 @@ def analyze(study: StudyRecord, options: AnalysisOptions | None = None) -> Study
                          infos=ordered, importance=importance, effects=effects, interaction=inter, recipe=recipe,
                          reference=reference, cost=cost_summary(trials, scored, study.mode),
                          recipe_spec=None if recipe is None else recipe_spec(study.spec, recipe, study.stage),
-                         confirmation=confirmation)
+                         confirmation=confirmation, pretraining=compare_recipes(study, trials))

@@ -1,8 +1,9 @@
 """Objective vs compute: the Pareto front, and what ASHA's early stopping saved.
 
 Compute is each trial's last `cost/gpu_hours` (or `cost/cpu_hours`), which the trainers log
-cumulatively. A pruned trial would have run `max_epochs` (its epochs, capped by ASHA's max_t); the
-epochs it did not run are priced at its own cost per epoch (the study's median when it logged none).
+cumulatively, plus its share of a shared pre-training (analysis/tables.py). A pruned trial would have
+run `max_epochs` (its epochs, capped by ASHA's max_t); the epochs it did not run are priced at its own
+cost per epoch (the study's median when it logged none), the share left out: pruning does not save it.
 """
 from __future__ import annotations
 
@@ -81,9 +82,10 @@ def _asha_savings(trials: pd.DataFrame) -> tuple[float, float, float, int]:
     if not len(pruned):
         return 0.0, 0.0, 0.0, 0
     full = np.where(np.isfinite(full), full, np.nanmax(trials["epochs_run"].to_numpy(dtype=float)))
-    per_epoch_all = (trials["cost_hours"] / trials["epochs_run"].where(trials["epochs_run"] > 0)).to_numpy(dtype=float)
+    own = trials["own_cost_hours"] if "own_cost_hours" in trials else trials["cost_hours"]
+    per_epoch_all = (own / trials["epochs_run"].where(trials["epochs_run"] > 0)).to_numpy(dtype=float)
     fallback = float(np.nanmedian(per_epoch_all)) if np.isfinite(per_epoch_all).any() else 0.0
-    per_epoch = pruned["cost_hours"].to_numpy(dtype=float) / np.where(ran > 0, ran, np.nan)
+    per_epoch = own.loc[pruned.index].to_numpy(dtype=float) / np.where(ran > 0, ran, np.nan)
     per_epoch = np.where(np.isfinite(per_epoch), per_epoch, fallback)
     missing = np.clip(full - ran, 0, None)
     return float((missing * per_epoch).sum()), float(ran.sum()), float(np.maximum(full, ran).sum()), len(pruned)

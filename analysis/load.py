@@ -1,15 +1,17 @@
-"""Read one study back from MLflow: the parent run, its spec.yaml and every trial's child run.
+"""Read one study back from MLflow: the parent run, its spec.yaml, every trial's child run, its
+confirmation runs and the pre-training runs its trials fine-tuned from.
 
-Only the run schema of study/schema.py is read (docs/mlflow-schema.md); nothing here needs Ray. The result is
-plain records; analysis/tables.py turns them into the tidy tables the rest of the package uses.
+Only the run schema of study/schema.py is read (docs/mlflow-schema.md); nothing here needs Ray. The
+study is found by study/lookup.py (its parent run in any experiment of the tracking store, filter
+values quoted there); the result is plain records, which analysis/tables.py turns into tidy tables.
 """
 from __future__ import annotations
 
 import logging
-import os
-import re
+import math
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,20 +19,16 @@ from typing import Any
 import yaml
 
 from thoraxmae.analysis.errors import ReportError
-from thoraxmae.study import schema
+from thoraxmae.study import lookup, schema
+from thoraxmae.study.errors import SpecError
+from thoraxmae.study.tracking_uri import client_for, default_tracking_uri, mlflow_errors
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]  # (done, total, what): the CLI draws it, library code never prints
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # as study.spec's `name`
 _MLFLOW_STATUS = {"FINISHED": schema.STATUS_COMPLETED, "KILLED": schema.STATUS_PRUNED,
                   "FAILED": schema.STATUS_FAILED, "RUNNING": schema.STATUS_RUNNING,
                   "SCHEDULED": schema.STATUS_RUNNING}
-
-
-def default_tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else `sqlite:///<cwd>/mlflow.db` (the same default as the study spec)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 @dataclass
@@ -46,6 +44,9 @@ class TrialRecord:
     metrics: dict[str, float]
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> [(epoch, value)]
     error: str | None = None  # a failed trial's error (its thoraxmae.error tag)
+    pretrain_key: str | None = None  # the registry key of the pre-training it fine-tuned (pipeline reuse)
+    pretrain_run: str | None = None  # that pre-training's MLflow run id
+    pretrain_reused: bool = False  # True when the trial fine-tuned a pre-training it did not run itself
 
 
 @dataclass
@@ -65,6 +66,19 @@ class ConfirmRecord:
 
 
 @dataclass
+class PretrainRecord:
+    """One shared pre-training run (role `pretrain`): this study's own, or another study's that it reused."""
+
+    run_id: str
+    key: str | None  # its registry key (thoraxmae.pretrain_key)
+    study: str | None  # the study that ran it (thoraxmae.study)
+    own: bool  # run by this study (a child of its parent run)
+    status: str
+    params: dict[str, str]
+    metrics: dict[str, float]  # latest values: the final `pretrain/loss`, the cumulative `cost/*_hours`
+
+
+@dataclass
 class StudyRecord:
     """A study as read from MLflow: where it lives, what it optimised and its trials."""
 
@@ -80,6 +94,9 @@ class StudyRecord:
     space: dict[str, dict[str, Any]]  # the spec's search.space (may be empty)
     trials: list[TrialRecord]
     confirm: list[ConfirmRecord] = field(default_factory=list)  # confirmation runs (none: the recipe is exploratory)
+    pretrains: list[PretrainRecord] = field(default_factory=list)  # own pre-training runs + those its trials reused
+    parent_metrics: dict[str, float] = field(default_factory=dict)  # the parent run's latest metrics
+    missing_pretrain_runs: list[str] = field(default_factory=list)  # run ids trials link to that MLflow lacks
 
     @property
     def scored_phase(self) -> str:
@@ -89,128 +106,120 @@ class StudyRecord:
 def load_study(name: str, tracking_uri: str | None = None, progress: Progress | None = None) -> StudyRecord:
     """Every trial of study `name` with its params, latest metrics and per-epoch objective curve.
 
-    Raises ReportError naming the study and the tracking URI when the store, the experiment or its
-    trial runs are missing.
+    Raises ReportError naming the study and the tracking URI when the store, the study or its trial
+    runs are missing.
     """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     uri = tracking_uri or default_tracking_uri()
-    if not STUDY_NAME.fullmatch(name):
-        raise ReportError(f"study `{name}`: not a study name (letters, digits, `_`, `.`, `-`; tracking URI {uri})")
-    _check_store_exists(name, uri)
-    _check_uri(name, uri)
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        experiment_id = _find_experiment(client, name, uri)
-        parent = _find_parent(client, experiment_id, name)
-        parent_id = parent.info.run_id if parent is not None else None
-        spec = _read_spec(client, parent_id) if parent_id else None
-        parent_params = parent.data.params if parent is not None else {}
-        runs = _trial_runs(client, experiment_id, name, parent_id)
-        confirm_runs = _role_runs(client, experiment_id, name, parent_id, schema.ROLE_CONFIRM)
-    except MlflowException as exc:
-        raise ReportError(f"study `{name}`: MLflow at {uri} could not be read: {exc.message}") from exc
-    if not runs:
-        raise ReportError(f"study `{name}` has no trial runs in experiment {experiment_id} "
-                          f"(tracking URI {uri}); has the study started?")
-    stage = _stage(spec, parent)
-    metric, mode = objective_of(spec, parent_params, stage)
+    with _report_errors(name):
+        lookup.check_study_name(name)
+        client = client_for(uri)  # file://, bogus://, a missing SQLite file: one line, nothing created
+        with mlflow_errors(uri):
+            parent, runs = _parent_and_trials(client, name, uri)
+            parent_id = parent.info.run_id if parent is not None else None
+            experiment_id = (parent or runs[0]).info.experiment_id
+            spec = _read_spec(client, parent_id) if parent_id else None
+            confirm_runs = _role_runs(client, experiment_id, name, parent_id, schema.ROLE_CONFIRM)
+            own_pretrains = _role_runs(client, experiment_id, name, parent_id, schema.ROLE_PRETRAIN)
+            parent_params = dict(parent.data.params) if parent is not None else {}
+            stage = _stage(spec, parent)
+            metric, mode = objective_of(spec, parent_params, stage)
+            trials = [_record(client, run, metric, i, len(runs), progress) for i, run in enumerate(runs)]
+            confirm = [_confirm_record(client, run, metric) for run in confirm_runs]
+            pretrains, missing = _pretrain_records(client, own_pretrains, trials)
     space = dict(((spec or {}).get("search") or {}).get("space") or {})
-    trials = [_record(client, run, metric, i, len(runs), progress) for i, run in enumerate(runs)]
-    knobs = _searched_knobs(space, parent_params, trials)
-    confirm = [_confirm_record(client, run, metric) for run in confirm_runs]
     return StudyRecord(name=name, tracking_uri=uri, experiment_id=experiment_id, parent_run_id=parent_id,
-                       spec=spec, stage=stage, metric=metric, mode=mode, knobs=knobs, space=space, trials=trials,
-                       confirm=confirm)
+                       spec=spec, stage=stage, metric=metric, mode=mode,
+                       knobs=_searched_knobs(space, parent_params, trials), space=space, trials=trials,
+                       confirm=confirm, pretrains=pretrains,
+                       parent_metrics=dict(parent.data.metrics) if parent is not None else {},
+                       missing_pretrain_runs=missing)
 
 
 def objective_of(spec: dict | None, parent_params: dict[str, str], stage: str) -> tuple[str, str]:
-    """(metric, mode): the spec's search.metric/mode, else the parent's params, else the defaults
-    (val/mauc max; pretrain/loss min for a pre-training study)."""
+    """(metric, mode): the spec's search.metric/mode, else what study.lookup.objective reads from the
+    parent's params (defaults: val/mauc max; pretrain/loss min for a pre-training study)."""
     search = (spec or {}).get("search") or {}
-    metric = search.get("metric") or parent_params.get("search.metric")
-    if not metric:
-        metric = schema.M_PRETRAIN_LOSS if stage == "pretrain" else schema.M_VAL_MAUC
-    mode = search.get("mode") or parent_params.get("search.mode")
-    if mode not in ("max", "min"):
-        mode = "max" if metric.startswith(("val/", "test/")) else "min"
-    return metric, mode
+    params = {f"search.{k}": search.get(k) or parent_params.get(f"search.{k}") for k in ("metric", "mode")}
+    return lookup.objective(stage, {k: v for k, v in params.items() if v})
 
 
-def _check_uri(name: str, uri: str) -> None:
-    """file://, bogus://, an unreadable SQLite file or a server that does not answer: one line, nothing created."""
-    from thoraxmae.study.errors import SpecError
-    from thoraxmae.study.tracking_uri import check_tracking_uri
-
+@contextmanager
+def _report_errors(name: str) -> Iterator[None]:
+    """The lookup's one-line SpecErrors (bad name, bad tracking URI, MLflow failures) as ReportErrors."""
     try:
-        check_tracking_uri(uri, write=False)
+        yield
     except SpecError as exc:
-        raise ReportError(f"study `{name}`: {exc}") from None
+        text = str(exc)
+        raise ReportError(text if text.startswith("study") else f"study `{name}`: {text}") from None
 
 
-def _check_store_exists(name: str, uri: str) -> None:
-    """A missing SQLite file would be created empty by MLflow: report it instead."""
-    m = re.fullmatch(r"sqlite:///(.+)", uri)
-    if m and not Path(m.group(1)).is_file():
-        raise ReportError(f"study `{name}`: no MLflow database at {m.group(1)} (tracking URI {uri})")
-
-
-def _find_experiment(client, name: str, uri: str) -> str:
+def _parent_and_trials(client, name: str, uri: str) -> tuple[Any, list]:
+    """The study's parent run (None for trial runs logged without one) and its trial runs."""
+    parent = lookup.find_parent(client, name)
+    if parent is not None:
+        runs = lookup.trial_runs(client, parent) or _by_trial_id(
+            lookup.tagged_runs(client, name, schema.ROLE_TRIAL, [parent.info.experiment_id]))
+        if not runs:
+            raise ReportError(f"study `{name}` has no trial runs in experiment {parent.info.experiment_id} "
+                              f"(tracking URI {uri}); has the study started?")
+        return parent, runs
+    runs = _by_trial_id(lookup.tagged_runs(client, name, schema.ROLE_TRIAL))
+    if runs:
+        return None, runs
     exp = client.get_experiment_by_name(name)
     if exp is not None and exp.lifecycle_stage == "deleted":
         raise ReportError(f"study `{name}`: its MLflow experiment {exp.experiment_id} is deleted (tracking URI {uri}); "
                           f"restore it with `mlflow experiments restore --experiment-id {exp.experiment_id}`")
-    if exp is not None:
-        return exp.experiment_id
-    # tracking.experiment may differ from the study name: look for the study's parent run anywhere
-    for other in client.search_experiments():
-        found = client.search_runs([other.experiment_id], max_results=1,
-                                   filter_string=f"tags.`{schema.TAG_STUDY}` = '{name}'")
-        if found:
-            return other.experiment_id
-    raise ReportError(f"study `{name}` not found: no MLflow experiment named `{name}` and no run tagged "
-                      f"{schema.TAG_STUDY}={name} (tracking URI {uri})")
+    raise ReportError(f"study `{name}` not found: no run tagged {schema.TAG_ROLE}={schema.ROLE_STUDY} and "
+                      f"{schema.TAG_STUDY}={name} in any experiment (tracking URI {uri})")
 
 
-def _find_parent(client, experiment_id: str, name: str):
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_STUDY}'",
-                              order_by=["attributes.start_time ASC"])
-    named = [r for r in runs if r.data.tags.get(schema.TAG_STUDY, name) == name]
-    if len(named) > 1:
-        log.warning("study %s has %d parent runs; reading the first (%s)", name, len(named), named[0].info.run_id)
-    return named[0] if named else None
-
-
-def _role_runs(client, experiment_id: str, name: str, parent_id: str | None, role: str) -> list:
-    """The study's runs of one role: children of the parent run, else (no parent, or runs logged without
-    the parent tag) the runs of that role tagged with the study's name (a validated name: no quotes)."""
-    where = f"tags.`{schema.TAG_ROLE}` = '{role}'"
-    runs = _search_all(client, experiment_id, f"{where} and tags.`{schema.TAG_PARENT}` = '{parent_id}'") \
-        if parent_id else []
-    if not runs:
-        runs = _search_all(client, experiment_id, f"{where} and tags.`{schema.TAG_STUDY}` = '{name}'")
-    return runs
-
-
-def _trial_runs(client, experiment_id: str, name: str, parent_id: str | None) -> list:
-    """The study's trial runs, one per trial id."""
-    runs = _role_runs(client, experiment_id, name, parent_id, schema.ROLE_TRIAL)
-    by_trial: dict[str, Any] = {}  # a restarted driver reuses a trial's run; keep the latest if it did not
+def _by_trial_id(runs: list) -> list:
+    """One run per trial id (the latest, as study.lookup.trial_runs keeps)."""
+    by_trial: dict[str, Any] = {}
     for run in runs:
         by_trial[run.data.tags.get(schema.TAG_TRIAL_ID, run.info.run_id)] = run
     return list(by_trial.values())
 
 
-def _search_all(client, experiment_id: str, flt: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=flt, max_results=1000,
-                                  order_by=["attributes.start_time ASC"], page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+def _role_runs(client, experiment_id: str, name: str, parent_id: str | None, role: str) -> list:
+    """The study's runs of one role: children of the parent run, else (no parent, or runs logged without
+    the parent tag) the runs of that role tagged with the study's name."""
+    runs = []
+    if parent_id:
+        runs = lookup.search_all(client, [experiment_id],
+                                 f"tags.`{schema.TAG_ROLE}` = {lookup.filter_value(role)} and "
+                                 f"tags.`{schema.TAG_PARENT}` = {lookup.filter_value(parent_id)}")
+    return runs or lookup.tagged_runs(client, name, role, [experiment_id])
+
+
+def _pretrain_records(client, own: list, trials: list[TrialRecord]) -> tuple[list[PretrainRecord], list[str]]:
+    """This study's pre-training runs, plus the runs its trials link to that live elsewhere (another
+    study's, reused through the shared registry), looked up by id; the ids MLflow lacks come back apart."""
+    from mlflow.exceptions import MlflowException
+
+    records = [_pretrain_record(run, own=True) for run in own]
+    known = {r.run_id for r in records}
+    missing = []
+    for run_id in sorted({t.pretrain_run for t in trials if t.pretrain_run} - known):
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            run = None
+        if run is None or run.info.lifecycle_stage == "deleted":
+            log.warning("pre-training run %s, linked from a trial, is not in MLflow", run_id)
+            missing.append(run_id)
+            continue
+        records.append(_pretrain_record(run, own=False))
+    return records, missing
+
+
+def _pretrain_record(run, own: bool) -> PretrainRecord:
+    tags = run.data.tags
+    return PretrainRecord(run_id=run.info.run_id, key=tags.get(schema.TAG_PRETRAIN_KEY), study=tags.get(schema.TAG_STUDY),
+                          own=own, status=_status(run, f"pre-training run {run.info.run_id}"),
+                          params=dict(run.data.params),
+                          metrics={k: v for k, v in run.data.metrics.items() if math.isfinite(v)})
 
 
 def _read_spec(client, parent_id: str) -> dict | None:
@@ -234,7 +243,8 @@ def _stage(spec: dict | None, parent) -> str:
 
 
 def _record(client, run, metric: str, i: int, total: int, progress: Progress | None) -> TrialRecord:
-    trial_id = run.data.tags.get(schema.TAG_TRIAL_ID, run.info.run_id[:8])
+    tags = run.data.tags
+    trial_id = tags.get(schema.TAG_TRIAL_ID, run.info.run_id[:8])
     status = _status(run, f"trial {trial_id}")
     history = _history(client, run, metric)
     if progress is not None:
@@ -243,7 +253,9 @@ def _record(client, run, metric: str, i: int, total: int, progress: Progress | N
                        start_time=run.info.start_time / 1000 if run.info.start_time else None,
                        end_time=run.info.end_time / 1000 if run.info.end_time else None,
                        params=dict(run.data.params), metrics=dict(run.data.metrics), history=history,
-                       error=run.data.tags.get(schema.TAG_ERROR))
+                       error=tags.get(schema.TAG_ERROR), pretrain_key=tags.get(schema.TAG_PRETRAIN_KEY) or None,
+                       pretrain_run=tags.get(schema.TAG_PRETRAIN_RUN) or None,
+                       pretrain_reused=tags.get(schema.TAG_PRETRAIN_REUSED, "").lower() == "true")
 
 
 def _confirm_record(client, run, metric: str) -> ConfirmRecord:

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from thoraxmae.analysis.analyze import StudyAnalysis
 from thoraxmae.analysis.claims import (
     headline,
@@ -22,6 +24,8 @@ from thoraxmae.analysis.claims import (
 )
 from thoraxmae.analysis.document import Block, Bullets, Section, Table, figure
 from thoraxmae.analysis.effects import MIN_TRIALS_SURROGATE
+from thoraxmae.analysis.pretrain_section import TITLE as TITLE_PRETRAINING
+from thoraxmae.analysis.pretrain_section import pretraining_section, reuse_text, value_text
 from thoraxmae.analysis.tables import error_text, fmt, is_missing, rank_trials
 from thoraxmae.study import schema
 
@@ -29,8 +33,9 @@ __all__ = ["build_sections", "effects_takeaway", "fmt"]
 
 
 def build_sections(a: StudyAnalysis, figures: dict[str, Path], recipe_text: str) -> list[Section]:
-    return [_summary(a), recipe_section(a, recipe_text), importance_section(a, figures), _effects(a, figures),
-            _search(a, figures), _cost(a, figures), reference_section(a), _trials(a)]
+    sections = [_summary(a), recipe_section(a, recipe_text), pretraining_section(a), importance_section(a, figures),
+                _effects(a, figures), _search(a, figures), _cost(a, figures), reference_section(a), _trials(a)]
+    return [s for s in sections if s is not None]
 
 
 def _summary(a: StudyAnalysis) -> Section:
@@ -50,9 +55,22 @@ def _summary(a: StudyAnalysis) -> Section:
         items.append(f"Importance: **cannot rank importance** ({imp.reason}).")
     if r is not None:
         items.append("Recipe: " + ", ".join(f"`{k.knob}` = {fmt(k.value)}" for k in r.knobs) + ".")
+    items += _best_pretraining(a)
     items += headline(a)
     blocks.append(Bullets(items))
     return Section("Summary", blocks)
+
+
+def _best_pretraining(a: StudyAnalysis) -> list[str]:
+    """The best pre-training recipe (or encoder) and the reuse figures, when the study compares them."""
+    c = a.pretraining
+    if c is None or c.table.empty or is_missing(c.table["best"].iloc[0]):
+        return []
+    best = c.table.iloc[0]
+    what = (f"Best encoder: `{best['label']}`" if c.kind == "encoder" else
+            "Best pre-training recipe: " + ", ".join(f"`{k}` {value_text(k, best[k])}" for k in c.knobs))
+    items = [f"{what} (best `{c.metric}` {best['best']:.4f}; see {TITLE_PRETRAINING})."]
+    return items + ([reuse_text(c.reuse)] if c.reuse is not None else [])
 
 
 def _top_knob(a: StudyAnalysis) -> str:
@@ -146,7 +164,9 @@ def _search(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
 
 def _cost(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
     c = a.cost
-    rows = [["compute spent (all trials)", f"{c.total:.3g} {c.unit}"],
+    shared = a.pretraining is not None and a.pretraining.reuse is not None
+    rows = [["compute of all trials (fine-tuning + their shares of the shared pre-trainings)" if shared
+             else "compute spent (all trials)", f"{c.total:.3g} {c.unit}"],
             ["pruned trials", str(c.n_pruned)],
             ["epochs run by pruned trials", fmt(c.epochs_run_pruned)],
             ["epochs they would have run", fmt(c.epochs_max_pruned)],
@@ -165,7 +185,7 @@ def _trials(a: StudyAnalysis) -> Section:
     order = t.assign(_group=t["status"].map(lambda s: last.get(s, 0)))
     order = order.sort_values(["_group", "objective"], ascending=[True, a.study.mode == "min"], na_position="last")
     rows = [[str(row["trial_id"]), str(row["status"]), *[fmt(_py(row[k])) for k in knobs], fmt(row["objective"]),
-             fmt(row["epochs_run"]), fmt(row[schema.M_TEST_MAUC]), fmt(row["cost_hours"])]
+             fmt(row["epochs_run"]), fmt(row[schema.M_TEST_MAUC]), _cost_cell(row)]
             for _, row in order.iterrows()]
     note = (f"Best first (by `{a.study.metric}`, best epoch); running, then failed trials last. Pruned trials enter the "
             f"analysis with the value ASHA stopped them at (what the Optuna searcher saw); failed and running "
@@ -175,6 +195,14 @@ def _trials(a: StudyAnalysis) -> Section:
     if len(failed):
         blocks.append(Bullets([f"`{row['trial_id']}` failed: {error_text(row['error'])}" for _, row in failed.iterrows()]))
     return Section("All trials", blocks)
+
+
+def _cost_cell(row: pd.Series) -> str:
+    """A trial's cost; with its share of a shared pre-training named when it has one."""
+    share = row.get("pretrain_share_hours", 0.0)
+    if is_missing(share) and not is_missing(row.get("pretrain_key")):
+        return f"{fmt(row['cost_hours'])} (share unknown)"
+    return fmt(row["cost_hours"]) + (f" (share {fmt(share)})" if not is_missing(share) and share > 0 else "")
 
 
 def _py(v: Any) -> Any:

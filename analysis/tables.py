@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from thoraxmae.analysis.load import StudyRecord, TrialRecord
+from thoraxmae.analysis.load import PretrainRecord, StudyRecord, TrialRecord
 from thoraxmae.study import schema
 
 SCORED = (schema.STATUS_COMPLETED, schema.STATUS_PRUNED)  # trials whose objective is final (ASHA: truncated)
@@ -61,9 +61,14 @@ def parse_value(text: str) -> Any:
 
 def trial_table(study: StudyRecord) -> pd.DataFrame:
     """One row per trial: ids, status, searched knobs (typed), objective (best and final), epochs,
-    test metrics, cost in `cost_hours` (`cost_unit` GPU-hours or CPU-hours) and timings."""
+    test metrics, cost in `cost_hours` (`cost_unit` GPU-hours or CPU-hours) and timings.
+
+    A trial that fine-tuned a shared pre-training (it carries a pre-training key) logged its fine-tuning
+    hours only (`own_cost_hours`); its `cost_hours` adds `pretrain_share_hours`, the key's pre-training
+    cost divided by the number of this study's trials that used the key (docs/mlflow-schema.md)."""
     cost_metric = cost_metric_of(study)
-    rows = [_trial_row(study, t, cost_metric) for t in study.trials]
+    shares = pretrain_shares(study, cost_metric)
+    rows = [_trial_row(study, t, cost_metric, shares.get(t.trial_id, 0.0)) for t in study.trials]
     df = pd.DataFrame(rows)
     for knob in study.knobs:
         df[knob] = _typed_column([parse_value(t.params[knob]) if knob in t.params else None for t in study.trials])
@@ -120,9 +125,37 @@ def numeric_matrix(scored: pd.DataFrame, infos: list[KnobInfo]) -> np.ndarray:
 
 
 def cost_metric_of(study: StudyRecord) -> str:
-    """cost/gpu_hours when any trial logged GPU time, else cost/cpu_hours."""
-    gpu = any(t.metrics.get(schema.M_COST_GPU_HOURS, 0) > 0 for t in study.trials)
+    """cost/gpu_hours when any trial or pre-training run logged GPU time, else cost/cpu_hours."""
+    runs = [t.metrics for t in study.trials] + [p.metrics for p in study.pretrains]
+    gpu = any(m.get(schema.M_COST_GPU_HOURS, 0) > 0 for m in runs)
     return schema.M_COST_GPU_HOURS if gpu else schema.M_COST_CPU_HOURS
+
+
+def linked_pretrain(study: StudyRecord, trial: TrialRecord) -> PretrainRecord | None:
+    """The pre-training run a trial fine-tuned from: the run its tag names, else the study's run of its key."""
+    if trial.pretrain_run:
+        found = next((p for p in study.pretrains if p.run_id == trial.pretrain_run), None)
+        if found is not None or trial.pretrain_run in study.missing_pretrain_runs:
+            return found
+    if trial.pretrain_key:
+        return next((p for p in study.pretrains if p.key == trial.pretrain_key), None)
+    return None
+
+
+def pretrain_shares(study: StudyRecord, cost_metric: str) -> dict[str, float]:
+    """trial id -> its share of its shared pre-training's cost (key cost / the study's trials with that
+    key); nan when that cost is unknown. Trials without a key have no share (they pre-trained themselves)."""
+    users: dict[str, int] = {}
+    for t in study.trials:
+        if t.pretrain_key:
+            users[t.pretrain_key] = users.get(t.pretrain_key, 0) + 1
+    out = {}
+    for t in study.trials:
+        if t.pretrain_key:
+            run = linked_pretrain(study, t)
+            cost = run.metrics.get(cost_metric, math.nan) if run is not None else math.nan
+            out[t.trial_id] = cost / users[t.pretrain_key]
+    return out
 
 
 def max_epochs_of(study: StudyRecord, trial: TrialRecord) -> float:
@@ -137,7 +170,7 @@ def max_epochs_of(study: StudyRecord, trial: TrialRecord) -> float:
     return float(min(int(epochs), int(max_t))) if max_t else float(epochs)
 
 
-def _trial_row(study: StudyRecord, t: TrialRecord, cost_metric: str) -> dict[str, Any]:
+def _trial_row(study: StudyRecord, t: TrialRecord, cost_metric: str, share: float) -> dict[str, Any]:
     curve = [v for _, v in t.history.get(study.metric, []) if math.isfinite(v)]
     steps = [s for s, _ in t.history.get(study.metric, [])]
     best_i = (int(np.argmax(curve)) if study.mode == "max" else int(np.argmin(curve))) if curve else None
@@ -148,7 +181,11 @@ def _trial_row(study: StudyRecord, t: TrialRecord, cost_metric: str) -> dict[str
            "epochs_run": float(max(steps)) if steps else 0.0,
            "max_epochs": max_epochs_of(study, t)}
     row.update({m: t.metrics.get(m, math.nan) for m in TRIAL_METRICS})
-    row["cost_hours"] = t.metrics.get(cost_metric, math.nan)
+    row["own_cost_hours"] = t.metrics.get(cost_metric, math.nan)
+    row["pretrain_share_hours"] = share
+    own = row["own_cost_hours"]
+    row["cost_hours"] = (own if math.isfinite(own) else 0.0) + share if math.isfinite(share) and share else own
+    row.update(pretrain_key=t.pretrain_key, pretrain_run=t.pretrain_run, pretrain_reused=t.pretrain_reused)
     row["cost_unit"] = COST_UNITS[cost_metric]
     row["start_time"] = pd.Timestamp(t.start_time, unit="s", tz="UTC") if t.start_time else pd.NaT
     row["duration_s"] = (t.end_time - t.start_time) if t.end_time and t.start_time else math.nan

@@ -108,7 +108,7 @@ def test_report_files_and_artifact(report, store):
 def test_missing_study_names_study_and_uri(store, tmp_path):
     with pytest.raises(ReportError, match=r"study `nosuch` not found.*sqlite:///"):
         build_report("nosuch", store["uri"], tmp_path)
-    with pytest.raises(ReportError, match=r"study `bad'name`: not a study name"):
+    with pytest.raises(ReportError, match=r"study name \"bad'name\": expected letters, digits"):
         build_report("bad'name", store["uri"], tmp_path)
     missing_db = f"sqlite:///{tmp_path / 'none.db'}"
     with pytest.raises(ReportError, match=r"synth.*none\.db"):
