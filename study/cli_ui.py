@@ -37,14 +37,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from thoraxmae.study.tracking_uri import check_tracking_uri, default_tracking_uri, telemetry_off
+    from thoraxmae.study.tracking_uri import (
+        check_tracking_uri,
+        default_tracking_uri,
+        sqlite_path,
+        telemetry_off,
+    )
 
     telemetry_off()
     uri = args.tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):
         print(f"{uri} is already an MLflow server: open it in a browser")
         return 0
-    check_tracking_uri(uri, write=True)  # the UI can change runs; MLflow creates a missing database
+    path = sqlite_path(uri)
+    check_tracking_uri(uri, write=path is not None and not path.exists())  # MLflow creates a missing database
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
            "--port", str(args.port), "--workers", str(args.workers)]
     allowed = args.allowed_hosts or _default_allowed_hosts(args.host, args.port)

@@ -304,3 +304,17 @@ def test_report_refuses_a_bad_tracking_uri_and_creates_nothing(work, capsys, uri
     assert code == 2
     one_line_error(line, message)
     assert sorted(p.name for p in work.iterdir()) == before
+
+
+@pytest.mark.parametrize(("uri", "message"), [
+    ("file://{tmp}/mlruns", r"a folder \(MLflow's file store\) is not supported by MLflow 3"),
+    ("bogus://x", r"unknown scheme `bogus://`"),
+    ("sqlite:////proc/thoraxmae/mlflow.db", r"cannot create /proc/thoraxmae/mlflow\.db: /proc is not writable"),
+])
+def test_ui_refuses_a_bad_tracking_uri_before_starting_mlflow(work, capsys, monkeypatch, uri, message):
+    from thoraxmae.study import cli_ui
+
+    monkeypatch.setattr(cli_ui, "serve", lambda cmd, env: pytest.fail(f"MLflow started: {cmd}"))
+    code, line = run_cli(capsys, "ui", "--tracking-uri", uri.format(tmp=work))
+    assert code == 2
+    one_line_error(line, message)
