@@ -1,9 +1,10 @@
 """`thoraxmae study remove NAME`: delete a study, or what a start that failed left behind.
 
-What belongs to study NAME: its parent and trial runs in the tracking store (soft-deleted, as the
-MLflow UI deletes runs; `mlflow gc` frees their artifacts; the experiment stays and may be reused),
-and its Tune folder `<storage_path>/<NAME>` (deleted), whose storage path is `--storage-path` or the
-one in the parent run's spec. A folder is only deleted when it is a study folder (it holds Tune's
+What belongs to study NAME: its parent run and every child of it in the tracking store (trials,
+confirmation runs, its registered pre-trainings unless another study fine-tuned from one), soft-deleted
+as the MLflow UI deletes runs (`mlflow gc` frees their artifacts; the experiment stays and may be
+reused), and its Tune folder `<storage_path>/<NAME>` (deleted), whose storage path is `--storage-path`
+or the one in the parent run's spec; the shared pre-training registry of the storage stays. A folder is only deleted when it is a study folder (it holds Tune's
 state or the study's spec), never an arbitrary one. Nothing is deleted without `yes`.
 """
 from __future__ import annotations
@@ -19,12 +20,13 @@ from thoraxmae.study.lookup import (
     SPEC_FILE,
     StudyRuns,
     check_study_name,
+    filter_value,
     find_parent,
     has_tune_state,
     read_spec,
+    search_all,
     study_dir,
     tagged_runs,
-    trial_runs,
 )
 from thoraxmae.study.tracking_uri import client_for, mlflow_errors, sqlite_path
 
@@ -46,7 +48,7 @@ class Leftovers:
         if self.run_ids:
             lines.append(f"MLflow ({self.uri}): {len(self.parent_ids)} parent run(s) "
                          f"{', '.join(self.parent_ids) or '-'} and {len(self.run_ids) - len(self.parent_ids)} "
-                         f"trial run(s) (soft-deleted; `mlflow gc --backend-store-uri {self.uri}` frees their artifacts)")
+                         f"other run(s) (soft-deleted; `mlflow gc --backend-store-uri {self.uri}` frees their artifacts)")
         if self.folder is not None:
             lines.append(f"Tune folder: {self.folder} (deleted)")
         return lines
@@ -61,11 +63,11 @@ def find_leftovers(name: str, uri: str, storage_path: Path | None = None) -> Lef
         client = client_for(uri, write=True)
         with mlflow_errors(uri):
             parents = tagged_runs(client, name, schema.ROLE_STUDY)
-            trials = tagged_runs(client, name, schema.ROLE_TRIAL)
+            runs = tagged_runs(client, name, schema.ROLE_TRIAL)
             for parent in parents:
-                trials += trial_runs(client, parent)
+                runs += [r for r in _children(client, parent) if not _used_elsewhere(client, r, name)]
             found.parent_ids = [r.info.run_id for r in parents]
-            found.run_ids = list(dict.fromkeys(found.parent_ids + [r.info.run_id for r in trials]))
+            found.run_ids = list(dict.fromkeys(found.parent_ids + [r.info.run_id for r in runs]))
             parent = find_parent(client, name)
         if storage_path is None and parent is not None:
             storage_path = _spec_storage(StudyRuns(name, uri, client, parent))
@@ -81,6 +83,21 @@ def find_leftovers(name: str, uri: str, storage_path: Path | None = None) -> Lef
             " (give --storage-path to find its Tune folder)"
         raise SpecError(f"study `{name}`: nothing to remove: no runs of it in MLflow at {uri}{where}")
     return found
+
+
+def _children(client, parent) -> list:
+    """Every run under a parent run: trials, confirmation runs, registered pre-trainings."""
+    flt = f"tags.`{schema.TAG_PARENT}` = {filter_value(parent.info.run_id)}"
+    return search_all(client, [parent.info.experiment_id], flt)
+
+
+def _used_elsewhere(client, run, name: str) -> bool:
+    """A registered pre-training another study's runs fine-tuned from (pretrain_registry): it stays."""
+    if run.data.tags.get(schema.TAG_ROLE) != schema.ROLE_PRETRAIN:
+        return False
+    ids = [e.experiment_id for e in client.search_experiments()]
+    users = search_all(client, ids, f"tags.`{schema.TAG_PRETRAIN_RUN}` = {filter_value(run.info.run_id)}")
+    return any(u.data.tags.get(schema.TAG_STUDY) != name for u in users)
 
 
 def _spec_storage(runs: StudyRuns) -> Path | None:

@@ -200,6 +200,23 @@ def test_remove_deletes_runs_and_tune_folder_and_frees_the_name(tmp_path, uri):
         find_leftovers("gone", uri, spec.storage_path)
 
 
+def test_remove_keeps_a_pre_training_another_study_fine_tuned_from(tmp_path, uri):
+    mine = _study(_spec(tmp_path, "mine", uri), {"t1": (schema.STATUS_COMPLETED, [0.6])})
+    other = _study(_spec(tmp_path, "other", uri), {"o1": (schema.STATUS_COMPLETED, [0.7])})
+    client = mine.client
+    child = {schema.TAG_PARENT: mine.parent_id, schema.TAG_STUDY: "mine"}
+    shared = client.create_run(mine.experiment_id(), tags={**child, schema.TAG_ROLE: schema.ROLE_PRETRAIN}).info.run_id
+    alone = client.create_run(mine.experiment_id(), tags={**child, schema.TAG_ROLE: schema.ROLE_PRETRAIN}).info.run_id
+    confirm = client.create_run(mine.experiment_id(), tags={**child, schema.TAG_ROLE: schema.ROLE_CONFIRM}).info.run_id
+    client.set_tag(other.find_trial("o1"), schema.TAG_PRETRAIN_RUN, shared)  # `other` fine-tuned from it
+
+    found = find_leftovers("mine", uri)
+    assert {alone, confirm} <= set(found.run_ids) and shared not in found.run_ids and len(found.run_ids) == 4
+    remove_study(found)
+    assert client.get_run(shared).info.lifecycle_stage == "active"
+    assert client.get_run(confirm).info.lifecycle_stage == "deleted"
+
+
 def test_remove_never_deletes_a_folder_that_is_not_a_study(tmp_path, uri):
     (tmp_path / "studies" / "mine").mkdir(parents=True)
     (tmp_path / "studies" / "mine" / "thesis.tex").write_text("keep me")
