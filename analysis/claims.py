@@ -14,6 +14,7 @@ from thoraxmae.analysis.analyze import StudyAnalysis
 from thoraxmae.analysis.confirm import BETTER, NOISE_FACTOR, SAME, WORSE, Confirmation, PairedDiff
 from thoraxmae.analysis.document import Block, Bullets, Code, Section, Table, figure
 from thoraxmae.analysis.importance import OrderStatement
+from thoraxmae.analysis.pretrain_section import summary_items
 from thoraxmae.analysis.recipe import Confidence, KnobRecipe
 from thoraxmae.analysis.tables import error_text, fmt, is_missing
 from thoraxmae.study import schema
@@ -60,12 +61,13 @@ def verdict_text(p: PairedDiff | None) -> str:
 
 
 def summary_lines(a: StudyAnalysis) -> list[str]:
-    """Plain lines for a terminal: one per knob (recommended value, top-k spread), then the headline."""
+    """Plain lines for a terminal: one per knob (recommended value, top-k spread), the best pre-training
+    recipe and what reuse saved (when the study compares recipes), then the headline."""
     lines = []
     if a.recipe is not None:
         k = a.recipe.confidence.k
         lines = [f"{r.knob:<28} {fmt(r.value):>8}   top-{k}: {spread_text(r, k)}" for r in a.recipe.knobs]
-    return [*lines, *(f"- {line.replace('**', '')}" for line in headline(a))]
+    return [*lines, *(f"- {line.replace('**', '')}" for line in [*summary_items(a), *headline(a)])]
 
 
 def noise_text(c: Confirmation) -> str:

@@ -70,6 +70,7 @@ def _print_summary(result) -> None:
     from rich.table import Table
 
     from thoraxmae.analysis.claims import headline, spread_text
+    from thoraxmae.analysis.pretrain_section import summary_items
     from thoraxmae.analysis.tables import fmt
 
     a = result.analysis
@@ -81,7 +82,7 @@ def _print_summary(result) -> None:
         for k in a.recipe.knobs:
             table.add_row(k.knob, fmt(k.value), spread_text(k, a.recipe.confidence.k), fmt(k.best_value))
         console.print(table)
-    for line in headline(a):
+    for line in [*summary_items(a), *headline(a)]:
         console.print(f"- {escape(line.replace('**', ''))}")
     console.print(f"report: {result.html}")
     if result.recipe_yaml is not None:

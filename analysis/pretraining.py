@@ -31,8 +31,10 @@ from thoraxmae.study import schema
 TOP_K = 3
 INIT_KNOB = "finetune.init"
 # MAE's defaults for natural images, the values the paper departs from for X-rays (docs/paper.md,
-# "Pre-training"): mask ratio 0.75 (vs 0.90) and random resized crop scale (0.2, 1.0) (vs (0.5, 1.0)).
-NATURAL_IMAGE_RECIPE: dict[str, float] = {"pretrain.mask_ratio": 0.75, "pretrain.crop_min": 0.2}
+# "Pre-training"): mask ratio 0.75 (vs 0.90), random resized crop scale (0.2, 1.0) (vs (0.5, 1.0)) and
+# the norm-pix loss on (vs off).
+NATURAL_IMAGE_RECIPE: dict[str, Any] = {"pretrain.mask_ratio": 0.75, "pretrain.crop_min": 0.2,
+                                        "pretrain.norm_pix_loss": True}
 PAIRS_WITH_BEST_ONLY = 4  # with more rows than this on one knob, each row is paired with the best one only
 
 

@@ -24,8 +24,7 @@ from thoraxmae.analysis.claims import (
 )
 from thoraxmae.analysis.document import Block, Bullets, Section, Table, figure
 from thoraxmae.analysis.effects import MIN_TRIALS_SURROGATE
-from thoraxmae.analysis.pretrain_section import TITLE as TITLE_PRETRAINING
-from thoraxmae.analysis.pretrain_section import pretraining_section, reuse_text, value_text
+from thoraxmae.analysis.pretrain_section import pretraining_section, summary_items
 from thoraxmae.analysis.tables import error_text, fmt, is_missing, rank_trials
 from thoraxmae.study import schema
 
@@ -55,22 +54,10 @@ def _summary(a: StudyAnalysis) -> Section:
         items.append(f"Importance: **cannot rank importance** ({imp.reason}).")
     if r is not None:
         items.append("Recipe: " + ", ".join(f"`{k.knob}` = {fmt(k.value)}" for k in r.knobs) + ".")
-    items += _best_pretraining(a)
+    items += summary_items(a)
     items += headline(a)
     blocks.append(Bullets(items))
     return Section("Summary", blocks)
-
-
-def _best_pretraining(a: StudyAnalysis) -> list[str]:
-    """The best pre-training recipe (or encoder) and the reuse figures, when the study compares them."""
-    c = a.pretraining
-    if c is None or c.table.empty or is_missing(c.table["best"].iloc[0]):
-        return []
-    best = c.table.iloc[0]
-    what = (f"Best encoder: `{best['label']}`" if c.kind == "encoder" else
-            "Best pre-training recipe: " + ", ".join(f"`{k}` {value_text(k, best[k])}" for k in c.knobs))
-    items = [f"{what} (best `{c.metric}` {best['best']:.4f}; see {TITLE_PRETRAINING})."]
-    return items + ([reuse_text(c.reuse)] if c.reuse is not None else [])
 
 
 def _top_knob(a: StudyAnalysis) -> str:

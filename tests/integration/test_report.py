@@ -10,6 +10,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from tests.unit.analysis import reuse_synthetic as rs
 from tests.unit.analysis import synthetic as syn
 from thoraxmae.analysis import ReportError, build_report
 from thoraxmae.cli import main
@@ -37,6 +38,9 @@ def store(tmp_path_factory):
     finetune["stage"] = "finetune"
     syn.write_study(uri, "tied", syn.flat_trials(TIED), root / "artifacts", spec=finetune)
     syn.write_study(uri, "all-failed", syn.flat_trials([0.0] * 3, status=schema.STATUS_FAILED), root / "artifacts")
+    paper, natural = rs.Pretraining("kp", 0.9, 0.5, 0.3, 0.04), rs.Pretraining("kn", 0.75, 0.2, 0.25, 0.02)
+    rs.write(uri, root, "reuse", [paper, natural], [rs.Trial("a", "kp", 0.71), rs.Trial("b", "kp", 0.70),
+                                                    rs.Trial("c", "kn", 0.69), rs.Trial("d", "kn", 0.66)])
     return {"uri": uri, "root": root, "synth": synth}
 
 
@@ -161,6 +165,19 @@ def test_cli_report_of_a_tied_finetune_study(store, tmp_path, capsys, bootstrap)
     else:
         assert "resamples drew only trials with one objective value (tied trials) and were left out" in md
     assert "Search scores of the top 3: mean `val/mauc` 0.7167" in md
+
+
+def test_cli_report_of_a_pipeline_study_with_reuse(store, tmp_path, capsys):
+    """The terminal names the best pre-training recipe and what reuse saved; the report compares recipes."""
+    assert main(["report", "reuse", "--tracking-uri", store["uri"], "--out", str(tmp_path), "--no-log",
+                 "--bootstrap", "2"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
+    assert ("- Best pre-training recipe: `pretrain.mask_ratio` 0.9 (paper, X-rays), `pretrain.crop_min` 0.5 (paper, "
+            "X-rays) (best `val/mauc` 0.7100; see Pre-training recipes).") in out
+    assert "- Pre-training: 2 runs, 0.06 CPU-hours spent; without reuse 4 runs, 0.12 CPU-hours (2.0x)." in out
+    md = (tmp_path / "report.md").read_text()
+    assert "## Pre-training recipes" in md and "| 0.04 | 0.02 (2 trials) |" in md
+    assert "`pretrain.mask_ratio`: no two recipes differ in it alone, so it is not compared." in md
 
 
 def test_all_failed_study_gets_a_report_without_recipe(store, tmp_path, capsys):
