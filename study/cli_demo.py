@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from thoraxmae.study.tracking_uri import telemetry_off
+    from thoraxmae.study.tracking_uri import mlflow_cli_defaults
 
-    telemetry_off()
+    mlflow_cli_defaults()
     console = Console()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from thoraxmae.study.tracking_uri import telemetry_off
+from thoraxmae.study.tracking_uri import mlflow_cli_defaults
 
 TRACKING_HELP = "default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db"
 
@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from thoraxmae.study.lookup import check_new_study
     from thoraxmae.study.spec import load_spec
 
-    telemetry_off()
+    mlflow_cli_defaults()
     spec = load_spec(args.spec, args.overrides)  # the spec and the files it names
     check_new_study(spec)  # tracking URI writable, name free there and in Tune's folder
     return _run(spec, resume=False)
@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from thoraxmae.study.lookup import check_resumable, check_tracking_uri, locate_spec
 
-    telemetry_off()
+    mlflow_cli_defaults()
     spec = locate_spec(args.name, args.tracking_uri, args.storage_path)
     check_tracking_uri(spec.tracking.uri, write=True)
     check_resumable(spec)
@@ -145,7 +145,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from thoraxmae.study.lookup import study_status
 
-    telemetry_off()
+    mlflow_cli_defaults()
     st = study_status(args.name, args.tracking_uri)
     console = Console()
     console.print(f"study {st.name} ({st.stage}): {st.finished}/{st.num_samples} trials finished; "
@@ -171,7 +171,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     from thoraxmae.study.lookup import default_tracking_uri
     from thoraxmae.study.remove import find_leftovers, remove_study
 
-    telemetry_off()
+    mlflow_cli_defaults()
     found = find_leftovers(args.name, args.tracking_uri or default_tracking_uri(), args.storage_path)
     for line in found.describe():
         print(f"  {line}")

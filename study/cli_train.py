@@ -25,10 +25,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from thoraxmae.study.errors import SpecError
     from thoraxmae.study.single_run import run_single
     from thoraxmae.study.spec import load_spec
-    from thoraxmae.study.tracking_uri import check_tracking_uri, telemetry_off
+    from thoraxmae.study.tracking_uri import check_tracking_uri, mlflow_cli_defaults
     from thoraxmae.study.tune import init_ray
 
-    telemetry_off()
+    mlflow_cli_defaults()
     spec = load_spec(args.spec, args.overrides)
     if getattr(spec, args.phase) is None:
         raise SpecError(f"{args.spec}: {args.phase}: this spec (stage {spec.stage}) has no {args.phase} section")

@@ -40,11 +40,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from thoraxmae.study.tracking_uri import (
         check_tracking_uri,
         default_tracking_uri,
+        mlflow_cli_defaults,
         sqlite_path,
-        telemetry_off,
     )
 
-    telemetry_off()
+    mlflow_cli_defaults()
     uri = args.tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):
         print(f"{uri} is already an MLflow server: open it in a browser")

@@ -241,11 +241,12 @@ def name_taken(spec: StudySpec) -> str | None:
             client = MlflowClient(tracking_uri=uri)
             parent = find_parent(client, name)
             experiment = client.get_experiment_by_name(spec.experiment)
-    remove = f"thoraxmae study remove {name} --tracking-uri {uri} --storage-path {spec.storage_path} --yes"
+    remove = f"thoraxmae study remove {name} --tracking-uri {uri}"  # finds the Tune folder from the parent's spec
     if parent is not None:
         return (f"name: study `{name}` already exists in {uri} (parent run {parent.info.run_id}); continue it "
-                f"with `thoraxmae study resume {name} --tracking-uri {uri}`, delete it with `{remove}`, or choose "
-                f"another name (--set name=...)")
+                f"with `thoraxmae study resume {name} --tracking-uri {uri}`, delete it with `{remove} --yes`, or "
+                f"choose another name (--set name=...)")
+    remove += f" --storage-path {spec.storage_path} --yes"
     if folder.is_dir() and any(folder.iterdir()):
         again = (f"resume it with `thoraxmae study resume {name} --storage-path {spec.storage_path}` or "
                  if has_tune_state(folder) else "")

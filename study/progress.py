@@ -14,7 +14,7 @@ from typing import Any
 from ray.tune import Callback
 
 from thoraxmae.study import schema
-from thoraxmae.study.mlflow_callback import trial_status
+from thoraxmae.study.mlflow_callback import trial_error, trial_status
 from thoraxmae.study.spec import StudySpec
 from thoraxmae.study.trial import PHASE_KEY
 
@@ -69,8 +69,10 @@ class StudyProgress(Callback):
                       f"{self.epoch.get(trial.trial_id, '-')}{shown}")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        from thoraxmae.study.lookup import error_line
+
         self.status[trial.trial_id] = schema.STATUS_FAILED
-        self._refresh(f"trial {trial.trial_id} failed")
+        self._refresh(f"trial {trial.trial_id} failed: {error_line(trial_error(trial))}")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._refresh()

@@ -22,9 +22,11 @@ DB_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's database stores beside
 HTTP_TIMEOUT_S = 5.0
 
 
-def telemetry_off() -> None:
-    """MLflow (>= 3.2) sends usage data unless told not to: off, unless the user set the variable."""
+def mlflow_cli_defaults() -> None:
+    """MLflow's defaults for our commands, unless the user set the variables: no usage data sent (MLflow
+    >= 3.2 sends it otherwise), no progress bar for each artifact read (spec.yaml) between our lines."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def default_tracking_uri() -> str:

@@ -150,8 +150,11 @@ def study_dir(spec: StudySpec) -> Path:
 
 def quiet_tune() -> None:
     """thoraxmae.study.progress shows the study; Tune's own console output (a config box, TensorBoard hints) would
-    interleave with it. RAY_AIR_NEW_OUTPUT=0 with verbose=0 silences it; set the variable to override."""
+    interleave with it. RAY_AIR_NEW_OUTPUT=0 with verbose=0 silences it; set the variable to override. A failed
+    trial is one progress line with its error (the whole trace is in MLflow's thoraxmae.error tag and Tune's
+    error.txt), not a fifty-line traceback per trial: TUNE_PRINT_ALL_TRIAL_ERRORS=1 brings those back."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 
 
 def build_tuner(spec: StudySpec, callbacks: list[Callback] | None = None) -> Tuner:
@@ -168,7 +171,9 @@ def run_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ray.t
     check_new_study(spec)
     study_dir(spec).mkdir(parents=True, exist_ok=True)
     (study_dir(spec) / SPEC_FILE).write_text(dump_spec(spec))
+    coordinator = start_pretrain_coordinator(spec)
     grid = build_tuner(spec, callbacks).fit()
+    del coordinator
     sweep_checkpoints(study_dir(spec))
     return grid
 
@@ -185,9 +190,21 @@ def resume_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ra
     local = getattr(tuner, "_local_tuner", None)
     if local is not None and callbacks is not None:
         local.get_run_config().callbacks = [MlflowStudyCallback(spec), *callbacks]
+    coordinator = start_pretrain_coordinator(spec)
     grid = tuner.fit()
+    del coordinator
     sweep_checkpoints(study_dir(spec))
     return grid
+
+
+def start_pretrain_coordinator(spec: StudySpec):
+    """The actor through which a pipeline study's trials pre-train each recipe once (study/pretrain_registry.py);
+    it lives as long as this driver holds the handle."""
+    if spec.stage != "pipeline" or not spec.search.reuse_pretraining:
+        return None
+    from thoraxmae.study.pretrain_registry import start_coordinator
+
+    return start_coordinator(spec.name)
 
 
 def sweep_checkpoints(root: Path) -> list[Path]:

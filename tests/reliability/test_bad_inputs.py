@@ -180,7 +180,7 @@ def test_run_refuses_a_name_that_has_a_parent_run_whatever_the_storage_path(work
     assert code == 2
     one_line_error(line, rf"name: study `taken` already exists in {uri} \(parent run \w+\); continue it with "
                          rf"`thoraxmae study resume taken --tracking-uri {uri}`, delete it with `thoraxmae study remove "
-                         rf"taken --tracking-uri {uri} --storage-path {work}/elsewhere --yes`, or choose another name")
+                         rf"taken --tracking-uri {uri} --yes`, or choose another name")
     assert not (work / "elsewhere").exists()
 
 

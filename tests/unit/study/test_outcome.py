@@ -45,15 +45,17 @@ def test_a_scored_study_with_a_failed_trial_succeeds_but_a_lost_trial_fails_it(s
     assert not out.ok and out.lost == ["c"] and out.scored == ["a"]
 
 
-def test_the_best_trial_is_never_a_failed_one(spec):
+def test_the_best_trial_is_never_a_failed_one(spec, capsys):
     progress = StudyProgress(spec)
     for tid, values in {"a": [0.50, 0.5753, 0.5719], "b": [0.9]}.items():
         progress.on_trial_start(0, [], SimpleNamespace(trial_id=tid))
         for v in values:
             progress.on_trial_result(0, [], SimpleNamespace(trial_id=tid), {schema.M_VAL_MAUC: v, PHASE_KEY: "finetune"})
     assert progress.best == (0.9, "b")
-    progress.on_trial_error(0, [], SimpleNamespace(trial_id="b"))
+    failed = SimpleNamespace(trial_id="b", error_file=None, get_error=lambda: "Traceback ...\nValueError: boom")
+    progress.on_trial_error(0, [], failed)
     assert progress.best == (0.5753, "a")  # the best epoch of a, not its last, and never the failed b
+    assert "[study o] trial b failed: ValueError: boom | running 1" in capsys.readouterr().out
 
 
 def _run_dir(root: Path, name: str, checkpoints: list[str], named: list[str]) -> Path:
