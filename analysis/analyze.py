@@ -18,7 +18,7 @@ from thoraxmae.analysis.effects import (
 )
 from thoraxmae.analysis.importance import ImportanceResult, compute_importance
 from thoraxmae.analysis.load import StudyRecord
-from thoraxmae.analysis.pretraining import RecipeComparison, compare_recipes
+from thoraxmae.analysis.pretraining import RecipeComparison, Reuse, compare_recipes, pretrain_reuse
 from thoraxmae.analysis.recipe import Recipe, ReferenceRow, compare_reference, distill_recipe, recipe_spec
 from thoraxmae.analysis.tables import KnobInfo, curve_table, knob_infos, scored_trials, trial_table
 from thoraxmae.study import schema
@@ -54,6 +54,7 @@ class StudyAnalysis:
     recipe_spec: dict[str, Any] | None
     confirmation: Confirmation | None = None  # None without confirmation runs: the recipe is exploratory
     pretraining: RecipeComparison | None = None  # None unless the study varies its pre-training or encoder
+    reuse: Reuse | None = None  # pre-training compute spent vs without reuse (None: no trial carries a key)
 
     @property
     def status_counts(self) -> dict[str, int]:
@@ -85,10 +86,12 @@ def analyze(study: StudyRecord, options: AnalysisOptions | None = None) -> Study
         recipe, schema.PAPER_RECIPE if opts.reference is None else opts.reference)
     confirmation = summarize_confirmation(study.confirm, trials, study.knobs, study.metric, study.mode) \
         if study.confirm else None
+    pretraining = compare_recipes(study, trials)
     log.info("analysed %d trials (%d scored, %d confirmation runs) of study %s", len(trials), len(scored),
              len(study.confirm), study.name)
     return StudyAnalysis(study=study, options=opts, trials=trials, curves=curve_table(study), scored=scored,
                          infos=ordered, importance=importance, effects=effects, interaction=inter, recipe=recipe,
                          reference=reference, cost=cost_summary(trials, scored, study.mode),
                          recipe_spec=None if recipe is None else recipe_spec(study.spec, recipe, study.stage),
-                         confirmation=confirmation, pretraining=compare_recipes(study, trials))
+                         confirmation=confirmation, pretraining=pretraining,
+                         reuse=pretraining.reuse if pretraining is not None else pretrain_reuse(study, trials))

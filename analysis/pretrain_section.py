@@ -56,14 +56,13 @@ def pretraining_section(a: StudyAnalysis) -> Section | None:
 
 def summary_items(a: StudyAnalysis) -> list[str]:
     """The best pre-training recipe (or encoder) and the reuse figures, for the summary and the terminal."""
-    c = a.pretraining
-    if c is None or c.table.empty or is_missing(c.table["best"].iloc[0]):
-        return []
-    best = c.table.iloc[0]
-    what = (f"Best encoder: `{best['label']}`" if c.kind == "encoder" else
-            "Best pre-training recipe: " + ", ".join(f"`{k}` {value_text(k, best[k])}" for k in c.knobs))
-    items = [f"{what} (best `{c.metric}` {best['best']:.4f}; see {TITLE})."]
-    return items + ([reuse_text(c.reuse)] if c.reuse is not None else [])
+    c, items = a.pretraining, []
+    if c is not None and not c.table.empty and not is_missing(c.table["best"].iloc[0]):
+        best = c.table.iloc[0]
+        what = (f"Best encoder: `{best['label']}`" if c.kind == "encoder" else
+                "Best pre-training recipe: " + ", ".join(f"`{k}` {value_text(k, best[k])}" for k in c.knobs))
+        items.append(f"{what} (best `{c.metric}` {best['best']:.4f}; see {TITLE}).")
+    return items + ([reuse_text(a.reuse)] if a.reuse is not None else [])
 
 
 def value_text(knob: str, value: Any) -> str:

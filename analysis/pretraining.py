@@ -107,7 +107,7 @@ def compare_recipes(study: StudyRecord, trials: pd.DataFrame) -> RecipeCompariso
         table["label"] = encoder_labels(table["init"].tolist()) if not table.empty else []
     single = {k: table[k].iloc[0] for k in knobs if not table.empty and table[k].nunique(dropna=True) == 1}
     pairs = [p for k in knobs if k not in single for p in knob_pairs(table, k, knobs)]
-    reuse = reuse_summary(study, trials) if keyed else None
+    reuse = pretrain_reuse(study, trials)
     if study.missing_pretrain_runs:
         notes.append(f"pre-training run(s) {', '.join(f'`{r}`' for r in study.missing_pretrain_runs)} linked from "
                      f"trials are not in MLflow: their loss and cost are unknown")
@@ -165,6 +165,11 @@ def knob_pairs(table: pd.DataFrame, knob: str, knobs: tuple[str, ...]) -> list[K
     if len(keep) > PAIRS_WITH_BEST_ONLY:
         pairs = [p for p in pairs if best in (p.row_a, p.row_b)]
     return pairs
+
+
+def pretrain_reuse(study: StudyRecord, trials: pd.DataFrame) -> Reuse | None:
+    """What pre-training reuse saved, for a study whose trials carry pre-training keys (else None)."""
+    return reuse_summary(study, trials) if any(t.pretrain_key for t in study.trials) else None
 
 
 def reuse_summary(study: StudyRecord, trials: pd.DataFrame) -> Reuse:

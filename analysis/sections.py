@@ -24,7 +24,7 @@ from thoraxmae.analysis.claims import (
 )
 from thoraxmae.analysis.document import Block, Bullets, Section, Table, figure
 from thoraxmae.analysis.effects import MIN_TRIALS_SURROGATE
-from thoraxmae.analysis.pretrain_section import pretraining_section, summary_items
+from thoraxmae.analysis.pretrain_section import pretraining_section, reuse_text, summary_items
 from thoraxmae.analysis.tables import error_text, fmt, is_missing, rank_trials
 from thoraxmae.study import schema
 
@@ -151,8 +151,7 @@ def _search(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
 
 def _cost(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
     c = a.cost
-    shared = a.pretraining is not None and a.pretraining.reuse is not None
-    rows = [["compute of all trials (fine-tuning + their shares of the shared pre-trainings)" if shared
+    rows = [["compute of all trials (fine-tuning + their shares of the shared pre-trainings)" if a.reuse
              else "compute spent (all trials)", f"{c.total:.3g} {c.unit}"],
             ["pruned trials", str(c.n_pruned)],
             ["epochs run by pruned trials", fmt(c.epochs_run_pruned)],
@@ -160,6 +159,8 @@ def _cost(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
             ["compute saved by ASHA (estimate)", (f"{c.cost_saved:.3g} {c.unit} ({c.saved_fraction:.0%} of "
                                                  f"the study without early stopping)")],
             ["trials on the Pareto front", ", ".join(f"`{x}`" for x in c.front) or "–"]]
+    if a.reuse is not None:
+        rows.append(["pre-training reuse", reuse_text(a.reuse)])
     return Section("Cost", [figure(figures, "cost", "Objective vs compute", c.takeaway(a.study.mode),
                                    "no scored trial logged its compute"), Table(["", "value"], rows)])
 

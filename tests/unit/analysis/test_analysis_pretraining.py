@@ -74,6 +74,8 @@ def store(tmp_path_factory):
     rs.write(uri, root, "dangling", [], [rs.Trial("d0", "kx", 0.7), rs.Trial("d1", "kx", 0.69)],
              reused={"kx": (P90_50, "0123456789abcdef0123456789abcdef")})
     plain_space = {"finetune.layer_decay": {"type": "float", "low": 0.4, "high": 1.0}}
+    rs.write(uri, root, "fixed", [P90_50], [rs.Trial(f"f{i}", "k90-50", 0.7 - 0.01 * i) for i in range(3)],
+             study_spec=rs.spec("fixed", space=plain_space))
     rs.write(uri, root, "plain", [], [rs.Trial(f"p{i}", None, 0.7 - 0.01 * i, params={"finetune.layer_decay": 0.5 + 0.1 * i})
                                       for i in range(3)], study_spec=rs.spec("plain", "finetune", plain_space))
     syn.write_study(uri, "continuous", syn.simulate_trials(8, seed=3), root / "artifacts")
@@ -215,6 +217,16 @@ def test_no_section_for_a_study_that_varies_neither(store):
     a = _analysis(store, "plain")
     assert a.pretraining is None and pretraining_section(a) is None
     assert "Pre-training" not in _markdown(a) and "pre-training" not in _markdown(a)
+
+
+def test_reuse_without_varied_recipes_is_in_the_cost_section(store):
+    a = _analysis(store, "fixed")
+    assert a.pretraining is None and pretraining_section(a) is None
+    line = "Pre-training: 1 run, 0.05 CPU-hours spent; without reuse 3 runs, 0.15 CPU-hours (3.0x)."
+    assert reuse_text(a.reuse) == line
+    md = _markdown(a)
+    assert "## Pre-training recipes" not in md and f"| pre-training reuse | {line} |" in md and f"- {line}" in md
+    assert "| compute of all trials (fine-tuning + their shares of the shared pre-trainings) | 0.08 CPU-hours |" in md
 
 
 def test_a_continuous_pretraining_knob_is_not_compared_row_by_row(store):
