@@ -25,6 +25,7 @@ from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from thoraxmae.study import schema
+from thoraxmae.study.pipeline import M_KEY, M_REUSED
 from thoraxmae.study.space import apply_knobs, knob_values
 from thoraxmae.study.spec import StudySpec
 from thoraxmae.study.tracking import StudyTracker, schema_metrics, trial_params
@@ -41,8 +42,10 @@ class MlflowStudyCallback(Callback):
         self.tracker = StudyTracker(spec)
         self._runs: dict[str, str] = {}  # trial_id -> child run id
         self._checkpoints: dict[str, str] = {}  # trial_id -> latest scored-phase checkpoint dir
-        self._logged: dict[str, dict[str, set[int]]] = {}  # trial_id -> {metric: steps its run has}
+        self._logged: dict[str, dict[str, set[int]]] = {}  # run id -> {metric: steps the run has}
         self._reconciled = False
+        self._pretrain_runs: dict[str, str] = {}  # registry key -> its pretrain run id (this experiment)
+        self._trial_keys: dict[str, str] = {}  # trial id -> the pre-training key it fine-tuned from
 
     def setup(self, **info: Any) -> None:
         self.tracker.start_study()
@@ -62,7 +65,8 @@ class MlflowStudyCallback(Callback):
                                   filter_string=f"tags.`{schema.TAG_PARENT}` = '{self.tracker.parent_id}'")
         for run in runs:
             tags = run.data.tags
-            if tags.get(schema.TAG_TRIAL_ID) in known or tags.get(schema.TAG_STATUS) != schema.STATUS_RUNNING:
+            if (tags.get(schema.TAG_ROLE) != schema.ROLE_TRIAL or tags.get(schema.TAG_TRIAL_ID) in known
+                    or tags.get(schema.TAG_STATUS) != schema.STATUS_RUNNING):
                 continue
             if run.data.metrics:
                 log.warning("trial %s is unknown to Tune's saved state; its run ends failed", tags.get(schema.TAG_TRIAL_ID))
@@ -78,8 +82,32 @@ class MlflowStudyCallback(Callback):
         if run_id is None:
             run_id = self.tracker.start_trial(trial.trial_id, self.params(trial.config))
             self._runs[trial.trial_id] = run_id
-            self._logged[trial.trial_id] = self.tracker.logged_steps(run_id)  # a resumed trial's run has some
+            self._logged[run_id] = self.tracker.logged_steps(run_id)  # a resumed trial's run has some
         return run_id
+
+    def _pretrain_run_id(self, trial, key: str) -> str:
+        """The run of the shared pre-training `key` that this trial runs (study/pretrain_registry.py)."""
+        run_id = self._pretrain_runs.get(key)
+        if run_id is None:
+            knobs = knob_values(trial.config, frozenset(self.spec.search.space))
+            cfg = apply_knobs(self.spec.phase_config("pretrain"), "pretrain", knobs)
+            params = {k: v for k, v in trial_params(self.spec, {"pretrain": cfg}).items()
+                      if not k.startswith("data.")}
+            run_id = self.tracker.start_pretrain(key, params)
+            self._pretrain_runs[key] = run_id
+            self._logged[run_id] = self.tracker.logged_steps(run_id)
+        return run_id
+
+    def _link(self, trial, run_id: str, result: dict) -> None:
+        """Tag a pipeline trial's run with the pre-training it fine-tunes from (once per trial)."""
+        key = result.get(M_KEY)
+        if not isinstance(key, str) or self._trial_keys.get(trial.trial_id) == key:
+            return
+        self._trial_keys[trial.trial_id] = key
+        pretrain_run = self._pretrain_runs.get(key) or self.tracker.find_pretrain(key, everywhere=True)
+        self.tracker.link_pretrain(run_id, key, pretrain_run, reused=bool(result.get(M_REUSED)))
+        if key in self._pretrain_runs:  # fine-tuning started: the pre-training it ran has finished
+            self.tracker.end_trial(self._pretrain_runs[key], schema.STATUS_COMPLETED)
 
     def params(self, config: dict) -> dict[str, str]:
         knobs = knob_values(config, frozenset(self.spec.search.space))
@@ -96,12 +124,32 @@ class MlflowStudyCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         if result.get(PHASE_KEY, self.spec.scored_phase) == self.spec.scored_phase and result.get(CHECKPOINT_PATH_KEY):
             self._checkpoints[trial.trial_id] = result[CHECKPOINT_PATH_KEY]
-        rows = [row for r in [*lineage_results(result), result] if (row := self.epoch_row(r)) is not None]
-        if not rows:
+        by_run: dict[str, list[tuple[int, dict[str, float]]]] = {}
+        for r in [*lineage_results(result), result]:
+            row = self.epoch_row(r)
+            if row is not None:
+                by_run.setdefault(self._target(trial, r), []).append(row)
+        if not by_run:
             log.warning("trial %s reported no epoch; result not logged: %s", trial.trial_id, sorted(result))
             return
-        run_id = self._run_id(trial)
-        logged = self._logged[trial.trial_id]
+        if result.get(PHASE_KEY) == "finetune":
+            self._link(trial, self._run_id(trial), result)
+        for run_id, rows in by_run.items():
+            self._log_new(run_id, rows)
+
+    def _target(self, trial, result: dict) -> str:
+        """A shared pre-training's epochs go to its own run; everything else to the trial's."""
+        key = result.get(M_KEY)
+        if isinstance(key, str) and result.get(PHASE_KEY) == "pretrain":
+            return self._pretrain_run_id(trial, key)
+        return self._run_id(trial)
+
+    def _log_new(self, run_id: str, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """Log only the (metric, step) pairs the run lacks (see the module docstring)."""
+        logged = self._logged[run_id]
+        if run_id in self._pretrain_runs.values():  # the pre-training's own run: its metrics under their own names
+            rows = [(step, {k if k == schema.M_PRETRAIN_LOSS else k.removeprefix("pretrain/"): v
+                            for k, v in metrics.items()}) for step, metrics in rows]
         fresh = []
         for step, metrics in rows:
             new = {k: v for k, v in metrics.items() if step not in logged.get(k, ())}
@@ -134,6 +182,8 @@ class MlflowStudyCallback(Callback):
         self.tracker.end_trial(run_id, schema.STATUS_FAILED, error=trial_error(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._trial_keys:
+            self.tracker.log_study_metrics(pretrain_costs(self.spec, self._trial_keys))
         self.tracker.end_study()
 
     # --- helpers -----------------------------------------------------------------------------------
@@ -148,6 +198,25 @@ class MlflowStudyCallback(Callback):
             self.tracker.log_auc_table(run_id, self.spec.metric, self.spec.mode)
         except OSError as exc:  # an artifact problem must not lose the trial's status
             log.warning("trial %s: artifacts not logged: %s", trial.trial_id, exc)
+
+
+def pretrain_costs(spec: StudySpec, trial_keys: dict[str, str]) -> dict[str, float]:
+    """The parent run's pre-training compute: spent by this study (keys it pre-trained) vs pre-training in
+    every trial (each trial pays its key's full cost), per cost unit."""
+    from thoraxmae.study.pretrain_registry import Registry
+
+    registry = Registry(spec.storage_path)
+    entries = {key: registry.lookup(key) for key in set(trial_keys.values())}
+    out: dict[str, float] = {}
+    for unit in (schema.M_COST_CPU_HOURS, schema.M_COST_GPU_HOURS):
+        name = unit.removeprefix("cost/")
+        cost = {k: e.cost.get(f"pretrain/{unit}") for k, e in entries.items() if e is not None}
+        if not any(v is not None for v in cost.values()):
+            continue
+        spent = sum(v or 0.0 for k, v in cost.items() if entries[k].source.get("study") == spec.name)
+        out[schema.M_PRETRAIN_COST_SPENT.format(unit=name)] = spent
+        out[schema.M_PRETRAIN_COST_NO_REUSE.format(unit=name)] = sum(cost.get(k) or 0.0 for k in trial_keys.values())
+    return out
 
 
 def trial_status(spec: StudySpec, config: dict, last_result: dict) -> str:

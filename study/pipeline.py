@@ -42,10 +42,11 @@ def trial_key(spec: StudySpec, cfg: Any) -> tuple[str, dict[str, Any]]:
 
 
 def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
-                  run_phase: Callable[[str, Path], dict[str, Any]]) -> tuple[dict[str, Any], str, bool]:
-    """The finished pre-training for this trial's recipe: (final marker {"metrics", "checkpoint"}, key, reused).
+                  run_phase: Callable[[str, Path, str], dict[str, Any]]) -> tuple[dict[str, Any], str, bool]:
+    """The finished pre-training for this trial's recipe: (final marker {"metrics", "checkpoint", "history",
+    "trial_id" (who ran it)}, key, reused).
 
-    run_phase(name, runs_dir) runs (or resumes) the pre-training Train run and returns its final marker."""
+    run_phase(name, runs_dir, key) runs (or resumes) the pre-training Train run and returns its final marker."""
     import ray
 
     registry = Registry(spec.storage_path)
@@ -56,7 +57,8 @@ def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
         entry = registry.lookup(key)
         if entry is not None:
             log.info("trial %s: pre-training %s reused (%s)", trial_id, key, entry.checkpoint)
-            return {"metrics": entry.metrics, "checkpoint": str(Path(entry.checkpoint).parent)}, key, True
+            return {"metrics": entry.metrics, "checkpoint": str(Path(entry.checkpoint).parent),
+                    "history": entry.history, "trial_id": entry.source.get("trial_id")}, key, True
         holder = ray.get(coordinator.claim.remote(key, trial_id))
         if holder == trial_id:
             break
@@ -66,9 +68,9 @@ def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
         time.sleep(POLL_S)
     registry.prepare(key, payload)
     with Lease(coordinator, key, trial_id):
-        done = run_phase(RUN_NAME, registry.folder(key))
+        done = run_phase(RUN_NAME, registry.folder(key), key)
         if not done.get("checkpoint"):
             raise RuntimeError(f"pre-training {key} reported no checkpoint; nothing to fine-tune")
         registry.record(key, str(Path(done["checkpoint"]) / CHECKPOINT_FILE), done["metrics"],
-                        {"study": spec.name, "trial_id": trial_id})
-    return done, key, False
+                        {"study": spec.name, "trial_id": trial_id}, history=done.get("history"))
+    return {**done, "trial_id": trial_id}, key, False

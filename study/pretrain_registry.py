@@ -54,6 +54,7 @@ class PretrainEntry:
     cost: dict[str, float] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)  # study, trial_id, mlflow run id, finished_at
     recipe: dict[str, Any] = field(default_factory=dict)  # the pre-training config of the key
+    history: list[dict[str, Any]] = field(default_factory=list)  # its epochs' results, as forwarded to Tune
 
 
 def store_content_hash(store: Path | str) -> str:
@@ -110,14 +111,16 @@ class Registry:
             return self._discard(key, problem)
         return entry
 
-    def record(self, key: str, checkpoint: str, metrics: dict[str, Any], source: dict[str, Any]) -> PretrainEntry:
+    def record(self, key: str, checkpoint: str, metrics: dict[str, Any], source: dict[str, Any],
+               history: list[dict[str, Any]] | None = None) -> PretrainEntry:
         cost = {k: float(v) for k, v in metrics.items() if "cost/" in k and isinstance(v, int | float)}
         recipe = {}
         key_file = self.folder(key) / KEY_FILE
         if key_file.is_file():
             recipe = json.loads(key_file.read_text()).get("pretrain", {})
         entry = PretrainEntry(key=key, checkpoint=checkpoint, metrics=_jsonable(metrics), cost=cost,
-                              source={**source, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, recipe=recipe)
+                              source={**source, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, recipe=recipe,
+                              history=[_jsonable(h) for h in history or []])
         _write_json(self.folder(key) / ENTRY_FILE, asdict(entry))
         return entry
 

@@ -132,6 +132,40 @@ class StudyTracker:
             self._log(run_id, tags={schema.TAG_STATUS: schema.STATUS_RUNNING})
         return run_id
 
+    # --- shared pre-trainings (study/pretrain_registry.py) ------------------------------------------
+    def find_pretrain(self, key: str, everywhere: bool = False) -> str | None:
+        """The MLflow run of a registered pre-training: in this study's experiment, or in any (reuse across
+        studies that share a storage path)."""
+        experiments = ([e.experiment_id for e in self.client.search_experiments()] if everywhere
+                       else [self.experiment_id()])
+        runs = self.client.search_runs(
+            experiments, max_results=1,
+            filter_string=f"tags.`{schema.TAG_ROLE}` = {filter_value(schema.ROLE_PRETRAIN)} and "
+                          f"tags.`{schema.TAG_PRETRAIN_KEY}` = {filter_value(key)}")
+        return runs[0].info.run_id if runs else None
+
+    def start_pretrain(self, key: str, params: Mapping[str, str]) -> str:
+        """The pre-training's own run (role pretrain, a child of this study's parent run); found again on resume."""
+        run_id = self.find_pretrain(key)
+        if run_id is None:
+            tags = {schema.TAG_PARENT: self.parent_id, schema.TAG_ROLE: schema.ROLE_PRETRAIN,
+                    schema.TAG_STUDY: self.spec.name, schema.TAG_STAGE: "pretrain", schema.TAG_PRETRAIN_KEY: key,
+                    schema.TAG_STATUS: schema.STATUS_RUNNING}
+            run_id = self.client.create_run(self.experiment_id(), tags=tags,
+                                            run_name=f"{self.spec.name}-pretrain-{key[:8]}").info.run_id
+            self._log(run_id, params=params)
+        return run_id
+
+    def link_pretrain(self, run_id: str, key: str, pretrain_run: str | None, reused: bool) -> None:
+        tags = {schema.TAG_PRETRAIN_KEY: key, schema.TAG_PRETRAIN_REUSED: str(reused).lower()}
+        if pretrain_run:
+            tags[schema.TAG_PRETRAIN_RUN] = pretrain_run
+        self._log(run_id, tags=tags)
+
+    def log_study_metrics(self, metrics: Mapping[str, float]) -> None:
+        if self.parent_id is not None and metrics:
+            self._log(self.parent_id, metrics=metrics)
+
     def start_single(self, phase: str, params: Mapping[str, str]) -> str:
         """A `thoraxmae pretrain|finetune` run (role=run, no parent) in the spec's experiment."""
         tags = {schema.TAG_ROLE: schema.ROLE_RUN, schema.TAG_STUDY: self.spec.name, schema.TAG_STAGE: phase,

@@ -63,8 +63,9 @@ class PhaseReportCallback(TuneReportCallback):
 
     def __init__(self, phase: str, metric: str, pipeline: bool, final_epoch: int, marker: Path,
                  cost_offset: dict[str, float] | None = None, prior: Iterable[dict[str, Any]] = (),
-                 step_offset: int = 0):
+                 step_offset: int = 0, extra: dict[str, Any] | None = None):
         super().__init__()
+        self.extra = extra or {}  # fixed fields added to every forwarded result (the pre-training link)
         self.phase = phase
         self.metric = metric
         self.pipeline = pipeline
@@ -78,7 +79,7 @@ class PhaseReportCallback(TuneReportCallback):
         self.sent = False  # has a result with the history been forwarded by this callback?
 
     def forwarded(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        out = phase_metrics(metrics, self.phase, self.metric, self.pipeline, self.cost_offset)
+        out = {**phase_metrics(metrics, self.phase, self.metric, self.pipeline, self.cost_offset), **self.extra}
         if isinstance(metrics.get(schema.M_EPOCH), int):
             out[TRAINING_ITERATION] = self.step_offset + metrics[schema.M_EPOCH]
         return out
@@ -153,11 +154,18 @@ def read_marker(path: Path) -> dict[str, Any] | None:
 def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
     """Tune function trainable. Its config holds the searched knobs (spec paths); on its first line
     it becomes typed phase configs, then the trainers run through Ray Train."""
-    knobs = knob_values(config, frozenset(spec.search.space))
+    knobs = resolve_encoder(spec, knob_values(config, frozenset(spec.search.space)))
     trial_id = ray.tune.get_context().get_trial_id()
     runs_dir = Path(spec.storage_path) / spec.name / "train"
     if spec.stage != "pipeline":
         _phase(spec.stage, spec, knobs, f"train-{trial_id}", runs_dir, pipeline=False)
+        return
+    if spec.search.reuse_pretraining:
+        done, link, ran_here = _shared_pretrain(spec, knobs, trial_id)
+        prior = (done.get("history") or [done["metrics"]]) if ran_here else []
+        _phase("finetune", spec, knobs, f"train-{trial_id}-finetune", runs_dir, pipeline=True,
+               init=Path(done["checkpoint"]) / "checkpoint.pt", prior=prior, extra=link,
+               step_offset=int(done["metrics"].get(f"pretrain/{schema.M_EPOCH}", 0)) if ran_here else 0)
         return
     done = _phase("pretrain", spec, knobs, f"train-{trial_id}-pretrain", runs_dir, pipeline=True, rereport=False)
     if not done.get("checkpoint"):
@@ -171,9 +179,35 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
            step_offset=int(done["metrics"].get(f"pretrain/{schema.M_EPOCH}", 0)))
 
 
+def _shared_pretrain(spec: StudySpec, knobs: dict[str, Any], trial_id: str) -> tuple[dict, dict, bool]:
+    """The trial's pre-training through the registry (study.pipeline): (final marker, link fields for every
+    forwarded fine-tuning result, whether this trial ran it: then its epochs are part of its lineage)."""
+    from thoraxmae.study.pipeline import M_KEY, M_REUSED, pretrain_once
+
+    cfg = apply_knobs(spec.phase_config("pretrain"), "pretrain", knobs)
+
+    def run(name: str, folder: Path, key: str) -> dict[str, Any]:
+        return _phase("pretrain", spec, knobs, name, folder, pipeline=True, rereport=False, extra={M_KEY: key})
+
+    done, key, reused = pretrain_once(spec, cfg, trial_id, run)
+    ran_here = not reused or done.get("trial_id") == trial_id
+    return done, {M_KEY: key, M_REUSED: 0.0 if ran_here else 1.0}, ran_here
+
+
+def resolve_encoder(spec: StudySpec, knobs: dict[str, Any]) -> dict[str, Any]:
+    """A searched `finetune.init` that names a registered pre-training (`registry:<key>`) -> its checkpoint."""
+    from thoraxmae.study.pretrain_registry import REF_PREFIX, Registry
+
+    init = knobs.get("finetune.init")
+    if isinstance(init, str) and init.startswith(REF_PREFIX):
+        return {**knobs, "finetune.init": Registry(spec.storage_path).resolve(init).checkpoint}
+    return knobs
+
+
 def _phase(phase: str, spec: StudySpec, knobs: dict[str, Any], name: str, runs_dir: Path, *, pipeline: bool,
            rereport: bool = True, init: Path | None = None, cost_offset: dict | None = None,
-           prior: list[dict[str, Any]] | None = None, step_offset: int = 0) -> dict[str, Any]:
+           prior: list[dict[str, Any]] | None = None, step_offset: int = 0,
+           extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one phase to its end (or find it already ended); returns its final marker content."""
     marker = runs_dir / name / FINAL_MARKER
     done = read_marker(marker)
@@ -187,7 +221,7 @@ def _phase(phase: str, spec: StudySpec, knobs: dict[str, Any], name: str, runs_d
     if init is not None:
         cfg = cfg.model_copy(update={"init": init, "init_format": "thoraxmae"})
     callback = PhaseReportCallback(phase, spec.metric, pipeline, cfg.epochs, marker, cost_offset, prior or (),
-                                   step_offset)
+                                   step_offset, extra)
     result = _trainer(phase, spec, cfg, name, runs_dir, callback).fit()
     done = read_marker(marker)
     if done is None:  # the marker could not be written where the controller ran: use the Train result

@@ -50,6 +50,7 @@ def test_pipeline_study_pretrains_then_finetunes(study_ray, phantom_store, tmp_p
     from thoraxmae.study.tune import run_study
 
     raw = tiny_spec(phantom_store, tmp_path, "pipe-study", stage="pipeline", num_samples=2)
+    raw["search"]["reuse_pretraining"] = False  # each trial pre-trains its own encoder (reuse: test_pretrain_reuse)
     spec = load_spec(write_spec(raw, tmp_path / "spec.yaml"))
     grid = run_study(spec)
 

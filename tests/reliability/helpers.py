@@ -23,7 +23,8 @@ FAIL_FAST = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60", "RAY_GRACEFUL_SHUTD
 
 
 def pipeline_spec(store: Path, tmp: Path, name: str, *, num_samples: int = 1, pretrain_epochs: int = 3,
-                  finetune_epochs: int = 3, checkpoint_every: int = 1, max_failures: int = 0) -> Path:
+                  finetune_epochs: int = 3, checkpoint_every: int = 1, max_failures: int = 0,
+                  reuse: bool = False) -> Path:
     """A `pipeline` study of the tiny ViT (64 px, patch 8, depth 2) on the phantom store; one knob. ASHA
     looks only at the last epoch (grace period = the epochs), so every trial runs all its epochs."""
     raw = {
@@ -36,7 +37,8 @@ def pipeline_spec(store: Path, tmp: Path, name: str, *, num_samples: int = 1, pr
                      "blr": 1e-3, "bootstrap": 10},
         "search": {"num_samples": num_samples, "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 2},
                    "scheduler": {"type": "asha", "grace_period": finetune_epochs, "reduction_factor": 3},
-                   "space": {"finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}}},
+                   "space": {"finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}},
+                   "reuse_pretraining": reuse},  # off: the trial's own pre-training (tests/integration: reuse)
         "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1,
                       "max_failures": max_failures},
         "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}"},
