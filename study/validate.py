@@ -122,9 +122,18 @@ def check_files(spec: StudySpec, source: str = "<spec>") -> None:
     space = spec.search.space
     formats = list(getattr(space.get("finetune.init_format"), "choices", None) or [ft.init_format])
     inits = [ft.init] if ft.init is not None else []
-    inits += [Path(str(c)) for c in getattr(space.get("finetune.init"), "choices", None) or [] if c is not None]
+    inits += [c for c in getattr(space.get("finetune.init"), "choices", None) or [] if c is not None]
     for init in inits:
-        _check_checkpoint(Path(init).expanduser(), formats, f"{source}: finetune.init")
+        _check_checkpoint(_init_file(spec, init), formats, f"{source}: finetune.init")
+
+
+def _init_file(spec: StudySpec, init: Path | str) -> Path:
+    """The checkpoint file of an init: a path, or a registered pre-training (`registry:<key>`, study.pretrain_registry)."""
+    from thoraxmae.study.pretrain_registry import REF_PREFIX, Registry
+
+    if isinstance(init, str) and init.startswith(REF_PREFIX):
+        return Path(Registry(spec.storage_path).resolve(init).checkpoint)  # SpecError when not registered
+    return Path(init).expanduser()
 
 
 def _check_store(store: Path, where: str) -> None:

@@ -110,6 +110,16 @@ def test_run_refuses_a_bad_finetune_init(work, capsys, kind, fmt, message):
     assert not (work / "studies").exists() and not (work / "mlflow.db").exists()
 
 
+def test_run_refuses_a_searched_encoder_that_is_not_registered(work, capsys):
+    raw = spec_dict(work)
+    raw["search"]["space"] = {"finetune.init": {"type": "categorical", "choices": ["registry:nope"]}}
+    raw["search"]["coverage"] = 1
+    code, line = run_cli(capsys, "study", "run", str(write_spec(work / "s.yaml", raw)))
+    assert code == 2
+    one_line_error(line, r"finetune\.init: 'registry:nope' matches no registered pre-training in .*/studies/"
+                         r"pretrain-registry \(registered: none\)")
+
+
 @pytest.mark.parametrize(("damage", "message"), [
     ({"format_version": 99}, r"data\.store: .*store format version 99, this thoraxmae reads version"),
     ({"shards": [{"file": "shards/shard-00000.arrow", "rows": 4}]}, r"data\.store: .*00000\.arrow: store shard missing"),
