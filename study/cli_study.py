@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--yes", action="store_true", help="delete; without it, only list what would be deleted")
     q.set_defaults(func=cmd_remove)
 
+    from thoraxmae.study import cli_confirm
+
+    cli_confirm.register(ssub)
     cli_ui.register(sub)
 
 
@@ -108,6 +111,11 @@ def _run(spec, resume: bool) -> int:
         print(f"{len(result.lost)} trials ended without a score or an error: {', '.join(result.lost)}", file=sys.stderr)
     if not result.scored:
         print(f"error: study {spec.name}: no trial was scored ({spec.metric})", file=sys.stderr)
+    if spec.confirm is not None and result.scored:  # the spec's `confirm:` section (study/confirm.py)
+        from thoraxmae.study.cli_confirm import confirm_and_print
+
+        confirmed = confirm_and_print(spec, spec.confirm.top, spec.confirm.seeds, spec.confirm.reference)
+        return 0 if result.ok and confirmed == 0 else 1
     return 0 if result.ok else 1
 
 

@@ -37,6 +37,7 @@ LOST_TRIAL = ("trial lost: the study's driver stopped before Ray Tune saved this
 
 
 class MlflowStudyCallback(Callback):
+    role = schema.ROLE_TRIAL  # the role of the runs this callback writes, one per Tune trial
     def __init__(self, spec: StudySpec):
         self.spec = spec
         self.tracker = StudyTracker(spec)
@@ -65,7 +66,7 @@ class MlflowStudyCallback(Callback):
                                   filter_string=f"tags.`{schema.TAG_PARENT}` = '{self.tracker.parent_id}'")
         for run in runs:
             tags = run.data.tags
-            if (tags.get(schema.TAG_ROLE) != schema.ROLE_TRIAL or tags.get(schema.TAG_TRIAL_ID) in known
+            if (tags.get(schema.TAG_ROLE) != self.role or tags.get(schema.TAG_TRIAL_ID) in known
                     or tags.get(schema.TAG_STATUS) != schema.STATUS_RUNNING):
                 continue
             if run.data.metrics:
@@ -198,6 +199,30 @@ class MlflowStudyCallback(Callback):
             self.tracker.log_auc_table(run_id, self.spec.metric, self.spec.mode)
         except OSError as exc:  # an artifact problem must not lose the trial's status
             log.warning("trial %s: artifacts not logged: %s", trial.trial_id, exc)
+
+
+class ConfirmCallback(MlflowStudyCallback):
+    """Confirmation runs (study/confirm.py): role confirm, tagged with the recipe they repeat, param seed."""
+
+    role = schema.ROLE_CONFIRM
+
+    def _run_id(self, trial) -> str:
+        from thoraxmae.study.confirm import CONFIG_RECIPE, CONFIG_SEED, CONFIG_SOURCE
+
+        run_id = self._runs.get(trial.trial_id)
+        if run_id is None:
+            c = trial.config
+            tags = {schema.TAG_RECIPE: str(c[CONFIG_RECIPE])}
+            if c.get(CONFIG_SOURCE):
+                tags[schema.TAG_SOURCE_RUN] = str(c[CONFIG_SOURCE])
+            params = {**self.params(c), schema.PARAM_SEED: str(c[CONFIG_SEED]), "finetune.seed": str(c[CONFIG_SEED])}
+            run_id = self.tracker.start_trial(trial.trial_id, params, role=schema.ROLE_CONFIRM, tags=tags)
+            self._runs[trial.trial_id] = run_id
+            self._logged[run_id] = self.tracker.logged_steps(run_id)
+        return run_id
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.tracker.end_study()  # the study's pre-training costs stay the search's
 
 
 def pretrain_costs(spec: StudySpec, trial_keys: dict[str, str]) -> dict[str, float]:

@@ -112,6 +112,16 @@ class ResourcesConfig(BaseModel):
         return self
 
 
+class ConfirmConfig(BaseModel):
+    """Run at the end of `study run`: the top recipes and a reference re-run with shared seeds (study/confirm.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top: int = Field(1, ge=1, description="best completed trials to confirm")
+    seeds: int = Field(3, ge=2, description="fresh seeds per recipe, the same for every recipe (paired)")
+    reference: Path | None = Field(None, description="reference recipe YAML (knob: value); default the paper's")
+
+
 class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -132,6 +142,7 @@ class StudySpec(BaseModel):
     search: SearchConfig = SearchConfig()
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
+    confirm: ConfirmConfig | None = None
     storage_path: Path | None = Field(None, description="Tune storage; default <cwd>/studies")
 
     @model_validator(mode="after")
@@ -211,7 +222,8 @@ class StudySpec(BaseModel):
 
 # --- loading ------------------------------------------------------------------------------------
 MAX_SPEC_BYTES = 1_000_000
-_PATH_FIELDS = (("data", "store"), ("pretrain_data", "store"), ("storage_path",), ("finetune", "init"))
+_PATH_FIELDS = (("data", "store"), ("pretrain_data", "store"), ("storage_path",), ("finetune", "init"),
+               ("confirm", "reference"))
 
 
 def load_spec(path: Path | str, overrides: list[str] | None = None, *, check_files: bool = True) -> StudySpec:
@@ -322,6 +334,10 @@ def _resolve_paths(raw: dict, base: Path, overridden: set[tuple[str, ...]]) -> N
             continue
         root = Path.cwd() if fields in overridden else base
         node[fields[-1]] = str((root / Path(node[fields[-1]]).expanduser()).resolve())
+    init = ((raw.get("search") or {}).get("space") or {}).get("finetune.init") if isinstance(raw.get("search"), dict) else None
+    if isinstance(init, dict) and isinstance(init.get("choices"), list):  # an encoder study's checkpoints
+        init["choices"] = [str((base / Path(c).expanduser()).resolve()) if isinstance(c, str)
+                           and not c.startswith("registry:") else c for c in init["choices"]]
     tracking = raw.get("tracking")
     if isinstance(tracking, dict) and isinstance(tracking.get("uri"), str):
         root = Path.cwd() if ("tracking", "uri") in overridden else base

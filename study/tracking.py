@@ -117,13 +117,15 @@ class StudyTracker:
                           f"tags.`{schema.TAG_TRIAL_ID}` = {filter_value(trial_id)}")
         return runs[0].info.run_id if runs else None
 
-    def start_trial(self, trial_id: str, params: Mapping[str, str]) -> str:
-        """The trial's child run (status running); the same run again when the trial restarts."""
+    def start_trial(self, trial_id: str, params: Mapping[str, str], role: str = schema.ROLE_TRIAL,
+                    tags: Mapping[str, str] | None = None) -> str:
+        """The trial's child run (status running); the same run again when the trial restarts. `role`:
+        trial, or confirm (a confirmation run, with its recipe tags: study/confirm.py)."""
         run_id = self.find_trial(trial_id)
         if run_id is None:
-            tags = {schema.TAG_PARENT: self.parent_id, schema.TAG_ROLE: schema.ROLE_TRIAL,
+            tags = {schema.TAG_PARENT: self.parent_id, schema.TAG_ROLE: role,
                     schema.TAG_STUDY: self.spec.name, schema.TAG_STAGE: self.spec.stage,
-                    schema.TAG_TRIAL_ID: trial_id, schema.TAG_STATUS: schema.STATUS_RUNNING}
+                    schema.TAG_TRIAL_ID: trial_id, schema.TAG_STATUS: schema.STATUS_RUNNING, **(tags or {})}
             run_id = self.client.create_run(self.experiment_id(), tags=tags,
                                             run_name=f"{self.spec.name}-{trial_id}").info.run_id
             self._log(run_id, params=params)

@@ -202,9 +202,10 @@ def start_pretrain_coordinator(spec: StudySpec):
     it lives as long as this driver holds the handle."""
     if spec.stage != "pipeline" or not spec.search.reuse_pretraining:
         return None
-    from thoraxmae.study.pretrain_registry import start_coordinator
+    from thoraxmae.study.pretrain_registry import Registry, start_coordinator
 
-    return start_coordinator(spec.name)
+    Registry(spec.storage_path).entries()  # checks every registered checkpoint here: a damaged one is discarded
+    return start_coordinator(spec.name)     # with its warning on this console, and pre-trained again
 
 
 def sweep_checkpoints(root: Path) -> list[Path]:

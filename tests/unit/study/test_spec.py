@@ -140,7 +140,7 @@ def test_impossible_fixed_values_are_named(write, stage, where, value, field):
     ("finetune", "finetune.drop_paht", {"type": "float", "low": 0.0, "high": 0.3},
      r"search\.space\.finetune\.drop_paht: .*not a finetune knob"),
     ("finetune", "finetune.init", {"type": "categorical", "choices": ["a.pt"]},  # searched encoders: files checked
-     r"finetune\.init: a\.pt: no such checkpoint file"),
+     r"finetune\.init: /\S*/a\.pt: no such checkpoint file"),
     ("finetune", "dropout", {"type": "float", "low": 0.0, "high": 0.3}, r"search\.space\.dropout: .*not a knob"),
     ("finetune", "pretrain.mask_ratio", {"type": "float", "low": 0.6, "high": 0.9},
      r"search\.space\.pretrain\.mask_ratio: stage `finetune` does not run pretrain"),

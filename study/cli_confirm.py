@@ -1,0 +1,53 @@
+"""`thoraxmae study confirm NAME [--top K] [--seeds N] [--reference FILE]`: re-run the best recipes and a
+reference with fresh, shared seeds (study/confirm.py), so the report's recipe rests on paired replicates."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)"
+
+
+def register(ssub: argparse._SubParsersAction) -> None:
+    q = ssub.add_parser("confirm", help="re-run the top-k recipes and a reference with n fresh seeds each (paired)")
+    q.add_argument("name")
+    q.add_argument("--top", type=int, default=None, help="best completed trials to confirm (default: spec, else 1)")
+    q.add_argument("--seeds", type=int, default=None, help="seeds per recipe, shared by all (default: spec, else 3)")
+    q.add_argument("--reference", type=Path, default=None, metavar="YAML",
+                   help="reference recipe (knob: value lines; default: the paper's)")
+    q.add_argument("--tracking-uri", help=TRACKING_HELP)
+    q.add_argument("--storage-path", type=Path, help="read the spec from Tune's folder instead of MLflow")
+    q.set_defaults(func=cmd_confirm)
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from thoraxmae.study.lookup import check_tracking_uri, locate_spec
+
+    spec = locate_spec(args.name, args.tracking_uri, args.storage_path)
+    check_tracking_uri(spec.tracking.uri, write=True)
+    cfg = spec.confirm
+    top = args.top if args.top is not None else (cfg.top if cfg else 1)
+    seeds = args.seeds if args.seeds is not None else (cfg.seeds if cfg else 3)
+    reference = args.reference if args.reference is not None else (cfg.reference if cfg else None)
+    return confirm_and_print(spec, top, seeds, reference)
+
+
+def confirm_and_print(spec, top: int, seeds: int, reference: Path | None) -> int:
+    """Run (or resume) the confirmation on Ray and print what it ran; exit status 0 when every run scored."""
+    from rich.console import Console
+
+    from thoraxmae.study.confirm import run_confirm
+    from thoraxmae.study.progress import StudyProgress
+    from thoraxmae.study.tune import init_ray
+
+    console = Console()
+    init_ray()
+    console.print(f"confirming study [bold]{spec.name}[/]: top {top} recipe(s) + reference, {seeds} seeds each "
+                  f"(fine-tuning only where pre-trainings are registered)")
+    progress = StudyProgress(spec)
+    grid = run_confirm(spec, top, seeds, reference, callbacks=[progress])
+    failed = len(grid.errors)
+    console.print(f"confirmation: {len(grid) - failed} of {len(grid)} runs finished"
+                  + (f", {failed} failed" if failed else "")
+                  + f"; `thoraxmae report {spec.name}` shows the verdicts")
+    return 0 if failed == 0 else 1

@@ -1,0 +1,143 @@
+"""Confirmation of a study's recipes: the top-k trials' recipes and a reference recipe, re-run with n fresh
+seeds each (the same seeds for every recipe, so differences are paired by seed).
+
+    thoraxmae study confirm NAME [--top K] [--seeds N] [--reference FILE]
+
+or a spec's `confirm:` section, run at the end of `study run`. The runs are a Tune experiment of their own,
+`<storage_path>/<name>-confirm` (so a killed confirmation resumes: `thoraxmae study confirm NAME` again
+restores it and runs only what is missing), whose trials run the study's own trial driver with the
+recipe's knobs and `finetune.seed` set to the seed. In a pipeline study the pre-training seed is the
+recipe's: the registered pre-trainings are reused and only fine-tuning is repeated. Each run is an
+MLflow child run of the study's parent with role `confirm`, `thoraxmae.recipe` (`trial-<id>` or
+`reference`), `thoraxmae.source_run` and param `seed` (docs/mlflow-schema.md); analysis.confirm reads
+them into the report's verdicts.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from thoraxmae.study import schema
+from thoraxmae.study.errors import SpecError
+from thoraxmae.study.spec import StudySpec
+
+log = logging.getLogger(__name__)
+SEED_BASE = 1000  # confirmation seeds: 1000, 1001, ... (never a search trial's seed 0)
+CONFIG_SEED, CONFIG_RECIPE, CONFIG_SOURCE = "confirm_seed", "confirm_recipe", "confirm_source_run"
+
+
+def confirm_dir(spec: StudySpec) -> Path:
+    return Path(spec.storage_path) / f"{spec.name}-confirm"
+
+
+def reference_point(spec: StudySpec, reference: Path | None) -> dict[str, Any]:
+    """The reference recipe on the study's space: the paper's values (or the file's), the spec's fixed values
+    for searched knobs it does not name."""
+    values = dict(schema.PAPER_RECIPE)
+    if reference is not None:
+        try:
+            raw = yaml.safe_load(Path(reference).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise SpecError(f"--reference {reference}: cannot read it ({exc})") from None
+        if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+            raise SpecError(f"--reference {reference}: expected `knob: value` lines, e.g. finetune.layer_decay: 0.75")
+        values = raw
+    point = {}
+    for knob, dist in spec.search.space.items():
+        phase, field = knob.split(".", 1)
+        value = values.get(knob, getattr(spec.phase_config(phase), field))
+        if not dist.contains(value) and knob in values:
+            raise SpecError(f"reference {knob}={value!r} is outside the study's space {dist.model_dump(exclude_none=True)}")
+        point[knob] = value
+    return point
+
+
+def top_trials(runs, spec: StudySpec, k: int) -> list[tuple[str, str, dict[str, Any], float]]:
+    """(trial id, run id, knob values, best score) of the k best completed trials (pruned ones did not run
+    their full schedule), best first."""
+    scored = []
+    for run in runs.trials:
+        if run.data.tags.get(schema.TAG_STATUS) != schema.STATUS_COMPLETED:
+            continue
+        history = [m.value for m in runs.client.get_metric_history(run.info.run_id, spec.metric)]
+        if not history:
+            continue
+        best = max(history) if spec.mode == "max" else min(history)
+        knobs = {knob: parse_param(dist, run.data.params.get(knob)) for knob, dist in spec.search.space.items()}
+        scored.append((run.data.tags.get(schema.TAG_TRIAL_ID, run.info.run_id), run.info.run_id, knobs, best))
+    scored.sort(key=lambda t: t[3], reverse=spec.mode == "max")
+    return scored[:k]
+
+
+def parse_param(dist, text: str | None) -> Any:
+    """An MLflow param string back to the knob's typed value, through the knob's own space."""
+    if text is None:
+        raise SpecError("a completed trial run lacks a searched knob's param; its MLflow run is incomplete")
+    choices = getattr(dist, "choices", None)
+    if choices is not None:
+        for c in choices:
+            if str(c) == text:
+                return c
+        return text
+    return int(text) if dist.type == "int" else float(text)
+
+
+def confirm_points(spec: StudySpec, runs, top: int, seeds: int, reference: Path | None) -> list[dict[str, Any]]:
+    """Every (recipe, seed) configuration, recipe-major; seeds are shared by all recipes (paired)."""
+    if top < 1 or seeds < 2:
+        raise SpecError(f"confirm: --top {top} --seeds {seeds}: need at least 1 recipe and 2 seeds (a spread)")
+    best = top_trials(runs, spec, top)
+    if not best:
+        raise SpecError(f"study `{spec.name}`: no completed trial to confirm (all pruned, failed or unscored)")
+    recipes = [(f"{schema.RECIPE_TRIAL_PREFIX}{tid}", rid, knobs) for tid, rid, knobs, _ in best]
+    recipes.append((schema.RECIPE_REFERENCE, "", reference_point(spec, reference)))
+    return [{**knobs, CONFIG_RECIPE: label, CONFIG_SOURCE: rid, CONFIG_SEED: SEED_BASE + i}
+            for label, rid, knobs in recipes for i in range(seeds)]
+
+
+def confirm_driver(config: dict[str, Any], spec: StudySpec) -> None:
+    """Tune trainable of a confirmation run: the study's trial driver with the recipe's seed."""
+    from thoraxmae.study.trial import trial_driver
+
+    finetune = spec.phase_config("finetune").model_copy(update={"seed": int(config[CONFIG_SEED])})
+    trial_driver(config, spec.model_copy(update={"finetune": finetune}))
+
+
+def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = None, callbacks: list | None = None):
+    """Run (or resume) the confirmation of a finished study; returns Tune's ResultGrid."""
+    import ray.tune
+    from ray.tune import Tuner
+    from ray.tune.search import BasicVariantGenerator
+
+    from thoraxmae.study.lookup import find_study
+    from thoraxmae.study.mlflow_callback import ConfirmCallback
+    from thoraxmae.study.tune import DRIVER_RESOURCES, quiet_tune, start_pretrain_coordinator
+
+    if "finetune" not in spec.phases:
+        raise SpecError(f"study `{spec.name}` (stage {spec.stage}): confirmation repeats fine-tuning; a "
+                        f"pre-training study has nothing to confirm")
+    quiet_tune()
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(confirm_driver, spec=spec), DRIVER_RESOURCES)
+    folder = confirm_dir(spec)
+    run_cbs = [ConfirmCallback(spec), *(callbacks or [])]
+    if Tuner.can_restore(str(folder)):
+        log.info("confirmation of %s found at %s: resuming it", spec.name, folder)
+        tuner = Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        local = getattr(tuner, "_local_tuner", None)
+        if local is not None:
+            local.get_run_config().callbacks = run_cbs
+    else:
+        points = confirm_points(spec, find_study(spec.name, spec.tracking.uri), top, seeds, reference)
+        tune_config = ray.tune.TuneConfig(
+            search_alg=BasicVariantGenerator(points_to_evaluate=points), num_samples=len(points),
+            max_concurrent_trials=spec.resources.max_concurrent_trials)
+        run_config = ray.tune.RunConfig(name=folder.name, storage_path=str(folder.parent), callbacks=run_cbs,
+                                        failure_config=ray.tune.FailureConfig(max_failures=0), verbose=0)
+        tuner = Tuner(trainable, tune_config=tune_config, run_config=run_config)
+    coordinator = start_pretrain_coordinator(spec)
+    grid = tuner.fit()
+    del coordinator
+    return grid
