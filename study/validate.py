@@ -30,6 +30,9 @@ def semantic_problems(spec: StudySpec) -> list[str]:
         return problems
     if spec.pretrain_data is not None and "pretrain" not in spec.phases:
         problems.append(f"pretrain_data: not used by stage `{spec.stage}`")
+    if (spec.search.metric or "").startswith("test/"):  # selection on test is what inflates published numbers
+        problems.append(f"search.metric: {spec.search.metric} is a test-split metric; a study selects on "
+                        f"validation (e.g. val/mauc) and evaluates test once, on the selected weights")
     if spec.stage == "pipeline" and spec.finetune.init is not None:
         problems.append("finetune.init: set by the pipeline (each trial fine-tunes its own pre-trained encoder)")
     if spec.model.name in ("densenet121", "resnet50") and "pretrain" in spec.phases:

@@ -270,3 +270,10 @@ def test_pretrain_data_is_checked_and_used_only_for_pretraining(write, tmp_path)
     assert spec.data_for("finetune").store == (tmp_path / "store").resolve()
     with pytest.raises(SpecError, match=r"pretrain_data: not used by stage `finetune`"):
         load_spec(write(_set(_spec_dict("finetune"), "pretrain_data/store", "mix")))
+
+
+def test_searching_on_a_test_metric_is_a_spec_error(write):
+    d = _spec_dict("finetune")
+    d["search"]["metric"] = "test/mauc"
+    with pytest.raises(SpecError, match=r"search\.metric: test/mauc is a test-split metric; .*val/mauc"):
+        load_spec(write(d))
