@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--n", type=int, default=1200, help="phantom images (default 1200)")
     q.add_argument("--trials", type=int, default=None, help="trials (default: the demo spec's num_samples)")
     q.add_argument("--spec", type=Path, default=DEMO_SPEC, help=f"study spec (default {DEMO_SPEC.name})")
+    q.add_argument("--confirm-seeds", type=int, default=None, metavar="N",
+                   help="seeds of the confirmation of the best recipe vs the paper's (default: the spec's; 0: none)")
     q.set_defaults(func=cmd_demo)
 
 
@@ -38,10 +40,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.rule("[bold]thoraxmae demo")
     phantom = ensure_phantom(out / "phantom", args.n, console)
     store = ensure_store(phantom, out / "store", console)
-    spec = demo_spec(args.spec, out, store, args.trials)
-    console.print(f"[bold][3/4][/] study [bold]{spec.name}[/]: {spec.search.num_samples} pipeline trials "
-                  f"(MAE pre-training, then fine-tuning), TPE + ASHA, "
-                  f"{spec.resources.max_concurrent_trials} at a time")
+    spec = demo_spec(args.spec, out, store, args.trials, args.confirm_seeds)
+    console.print(f"[bold][3/4][/] study [bold]{spec.name}[/]: {spec.search.num_samples} pipeline trials, TPE + ASHA, "
+                  f"{spec.resources.max_concurrent_trials} at a time; each pre-training recipe pre-trained once "
+                  f"and covered by {spec.search.coverage} fine-tuning trials first"
+                  + (f"; then the best recipe and the paper's re-run with {spec.confirm.seeds} seeds each"
+                     if spec.confirm else ""))
     from thoraxmae.study.cli_study import _run
 
     code = _run(spec, resume=False)
@@ -81,25 +85,34 @@ def ensure_phantom(folder: Path, n: int, console) -> Path:
 
 def ensure_store(phantom: Path, store: Path, console) -> Path:
     """The 64 px store of the phantom, read through the real NIH source (finished shards are reused)."""
+    from thoraxmae.datasets.cli import progress_bar
     from thoraxmae.datasets.sources import load_source
     from thoraxmae.datasets.store import prepare_store
 
     table = load_source("nih", phantom, split_seed=0)
-    manifest = prepare_store(table, store, size=64, workers=2, progress=True)
+    with progress_bar("[2/4] store", len(table)) as bar:
+        manifest = prepare_store(table, store, size=64, workers=2, progress=bar)
     counts = ", ".join(f"{k} {v}" for k, v in manifest.get("counts", {}).items())
     console.print(f"[bold][2/4][/] store {store} ({manifest['images']} images{'; ' + counts if counts else ''})")
     return store
 
 
-def demo_spec(path: Path, out: Path, store: Path, trials: int | None):
-    """The demo spec with this run's store, MLflow file, Tune folder and the next free study name."""
+def demo_spec(path: Path, out: Path, store: Path, trials: int | None, confirm_seeds: int | None = None):
+    """The demo spec with this run's store, MLflow file, Tune folder and the next free study name. Fewer
+    trials than the spec's coverage needs lower the coverage to what they allow (0 below one per recipe)."""
+    from thoraxmae.study.coverage import combinations
     from thoraxmae.study.lookup import check_tracking_uri, name_taken
     from thoraxmae.study.spec import load_spec
 
     uri = f"sqlite:///{out / 'mlflow.db'}"
     overrides = [f"data.store={store}", f"tracking.uri={uri}", f"storage_path={out / 'studies'}"]
+    if confirm_seeds is not None:
+        overrides.append("confirm=null" if confirm_seeds == 0 else f"confirm.seeds={confirm_seeds}")
     if trials is not None:
-        overrides.append(f"search.num_samples={trials}")
+        base = load_spec(path, overrides)
+        recipes = max(1, len(combinations(base)))
+        overrides += [f"search.num_samples={trials}",
+                      f"search.coverage={min(base.search.coverage, trials // recipes)}"]
     spec = load_spec(path, overrides)
     check_tracking_uri(uri, write=True)
     base, k = spec.name, 1
