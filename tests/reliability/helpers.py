@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 from mlflow import MlflowClient
 
+from tests.integration.study_helpers import trial_runs  # noqa: F401  (one copy, re-exported)
 from thoraxmae.study import schema
 from thoraxmae.trainers.lineage import HOLD_ENV
 
@@ -96,14 +97,6 @@ def hold(point: str, phase: str, epoch: int, folder: Path) -> dict[str, str]:
 def checkpoints(storage: Path, study: str, phase: str) -> set[Path]:
     """The checkpoint folders the Train runs of `phase` have written so far (recorded or not)."""
     return set((storage / study / "train").glob(f"train-*-{phase}/checkpoint_*"))
-
-
-def trial_runs(uri: str, experiment: str) -> list:
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'")
 
 
 def histories(uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
