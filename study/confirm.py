@@ -27,6 +27,7 @@ from thoraxmae.study.spec import StudySpec
 log = logging.getLogger(__name__)
 SEED_BASE = 1000  # confirmation seeds: 1000, 1001, ... (never a search trial's seed 0)
 CONFIG_SEED, CONFIG_RECIPE, CONFIG_SOURCE = "confirm_seed", "confirm_recipe", "confirm_source_run"
+CONFIG_KEY = "confirm"  # a confirmation trial's config: {"confirm": {knob: value, ..., CONFIG_SEED: ...}}
 
 
 def confirm_dir(spec: StudySpec) -> Path:
@@ -102,15 +103,15 @@ def confirm_driver(config: dict[str, Any], spec: StudySpec) -> None:
     """Tune trainable of a confirmation run: the study's trial driver with the recipe's seed."""
     from thoraxmae.study.trial import trial_driver
 
-    finetune = spec.phase_config("finetune").model_copy(update={"seed": int(config[CONFIG_SEED])})
-    trial_driver(config, spec.model_copy(update={"finetune": finetune}))
+    point = config[CONFIG_KEY]
+    finetune = spec.phase_config("finetune").model_copy(update={"seed": int(point[CONFIG_SEED])})
+    trial_driver(point, spec.model_copy(update={"finetune": finetune}))
 
 
 def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = None, callbacks: list | None = None):
     """Run (or resume) the confirmation of a finished study; returns Tune's ResultGrid."""
     import ray.tune
     from ray.tune import Tuner
-    from ray.tune.search import BasicVariantGenerator
 
     from thoraxmae.study.lookup import find_study
     from thoraxmae.study.mlflow_callback import ConfirmCallback
@@ -131,12 +132,11 @@ def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = 
             local.get_run_config().callbacks = run_cbs
     else:
         points = confirm_points(spec, find_study(spec.name, spec.tracking.uri), top, seeds, reference)
-        tune_config = ray.tune.TuneConfig(
-            search_alg=BasicVariantGenerator(points_to_evaluate=points), num_samples=len(points),
-            max_concurrent_trials=spec.resources.max_concurrent_trials)
+        tune_config = ray.tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent_trials)
         run_config = ray.tune.RunConfig(name=folder.name, storage_path=str(folder.parent), callbacks=run_cbs,
                                         failure_config=ray.tune.FailureConfig(max_failures=0), verbose=0)
-        tuner = Tuner(trainable, tune_config=tune_config, run_config=run_config)
+        tuner = Tuner(trainable, param_space={CONFIG_KEY: ray.tune.grid_search(points)}, tune_config=tune_config,
+                      run_config=run_config)
     coordinator = start_pretrain_coordinator(spec)
     grid = tuner.fit()
     del coordinator

@@ -81,7 +81,7 @@ class MlflowStudyCallback(Callback):
     def _run_id(self, trial) -> str:
         run_id = self._runs.get(trial.trial_id)
         if run_id is None:
-            run_id = self.tracker.start_trial(trial.trial_id, self.params(trial.config))
+            run_id = self.tracker.start_trial(trial.trial_id, self.params(self.config(trial)))
             self._runs[trial.trial_id] = run_id
             self._logged[run_id] = self.tracker.logged_steps(run_id)  # a resumed trial's run has some
         return run_id
@@ -90,7 +90,7 @@ class MlflowStudyCallback(Callback):
         """The run of the shared pre-training `key` that this trial runs (study/pretrain_registry.py)."""
         run_id = self._pretrain_runs.get(key)
         if run_id is None:
-            knobs = knob_values(trial.config, frozenset(self.spec.search.space))
+            knobs = knob_values(self.config(trial), frozenset(self.spec.search.space))
             cfg = apply_knobs(self.spec.phase_config("pretrain"), "pretrain", knobs)
             params = {k: v for k, v in trial_params(self.spec, {"pretrain": cfg}).items()
                       if not k.startswith("data.")}
@@ -109,6 +109,10 @@ class MlflowStudyCallback(Callback):
         self.tracker.link_pretrain(run_id, key, pretrain_run, reused=bool(result.get(M_REUSED)))
         if key in self._pretrain_runs:  # fine-tuning started: the pre-training it ran has finished
             self.tracker.end_trial(self._pretrain_runs[key], schema.STATUS_COMPLETED)
+
+    def config(self, trial) -> dict:
+        """The trial's knobs and settings as the trial driver gets them."""
+        return trial.config
 
     def params(self, config: dict) -> dict[str, str]:
         knobs = knob_values(config, frozenset(self.spec.search.space))
@@ -173,7 +177,7 @@ class MlflowStudyCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         run_id = self._run_id(trial)
-        status = trial_status(self.spec, trial.config, trial.last_result or {})
+        status = trial_status(self.spec, self.config(trial), trial.last_result or {})
         self._finish_artifacts(trial, run_id)
         self.tracker.end_trial(run_id, status)
 
@@ -206,12 +210,17 @@ class ConfirmCallback(MlflowStudyCallback):
 
     role = schema.ROLE_CONFIRM
 
+    def config(self, trial) -> dict:
+        from thoraxmae.study.confirm import CONFIG_KEY
+
+        return trial.config[CONFIG_KEY]
+
     def _run_id(self, trial) -> str:
         from thoraxmae.study.confirm import CONFIG_RECIPE, CONFIG_SEED, CONFIG_SOURCE
 
         run_id = self._runs.get(trial.trial_id)
         if run_id is None:
-            c = trial.config
+            c = self.config(trial)
             tags = {schema.TAG_RECIPE: str(c[CONFIG_RECIPE])}
             if c.get(CONFIG_SOURCE):
                 tags[schema.TAG_SOURCE_RUN] = str(c[CONFIG_SOURCE])
@@ -248,6 +257,7 @@ def trial_status(spec: StudySpec, config: dict, last_result: dict) -> str:
     """A trial Tune ended without error: completed when its scored phase ran all its epochs (or
     ASHA's max_t), pruned when ASHA stopped it earlier."""
     phase = spec.scored_phase
+    config = config.get("confirm", config)  # a confirmation trial's knobs sit under one key (study/confirm.py)
     knobs = knob_values(config, frozenset(spec.search.space))
     epochs = apply_knobs(spec.phase_config(phase), phase, knobs).epochs
     if spec.search.scheduler.type == "asha":
