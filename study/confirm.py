@@ -22,6 +22,7 @@ import yaml
 
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
+from thoraxmae.study.mlflow_callback import MlflowStudyCallback
 from thoraxmae.study.spec import StudySpec
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,31 @@ def confirm_points(spec: StudySpec, runs, top: int, seeds: int, reference: Path 
             for label, rid, knobs in recipes for i in range(seeds)]
 
 
+class ConfirmCallback(MlflowStudyCallback):
+    """Confirmation runs (study/confirm.py): role confirm, tagged with the recipe they repeat, param seed."""
+
+    role = schema.ROLE_CONFIRM
+
+    def config(self, trial) -> dict:
+        return trial.config[CONFIG_KEY]
+
+    def _run_id(self, trial) -> str:
+        run_id = self._runs.get(trial.trial_id)
+        if run_id is None:
+            c = self.config(trial)
+            tags = {schema.TAG_RECIPE: str(c[CONFIG_RECIPE])}
+            if c.get(CONFIG_SOURCE):
+                tags[schema.TAG_SOURCE_RUN] = str(c[CONFIG_SOURCE])
+            params = {**self.params(c), schema.PARAM_SEED: str(c[CONFIG_SEED]), "finetune.seed": str(c[CONFIG_SEED])}
+            run_id = self.tracker.start_trial(trial.trial_id, params, role=schema.ROLE_CONFIRM, tags=tags)
+            self._runs[trial.trial_id] = run_id
+            self._logged[run_id] = self.tracker.logged_steps(run_id)
+        return run_id
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.tracker.end_study()  # the study's pre-training costs stay the search's
+
+
 def confirm_driver(config: dict[str, Any], spec: StudySpec) -> None:
     """Tune trainable of a confirmation run: the study's trial driver with the recipe's seed."""
     from thoraxmae.study.trial import trial_driver
@@ -114,7 +140,6 @@ def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = 
     from ray.tune import Tuner
 
     from thoraxmae.study.lookup import find_study
-    from thoraxmae.study.mlflow_callback import ConfirmCallback
     from thoraxmae.study.tune import DRIVER_RESOURCES, quiet_tune, start_pretrain_coordinator
 
     if "finetune" not in spec.phases:

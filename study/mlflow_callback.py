@@ -205,35 +205,6 @@ class MlflowStudyCallback(Callback):
             log.warning("trial %s: artifacts not logged: %s", trial.trial_id, exc)
 
 
-class ConfirmCallback(MlflowStudyCallback):
-    """Confirmation runs (study/confirm.py): role confirm, tagged with the recipe they repeat, param seed."""
-
-    role = schema.ROLE_CONFIRM
-
-    def config(self, trial) -> dict:
-        from thoraxmae.study.confirm import CONFIG_KEY
-
-        return trial.config[CONFIG_KEY]
-
-    def _run_id(self, trial) -> str:
-        from thoraxmae.study.confirm import CONFIG_RECIPE, CONFIG_SEED, CONFIG_SOURCE
-
-        run_id = self._runs.get(trial.trial_id)
-        if run_id is None:
-            c = self.config(trial)
-            tags = {schema.TAG_RECIPE: str(c[CONFIG_RECIPE])}
-            if c.get(CONFIG_SOURCE):
-                tags[schema.TAG_SOURCE_RUN] = str(c[CONFIG_SOURCE])
-            params = {**self.params(c), schema.PARAM_SEED: str(c[CONFIG_SEED]), "finetune.seed": str(c[CONFIG_SEED])}
-            run_id = self.tracker.start_trial(trial.trial_id, params, role=schema.ROLE_CONFIRM, tags=tags)
-            self._runs[trial.trial_id] = run_id
-            self._logged[run_id] = self.tracker.logged_steps(run_id)
-        return run_id
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.tracker.end_study()  # the study's pre-training costs stay the search's
-
-
 def pretrain_costs(spec: StudySpec, trial_keys: dict[str, str]) -> dict[str, float]:
     """The parent run's pre-training compute: spent by this study (keys it pre-trained) vs pre-training in
     every trial (each trial pays its key's full cost), per cost unit."""

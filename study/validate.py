@@ -7,17 +7,18 @@ a valid value of the knob.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from thoraxmae.study.coverage import coverage_problems
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.space import PHASES, check_value, split_knob
 
-if TYPE_CHECKING:
-    from thoraxmae.study.spec import StudySpec
+# `Spec` is study.spec.StudySpec, which calls these checks from its validator: named, not imported,
+# so spec.py and this module form no import circle.
+Spec = Any
 
 
-def semantic_problems(spec: StudySpec) -> list[str]:
+def semantic_problems(spec: Spec) -> list[str]:
     """Meaning checks across sections; each problem starts with the field path."""
     problems = []
     for phase in PHASES:
@@ -58,7 +59,7 @@ def semantic_problems(spec: StudySpec) -> list[str]:
     return problems
 
 
-def _size_problems(spec: StudySpec) -> list[str]:
+def _size_problems(spec: Spec) -> list[str]:
     """Sizes that would only fail (or exhaust memory) inside a trial: patches per image."""
     from thoraxmae.trainers.models.presets import resolve_model
 
@@ -69,14 +70,14 @@ def _size_problems(spec: StudySpec) -> list[str]:
             f"at most {MAX_PATCHES} (e.g. 1024 px at patch 16)")]
 
 
-def _max_epochs(spec: StudySpec) -> int:
+def _max_epochs(spec: Spec) -> int:
     dist = spec.search.space.get(f"{spec.scored_phase}.epochs")
     if dist is not None:
         return int(max(v for _, v in dist.bounds()))
     return getattr(spec, spec.scored_phase).epochs
 
 
-def _knob_problems(spec: StudySpec, knob: str, dist: Any) -> list[str]:
+def _knob_problems(spec: Spec, knob: str, dist: Any) -> list[str]:
     path = f"search.space.{knob}"
     try:
         phase, field = split_knob(knob)
@@ -95,7 +96,7 @@ def _knob_problems(spec: StudySpec, knob: str, dist: Any) -> list[str]:
     return problems
 
 
-def _point_problems(spec: StudySpec, i: int, raw: Any, point: dict[str, Any]) -> list[str]:
+def _point_problems(spec: Spec, i: int, raw: Any, point: dict[str, Any]) -> list[str]:
     problems = []
     for knob, value in point.items():
         path = f"search.points_to_evaluate[{i}].{knob}"
@@ -112,7 +113,7 @@ def _point_problems(spec: StudySpec, i: int, raw: Any, point: dict[str, Any]) ->
 MAX_PATCHES = 4096  # tokens per image: a 64x64 patch grid (1024 px at patch 16); the paper uses 14x14
 
 
-def check_files(spec: StudySpec, source: str = "<spec>") -> None:
+def check_files(spec: Spec, source: str = "<spec>") -> None:
     """SpecError naming the field unless every data store is a prepared store of this thoraxmae's format
     and every fine-tuning init (fixed or searched) is a checkpoint of a known format (and of init_format)."""
     for section in ("data", "pretrain_data"):
@@ -130,7 +131,7 @@ def check_files(spec: StudySpec, source: str = "<spec>") -> None:
         _check_checkpoint(_init_file(spec, init), formats, f"{source}: finetune.init")
 
 
-def _init_file(spec: StudySpec, init: Path | str) -> Path:
+def _init_file(spec: Spec, init: Path | str) -> Path:
     """The checkpoint file of an init: a path, or a registered pre-training (`registry:<key>`, study.pretrain_registry)."""
     from thoraxmae.study.pretrain_registry import REF_PREFIX, Registry
 

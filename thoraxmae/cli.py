@@ -12,9 +12,10 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from thoraxmae import demo
     from thoraxmae.analysis import cli as analysis_cli
     from thoraxmae.datasets import cli as data_cli
-    from thoraxmae.study import cli_demo, cli_evaluate, cli_study, cli_train
+    from thoraxmae.study import cli_evaluate, cli_study, cli_train
 
     parser = argparse.ArgumentParser(
         prog="thoraxmae",
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_evaluate.register(sub)
     cli_study.register(sub)
     analysis_cli.register(sub)
-    cli_demo.register(sub)
+    demo.register(sub)
     return parser
 
 

@@ -31,16 +31,10 @@ LAYER = {**{p: i for i, p in enumerate(PACKAGES)}, SHELL: len(PACKAGES)}
 CONTEXTS = ("module", "type_checking", "function", "lazy")  # lazy: a module name as a string (importlib)
 
 # CLI registration modules that may import a higher layer, lazily (inside a function) and nothing else.
-ALLOWED_UPWARD = {
-    "thoraxmae.study.cli_demo": {"analysis"},  # `thoraxmae demo` ends with the report and prints its summary
-}
+ALLOWED_UPWARD: dict[str, set[str]] = {}  # none: `thoraxmae demo` lives in the shell (thoraxmae/demo.py)
 # Circles being opened right now (issue 10); each one's xfail(strict) test turns red once it is gone,
 # as a reminder to delete its entry here.
-KNOWN_CIRCLES = {
-    # validate (and coverage, since ab00c69) import StudySpec under TYPE_CHECKING; spec imports both
-    "study: spec -> validate -> coverage -> spec": frozenset(
-        {"thoraxmae.study.spec", "thoraxmae.study.validate", "thoraxmae.study.coverage"}),
-}
+KNOWN_CIRCLES: dict[str, frozenset[str]] = {}  # none left: spec/validate/coverage opened (issue 10)
 
 
 @dataclass(frozen=True)

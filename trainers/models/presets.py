@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from thoraxmae.trainers.config import ModelConfig
+from pydantic import BaseModel
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class ResolvedModel:
         return self.grid_size**2
 
 
-def resolve_model(cfg: ModelConfig) -> ResolvedModel:
+def resolve_model(cfg: BaseModel) -> ResolvedModel:
+    # cfg: a trainers.config.ModelConfig (not imported: config's validator calls this function)
     """Apply the resolution rule of this module's docstring; ValueError names the offending field."""
     if cfg.name not in PRESETS:
         raise ValueError(f"model.name={cfg.name!r} is not one of {sorted(PRESETS)}")
