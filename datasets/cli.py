@@ -38,11 +38,14 @@ exit code 2. Heavy imports stay inside the handlers so `thoraxmae --help` is ins
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from thoraxmae.datasets.config import is_uri
 from thoraxmae.datasets.errors import DataError
 from thoraxmae.datasets.resolution import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, check_size
 
@@ -69,7 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = dsub.add_parser("prepare", help="decode a dataset once into a store of resized uint8 shards")
     r.add_argument("source_dir", type=Path, help="dataset folder")
     r.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
-    r.add_argument("--out", required=True, type=Path, help="store folder")
+    r.add_argument("--out", required=True, type=_store_location,
+                   help="store folder, or an object-store URI (s3://bucket/stores/nih768, gs://...): prepared in "
+                   "a temp folder, then uploaded")
     r.add_argument("--size", type=int, default=DEFAULT_SIZE,
                    help=f"largest shorter side of a stored image in px, {MIN_SIZE}-{MAX_SIZE}; smaller images are kept "
                         f"as they are (default {DEFAULT_SIZE})")
@@ -221,16 +226,28 @@ def _phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_location(text: str) -> Path | str:
+    """--out: a URI stays text (a Path would fold `s3://b` into `s3:/b`), anything else is a folder."""
+    return text if is_uri(text) else Path(text)
+
+
 def _prepare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from thoraxmae.datasets.remote import upload_store
     from thoraxmae.datasets.store import prepare_store
 
     check_size(args.size, "--size")  # before any source is read or pixel allocated
     table = _table(args)
-    with progress_bar(f"prepare {table.name}", len(table), enabled=not args.quiet) as bar:
-        manifest = prepare_store(table, args.out, size=args.size, workers=args.workers, strict=args.strict,
-                                 progress=bar, shard_size=args.shard_size)
+    with contextlib.ExitStack() as stack:
+        out = args.out
+        if is_uri(args.out):  # prepared here, then uploaded (shards first, the manifest last)
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="thoraxmae-store-"))) / "store"
+        with progress_bar(f"prepare {table.name}", len(table), enabled=not args.quiet) as bar:
+            manifest = prepare_store(table, out, size=args.size, workers=args.workers, strict=args.strict,
+                                     progress=bar, shard_size=args.shard_size)
+        if is_uri(args.out):
+            upload_store(out, args.out)
     console = Console()
     if "sources" in table.notes:
         console.print("mixture of " + ", ".join(f"{p['name']} ({p['format']} {p['dir']}: {p['images']} images)"
@@ -241,7 +258,7 @@ def _prepare(args: argparse.Namespace) -> int:
     failed = manifest["failed"]
     if failed:
         console.print(f"[yellow]{len(failed)} image(s) could not be decoded and were skipped "
-                      f"(all listed in {args.out / 'manifest.json'}):[/yellow]", soft_wrap=True)
+                      f"(all listed in {args.out}/manifest.json):[/yellow]", soft_wrap=True)
         for f in failed[:SHOWN_FAILURES]:
             console.print(f"  {f['reason']}", markup=False, highlight=False, soft_wrap=True)
     else:

@@ -1,15 +1,22 @@
 """The data config that datasets/ consumes (composed into the study spec as `data`)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # docs/data-formats.md: NIH ChestX-ray14 pixel statistics used by the paper (same for the 3 channels).
 NIH_MEAN = 0.5056
 NIH_STD = 0.252
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(store: Path | str) -> bool:
+    """True for an object-store URI (`s3://...`, `gs://...`: any `scheme://`); a Path or a plain path is local."""
+    return isinstance(store, str) and bool(_URI.match(store))
 
 
 class DataConfig(BaseModel):
@@ -17,7 +24,8 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    store: Path = Field(description="prepared store folder (thoraxmae data prepare --out)")
+    store: Path | str = Field(description="prepared store: a folder (a Path) or an object-store URI such as "
+                              "s3://bucket/stores/nih768 (a str; fetched once per node, datasets.remote)")
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -25,3 +33,9 @@ class DataConfig(BaseModel):
     std: float = Field(NIH_STD, gt=0, lt=1)
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per Ray Train worker")
     in_chans: int = Field(3, description="channels fed to the model (gray copied to 3)")
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _folder_or_uri(cls, value: object) -> object:
+        """A URI stays a str (a Path would fold `s3://b` into `s3:/b`); any other text is a folder."""
+        return Path(value) if isinstance(value, str) and not is_uri(value) else value

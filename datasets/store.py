@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.remote import local_store
 from thoraxmae.datasets.resolution import DEFAULT_SIZE, check_size
 from thoraxmae.datasets.store_pool import worker_pool
 from thoraxmae.datasets.store_read import MANIFEST, Store, check_store, open_store
@@ -106,7 +107,9 @@ def prepare_store(table: SourceTable, out: Path, size: int = DEFAULT_SIZE, worke
 
 def verify_store(path: Path | str) -> str:
     """Re-hash every shard of a store from its file; returns the content hash (the manifest's when intact).
-    A shard whose contents differ from the hash recorded when it was written is a DataError naming it."""
+    A shard whose contents differ from the hash recorded when it was written is a DataError naming it.
+    A URI's store is fetched into the node's cache first (datasets.remote) and its cached copy re-hashed."""
+    path = local_store(path)
     manifest = check_store(path)
     digests = {}
     for i, entry in enumerate(manifest["shards"]):

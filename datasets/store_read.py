@@ -1,5 +1,7 @@
 """Reading a prepared store: `open_store(path) -> Store`, memory-mapped and shareable by many processes;
-`check_store(path)`, the cheap check a caller runs before starting anything expensive (Ray, a study)."""
+`check_store(path)`, the cheap check a caller runs before starting anything expensive (Ray, a study).
+Both accept an object-store URI (`s3://...`, `gs://...`): `open_store` reads the node-local copy
+datasets.remote fetches once; `check_store` reads only the remote manifest and lists the shard objects."""
 from __future__ import annotations
 
 import json
@@ -7,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from thoraxmae.datasets import remote
 from thoraxmae.datasets.errors import DataError
 from thoraxmae.datasets.store_shards import FORMAT_VERSION, fixed_list, open_shard
 from thoraxmae.datasets.table import SPLITS
@@ -20,7 +23,8 @@ class Store:
     in-memory arrays. Pickling keeps only the path (a worker process re-opens the files)."""
 
     def __init__(self, path: Path | str):
-        self.path = Path(path)
+        self.source = str(path) if remote.is_uri(path) else None  # the URI a cached copy was fetched from
+        self.path = remote.local_store(path)
         self.manifest = check_store(self.path)
         m = self.manifest
         self.size: int = int(m["size"])  # the stored images' shorter side is at most this
@@ -55,7 +59,7 @@ class Store:
                 f"{len(self.label_names)} labels)")
 
     def __getstate__(self) -> dict:
-        return {"path": str(self.path)}
+        return {"path": self.source or str(self.path)}  # a URI: each node re-opens its own cached copy
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["path"])
@@ -93,7 +97,16 @@ class Store:
 def check_store(path: Path | str) -> dict:
     """The store's manifest, after the checks that need no pixel read: the manifest exists and parses,
     its format version is the one this thoraxmae reads, and every shard file it lists is present.
-    Raises a one-line DataError naming the store (and, for a version mismatch, both versions)."""
+    Raises a one-line DataError naming the store (and, for a version mismatch, both versions).
+    For a URI: the remote manifest, and the shard objects it lists (nothing is downloaded)."""
+    if remote.is_uri(path):
+        uri = str(path).rstrip("/")
+        manifest = _checked(remote.read_manifest_uri(uri), uri, f"{uri}/{MANIFEST}")
+        missing = remote.missing_shards(uri, manifest)
+        if missing:
+            raise DataError(f"{uri}/{missing[0]}: store shard missing (listed in {MANIFEST}); re-run "
+                            f"`thoraxmae data prepare --out {uri}`")
+        return manifest
     path = Path(path)
     file = path / MANIFEST
     if not file.is_file():
@@ -105,6 +118,16 @@ def check_store(path: Path | str) -> dict:
         raise DataError(f"{file}: unreadable store manifest ({e})") from e
     if not isinstance(manifest, dict):
         raise DataError(f"{file}: unreadable store manifest (not a JSON object)")
+    _checked(manifest, path, file)
+    for entry in manifest["shards"]:
+        shard = path / entry["file"]
+        if not shard.is_file():
+            raise DataError(f"{shard}: store shard missing (listed in {MANIFEST}); re-run `thoraxmae data prepare`")
+    return manifest
+
+
+def _checked(manifest: dict, path: Path | str, file: Path | str) -> dict:
+    """The format version is the one this thoraxmae reads and the manifest has the keys readers need."""
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise DataError(f"{path}: store format version {version!r}, this thoraxmae reads version {FORMAT_VERSION}; "
@@ -112,10 +135,6 @@ def check_store(path: Path | str) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise DataError(f"{file}: manifest lacks {missing}")
-    for entry in manifest["shards"]:
-        shard = path / entry["file"]
-        if not shard.is_file():
-            raise DataError(f"{shard}: store shard missing (listed in {MANIFEST}); re-run `thoraxmae data prepare`")
     return manifest
 
 

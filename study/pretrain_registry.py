@@ -59,6 +59,16 @@ class PretrainEntry:
 
 def store_content_hash(store: Path | str) -> str:
     """The prepared store's content hash (its manifest's), so a rebuilt store gives new keys."""
+    from thoraxmae.datasets.config import is_uri
+
+    if is_uri(store):  # an object-store URI: its remote manifest
+        from thoraxmae.datasets.errors import DataError
+        from thoraxmae.datasets.remote import read_manifest_uri
+
+        try:
+            return str(read_manifest_uri(str(store))["content_hash"])
+        except (DataError, KeyError) as exc:
+            raise SpecError(f"{store}: cannot read the store's content hash ({exc})") from None
     manifest = Path(store) / "manifest.json"
     try:
         return str(json.loads(manifest.read_text())["content_hash"])

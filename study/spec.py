@@ -38,7 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from thoraxmae.datasets.config import DataConfig
+from thoraxmae.datasets.config import DataConfig, is_uri
 from thoraxmae.study import schema, validate
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.space import KnobSpace
@@ -330,8 +330,8 @@ def _resolve_paths(raw: dict, base: Path, overridden: set[tuple[str, ...]]) -> N
         node = raw
         for f in fields[:-1]:
             node = node.get(f) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or not isinstance(node.get(fields[-1]), str):
-            continue
+        if not isinstance(node, dict) or not isinstance(node.get(fields[-1]), str) or is_uri(node[fields[-1]]):
+            continue  # an object-store URI (s3://...) is not a path
         root = Path.cwd() if fields in overridden else base
         node[fields[-1]] = str((root / Path(node[fields[-1]]).expanduser()).resolve())
     init = ((raw.get("search") or {}).get("space") or {}).get("finetune.init") if isinstance(raw.get("search"), dict) else None

@@ -119,7 +119,7 @@ def check_files(spec: Spec, source: str = "<spec>") -> None:
     for section in ("data", "pretrain_data"):
         d = getattr(spec, section)
         if d is not None:
-            _check_store(Path(d.store), f"{source}: {section}.store")
+            _check_store(d.store, f"{source}: {section}.store")
     ft = spec.finetune
     if ft is None:
         return
@@ -140,11 +140,12 @@ def _init_file(spec: Spec, init: Path | str) -> Path:
     return Path(init).expanduser()
 
 
-def _check_store(store: Path, where: str) -> None:
+def _check_store(store: Path | str, where: str) -> None:
     from thoraxmae.datasets import store_read
+    from thoraxmae.datasets.config import is_uri
     from thoraxmae.datasets.errors import DataError
 
-    if not (store / store_read.MANIFEST).is_file():
+    if not is_uri(store) and not (Path(store) / store_read.MANIFEST).is_file():
         raise SpecError(f"{where}: no prepared store at {store} ({store_read.MANIFEST} missing); create one with "
                         f"`thoraxmae data prepare ... --out {store}`")
     try:
