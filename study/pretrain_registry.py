@@ -7,7 +7,7 @@ of workers (the global batch sets the LR), the data config, the store's content 
 studies, `<storage_path>/pretrain-registry/<key>/`, so studies that share a storage share it:
 
     key.json      what the key covers (human-readable)
-    run/          the Ray Train run of that pre-training (checkpoints; a killed one resumes from here)
+    pretrain/     the Ray Train run of that pre-training (checkpoints; a killed one resumes from here)
     entry.json    written once it finished: the checkpoint, its last metrics, its cost, who ran it
 
 Two trials of one study that need the same key at once do the work once: a `PretrainCoordinator`
@@ -37,7 +37,7 @@ KEY_VERSION = 1
 REGISTRY_DIR = "pretrain-registry"
 KEY_FILE = "key.json"
 ENTRY_FILE = "entry.json"
-RUN_NAME = "run"
+RUN_NAME = "pretrain"  # the Train run's name (it ends like every pre-training run: `...-pretrain` / `pretrain`)
 REF_PREFIX = "registry:"  # finetune.init: registry:<key or unique key prefix>
 LEASE_S = 60.0
 # Pre-training fields that do not change the weights it produces.
