@@ -1,6 +1,7 @@
 """Loader throughput: the reference input path vs the prepared store, side by side on the same images.
 
     .venv/bin/python benchmarks/loader.py [--images 64] [--epochs 2] [--repeats 3] [--batch 32] [--store-size 768 ...]
+        [--store s3://bucket/bench/nih768]
 
 (a) reference: decode a 1024x1024 PNG with PIL, convert to RGB, timm's training transform
     (create_transform(224, is_training=True, auto_augment="rand-m6-mstd0.5-inc1", interpolation="bicubic"):
@@ -14,10 +15,15 @@ figures are images per CPU second of that process (= per core; a machine shared 
 not lower them much), with the wall-clock rates alongside. (a) and (b) alternate `--repeats` times and
 the medians are reported. Also printed: the store's disk size,
 scaled to 100,000 images. The 1024 px phantom PNGs are generated in a temp dir first.
+(c) with --store URI (an object store; endpoint and credentials from the AWS_* / GOOGLE_* environment):
+    the first --store-size store is uploaded there, then read as a study's workers read it
+    (datasets.remote: fetched into an empty node-local cache, checked, memory-mapped). Printed in wall-clock
+    images/s: the first epoch (fetch included), the steady state (later epochs), and (b)'s wall-clock rate.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -69,6 +75,21 @@ def images_per_second(loader: DataLoader, epochs: int) -> tuple[float, float]:
     return n / (time.process_time() - cpu), n / (time.perf_counter() - wall)
 
 
+def remote_rates(local_store_dir: Path, args: argparse.Namespace, tmp: Path) -> tuple[float, float]:
+    """(first-epoch, steady-state) wall-clock images/s reading the store from args.store into an empty cache."""
+    from thoraxmae.datasets.remote import upload_store
+
+    upload_store(local_store_dir, args.store)
+    os.environ["THORAXMAE_CACHE_DIR"] = str(tmp / "cache")  # empty: the first epoch fetches
+    transform = build_finetune_transform(IMG_SIZE, 0.08, MAGNITUDE, True, NIH_MEAN, NIH_STD)
+    start = time.perf_counter()
+    loader = make_loader(StoreDataset(args.store, "train", transform), batch_size=args.batch, train=True)
+    n = sum(len(batch[0]) for batch in loader)
+    first = n / (time.perf_counter() - start)
+    steady = statistics.median(images_per_second(loader, args.epochs)[1] for _ in range(args.repeats))
+    return first, steady
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
@@ -77,6 +98,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--store-size", type=int, nargs="+", default=[DEFAULT_SIZE],
                         help=f"store side(s) to measure (default: the `data prepare` default, {DEFAULT_SIZE})")
+    parser.add_argument("--store", help="also read the first store from this object-store URI (s3://..., gs://...)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,6 +128,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, loader in loaders.items():
                 runs[name].append(images_per_second(loader, args.epochs))
+        remote = remote_rates(Path(tmp) / f"store{args.store_size[0]}", args, Path(tmp)) if args.store else None
     rate = {name: statistics.median(r[0] for r in rs) for name, rs in runs.items()}
     walls = {name: ", ".join(f"{r[1]:.1f}" for r in rs) for name, rs in runs.items()}
     print("images per CPU second (= per core), median of the runs; wall-clock rates of the runs in brackets")
@@ -114,6 +137,11 @@ def main() -> None:
     for size in args.store_size:
         print(f"(b) ours       store {size} px + gray transform, RandAug m{MAGNITUDE}:   {rate[size]:8.1f} img/s per core "
               f"[{walls[size]}]  ratio (b)/(a) {rate[size] / rate['reference']:.1f}x (target >= 10x)")
+    if remote is not None:
+        first, steady = remote
+        local = statistics.median(r[1] for r in runs[args.store_size[0]])
+        print(f"(c) object store {args.store} ({args.store_size[0]} px), wall-clock img/s: first epoch (fetch "
+              f"included) {first:.1f}, steady state {steady:.1f}; local disk (b) {local:.1f}")
 
 
 if __name__ == "__main__":
