@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thoraxmae.datasets.config import DataConfig, is_uri
 from thoraxmae.study import schema, validate
@@ -144,6 +144,15 @@ class StudySpec(BaseModel):
     tracking: TrackingConfig = TrackingConfig()
     confirm: ConfirmConfig | None = None
     storage_path: Path | None = Field(None, description="Tune storage; default <cwd>/studies")
+
+    @field_validator("storage_path", mode="before")
+    @classmethod
+    def _local_storage(cls, value: object) -> object:
+        """Not yet an object-store URI: Path() would fold `s3://b/x` into a local `s3:/b/x`."""
+        if is_uri(value):
+            raise ValueError(f"{value}: an object-store URI is not supported for storage_path yet; give a folder "
+                             "that every node reaches (a shared file system); stores (data.store) may be URIs")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
