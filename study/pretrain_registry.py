@@ -159,6 +159,13 @@ class Registry:
         shutil.rmtree(self.folder(key), ignore_errors=True)
 
 
+def resolve_init(storage_path: Path | str, init: Path | str | None) -> Path | None:
+    """`finetune.init` as a file: `registry:<key or prefix>` becomes that pre-training's checkpoint."""
+    if init is not None and str(init).startswith(REF_PREFIX):
+        return Path(Registry(storage_path).resolve(str(init)).checkpoint)
+    return None if init is None else Path(init)
+
+
 def checkpoint_problem(path: Path) -> str | None:
     """Why a registered checkpoint cannot be used (missing, empty, damaged zip), or None."""
     if not path.is_file():

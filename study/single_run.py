@@ -43,6 +43,10 @@ def run_single(spec: StudySpec, phase: str) -> tuple[str, ray.train.Result]:
     from thoraxmae.trainers import api
 
     cfg = spec.phase_config(phase)
+    if phase == "finetune" and cfg.init is not None:  # `registry:<key>` -> the registered checkpoint
+        from thoraxmae.study.pretrain_registry import resolve_init
+
+        cfg = cfg.model_copy(update={"init": resolve_init(spec.storage_path, cfg.init)})
     tracker = StudyTracker(spec)
     run_id = tracker.start_single(phase, trial_params(spec, {phase: cfg}))
     run_config = ray.train.RunConfig(

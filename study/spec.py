@@ -341,6 +341,8 @@ def _resolve_paths(raw: dict, base: Path, overridden: set[tuple[str, ...]]) -> N
             node = node.get(f) if isinstance(node, dict) else None
         if not isinstance(node, dict) or not isinstance(node.get(fields[-1]), str) or is_uri(node[fields[-1]]):
             continue  # an object-store URI (s3://...) is not a path
+        if node[fields[-1]].startswith("registry:"):  # a registered pre-training (study/pretrain_registry.py)
+            continue
         root = Path.cwd() if fields in overridden else base
         node[fields[-1]] = str((root / Path(node[fields[-1]]).expanduser()).resolve())
     init = ((raw.get("search") or {}).get("space") or {}).get("finetune.init") if isinstance(raw.get("search"), dict) else None

@@ -94,3 +94,19 @@ def test_coordinator_grants_one_trial_and_expires_dead_holders():
     import time
     time.sleep(0.1)  # t2 died without releasing: its lease runs out
     assert c.claim("k", "t3") == "t3"
+
+
+def test_a_registry_reference_resolves_to_the_checkpoint_and_survives_spec_loading(tmp_path, store):
+    from thoraxmae.study.pretrain_registry import resolve_init
+    from thoraxmae.study.spec import load_spec
+
+    registry = Registry(tmp_path / "studies")
+    ckpt = _finished(registry, "abcdef123456")
+    assert resolve_init(tmp_path / "studies", "registry:abcdef") == Path(ckpt)
+    assert resolve_init(tmp_path / "studies", tmp_path / "x.pt") == tmp_path / "x.pt"
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(f"name: fromreg\\nstage: finetune\\ndata: {{store: {store}}}\\n"
+                         f"model: {{name: vit_tiny_test}}\\nfinetune: {{epochs: 2, warmup_epochs: 1, "
+                         f"init: 'registry:abcdef'}}\\nstorage_path: {tmp_path / 'studies'}\\n")
+    spec = load_spec(spec_file, check_files=False)
+    assert str(spec.finetune.init) == "registry:abcdef"  # not turned into <folder>/registry:abcdef
