@@ -105,8 +105,8 @@ def test_a_registry_reference_resolves_to_the_checkpoint_and_survives_spec_loadi
     assert resolve_init(tmp_path / "studies", "registry:abcdef") == Path(ckpt)
     assert resolve_init(tmp_path / "studies", tmp_path / "x.pt") == tmp_path / "x.pt"
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(f"name: fromreg\\nstage: finetune\\ndata: {{store: {store}}}\\n"
-                         f"model: {{name: vit_tiny_test}}\\nfinetune: {{epochs: 2, warmup_epochs: 1, "
-                         f"init: 'registry:abcdef'}}\\nstorage_path: {tmp_path / 'studies'}\\n")
+    spec_file.write_text(f"name: fromreg\nstage: finetune\ndata: {{store: {store}}}\n"
+                         f"model: {{name: vit_tiny_test}}\nfinetune: {{epochs: 2, warmup_epochs: 1, "
+                         f"init: 'registry:abcdef'}}\nstorage_path: {tmp_path / 'studies'}\n")
     spec = load_spec(spec_file, check_files=False)
     assert str(spec.finetune.init) == "registry:abcdef"  # not turned into <folder>/registry:abcdef
