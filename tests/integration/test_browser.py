@@ -38,7 +38,8 @@ def demo(tmp_path_factory) -> Demo:
     """`thoraxmae demo --n 300 --trials 2` in a fresh folder, as a user runs it."""
     browser.chromium()  # skip before spending the demo's two minutes
     out = tmp_path_factory.mktemp("demo")
-    cmd = [str(Path(sys.executable).with_name("thoraxmae")), "demo", "--out", str(out), "--n", "300", "--trials", "2"]
+    cmd = [str(Path(sys.executable).with_name("thoraxmae")), "demo", "--out", str(out), "--n", "300", "--trials", "2",
+           "--confirm-seeds", "0"]  # the confirmation path: tests/integration/test_confirm.py
     done = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=DEMO_TIMEOUT_S,
                           check=False)
     said = f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
