@@ -69,12 +69,17 @@ def init_ray(**local_options) -> float:
         with _local_node_ip():
             ray.init(address="local", **options)  # "local": never a cluster some `ray start` left here
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_env(saved)
     return time.monotonic() - t0
+
+
+def restore_env(saved: dict[str, str | None]) -> None:
+    """Put environment variables back as `saved` ({name: value, or None when it was unset})."""
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @contextlib.contextmanager

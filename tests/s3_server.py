@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from thoraxmae.study.tune import free_ports
+from thoraxmae.study.tune import free_ports, restore_env
 
 BUCKET = "thoraxmae-test"
 
@@ -42,11 +42,7 @@ def moto_server(log: Path) -> Iterator[dict[str, str]]:
                             allow_bucket_creation=True).create_dir(BUCKET)
             yield env
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            restore_env(saved)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
