@@ -107,8 +107,9 @@ class Registry:
             _write_json(folder / KEY_FILE, payload)
         return folder
 
-    def lookup(self, key: str) -> PretrainEntry | None:
-        """The finished entry of key, or None. A damaged or missing checkpoint discards the entry (warning)."""
+    def lookup(self, key: str, verify: bool = True) -> PretrainEntry | None:
+        """The finished entry of key, or None. With `verify` (reading the whole checkpoint), a damaged or missing
+        checkpoint discards the entry (warning); without, only the entry's own record is read."""
         path = self.folder(key) / ENTRY_FILE
         if not path.is_file():
             return None
@@ -116,7 +117,7 @@ class Registry:
             entry = PretrainEntry(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError) as exc:
             return self._discard(key, f"its {ENTRY_FILE} is unreadable ({exc})")
-        problem = checkpoint_problem(Path(entry.checkpoint))
+        problem = checkpoint_problem(Path(entry.checkpoint)) if verify else None
         if problem:
             return self._discard(key, problem)
         return entry

@@ -197,12 +197,12 @@ def _shared_pretrain(spec: StudySpec, knobs: dict[str, Any], trial_id: str) -> t
 def resolve_encoder(spec: StudySpec, knobs: dict[str, Any]) -> dict[str, Any]:
     """`finetune.init` (searched, or the spec's fixed one) that names a registered pre-training
     (`registry:<key>`) -> its checkpoint file."""
-    from thoraxmae.study.pretrain_registry import resolve_init
+    from thoraxmae.study.pretrain_registry import REF_PREFIX, resolve_init
 
     if "finetune" not in spec.phases:
         return knobs
     init = knobs.get("finetune.init", spec.phase_config("finetune").init)
-    if init is not None and str(init).startswith("registry:"):
+    if init is not None and str(init).startswith(REF_PREFIX):
         return {**knobs, "finetune.init": str(resolve_init(spec.storage_path, init))}
     return knobs
 

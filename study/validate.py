@@ -133,11 +133,9 @@ def check_files(spec: Spec, source: str = "<spec>") -> None:
 
 def _init_file(spec: Spec, init: Path | str) -> Path:
     """The checkpoint file of an init: a path, or a registered pre-training (`registry:<key>`, study.pretrain_registry)."""
-    from thoraxmae.study.pretrain_registry import REF_PREFIX, Registry
+    from thoraxmae.study.pretrain_registry import resolve_init
 
-    if isinstance(init, str) and init.startswith(REF_PREFIX):
-        return Path(Registry(spec.storage_path).resolve(init).checkpoint)  # SpecError when not registered
-    return Path(init).expanduser()
+    return resolve_init(spec.storage_path, init).expanduser()  # SpecError when a reference is not registered
 
 
 def _check_store(store: Path | str, where: str) -> None:
