@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from thoraxmae.datasets.storage import Location
 from thoraxmae.study.pretrain_registry import (
     RUN_NAME,
     Lease,
@@ -42,11 +42,13 @@ def trial_key(spec: StudySpec, cfg: Any) -> tuple[str, dict[str, Any]]:
 
 
 def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
-                  run_phase: Callable[[str, Path, str], dict[str, Any]]) -> tuple[dict[str, Any], str, bool]:
+                  run_phase: Callable[[str, Location, str], dict[str, Any]]) -> tuple[dict[str, Any], str, bool]:
     """The finished pre-training for this trial's recipe: (final marker {"metrics", "checkpoint", "history",
-    "trial_id" (who ran it)}, key, reused).
+    "trial_id" (who ran it)}, key, reused). The marker's "checkpoint" is the checkpoint folder as a string: a
+    local path or a URI.
 
-    run_phase(name, runs_dir, key) runs (or resumes) the pre-training Train run and returns its final marker."""
+    run_phase(name, runs_dir, key) runs (or resumes) the pre-training Train run in the registry folder
+    runs_dir and returns its final marker."""
     import ray
 
     registry = Registry(spec.storage_path)
@@ -57,7 +59,7 @@ def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
         entry = registry.lookup(key)
         if entry is not None:
             log.info("trial %s: pre-training %s reused (%s)", trial_id, key, entry.checkpoint)
-            return {"metrics": entry.metrics, "checkpoint": str(Path(entry.checkpoint).parent),
+            return {"metrics": entry.metrics, "checkpoint": Location.of(entry.checkpoint).parent.uri,
                     "history": entry.history, "trial_id": entry.source.get("trial_id")}, key, True
         holder = ray.get(coordinator.claim.remote(key, trial_id))
         if holder == trial_id:
@@ -71,6 +73,6 @@ def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
         done = run_phase(RUN_NAME, registry.folder(key), key)
         if not done.get("checkpoint"):
             raise RuntimeError(f"pre-training {key} reported no checkpoint; nothing to fine-tune")
-        registry.record(key, str(Path(done["checkpoint"]) / CHECKPOINT_FILE), done["metrics"],
+        registry.record(key, str(Location.of(done["checkpoint"]) / CHECKPOINT_FILE), done["metrics"],
                         {"study": spec.name, "trial_id": trial_id}, history=done.get("history"))
     return {**done, "trial_id": trial_id}, key, False

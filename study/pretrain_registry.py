@@ -4,7 +4,8 @@ A pre-training result is identified by a key over everything that decides it: th
 pre-training config after the trial's knobs (minus bookkeeping such as `checkpoint_every`), the number
 of workers (the global batch sets the LR), the data config, the store's content hash and `KEY_VERSION`
 (bumped when the pre-training code changes what a checkpoint means). The registry lives beside the
-studies, `<storage_path>/pretrain-registry/<key>/`, so studies that share a storage share it:
+studies, `<storage_path>/pretrain-registry/<key>/`, so studies that share a storage share it (a local
+folder or an object store, always read and written through datasets.storage.Location):
 
     key.json      what the key covers (human-readable)
     pretrain/     the Ray Train run of that pre-training (checkpoints; a killed one resumes from here)
@@ -14,7 +15,8 @@ Two trials of one study that need the same key at once do the work once: a `Pret
 actor (one per study driver) grants the key to one trial, the others wait for its `entry.json`. The
 grant is a lease the holder renews; a holder that died without releasing it loses it after
 `LEASE_S`, and the next trial resumes the half-done Train run from its checkpoint. A finished entry
-whose checkpoint is missing or damaged is discarded with a warning and pre-trained again.
+whose checkpoint is missing or damaged is discarded with a warning and pre-trained again (on an object
+store "damaged" means a size other than the recorded one: the check must not download GB-sized files).
 See docs/architecture.md ("Pipeline studies").
 """
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import threading
 import time
 import zipfile
@@ -30,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from thoraxmae.datasets.config import is_uri
+from thoraxmae.datasets.storage import Location
 from thoraxmae.study.errors import SpecError
 
 log = logging.getLogger(__name__)
@@ -49,18 +52,17 @@ class PretrainEntry:
     """A finished, registered pre-training."""
 
     key: str
-    checkpoint: str  # the final checkpoint.pt
+    checkpoint: str  # the final checkpoint.pt: a local absolute path or a URI
     metrics: dict[str, Any] = field(default_factory=dict)
     cost: dict[str, float] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)  # study, trial_id, mlflow run id, finished_at
     recipe: dict[str, Any] = field(default_factory=dict)  # the pre-training config of the key
     history: list[dict[str, Any]] = field(default_factory=list)  # its epochs' results, as forwarded to Tune
+    checkpoint_bytes: int | None = None  # its size when recorded (None in entries older than the field)
 
 
 def store_content_hash(store: Path | str) -> str:
     """The prepared store's content hash (its manifest's), so a rebuilt store gives new keys."""
-    from thoraxmae.datasets.config import is_uri
-
     if is_uri(store):  # an object-store URI: its remote manifest
         from thoraxmae.datasets.errors import DataError
         from thoraxmae.datasets.remote import read_manifest_uri
@@ -89,27 +91,28 @@ def pretrain_key(payload: dict[str, Any]) -> str:
 
 
 class Registry:
-    """The registry folder of one storage path."""
+    """The registry folder of one storage path (a local folder or an object-store URI)."""
 
-    def __init__(self, storage_path: Path | str):
-        self.root = Path(storage_path) / REGISTRY_DIR
+    def __init__(self, storage_path: Location | Path | str):
+        self.root = Location.of(storage_path) / REGISTRY_DIR
 
-    def folder(self, key: str) -> Path:
+    def folder(self, key: str) -> Location:
         return self.root / key
 
-    def run_dir(self, key: str) -> Path:
+    def run_dir(self, key: str) -> Location:
         return self.folder(key) / RUN_NAME
 
-    def prepare(self, key: str, payload: dict[str, Any]) -> Path:
+    def prepare(self, key: str, payload: dict[str, Any]) -> Location:
         folder = self.folder(key)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()
         if not (folder / KEY_FILE).is_file():
             _write_json(folder / KEY_FILE, payload)
         return folder
 
     def lookup(self, key: str, verify: bool = True) -> PretrainEntry | None:
-        """The finished entry of key, or None. With `verify` (reading the whole checkpoint), a damaged or missing
-        checkpoint discards the entry (warning); without, only the entry's own record is read."""
+        """The finished entry of key, or None. With `verify` (reading the whole local checkpoint; an object's
+        existence and size), a damaged or missing checkpoint discards the entry (warning); without, only the
+        entry's own record is read."""
         path = self.folder(key) / ENTRY_FILE
         if not path.is_file():
             return None
@@ -117,7 +120,7 @@ class Registry:
             entry = PretrainEntry(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError) as exc:
             return self._discard(key, f"its {ENTRY_FILE} is unreadable ({exc})")
-        problem = checkpoint_problem(Path(entry.checkpoint)) if verify else None
+        problem = checkpoint_problem(entry.checkpoint, entry.checkpoint_bytes) if verify else None
         if problem:
             return self._discard(key, problem)
         return entry
@@ -129,22 +132,22 @@ class Registry:
         key_file = self.folder(key) / KEY_FILE
         if key_file.is_file():
             recipe = json.loads(key_file.read_text()).get("pretrain", {})
+        ckpt = Location.of(checkpoint)
         entry = PretrainEntry(key=key, checkpoint=checkpoint, metrics=_jsonable(metrics), cost=cost,
                               source={**source, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, recipe=recipe,
-                              history=[_jsonable(h) for h in history or []])
+                              history=[_jsonable(h) for h in history or []],
+                              checkpoint_bytes=ckpt.size() if ckpt.is_file() else None)
         _write_json(self.folder(key) / ENTRY_FILE, asdict(entry))
         return entry
 
     def entries(self) -> list[PretrainEntry]:
-        if not self.root.is_dir():
-            return []
-        found = (self.lookup(p.name) for p in sorted(self.root.iterdir()) if (p / ENTRY_FILE).is_file())
+        found = (self.lookup(p.name) for p in self.root.iterdir() if (p / ENTRY_FILE).is_file())
         return [e for e in found if e is not None]
 
     def resolve(self, ref: str) -> PretrainEntry:
         """`registry:<key or unique prefix>` -> its finished entry (SpecError otherwise)."""
         prefix = ref.removeprefix(REF_PREFIX)
-        matches = [p.name for p in self.root.glob(f"{prefix}*")] if prefix and self.root.is_dir() else []
+        matches = [p.name for p in self.root.iterdir() if p.name.startswith(prefix)] if prefix else []
         if len(matches) != 1:
             known = ", ".join(e.key for e in self.entries()) or "none"
             what = "matches no" if not matches else f"matches {len(matches)}"
@@ -157,18 +160,34 @@ class Registry:
 
     def _discard(self, key: str, why: str) -> None:
         log.warning("pre-training %s in %s: %s; discarding it, it will be pre-trained again", key, self.root, why)
-        shutil.rmtree(self.folder(key), ignore_errors=True)
+        try:
+            self.folder(key).rmtree()
+        except OSError as exc:  # gone already, or not ours to delete: the next pre-training overwrites it
+            log.warning("pre-training %s: cannot delete %s (%s)", key, self.folder(key), exc)
 
 
-def resolve_init(storage_path: Path | str, init: Path | str | None) -> Path | None:
-    """`finetune.init` as a file: `registry:<key or prefix>` becomes that pre-training's checkpoint."""
+def resolve_init(storage_path: Location | Path | str, init: Path | str | None) -> Path | str | None:
+    """`finetune.init` as a file: `registry:<key or prefix>` becomes that pre-training's checkpoint.
+    A local file comes back as a Path, an object-store one as its URI (never a Path, which would fold `s3://`)."""
     if init is not None and str(init).startswith(REF_PREFIX):
-        return Path(Registry(storage_path).resolve(str(init)).checkpoint)
-    return None if init is None else Path(init)
+        init = Registry(storage_path).resolve(str(init)).checkpoint
+    if init is None or is_uri(init):
+        return None if init is None else str(init)
+    return Path(init)
 
 
-def checkpoint_problem(path: Path) -> str | None:
-    """Why a registered checkpoint cannot be used (missing, empty, damaged zip), or None."""
+def checkpoint_problem(checkpoint: str, expected_bytes: int | None = None) -> str | None:
+    """Why a registered checkpoint cannot be used, or None. A local file: missing, empty, damaged zip. An
+    object: missing, or a size other than `expected_bytes` (the size recorded) -- it is not downloaded."""
+    if is_uri(checkpoint):
+        loc = Location.of(checkpoint)
+        if not loc.is_file():
+            return f"checkpoint {checkpoint} is missing"
+        size = loc.size()
+        if expected_bytes is not None and size != expected_bytes:
+            return f"checkpoint {checkpoint} is damaged ({size} bytes, {expected_bytes} recorded)"
+        return None
+    path = Path(checkpoint)
     if not path.is_file():
         return f"checkpoint {path} is missing"
     try:
@@ -179,10 +198,8 @@ def checkpoint_problem(path: Path) -> str | None:
     return f"checkpoint {path} is damaged (CRC error in {bad})" if bad else None
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(path)
+def _write_json(loc: Location, data: dict[str, Any]) -> None:
+    loc.write_text(json.dumps(data, indent=1, sort_keys=True))  # whole or not at all (Location.write_bytes)
 
 
 def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def test_store_without_manifest_is_a_spec_error(tmp_path):
 
 
 def _finished(registry: Registry, key: str) -> str:
-    run = registry.run_dir(key) / "checkpoint_000001"
+    run = registry.run_dir(key).path / "checkpoint_000001"
     run.mkdir(parents=True)
     torch.save({"model": {"w": torch.zeros(3)}}, run / "checkpoint.pt")
     registry.prepare(key, {"pretrain": {"mask_ratio": 0.9}})
