@@ -143,16 +143,14 @@ class StudySpec(BaseModel):
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
     confirm: ConfirmConfig | None = None
-    storage_path: Path | None = Field(None, description="Tune storage; default <cwd>/studies")
+    storage_path: Path | str | None = Field(None, description="Tune storage: a folder every node reaches, or an "
+                                            "object-store URI (s3://bucket/tune); default <cwd>/studies")
 
     @field_validator("storage_path", mode="before")
     @classmethod
-    def _local_storage(cls, value: object) -> object:
-        """Not yet an object-store URI: Path() would fold `s3://b/x` into a local `s3:/b/x`."""
-        if is_uri(value):
-            raise ValueError(f"{value}: an object-store URI is not supported for storage_path yet; give a folder "
-                             "that every node reaches (a shared file system); stores (data.store) may be URIs")
-        return value
+    def _storage(cls, value: object) -> object:
+        """An object-store URI stays a str (Path() would fold `s3://b/x` into a local `s3:/b/x`); a path is a Path."""
+        return Path(value) if isinstance(value, str) and not is_uri(value) else value
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
@@ -273,7 +271,8 @@ def with_defaults(spec: StudySpec) -> StudySpec:
     """Fill tracking.uri, tracking.experiment and storage_path (absolute) where the spec left them out."""
     uri = spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     tracking = spec.tracking.model_copy(update={"uri": uri, "experiment": spec.experiment})
-    storage = (spec.storage_path or Path.cwd() / "studies").resolve()
+    storage = spec.storage_path or Path.cwd() / "studies"
+    storage = storage if is_uri(storage) else Path(storage).resolve()
     return spec.model_copy(update={"tracking": tracking, "storage_path": storage})
 
 
@@ -348,7 +347,7 @@ def _resolve_paths(raw: dict, base: Path, overridden: set[tuple[str, ...]]) -> N
     init = ((raw.get("search") or {}).get("space") or {}).get("finetune.init") if isinstance(raw.get("search"), dict) else None
     if isinstance(init, dict) and isinstance(init.get("choices"), list):  # an encoder study's checkpoints
         init["choices"] = [str((base / Path(c).expanduser()).resolve()) if isinstance(c, str)
-                           and not c.startswith("registry:") else c for c in init["choices"]]
+                           and not c.startswith("registry:") and not is_uri(c) else c for c in init["choices"]]
     tracking = raw.get("tracking")
     if isinstance(tracking, dict) and isinstance(tracking.get("uri"), str):
         root = Path.cwd() if ("tracking", "uri") in overridden else base

@@ -44,10 +44,12 @@ import ray.tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 from ray.tune.result import TRAINING_ITERATION
 
+from thoraxmae.datasets.storage import Location, ray_storage
 from thoraxmae.study import schema
 from thoraxmae.study.space import apply_knobs, knob_values
 from thoraxmae.study.spec import StudySpec
 from thoraxmae.trainers.lineage import HISTORY_METRIC, hold
+from thoraxmae.trainers.reporting import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
 PHASE_KEY = "phase"  # added to every forwarded result: "pretrain" | "finetune"
@@ -61,7 +63,7 @@ class PhaseReportCallback(TuneReportCallback):
     lineage history where the module docstring says. `prior`: the forwarded results of the trial's
     earlier phases; `step_offset`: their number (the first epoch of this phase is step_offset + 1)."""
 
-    def __init__(self, phase: str, metric: str, pipeline: bool, final_epoch: int, marker: Path,
+    def __init__(self, phase: str, metric: str, pipeline: bool, final_epoch: int, marker: Location,
                  cost_offset: dict[str, float] | None = None, prior: Iterable[dict[str, Any]] = (),
                  step_offset: int = 0, extra: dict[str, Any] | None = None):
         super().__init__()
@@ -89,8 +91,8 @@ class PhaseReportCallback(TuneReportCallback):
         carried = raw.pop(HISTORY_METRIC, None)
         epoch = raw.get(schema.M_EPOCH)
         first = self.forwarded(raw)
-        if checkpoint is not None:
-            self.checkpoint = checkpoint.path
+        if checkpoint is not None:  # Ray names it inside the storage's filesystem; the marker keeps a URI
+            self.checkpoint = self.marker.child_uri(checkpoint.path)
         if carried is not None:  # the Train run restarted from a checkpoint: its lineage replaces ours
             self.lineage = [(e.get(schema.M_EPOCH, 0), self.forwarded(e)) for e in json.loads(carried)]
         elif isinstance(epoch, int):  # restarted without a checkpoint: epochs from `epoch` on run again
@@ -134,21 +136,25 @@ def phase_metrics(metrics: dict[str, Any], phase: str, metric: str, pipeline: bo
     return out
 
 
-def write_marker(path: Path, metrics: dict[str, Any], checkpoint: str | None,
+def write_marker(path: Location, metrics: dict[str, Any], checkpoint: str | None,
                  history: list[dict[str, Any]] | None = None) -> None:
+    """Written whole or not at all (Location.write_text), so a kill never leaves half a marker."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"metrics": metrics, "checkpoint": checkpoint, "history": history or [metrics]}))
-        os.replace(tmp, path)  # a kill never leaves half a marker
-    except OSError as exc:  # storage not on this node's file system: a restart re-enters the Train run
+        path.write_text(json.dumps({"metrics": metrics, "checkpoint": checkpoint, "history": history or [metrics]}))
+    except OSError as exc:  # storage not reachable from this node: a restart re-enters the Train run
         log.warning("could not write %s: %s", path, exc)
 
 
-def read_marker(path: Path) -> dict[str, Any] | None:
+def read_marker(path: Location) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
+
+
+def checkpoint_file(folder: str) -> Path | str:
+    """The weights file of a checkpoint folder named by a marker: a local Path, or a URI on object storage."""
+    loc = Location.of(folder) / CHECKPOINT_FILE
+    return loc.path if loc.is_local else loc.uri
 
 
 def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
@@ -156,7 +162,7 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
     it becomes typed phase configs, then the trainers run through Ray Train."""
     knobs = resolve_encoder(spec, knob_values(config, frozenset(spec.search.space)))
     trial_id = ray.tune.get_context().get_trial_id()
-    runs_dir = Path(spec.storage_path) / spec.name / "train"
+    runs_dir = Location.of(spec.storage_path) / spec.name / "train"
     if spec.stage != "pipeline":
         _phase(spec.stage, spec, knobs, f"train-{trial_id}", runs_dir, pipeline=False)
         return
@@ -164,7 +170,7 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
         done, link, ran_here = _shared_pretrain(spec, knobs, trial_id)
         prior = (done.get("history") or [done["metrics"]]) if ran_here else []
         _phase("finetune", spec, knobs, f"train-{trial_id}-finetune", runs_dir, pipeline=True,
-               init=Path(done["checkpoint"]) / "checkpoint.pt", prior=prior, extra=link,
+               init=checkpoint_file(done["checkpoint"]), prior=prior, extra=link,
                step_offset=int(done["metrics"].get(f"pretrain/{schema.M_EPOCH}", 0)) if ran_here else 0)
         return
     done = _phase("pretrain", spec, knobs, f"train-{trial_id}-pretrain", runs_dir, pipeline=True, rereport=False)
@@ -173,7 +179,7 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
     cost = {k: float(v) for k, v in done["metrics"].items()
             if k in (f"pretrain/{schema.M_COST_CPU_HOURS}", f"pretrain/{schema.M_COST_GPU_HOURS}")}
     _phase("finetune", spec, knobs, f"train-{trial_id}-finetune", runs_dir, pipeline=True,
-           init=Path(done["checkpoint"]) / "checkpoint.pt",
+           init=checkpoint_file(done["checkpoint"]),
            cost_offset={k.removeprefix("pretrain/"): v for k, v in cost.items()},
            prior=done.get("history") or [done["metrics"]],
            step_offset=int(done["metrics"].get(f"pretrain/{schema.M_EPOCH}", 0)))
@@ -186,7 +192,7 @@ def _shared_pretrain(spec: StudySpec, knobs: dict[str, Any], trial_id: str) -> t
 
     cfg = apply_knobs(spec.phase_config("pretrain"), "pretrain", knobs)
 
-    def run(name: str, folder: Path, key: str) -> dict[str, Any]:
+    def run(name: str, folder: Location, key: str) -> dict[str, Any]:
         return _phase("pretrain", spec, knobs, name, folder, pipeline=True, rereport=False, extra={M_KEY: key})
 
     done, key, reused = pretrain_once(spec, cfg, trial_id, run)
@@ -203,12 +209,12 @@ def resolve_encoder(spec: StudySpec, knobs: dict[str, Any]) -> dict[str, Any]:
         return knobs
     init = knobs.get("finetune.init", spec.phase_config("finetune").init)
     if init is not None and str(init).startswith(REF_PREFIX):
-        return {**knobs, "finetune.init": str(resolve_init(spec.storage_path, init))}
+        return {**knobs, "finetune.init": str(resolve_init(spec.storage_path, init))}  # a path or a URI
     return knobs
 
 
-def _phase(phase: str, spec: StudySpec, knobs: dict[str, Any], name: str, runs_dir: Path, *, pipeline: bool,
-           rereport: bool = True, init: Path | None = None, cost_offset: dict | None = None,
+def _phase(phase: str, spec: StudySpec, knobs: dict[str, Any], name: str, runs_dir: Location, *, pipeline: bool,
+           rereport: bool = True, init: Path | str | None = None, cost_offset: dict | None = None,
            prior: list[dict[str, Any]] | None = None, step_offset: int = 0,
            extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one phase to its end (or find it already ended); returns its final marker content."""
@@ -230,16 +236,16 @@ def _phase(phase: str, spec: StudySpec, knobs: dict[str, Any], name: str, runs_d
     if done is None:  # the marker could not be written where the controller ran: use the Train result
         raw = {k: v for k, v in (result.metrics or {}).items() if k != HISTORY_METRIC}
         last = callback.forwarded(raw)
-        done = {"metrics": last, "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        done = {"metrics": last, "checkpoint": runs_dir.child_uri(result.checkpoint.path) if result.checkpoint else None,
                 "history": [*(prior or ()), last]}
     return done
 
 
-def _trainer(phase: str, spec: StudySpec, cfg, name: str, runs_dir: Path, callback) -> ray.train.torch.TorchTrainer:
+def _trainer(phase: str, spec: StudySpec, cfg, name: str, runs_dir: Location, callback) -> ray.train.torch.TorchTrainer:
     from thoraxmae.trainers import api
 
     run_config = ray.train.RunConfig(
-        name=name, storage_path=str(runs_dir), callbacks=[callback],
+        name=name, **ray_storage(runs_dir), callbacks=[callback],
         failure_config=ray.train.FailureConfig(max_failures=spec.resources.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1))
     data = spec.data_for(phase)

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import socket
 import time
 import warnings
@@ -23,6 +22,7 @@ import ray
 import ray.tune
 from ray.tune import Callback, Tuner
 
+from thoraxmae.datasets.storage import Location, ray_storage
 from thoraxmae.study import schema
 from thoraxmae.study.lookup import SPEC_FILE, check_new_study, check_resumable
 from thoraxmae.study.lookup import study_dir as _study_dir
@@ -38,6 +38,10 @@ LOOPBACK = "127.0.0.1"
 CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's registered checkpoints
 CHECKPOINT_DIR = re.compile(r"checkpoint_[0-9][0-9_.-]*[0-9]")  # Ray Train's checkpoint folder names
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node IP is 127.0.0.1 (see init_ray)
+# Tune's driver writes the study's state (trial statuses, the searcher) to a local staging folder and copies it
+# to storage at most every `sync_period` seconds (Ray's default 300): a driver killed in between leaves the state
+# of up to that long ago, and `study resume` re-runs the trials started since (their Train runs resume).
+SYNC_PERIOD_S = 30
 
 
 def init_ray(**local_options) -> float:
@@ -144,12 +148,13 @@ def trainable(spec: StudySpec):
 
 
 def run_config(spec: StudySpec, callbacks: list[Callback]) -> ray.tune.RunConfig:
-    return ray.tune.RunConfig(name=spec.name, storage_path=str(spec.storage_path),
+    return ray.tune.RunConfig(name=spec.name, **ray_storage(spec.storage_path),
+                              sync_config=ray.tune.SyncConfig(sync_period=SYNC_PERIOD_S),
                               callbacks=[MlflowStudyCallback(spec), *callbacks],
                               failure_config=ray.tune.FailureConfig(max_failures=0), verbose=0)
 
 
-def study_dir(spec: StudySpec) -> Path:
+def study_dir(spec: StudySpec) -> Location:
     return _study_dir(spec.storage_path, spec.name)
 
 
@@ -174,7 +179,7 @@ def run_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ray.t
     """Run a new study to the end (Ray must be initialised). A failed trial does not stop it. The name
     must be free in the tracking store and in Tune's folder (lookup.check_new_study)."""
     check_new_study(spec)
-    study_dir(spec).mkdir(parents=True, exist_ok=True)
+    study_dir(spec).mkdir()
     (study_dir(spec) / SPEC_FILE).write_text(dump_spec(spec))
     coordinator = start_pretrain_coordinator(spec)
     grid = build_tuner(spec, callbacks).fit()
@@ -187,9 +192,10 @@ def resume_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ra
     """Continue a study whose driver died: finished trials stay finished, unfinished and errored
     ones run again (their Train runs resume from their last checkpoint), the rest are sampled."""
     check_resumable(spec)
-    path = str(study_dir(spec))
+    storage = ray_storage(study_dir(spec))  # {"storage_path": the folder[, "storage_filesystem": the object store]}
     quiet_tune()
-    tuner = Tuner.restore(path, trainable=trainable(spec), resume_unfinished=True, resume_errored=True)
+    tuner = Tuner.restore(storage["storage_path"], trainable=trainable(spec), resume_unfinished=True,
+                          resume_errored=True, storage_filesystem=storage.get("storage_filesystem"))
     # Tune restores the callbacks pickled when the study started; this process's own (a fresh
     # progress display) replace them through the one place Tuner keeps its RunConfig.
     local = getattr(tuner, "_local_tuner", None)
@@ -213,28 +219,34 @@ def start_pretrain_coordinator(spec: StudySpec):
     return start_coordinator(spec.name)     # with its warning on this console, and pre-trained again
 
 
-def sweep_checkpoints(root: Path) -> list[Path]:
+def sweep_checkpoints(root: Location | Path | str) -> list[Location]:
     """Delete the checkpoint folders of Train runs under `root` that no run record names; returns them.
 
     Ray Train deletes the checkpoints it registered beyond `num_to_keep`, but a checkpoint uploaded by
-    an attempt that failed before it was registered stays on disk. A run folder's records (Train's
+    an attempt that failed before it was registered stays in storage. A run folder's records (Train's
     checkpoint_manager_snapshot.json, study.trial's final marker: every *.json beside the checkpoints)
     name the checkpoints that count; the others go. A run is only swept when one of the checkpoints
     its records name is there, so a naming Ray changes never deletes a registered checkpoint."""
     removed = []
-    for snapshot in sorted(Path(root).rglob(CHECKPOINT_SNAPSHOT)):
+    root = Location.of(root)
+    for snapshot in root.walk_files(CHECKPOINT_SNAPSHOT):
         run = snapshot.parent
         try:
-            named = {m for f in run.glob("*.json") for m in CHECKPOINT_DIR.findall(f.read_text())}
+            children = run.iterdir()
+            named = {m for f in children if f.name.endswith(".json") for m in CHECKPOINT_DIR.findall(f.read_text())}
         except OSError as exc:
             log.warning("%s: not swept (%s)", run, exc)
             continue
-        folders = [d for d in run.glob("checkpoint_*") if d.is_dir()]
+        folders = [d for d in children if d.name.startswith("checkpoint_") and d.is_dir()]
         if not named & {d.name for d in folders}:
             continue
         for folder in folders:
             if folder.name not in named:
-                shutil.rmtree(folder, ignore_errors=True)
+                try:
+                    folder.rmtree()
+                except OSError as exc:
+                    log.warning("%s: not removed (%s)", folder, exc)
+                    continue
                 removed.append(folder)
     if removed:
         log.info("removed %d unregistered checkpoint folder(s) under %s", len(removed), root)

@@ -83,8 +83,9 @@ def check_checkpoint(path: str | os.PathLike) -> str:
 
 
 def open_checkpoint(path: str | os.PathLike, fmt: str = "auto") -> CheckpointFile:
-    """Read `path` safely and recognise its format; with an explicit `fmt` the content must be that format."""
-    path = Path(path)
+    """Read `path` safely and recognise its format; with an explicit `fmt` the content must be that format.
+    An object-store URI (`s3://...`) is fetched once into the node's cache first (datasets.storage.local_file)."""
+    path = _local(path)
     if fmt != "auto" and fmt not in FORMATS:
         raise CheckpointError(f"{path}: unknown checkpoint format {fmt!r}; expected 'auto' or one of {list(FORMATS)}")
     if not path.is_file():
@@ -97,6 +98,18 @@ def open_checkpoint(path: str | os.PathLike, fmt: str = "auto") -> CheckpointFil
         raise CheckpointError(f"{path}: is a {found} checkpoint ({what}), not {fmt}; "
                               f"set the format to {found!r} or 'auto'")
     return CheckpointFile(path, found, {"model": obj} if found == "timm" else obj)
+
+
+def _local(path: str | os.PathLike) -> Path:
+    from thoraxmae.datasets.errors import DataError
+    from thoraxmae.datasets.storage import is_uri, local_file
+
+    if not is_uri(path):
+        return Path(path)
+    try:
+        return local_file(str(path))
+    except DataError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def read_checkpoint(path: str | os.PathLike, fmt: str = "auto") -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from thoraxmae.datasets.config import is_uri
 from thoraxmae.trainers.checkpoint_files import (
     FORMATS,
     CheckpointFile,
@@ -122,8 +123,9 @@ def load_encoder(model: nn.Module, path: str | os.PathLike, fmt: str = "auto",
     must come from the file (evaluation). Raises CheckpointError naming the file and the keys when
     anything but the head/fc_norm is missing, when the file has keys the model lacks (beyond the
     pre-training-only ones) or when shapes differ. Load before wrapping the model in DDP."""
-    path, model = Path(path), unwrap(model)
+    model = unwrap(model)
     ck = open_checkpoint(path, fmt)
+    path = path if is_uri(path) else ck.path  # a URI is named as the user gave it, not by its cached copy
     target = model.state_dict()
     classifier = _classifier_keys(model)
     head = classifier | {k for k in target if k.startswith("fc_norm.")}

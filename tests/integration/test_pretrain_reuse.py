@@ -26,7 +26,7 @@ def _pretrain_runs(uri: str, experiment: str) -> list:
 
 def _train_runs(registry: Registry) -> list:
     """Pre-training Train runs in the registry (one folder per key that was ever pre-trained)."""
-    return sorted(p.parent.name for p in registry.root.glob("*/pretrain"))
+    return sorted(p.parent.name for p in registry.root.path.glob("*/pretrain"))
 
 
 def _spec(store, tmp, name, *, choices, num_samples, coverage, concurrent=2):

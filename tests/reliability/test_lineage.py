@@ -15,6 +15,7 @@ import torch
 from mlflow import MlflowClient
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
+from thoraxmae.datasets.storage import Location
 from thoraxmae.study import schema
 from thoraxmae.study.mlflow_callback import MlflowStudyCallback
 from thoraxmae.study.spec import parse_spec, with_defaults
@@ -103,7 +104,7 @@ def _ckpt(path: str):
 def test_a_restarted_phase_forwards_its_history_once_with_lineage_steps(forwarded, tmp_path):
     pre = [{"pretrain/epoch": 1, "pretrain/loss": 0.9, PHASE_KEY: "pretrain"},
            {"pretrain/epoch": 2, "pretrain/loss": 0.8, PHASE_KEY: "pretrain"}]
-    marker = tmp_path / "run" / "thoraxmae_final.json"
+    marker = Location.of(tmp_path) / "run" / "thoraxmae_final.json"
     cb = PhaseReportCallback("finetune", schema.M_VAL_MAUC, True, 3, marker, {"cost/cpu_hours": 1.0}, pre, 2)
     carried = json.dumps([{"epoch": 1, "val/mauc": 0.6, "cost/cpu_hours": 0.5}])
     cb.after_report(None, [{"epoch": 2, "val/mauc": 0.7, "cost/cpu_hours": 1.0, HISTORY_METRIC: carried}], _ckpt("c2"))
@@ -121,7 +122,7 @@ def test_a_restarted_phase_forwards_its_history_once_with_lineage_steps(forwarde
 
 
 def test_epochs_run_again_without_a_checkpoint_replace_the_old_ones(forwarded, tmp_path):
-    marker = tmp_path / "thoraxmae_final.json"
+    marker = Location.of(tmp_path) / "thoraxmae_final.json"
     cb = PhaseReportCallback("pretrain", schema.M_VAL_MAUC, True, 2, marker)
     cb.after_report(None, [{"epoch": 1, "pretrain/loss": 0.9}], None)  # no checkpoint: the group restarts
     cb.after_report(None, [{"epoch": 1, "pretrain/loss": 0.95}], None)

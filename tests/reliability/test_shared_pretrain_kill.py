@@ -35,13 +35,13 @@ def test_driver_killed_during_a_shared_pretraining_resumes_it_once(phantom_store
     run.kill()
     registry = Registry(storage)
     assert registry.entries() == []  # not finished: nothing registered yet
-    assert len(list(registry.root.glob("*/pretrain"))) == 1
+    assert len(list(registry.root.path.glob("*/pretrain"))) == 1
 
     last = Driver(["study", "resume", name, "--tracking-uri", uri], tmp_path, tmp_path / "resume.log")
     assert last.wait() == 0, last.tail()
 
     (entry,) = registry.entries()
-    assert [p.parent.name for p in registry.root.glob("*/pretrain")] == [entry.key]  # resumed, not started again
+    assert [p.parent.name for p in registry.root.path.glob("*/pretrain")] == [entry.key]  # resumed, not started again
     (pre,) = _pretrain_runs(uri, name)
     steps = [m.step for m in MlflowClient(uri).get_metric_history(pre.info.run_id, schema.M_PRETRAIN_LOSS)]
     assert steps == [1, 2, 3]

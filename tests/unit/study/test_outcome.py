@@ -76,6 +76,25 @@ def test_sweep_removes_only_checkpoints_no_run_record_names(tmp_path):
     (run / "thoraxmae_final.json").write_text(json.dumps({"checkpoint": str(run / c1)}))
     odd = _run_dir(tmp_path, "train-b", ["checkpoint_custom"], ["something_else"])  # names Ray might change
     removed = sweep_checkpoints(tmp_path)
-    assert removed == [run / c3]
+    assert [str(p) for p in removed] == [str(run / c3)]
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [c1, c2]
     assert (odd / "checkpoint_custom").is_dir()
+
+
+def test_sweep_works_on_object_storage(tmp_path):
+    """The same sweep on an S3 storage path (a real moto server): only the unnamed checkpoint goes."""
+    from pyarrow import fs
+
+    from tests.s3_server import BUCKET, moto_server
+    from thoraxmae.datasets.storage import Location
+
+    c1, c2 = (f"checkpoint_2026-12-02_14-1{i}-00.000000" for i in range(2))
+    local = _run_dir(tmp_path / "src", "train-a", [c1, c2], [c1])
+    with moto_server(tmp_path / "moto.log"):
+        root = Location.of(f"s3://{BUCKET}/tune/study")
+        fs.copy_files(str(tmp_path / "src"), root.fs_path, source_filesystem=fs.LocalFileSystem(),
+                      destination_filesystem=root.fs)
+        removed = sweep_checkpoints(f"s3://{BUCKET}/tune/study")
+        run = root / "train" / local.name
+        assert [str(p) for p in removed] == [str(run / c2)]
+        assert [p.name for p in run.iterdir()] == [c1, "checkpoint_manager_snapshot.json"]

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 
-from thoraxmae.study.errors import SpecError
 from thoraxmae.study.spec import dump_spec, load_spec
 
 
@@ -26,10 +24,19 @@ def test_store_uris_stay_uris(tmp_path):
     assert isinstance(load_spec(spec_file, ["data.store=rel"], check_files=False).data.store, Path)
 
 
-def test_a_storage_path_uri_is_refused_not_folded_into_a_local_path(tmp_path):
+def test_storage_path_and_init_uris_stay_uris(tmp_path):
+    """`storage_path` and `finetune.init` on object storage are kept as written, through a dump and a reload;
+    a relative local storage_path still becomes an absolute Path."""
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump({"name": "s3", "stage": "finetune", "data": {"store": "s3://b/x"},
                                          "model": {"name": "vit_tiny_test"}, "finetune": {}}))
-    with pytest.raises(SpecError, match=r"storage_path: .*s3://bucket/tune: an object-store URI is not supported "
-                                        r"for storage_path yet; give a folder that every node reaches"):
-        load_spec(spec_file, ["storage_path=s3://bucket/tune"], check_files=False)
+    spec = load_spec(spec_file, ["storage_path=s3://bucket/tune", "finetune.init=s3://bucket/ckpt/mae.pt"],
+                     check_files=False)
+    assert (spec.storage_path, spec.finetune.init) == ("s3://bucket/tune", "s3://bucket/ckpt/mae.pt")
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_spec(spec))
+    reloaded = load_spec(again, check_files=False)
+    assert (reloaded.storage_path, reloaded.finetune.init) == ("s3://bucket/tune", "s3://bucket/ckpt/mae.pt")
+    assert not (tmp_path / "s3:").exists() and not (Path.cwd() / "s3:").exists()
+    local = load_spec(spec_file, ["storage_path=runs"], check_files=False)
+    assert local.storage_path == (Path.cwd() / "runs").resolve()
