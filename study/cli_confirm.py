@@ -9,6 +9,8 @@ TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite
 
 
 def register(ssub: argparse._SubParsersAction) -> None:
+    from thoraxmae.study.lookup import storage_arg
+
     q = ssub.add_parser("confirm", help="re-run the top-k recipes and a reference with n fresh seeds each (paired)")
     q.add_argument("name")
     q.add_argument("--top", type=int, default=None, help="best completed trials to confirm (default: spec, else 1)")
@@ -16,7 +18,8 @@ def register(ssub: argparse._SubParsersAction) -> None:
     q.add_argument("--reference", type=Path, default=None, metavar="YAML",
                    help="reference recipe (knob: value lines; default: the paper's)")
     q.add_argument("--tracking-uri", help=TRACKING_HELP)
-    q.add_argument("--storage-path", type=Path, help="read the spec from Tune's folder instead of MLflow")
+    q.add_argument("--storage-path", type=storage_arg,
+                   help="read the spec from Tune's folder (a folder or s3://...) instead of MLflow")
     q.set_defaults(func=cmd_confirm)
 
 

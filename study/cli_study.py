@@ -18,6 +18,7 @@ TRACKING_HELP = "default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db"
 
 def register(sub: argparse._SubParsersAction) -> None:
     from thoraxmae.study import cli_ui
+    from thoraxmae.study.lookup import storage_arg
 
     p = sub.add_parser("study", help="run, submit, inspect, resume and remove recipe studies")
     ssub = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
@@ -44,13 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = ssub.add_parser("resume", help="continue a study whose driver stopped (Tuner.restore)")
     q.add_argument("name")
     q.add_argument("--tracking-uri", help=f"where to find the study's spec; {TRACKING_HELP}")
-    q.add_argument("--storage-path", type=Path, help="read the spec from Tune's folder instead of MLflow")
+    q.add_argument("--storage-path", type=storage_arg,
+                   help="read the spec from Tune's folder (a folder or s3://...) instead of MLflow")
     q.set_defaults(func=cmd_resume)
 
     q = ssub.add_parser("remove", help="delete a study (or what a failed start left): its MLflow runs and Tune folder")
     q.add_argument("name")
     q.add_argument("--tracking-uri", help=TRACKING_HELP)
-    q.add_argument("--storage-path", type=Path, help="where its Tune folder is (default: the storage_path of its spec)")
+    q.add_argument("--storage-path", type=storage_arg,
+                   help="where its Tune folder is, a folder or s3://... (default: the storage_path of its spec)")
     q.add_argument("--yes", action="store_true", help="delete; without it, only list what would be deleted")
     q.set_defaults(func=cmd_remove)
 

@@ -4,9 +4,9 @@ seeds each (the same seeds for every recipe, so differences are paired by seed).
     thoraxmae study confirm NAME [--top K] [--seeds N] [--reference FILE]
 
 or a spec's `confirm:` section, run at the end of `study run`. The runs are a Tune experiment of their own,
-`<storage_path>/<name>-confirm` (so a killed confirmation resumes: `thoraxmae study confirm NAME` again
-restores it and runs only what is missing), whose trials run the study's own trial driver with the
-recipe's knobs and `finetune.seed` set to the seed. In a pipeline study the pre-training seed is the
+`<storage_path>/<name>-confirm`, local or on object storage (so a killed confirmation resumes:
+`thoraxmae study confirm NAME` again restores it and runs only what is missing), whose trials run the
+study's own trial driver with the recipe's knobs and `finetune.seed` set to the seed. In a pipeline study the pre-training seed is the
 recipe's: the registered pre-trainings are reused and only fine-tuning is repeated. Each run is an
 MLflow child run of the study's parent with role `confirm`, `thoraxmae.recipe` (`trial-<id>` or
 `reference`), `thoraxmae.source_run` and param `seed` (docs/mlflow-schema.md); analysis.confirm reads
@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from thoraxmae.datasets.storage import Location, ray_storage
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.mlflow_callback import MlflowStudyCallback
@@ -31,8 +32,8 @@ CONFIG_SEED, CONFIG_RECIPE, CONFIG_SOURCE = "confirm_seed", "confirm_recipe", "c
 CONFIG_KEY = "confirm"  # a confirmation trial's config: {"confirm": {knob: value, ..., CONFIG_SEED: ...}}
 
 
-def confirm_dir(spec: StudySpec) -> Path:
-    return Path(spec.storage_path) / f"{spec.name}-confirm"
+def confirm_dir(spec: StudySpec) -> Location:
+    return Location.of(spec.storage_path) / f"{spec.name}-confirm"
 
 
 def reference_point(spec: StudySpec, reference: Path | None) -> dict[str, Any]:
@@ -140,7 +141,7 @@ def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = 
     from ray.tune import Tuner
 
     from thoraxmae.study.lookup import find_study
-    from thoraxmae.study.tune import DRIVER_RESOURCES, quiet_tune, start_pretrain_coordinator
+    from thoraxmae.study.tune import DRIVER_RESOURCES, SYNC_PERIOD_S, quiet_tune, start_pretrain_coordinator
 
     if "finetune" not in spec.phases:
         raise SpecError(f"study `{spec.name}` (stage {spec.stage}): confirmation repeats fine-tuning; a "
@@ -149,16 +150,20 @@ def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = 
     trainable = ray.tune.with_resources(ray.tune.with_parameters(confirm_driver, spec=spec), DRIVER_RESOURCES)
     folder = confirm_dir(spec)
     run_cbs = [ConfirmCallback(spec), *(callbacks or [])]
-    if Tuner.can_restore(str(folder)):
+    where = ray_storage(folder)  # Tune's path of the folder (inside its filesystem, for object storage)
+    path, filesystem = where["storage_path"], where.get("storage_filesystem")
+    if Tuner.can_restore(path, storage_filesystem=filesystem):
         log.info("confirmation of %s found at %s: resuming it", spec.name, folder)
-        tuner = Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                              storage_filesystem=filesystem)
         local = getattr(tuner, "_local_tuner", None)
         if local is not None:
             local.get_run_config().callbacks = run_cbs
     else:
         points = confirm_points(spec, find_study(spec.name, spec.tracking.uri), top, seeds, reference)
         tune_config = ray.tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent_trials)
-        run_config = ray.tune.RunConfig(name=folder.name, storage_path=str(folder.parent), callbacks=run_cbs,
+        run_config = ray.tune.RunConfig(name=folder.name, **ray_storage(folder.parent), callbacks=run_cbs,
+                                        sync_config=ray.tune.SyncConfig(sync_period=SYNC_PERIOD_S),
                                         failure_config=ray.tune.FailureConfig(max_failures=0), verbose=0)
         tuner = Tuner(trainable, param_space={CONFIG_KEY: ray.tune.grid_search(points)}, tune_config=tune_config,
                       run_config=run_config)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from thoraxmae.datasets.storage import Location, is_uri
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.tracking_uri import (
@@ -49,9 +50,14 @@ def check_study_name(name: str) -> None:
                         f"(starting with a letter or digit, at most 100 characters)")
 
 
-def study_dir(storage_path: Path | str, name: str) -> Path:
-    """Tune's folder of a study (`<storage_path>/<name>`)."""
-    return Path(storage_path) / name
+def study_dir(storage_path: Location | Path | str, name: str) -> Location:
+    """Tune's folder of a study (`<storage_path>/<name>`), local or on object storage."""
+    return Location.of(storage_path) / name
+
+
+def storage_arg(text: str) -> Path | str:
+    """A `--storage-path` argument as a spec holds it: an object-store URI as given, a folder absolute."""
+    return text if is_uri(text) else Path(text).expanduser().resolve()
 
 
 # --- the study's runs ----------------------------------------------------------------------------
@@ -131,17 +137,25 @@ def read_spec(runs: StudyRuns) -> StudySpec:
         return load_spec(local)
 
 
-def locate_spec(name: str, tracking_uri: str | None = None, storage_path: Path | None = None) -> StudySpec:
+def locate_spec(name: str, tracking_uri: str | None = None, storage_path: Path | str | None = None) -> StudySpec:
     """The spec of study `name`: from Tune's folder when `storage_path` is given, else from MLflow."""
     from thoraxmae.study.spec import load_spec
 
     check_study_name(name)
-    if storage_path is not None:
-        path = study_dir(storage_path, name) / SPEC_FILE
-        if not path.is_file():
-            raise SpecError(f"study `{name}`: {path} not found (is --storage-path the spec's storage_path?)")
-        return load_spec(path)
-    return read_spec(find_study(name, tracking_uri, trials=False))
+    if storage_path is None:
+        return read_spec(find_study(name, tracking_uri, trials=False))
+    loc = study_dir(storage_path, name) / SPEC_FILE
+    if not loc.is_file():
+        raise SpecError(f"study `{name}`: {loc} not found (is --storage-path the spec's storage_path?)")
+    if loc.is_local:
+        return load_spec(loc.path)
+    from thoraxmae.datasets.storage import local_file
+
+    local = local_file(loc.uri)  # load_spec reads a local file; its messages name the URI
+    try:
+        return load_spec(local)
+    except SpecError as exc:
+        raise SpecError(str(exc).replace(str(local), loc.uri)) from None
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -214,8 +228,8 @@ def error_line(trace: str) -> str:
 TUNER_FILE = "tuner.pkl"  # Tune's state in a study folder (what ray.tune.Tuner.can_restore looks for)
 
 
-def has_tune_state(folder: Path) -> bool:
-    return (Path(folder) / TUNER_FILE).is_file()
+def has_tune_state(folder: Location | Path | str) -> bool:
+    return (Location.of(folder) / TUNER_FILE).is_file()
 
 
 def check_new_study(spec: StudySpec) -> None:

@@ -3,17 +3,18 @@
 What belongs to study NAME: its parent run and every child of it in the tracking store (trials,
 confirmation runs, its registered pre-trainings unless another study fine-tuned from one), soft-deleted
 as the MLflow UI deletes runs (`mlflow gc` frees their artifacts; the experiment stays and may be
-reused), and its Tune folder `<storage_path>/<NAME>` (deleted), whose storage path is `--storage-path`
-or the one in the parent run's spec; the shared pre-training registry of the storage stays. A folder is only deleted when it is a study folder (it holds Tune's
-state or the study's spec), never an arbitrary one. Nothing is deleted without `yes`.
+reused), and its Tune folder `<storage_path>/<NAME>` (deleted, local or on object storage), whose storage
+path is `--storage-path` or the one in the parent run's spec; the shared pre-training registry of the
+storage stays. A folder is only deleted when it is a study folder (it holds Tune's state or the study's
+spec), never an arbitrary one. Nothing is deleted without `yes`.
 """
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from thoraxmae.datasets.storage import Location
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.lookup import (
@@ -41,7 +42,7 @@ class Leftovers:
     uri: str
     run_ids: list[str] = field(default_factory=list)
     parent_ids: list[str] = field(default_factory=list)
-    folder: Path | None = None
+    folder: Location | None = None  # local or on object storage
 
     def describe(self) -> list[str]:
         lines = []
@@ -54,7 +55,7 @@ class Leftovers:
         return lines
 
 
-def find_leftovers(name: str, uri: str, storage_path: Path | None = None) -> Leftovers:
+def find_leftovers(name: str, uri: str, storage_path: Path | str | None = None) -> Leftovers:
     """Everything of study `name` in `uri` and its Tune folder; SpecError when there is nothing."""
     check_study_name(name)
     found = Leftovers(name, uri)
@@ -100,7 +101,7 @@ def _used_elsewhere(client, run, name: str) -> bool:
     return any(u.data.tags.get(schema.TAG_STUDY) != name for u in users)
 
 
-def _spec_storage(runs: StudyRuns) -> Path | None:
+def _spec_storage(runs: StudyRuns) -> Path | str | None:
     try:
         return read_spec(runs).storage_path
     except SpecError as exc:  # a half-written parent run: its runs can still go
@@ -116,4 +117,4 @@ def remove_study(found: Leftovers) -> None:
             for run_id in found.run_ids:
                 client.delete_run(run_id)
     if found.folder is not None:
-        shutil.rmtree(found.folder)
+        found.folder.rmtree()

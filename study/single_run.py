@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import ray.train
 from ray.train import UserCallback
 
+from thoraxmae.datasets.storage import Location, ray_storage
 from thoraxmae.study import schema
+from thoraxmae.study.mlflow_callback import checkpoint_local_dir
 from thoraxmae.study.spec import StudySpec
 from thoraxmae.study.tracking import StudyTracker, schema_metrics, trial_params
 from thoraxmae.study.trial import scaling_config
@@ -49,9 +50,10 @@ def run_single(spec: StudySpec, phase: str) -> tuple[str, ray.train.Result]:
         cfg = cfg.model_copy(update={"init": resolve_init(spec.storage_path, cfg.init)})
     tracker = StudyTracker(spec)
     run_id = tracker.start_single(phase, trial_params(spec, {phase: cfg}))
+    storage = Location.of(spec.storage_path) / spec.name
     run_config = ray.train.RunConfig(
         name=f"{spec.name}-{phase}-{time.strftime('%Y%m%d-%H%M%S')}",
-        storage_path=str(Path(spec.storage_path) / spec.name),
+        **ray_storage(storage),
         callbacks=[EpochLogger(tracker, run_id)],
         failure_config=ray.train.FailureConfig(max_failures=spec.resources.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1))
@@ -67,9 +69,10 @@ def run_single(spec: StudySpec, phase: str) -> tuple[str, ray.train.Result]:
         tracker.end_trial(run_id, schema.STATUS_FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        sweep_checkpoints(Path(run_config.storage_path) / run_config.name)
-    if result.checkpoint is not None:
-        tracker.log_checkpoint(run_id, Path(result.checkpoint.path))
+        sweep_checkpoints(storage / run_config.name)
+    if result.checkpoint is not None:  # Ray names it inside the storage's filesystem
+        with checkpoint_local_dir(storage.child_uri(result.checkpoint.path)) as local:
+            tracker.log_checkpoint(run_id, local)
     tracker.log_auc_table(run_id, schema.M_VAL_MAUC, "max")
     tracker.end_trial(run_id, schema.STATUS_COMPLETED)
     return run_id, result

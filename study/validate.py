@@ -115,7 +115,8 @@ MAX_PATCHES = 4096  # tokens per image: a 64x64 patch grid (1024 px at patch 16)
 
 def check_files(spec: Spec, source: str = "<spec>") -> None:
     """SpecError naming the field unless every data store is a prepared store of this thoraxmae's format
-    and every fine-tuning init (fixed or searched) is a checkpoint of a known format (and of init_format)."""
+    and every fine-tuning init (fixed or searched; a file, or an object-store URI fetched into the node's
+    cache) is a checkpoint of a known format (and of init_format)."""
     for section in ("data", "pretrain_data"):
         d = getattr(spec, section)
         if d is not None:
@@ -127,15 +128,36 @@ def check_files(spec: Spec, source: str = "<spec>") -> None:
     formats = list(getattr(space.get("finetune.init_format"), "choices", None) or [ft.init_format])
     inits = [ft.init] if ft.init is not None else []
     inits += [c for c in getattr(space.get("finetune.init"), "choices", None) or [] if c is not None]
+    where = f"{source}: finetune.init"
     for init in inits:
-        _check_checkpoint(_init_file(spec, init), formats, f"{source}: finetune.init")
+        target = _init_target(spec, init)
+        _check_checkpoint(_local_init(target, where), formats, where, shown=str(target))
 
 
-def _init_file(spec: Spec, init: Path | str) -> Path:
-    """The checkpoint file of an init: a path, or a registered pre-training (`registry:<key>`, study.pretrain_registry)."""
+def _init_target(spec: Spec, init: Path | str) -> Path | str:
+    """The checkpoint of an init: a path or URI, or a registered pre-training (`registry:<key>`, study.pretrain_registry)."""
+    from thoraxmae.datasets.config import is_uri
     from thoraxmae.study.pretrain_registry import resolve_init
 
-    return resolve_init(spec.storage_path, init).expanduser()  # SpecError when a reference is not registered
+    target = resolve_init(spec.storage_path, init)  # SpecError when a reference is not registered
+    return target if is_uri(target) else target.expanduser()
+
+
+def _local_init(target: Path | str, where: str) -> Path:
+    """A local path of the checkpoint: an object-store one must be there, and is fetched to be read."""
+    from thoraxmae.datasets.config import is_uri
+    from thoraxmae.datasets.errors import DataError
+    from thoraxmae.datasets.storage import Location, local_file
+
+    if not is_uri(target):
+        return Path(target)
+    try:
+        local = local_file(target) if Location.of(target).is_file() else None
+    except (DataError, OSError) as exc:
+        raise SpecError(f"{where}: {target}: cannot read it ({exc})") from None
+    if local is None:
+        raise SpecError(f"{where}: {target}: no such file on the object store")
+    return local
 
 
 def _check_store(store: Path | str, where: str) -> None:
@@ -152,16 +174,17 @@ def _check_store(store: Path | str, where: str) -> None:
         raise SpecError(f"{where}: {exc}") from None
 
 
-def _check_checkpoint(path: Path, formats: list[str], where: str) -> None:
+def _check_checkpoint(path: Path, formats: list[str], where: str, shown: str) -> None:
     """Of a known format, recognised from its content (trainers.checkpoints.check_checkpoint: no pickle
-    ever runs, no tensor data is read), and of the spec's init_format unless that is `auto`."""
+    ever runs, no tensor data is read), and of the spec's init_format unless that is `auto`. Messages
+    name the checkpoint as `shown` (its URI, when `path` is the fetched copy)."""
     from thoraxmae.trainers import checkpoints
     from thoraxmae.trainers.errors import CheckpointError
 
     try:
         found = checkpoints.check_checkpoint(path)
     except CheckpointError as exc:
-        raise SpecError(f"{where}: {exc}") from None
+        raise SpecError(f"{where}: {str(exc).replace(str(path), shown)}") from None
     if "auto" not in formats and found not in formats:
-        raise SpecError(f"{where}: {path} is a {found} checkpoint, not {' or '.join(formats)}; set "
+        raise SpecError(f"{where}: {shown} is a {found} checkpoint, not {' or '.join(formats)}; set "
                         f"finetune.init_format to {found!r} or 'auto'")

@@ -188,7 +188,7 @@ def test_remove_deletes_runs_and_tune_folder_and_frees_the_name(tmp_path, uri):
     _study(_spec(tmp_path, "kept", uri), {"k1": (schema.STATUS_COMPLETED, [0.7])})
 
     found = find_leftovers("gone", uri)  # the Tune folder comes from the parent run's spec
-    assert len(found.parent_ids) == 1 and len(found.run_ids) == 3 and found.folder == folder
+    assert len(found.parent_ids) == 1 and len(found.run_ids) == 3 and str(found.folder) == str(folder)
     remove_study(found)
     assert not folder.exists()
     with pytest.raises(SpecError, match="no such study"):
