@@ -19,6 +19,7 @@ import argparse
 import os
 import pickle
 import re
+import struct
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -34,7 +35,7 @@ from thoraxmae.trainers.errors import CheckpointError
 FORMATS: tuple[str, ...] = get_args(CheckpointFormat)
 SAFE_GLOBALS = [argparse.Namespace]  # the released files' `args`
 LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile,
-               AttributeError, ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError)
+               AttributeError, ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError, struct.error)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 

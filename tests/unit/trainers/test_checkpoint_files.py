@@ -85,6 +85,9 @@ def test_random_bytes_are_refused_naming_the_file_and_the_formats_tried(tmp_path
     (tmp_path / "empty.pth").write_bytes(b"")
     with pytest.raises(CheckpointError, match="empty.pth: .*found an empty or truncated file"):
         check_checkpoint(tmp_path / "empty.pth")
+    (tmp_path / "short.pth").write_bytes(b"junk")  # torch's unpickler fails with struct.error on 4 bytes
+    with pytest.raises(CheckpointError, match="short.pth: cannot be read as a checkpoint"):
+        check_checkpoint(tmp_path / "short.pth")
 
 
 @pytest.mark.parametrize("how", ["torch.save", "pickle"])
