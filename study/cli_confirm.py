@@ -39,10 +39,11 @@ def confirm_and_print(spec, top: int, seeds: int, reference: Path | None) -> int
     """Run (or resume) the confirmation on Ray and print what it ran; exit status 0 when every run scored."""
     from rich.console import Console
 
-    from thoraxmae.study.confirm import run_confirm
+    from thoraxmae.study.confirm import check_sizes, run_confirm
     from thoraxmae.study.progress import StudyProgress
     from thoraxmae.study.tune import init_ray
 
+    check_sizes(top, seeds)  # before Ray starts
     console = Console()
     init_ray()
     console.print(f"confirming study [bold]{spec.name}[/]: top {top} recipe(s) + reference, {seeds} seeds each "

@@ -88,10 +88,14 @@ def parse_param(dist, text: str | None) -> Any:
     return int(text) if dist.type == "int" else float(text)
 
 
-def confirm_points(spec: StudySpec, runs, top: int, seeds: int, reference: Path | None) -> list[dict[str, Any]]:
-    """Every (recipe, seed) configuration, recipe-major; seeds are shared by all recipes (paired)."""
+def check_sizes(top: int, seeds: int) -> None:
     if top < 1 or seeds < 2:
         raise SpecError(f"confirm: --top {top} --seeds {seeds}: need at least 1 recipe and 2 seeds (a spread)")
+
+
+def confirm_points(spec: StudySpec, runs, top: int, seeds: int, reference: Path | None) -> list[dict[str, Any]]:
+    """Every (recipe, seed) configuration, recipe-major; seeds are shared by all recipes (paired)."""
+    check_sizes(top, seeds)
     best = top_trials(runs, spec, top)
     if not best:
         raise SpecError(f"study `{spec.name}`: no completed trial to confirm (all pruned, failed or unscored)")

@@ -212,6 +212,13 @@ def test_a_failed_start_can_be_removed_and_the_name_used_again(work, capsys):
     assert not folder.exists() and not (work / "mlflow.db").exists()  # no database was needed, none was made
 
 
+def test_confirm_refuses_one_seed_before_ray_starts(work, capsys):
+    uri = _started(work, "one")
+    code, line = run_cli(capsys, "study", "confirm", "one", "--tracking-uri", uri, "--seeds", "1")
+    assert code == 2
+    one_line_error(line, r"confirm: --top 1 --seeds 1: need at least 1 recipe and 2 seeds \(a spread\)")
+
+
 # --- status / resume / remove: read-only lookups --------------------------------------------------------
 @pytest.mark.parametrize("command", ["status", "resume", "remove"])
 @pytest.mark.parametrize(("uri", "message"), [
