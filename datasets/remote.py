@@ -16,8 +16,9 @@ only those (a shard changed on disk since is fetched again) and an interrupted f
 manifest is written last: a cached store without one is incomplete. A lock file makes the processes of
 one node (Ray Train workers, DataLoader workers) fetch a store once; the others wait and find it cached.
 Credentials and endpoint come from pyarrow's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_S3, AWS_DEFAULT_REGION; GOOGLE_APPLICATION_CREDENTIALS); the
-endpoint variables are passed to pyarrow here, which does not read them itself.
+AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_S3, AWS_DEFAULT_REGION; GOOGLE_APPLICATION_CREDENTIALS, or
+STORAGE_EMULATOR_HOST for a GCS emulator); the endpoint variables are passed to pyarrow here, which does
+not read them itself.
 """
 from __future__ import annotations
 
@@ -63,10 +64,21 @@ def filesystem(uri: str):
     from pyarrow import fs
 
     try:
+        if uri.startswith("gs://") and os.environ.get("STORAGE_EMULATOR_HOST"):
+            return _gcs_emulator(os.environ["STORAGE_EMULATOR_HOST"]), uri.rstrip("/").removeprefix("gs://")
         filesys, path = fs.FileSystem.from_uri(_with_endpoint(uri.rstrip("/")))
     except (ValueError, NotImplementedError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise DataError(f"{uri}: cannot open this store URI ({exc})") from None
+        raise DataError(f"{uri}: cannot open this URI ({exc})") from None
     return filesys, path
+
+
+def _gcs_emulator(host: str):
+    """gs:// against a GCS emulator named by STORAGE_EMULATOR_HOST (Google's variable for one, e.g.
+    http://127.0.0.1:9023): pyarrow's GCS URIs cannot say `anonymous`, so the filesystem is built here."""
+    from pyarrow import fs
+
+    scheme, _, hostport = host.rstrip("/").rpartition("://")
+    return fs.GcsFileSystem(endpoint_override=hostport, scheme=scheme or "http", anonymous=True)
 
 
 def _with_endpoint(uri: str) -> str:

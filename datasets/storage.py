@@ -144,6 +144,8 @@ class Location:
             tmp.write_bytes(data)
             os.replace(tmp, self.path)
             return
+        # the folders as marker objects: GCS lists a folder's subfolders only when they exist as markers
+        self.fs.create_dir(self.parent.fs_path, recursive=True)
         with self.fs.open_output_stream(self.fs_path) as f:
             f.write(data)
 

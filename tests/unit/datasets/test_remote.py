@@ -113,7 +113,7 @@ def test_least_recently_used_stores_are_evicted(s3, s3_store, phantom_nih, cache
 def test_uri_errors_name_the_uri(s3, cache):
     with pytest.raises(DataError, match=rf"^s3://{BUCKET}/stores/none: not a prepared store \(no manifest.json\)"):
         open_store(f"s3://{BUCKET}/stores/none")
-    with pytest.raises(DataError, match=r"^bogus://x/y: cannot open this store URI"):
+    with pytest.raises(DataError, match=r"^bogus://x/y: cannot open this URI"):
         check_store("bogus://x/y")
 
 
