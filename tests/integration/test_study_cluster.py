@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,13 +63,12 @@ def ray_head(tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     try:
-        for _ in range(120):
+        # ready when `ray start` says so (the dashboard's /api/version answers 401 under token auth)
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in (tmp_path / "head.log").read_text():
             assert proc.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
-            try:
-                urllib.request.urlopen(f"{url}/api/version", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+            assert time.monotonic() < deadline, "the head did not start in 120 s"
+            time.sleep(0.5)
         yield url, {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
     finally:
         _stop(proc)
