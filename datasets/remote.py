@@ -8,8 +8,8 @@ once into a node-local cache and returns that folder, which the memory-mapped re
     upload_store(Path("/tmp/nih768"), "s3://bucket/stores/nih768")
 
 Cache: `$THORAXMAE_CACHE_DIR` (default ~/.cache/thoraxmae/stores), one folder per store named by its
-manifest's content hash (docs/data-formats.md "Prepared store"), at most `$THORAXMAE_CACHE_GB` GB
-(default 200) in all: before a store is fetched, whole stores are evicted, least recently used first.
+manifest's content hash (docs/data-formats.md "Prepared store") and one `file-<hash>` folder per fetched
+checkpoint (datasets.storage.local_file), at most `$THORAXMAE_CACHE_GB` GB (default 200) in all: before a store is fetched, whole stores are evicted, least recently used first.
 Each shard is downloaded to a temp name, checked against the manifest's per-shard sha256 and renamed
 into place; `fetched.json` records the size and mtime of each verified shard, so a later open re-checks
 only those (a shard changed on disk since is fetched again) and an interrupted fetch resumes. The
@@ -135,9 +135,9 @@ def local_store(store: Path | str) -> Path:
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     folder = root / str(manifest["content_hash"])
-    with _locked(root / LOCK):
+    with locked(root / LOCK):
         if not _complete(folder, manifest):
-            _evict(root, keep=folder, need=_remote_bytes(uri, manifest))
+            evict(root, keep=folder, need=_remote_bytes(uri, manifest))
             _fetch(uri, manifest, folder)
         os.utime(folder)  # least recently used = oldest folder mtime
     return folder
@@ -162,7 +162,7 @@ def upload_store(local: Path, uri: str) -> None:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     with path.open("a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -205,7 +205,7 @@ def _folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def _evict(root: Path, keep: Path, need: int) -> None:
+def evict(root: Path, keep: Path, need: int) -> None:
     """Remove whole cached stores, least recently used first, until `need` more bytes fit the limit.
     (A process that has a removed store's shards memory-mapped keeps reading them: the files live on
     until it closes them.)"""

@@ -174,29 +174,36 @@ def ray_storage(storage: Location | Path | str) -> dict[str, Any]:
 
 def local_file(target: Path | str) -> Path:
     """A local path for a file that may be on object storage: a local path as it is; a URI's file fetched
-    once into the node's cache (`<store cache>-files/<hash of URI, size, mtime>/<name>`), so a file rewritten at
-    the same URI is fetched again. DataError names the URI when it cannot be read."""
+    once into the node's cache (`<cache>/file-<hash of URI, size, mtime>/<name>`), so a file rewritten at
+    the same URI is fetched again. It shares the stores' bound and eviction (datasets.remote: THORAXMAE_CACHE_GB,
+    least recently used first) and their lock, so the processes of a node fetch it once. DataError names the
+    URI when it cannot be read."""
     if not is_uri(target):
         return Path(target)
     from pyarrow import fs
 
-    from thoraxmae.datasets.remote import cache_dir
+    from thoraxmae.datasets import remote
 
     loc = Location.of(str(target))
     info = loc._info()
     if info.type != fs.FileType.File:
         raise DataError(f"{loc}: no such file on the object store")
+    root = remote.cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
     stamp = f"{loc.uri}|{info.size}|{info.mtime_ns}"
-    folder = Path(f"{cache_dir()}-files") / hashlib.sha256(stamp.encode()).hexdigest()[:24]
+    folder = root / f"file-{hashlib.sha256(stamp.encode()).hexdigest()[:24]}"
     final = folder / loc.name
-    if final.is_file() and final.stat().st_size == info.size:
-        return final
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    try:
-        fs.copy_files(loc.fs_path, str(tmp), source_filesystem=loc.fs, destination_filesystem=fs.LocalFileSystem())
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"{loc}: cannot fetch ({exc})") from None
-    os.replace(tmp, final)
+    with remote.locked(root / remote.LOCK):
+        if not (final.is_file() and final.stat().st_size == info.size):
+            remote.evict(root, keep=folder, need=int(info.size or 0))
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+            try:
+                fs.copy_files(loc.fs_path, str(tmp), source_filesystem=loc.fs,
+                              destination_filesystem=fs.LocalFileSystem())
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise DataError(f"{loc}: cannot fetch ({exc})") from None
+            os.replace(tmp, final)
+        os.utime(folder)  # least recently used = oldest folder mtime
     return final

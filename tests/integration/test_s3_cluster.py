@@ -202,7 +202,7 @@ def test_pipeline_study_on_s3_resumes_after_the_driver_is_killed(s3_cluster, pha
         assert checkpoint.startswith(f"{entry.parent}/pretrain/") and Location.of(checkpoint).is_file(), checkpoint
 
     # nothing of the study on a local disk: not in the drivers' folder, not in tmp, not in the nodes' folders
-    caches = {tmp_path / f"cache-{n}{s}" for n in (*NODES, "driver") for s in ("", "-files")}
+    caches = {tmp_path / f"cache-{n}" for n in (*NODES, "driver")}
     local = [p for folder in (tmp_path, *s3_cluster.temp_dirs) for p in folder.rglob("*")
              if not caches & set(p.parents)]
     assert not [p for p in local if p.name.startswith("s3:")]
@@ -212,7 +212,7 @@ def test_pipeline_study_on_s3_resumes_after_the_driver_is_killed(s3_cluster, pha
     for node in NODES:
         assert (tmp_path / f"cache-{node}" / content_hash).is_dir(), node
     # fine-tuning's encoder came from S3 through a node's file cache
-    assert [p for n in NODES for p in (tmp_path / f"cache-{n}-files").glob(f"*/{CHECKPOINT_FILE}")]
+    assert [p for n in NODES for p in (tmp_path / f"cache-{n}").glob(f"file-*/{CHECKPOINT_FILE}")]
 
 
 def _runs(uri: str, experiment: str, role: str) -> list:

@@ -96,7 +96,7 @@ def test_the_node_cache_is_an_emptydir_volume_larger_than_its_limit():
             env = {e["name"]: e.get("value") for e in container.get("env", [])}
             cache = env.get("THORAXMAE_CACHE_DIR")
             assert cache, f"{where}: no THORAXMAE_CACHE_DIR"
-            # strictly below the mount: the fetched checkpoints go to the sibling `<cache>-files`
+            # strictly below the mount (a folder of the volume, as the header says)
             mounts = [m for m in container.get("volumeMounts", [])
                       if cache.startswith(m["mountPath"].rstrip("/") + "/")]
             assert len(mounts) == 1, f"{where}: THORAXMAE_CACHE_DIR={cache} is not inside one mounted volume"

@@ -52,7 +52,8 @@ def test_local_file_fetches_once_and_again_when_the_object_changes(root, tmp_pat
     if ckpt.is_local:
         assert first == ckpt.path  # a local file is used where it is
         return
-    assert first.is_relative_to(tmp_path / "cache-files") and local_file(str(ckpt)) == first
+    assert first.parent.parent == tmp_path / "cache" and first.parent.name.startswith("file-")
+    assert local_file(str(ckpt)) == first
     ckpt.write_bytes(b"v2, longer")
     assert local_file(str(ckpt)).read_bytes() == b"v2, longer"
     with pytest.raises(DataError, match=r"/ckpt/missing\.pt: no such file on the object store"):
@@ -68,3 +69,18 @@ def test_a_store_on_gcs_is_uploaded_and_fetched(phantom_store, tmp_path, monkeyp
     assert folder.name == manifest["content_hash"]
     assert sorted(p.name for p in (folder / "shards").iterdir()) == sorted(
         p.name for p in (phantom_store / "shards").iterdir())
+
+
+def test_fetched_files_share_the_stores_bound_least_recently_used_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("THORAXMAE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("THORAXMAE_CACHE_GB", "0.0000015")  # 1500 bytes: room for one 1000-byte file
+    with object_store("s3", tmp_path / "server.log") as bucket:
+        a, b = Location.of(f"{bucket}/a.pt"), Location.of(f"{bucket}/b.pt")
+        a.write_bytes(b"a" * 1000)
+        b.write_bytes(b"b" * 1000)
+        first = local_file(str(a))
+        second = local_file(str(b))
+        assert second.read_bytes() == b"b" * 1000 and not first.exists()  # a was evicted to make room
+        with pytest.raises(DataError, match=r"needs 2e-06 GB, more than the cache's limit"):
+            Location.of(f"{bucket}/big.pt").write_bytes(b"c" * 2000)
+            local_file(f"{bucket}/big.pt")
