@@ -133,6 +133,9 @@ def recipe_section(a: StudyAnalysis, recipe_text: str) -> Section:
                    f"best trial ({r.best.trial_id})", "importance (fANOVA)"], rows)
     intro = (f"Recommended value per knob: the median of the top-{r.confidence.k} search trials (most common choice "
              f"for categorical knobs), with their spread. Values of knobs that hardly matter are free choices.")
+    if sum(k.knob.startswith("pretrain.") for k in r.knobs) >= 2:
+        intro += (" The pre-training knobs are one recipe (each trial fine-tuned from that exact pre-training): "
+                  "the combination most common among the top trials, not each knob's own median.")
     if c is not None:
         intro += (" This top-k median was not itself re-run: the confirmed recipes above are the exact "
                   "configurations of the search trials they name.")

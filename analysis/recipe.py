@@ -3,6 +3,11 @@
 Top-k: the best `top_fraction` of the completed trials (at least `min_k`; all scored trials when fewer
 than `min_k` completed). Per knob the recommended value is the top-k median (int knobs rounded, log
 knobs the geometric median, categoricals the most common choice) with the top-k range as its spread.
+
+The searched `pre-training` knobs of a pipeline study are one recipe, not independent knobs: a trial
+fine-tunes from the pre-training of its exact combination (study/pretrain_registry.py), so per-knob
+modes could recommend a combination no top trial was fine-tuned from (and that was never pre-trained).
+They are chosen together: the combination most common among the top-k (ties: the better-ranked one).
 """
 from __future__ import annotations
 
@@ -92,7 +97,7 @@ def distill_recipe(scored: pd.DataFrame, infos: list[KnobInfo], mode: str, top_f
     k = min(max(min_k, math.ceil(top_fraction * len(pool))), len(pool))
     top = pool.head(k).reset_index(drop=True)
     best = _best_trial(top.iloc[0], infos)
-    knobs = [_knob_recipe(top, info, best.params.get(info.name)) for info in infos]
+    knobs = _joint_pretrain([_knob_recipe(top, info, best.params.get(info.name)) for info in infos], top)
     conf = _confidence(top, pool, mode, pool_name, len(ranked), n_bootstrap, seed)
     return Recipe(knobs, best, conf, top)
 
@@ -179,6 +184,28 @@ def _knob_recipe(top: pd.DataFrame, info: KnobInfo, best_value: Any) -> KnobReci
     value = round(median) if info.kind == "int" else _round(median)
     low, high = (int(x.min()), int(x.max())) if info.kind == "int" else (_round(x.min()), _round(x.max()))
     return KnobRecipe(info.name, info.kind, value, low, high, (float(q25), float(q75)), 1.0, best_value)
+
+
+def _joint_pretrain(knobs: list[KnobRecipe], top: pd.DataFrame) -> list[KnobRecipe]:
+    """The searched pre-training knobs set to the top-k's most common combination (module docstring)."""
+    names = [k.knob for k in knobs if k.knob.startswith("pretrain.")]
+    if len(names) < 2:
+        return knobs
+    rows = [tuple(_plain(v) for v in row) for row in top[names].itertuples(index=False)
+            if not any(is_missing(v) for v in row)]
+    if not rows:
+        return knobs
+    counts = Counter(rows)
+    most = max(counts.values())
+    chosen = dict(zip(names, next(r for r in rows if counts[r] == most), strict=True))  # rows are best first
+    out = []
+    for k in knobs:
+        if k.knob in chosen:
+            share = sum(r[names.index(k.knob)] == chosen[k.knob] for r in rows) / len(rows)
+            k = KnobRecipe(k.knob, k.kind, chosen[k.knob], k.low, k.high, k.iqr,
+                           share if k.kind == "categorical" else k.share, k.best_value)
+        out.append(k)
+    return out
 
 
 def _confidence(top: pd.DataFrame, pool: pd.DataFrame, mode: str, pool_name: str, n_scored: int, n_boot: int,

@@ -129,3 +129,25 @@ def test_load_reference_flat_or_by_section(tmp_path):
     bad.write_text("- 1\n")
     with pytest.raises(ReportError, match="bad.yaml"):
         load_reference(bad)
+
+
+def test_pretraining_knobs_are_recommended_as_one_recipe_a_top_trial_used():
+    """Per-knob modes would give mask 0.75 (3 of 5) with crop 0.2 (2 of 5): a combination no top trial
+    fine-tuned from. The joint choice is the best-ranked most common combination, here the best's."""
+    infos = [KnobInfo("pretrain.mask_ratio", "categorical", choices=(0.6, 0.75, 0.9)),
+             KnobInfo("pretrain.crop_min", "categorical", choices=(0.2, 0.3, 0.5, 0.8)),
+             KnobInfo("finetune.layer_decay", "float", low=0.4, high=0.9)]
+    combos = [(0.75, 0.5), (0.75, 0.8), (0.9, 0.2), (0.6, 0.2), (0.75, 0.3)]
+    scored = pd.DataFrame([{"trial_id": f"t{i}", "run_id": f"r{i}", "status": schema.STATUS_COMPLETED,
+                            "objective": 0.8 - 0.01 * i, "pretrain.mask_ratio": m, "pretrain.crop_min": c,
+                            "finetune.layer_decay": 0.5 + 0.05 * i, schema.M_TEST_MAUC: 0.7,
+                            schema.M_TEST_MAUC_CI_LOW: 0.69, schema.M_TEST_MAUC_CI_HIGH: 0.71}
+                           for i, (m, c) in enumerate(combos)])
+    r = distill_recipe(scored, infos, "max", top_fraction=1.0, min_k=5, n_bootstrap=0)
+    mask, crop, ld = r.knobs
+    assert (mask.value, crop.value) == (0.75, 0.5) and (mask.value, crop.value) in combos
+    assert (mask.share, crop.share) == (0.6, 0.2) and ld.value == pytest.approx(0.6)
+    combos[3] = (0.9, 0.2)  # now (0.9, 0.2) is the most common combination (2 of 5)
+    scored["pretrain.mask_ratio"], scored["pretrain.crop_min"] = zip(*combos, strict=True)
+    mask, crop, _ = distill_recipe(scored, infos, "max", top_fraction=1.0, min_k=5, n_bootstrap=0).knobs
+    assert (mask.value, crop.value) == (0.9, 0.2) and (mask.share, crop.share) == (0.4, 0.4)
