@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 # docs/data-formats.md: NIH ChestX-ray14 pixel statistics used by the paper (same for the 3 channels).
 NIH_MEAN = 0.5056
@@ -19,12 +20,22 @@ def is_uri(store: Path | str) -> bool:
     return isinstance(store, str) and bool(_URI.match(store))
 
 
+def path_or_uri(value: object) -> object:
+    """Text as a config field holds it: an object-store URI stays a str (a Path would fold `s3://b/x` into a
+    local `s3:/b/x`), any other text is a Path."""
+    return Path(value) if isinstance(value, str) and not is_uri(value) else value
+
+
+# A local file or folder (a Path) or an object-store URI (a str): stores, storage_path, finetune.init.
+PathOrUri = Annotated[Path | str, BeforeValidator(path_or_uri)]
+
+
 class DataConfig(BaseModel):
     """Where the prepared store is and how workers read it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    store: Path | str = Field(description="prepared store: a folder (a Path) or an object-store URI such as "
+    store: PathOrUri = Field(description="prepared store: a folder (a Path) or an object-store URI such as "
                               "s3://bucket/stores/nih768 (a str; fetched once per node, datasets.remote)")
     train_split: str = "train"
     val_split: str = "val"
@@ -33,9 +44,3 @@ class DataConfig(BaseModel):
     std: float = Field(NIH_STD, gt=0, lt=1)
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per Ray Train worker")
     in_chans: int = Field(3, description="channels fed to the model (gray copied to 3)")
-
-    @field_validator("store", mode="before")
-    @classmethod
-    def _folder_or_uri(cls, value: object) -> object:
-        """A URI stays a str (a Path would fold `s3://b` into `s3:/b`); any other text is a folder."""
-        return Path(value) if isinstance(value, str) and not is_uri(value) else value

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from thoraxmae.datasets.config import DataConfig, is_uri
+from thoraxmae.datasets.config import DataConfig, PathOrUri, is_uri
 from thoraxmae.study import schema, validate
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.space import KnobSpace
@@ -143,14 +143,8 @@ class StudySpec(BaseModel):
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
     confirm: ConfirmConfig | None = None
-    storage_path: Path | str | None = Field(None, description="Tune storage: a folder every node reaches, or an "
+    storage_path: PathOrUri | None = Field(None, description="Tune storage: a folder every node reaches, or an "
                                             "object-store URI (s3://bucket/tune); default <cwd>/studies")
-
-    @field_validator("storage_path", mode="before")
-    @classmethod
-    def _storage(cls, value: object) -> object:
-        """An object-store URI stays a str (Path() would fold `s3://b/x` into a local `s3:/b/x`); a path is a Path."""
-        return Path(value) if isinstance(value, str) and not is_uri(value) else value
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:

@@ -5,12 +5,11 @@ Defaults are the paper's ViT-S values (docs/paper.md); tiny models override them
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from thoraxmae.datasets.config import is_uri
+from thoraxmae.datasets.config import PathOrUri
 
 # Checkpoint file formats (trainers/checkpoint_files.py): ours, the paper's released dict, a plain timm
 # state dict. This Literal is the one list of them.
@@ -102,18 +101,12 @@ class FinetuneConfig(BaseModel):
                                   description="timm rand-m{M}-mstd0.5-inc1 (scale 0-10); 0 disables")
     crop_min: float = knob(0.08, "min. crop scale", gt=0, le=1)
     hflip: bool = True  # docs/paper.md: timm's create_transform default, flip p=0.5
-    init: Path | str | None = Field(None, description="checkpoint to start from: a file (a Path) or an object-store "
+    init: PathOrUri | None = Field(None, description="checkpoint to start from: a file (a Path) or an object-store "
                                     "URI such as s3://bucket/ckpt/mae.pt (a str; fetched once per node)")
     init_format: Literal["auto", CheckpointFormat] = setting("auto", description="auto: recognised from the content")
     bootstrap: int = setting(1000, ge=0, description="bootstrap resamples for the test mAUC CI")
     max_steps_per_epoch: int | None = setting(None, ge=1, description="cap for smoke runs")
     seed: int = 0
-
-    @field_validator("init", mode="before")
-    @classmethod
-    def _file_or_uri(cls, value: object) -> object:
-        """A URI stays a str (a Path would fold `s3://b` into `s3:/b`); any other text is a file."""
-        return Path(value) if isinstance(value, str) and not is_uri(value) else value
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
