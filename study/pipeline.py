@@ -27,12 +27,12 @@ from thoraxmae.study.pretrain_registry import (
     pretrain_key,
 )
 from thoraxmae.study.spec import StudySpec
+from thoraxmae.trainers.reporting import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
 M_KEY = "pretrain/key"
 M_REUSED = "pretrain/reused"
 POLL_S = 2.0
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def trial_key(spec: StudySpec, cfg: Any) -> tuple[str, dict[str, Any]]:

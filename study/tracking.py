@@ -20,6 +20,7 @@ from thoraxmae.study import schema
 from thoraxmae.study.lookup import filter_value, tagged_runs
 from thoraxmae.study.spec import StudySpec, dump_spec
 from thoraxmae.trainers.optim import absolute_lr
+from thoraxmae.trainers.reporting import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ class StudyTracker:
         if best.is_file():
             self.client.log_artifact(run_id, str(best), schema.ARTIFACT_CHECKPOINT_DIR)
             return
-        full = checkpoint_dir / "checkpoint.pt"
+        full = checkpoint_dir / CHECKPOINT_FILE
         if not full.is_file():
             log.warning("no checkpoint file in %s; nothing logged for run %s", checkpoint_dir, run_id)
             return
