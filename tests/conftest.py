@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny phantom ChestX-ray14 set in the real NIH layout, its prepared store,
-an MLflow SQLite URI, and one session-scoped local Ray for the integration tests."""
+an MLflow SQLite URI, one session-scoped local Ray for the integration tests, and a module-scoped S3
+server (moto, tests/s3_server.py) for the tests of object storage."""
 from __future__ import annotations
 
 import json
@@ -43,6 +44,15 @@ def phantom_store(phantom_nih, tmp_path_factory) -> Path:
     table = load_source("nih", phantom_nih, split_seed=0)
     prepare_store(table, out, size=TINY_SIZE, workers=1, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3-compatible server for one test module; yields its AWS_* environment (set while it runs)."""
+    from tests.s3_server import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as env:
+        yield env
 
 
 @pytest.fixture()

@@ -2,17 +2,13 @@
 GCS (gcp-storage-emulator, in memory). Each yields the environment that points pyarrow.fs at it."""
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.s3_server import BUCKET, moto_server
-from thoraxmae.study.tune import free_ports, restore_env
+from tests.s3_server import BUCKET, moto_server, serve
+from thoraxmae.study.tune import free_ports
 
 __all__ = ["BUCKET", "gcs_emulator", "moto_server", "object_store"]
 
@@ -22,29 +18,11 @@ def gcs_emulator(log: Path) -> Iterator[dict[str, str]]:
     """Start gcp-storage-emulator on a free port with BUCKET; yields {"STORAGE_EMULATOR_HOST": ...}, also set
     in os.environ while it runs."""
     (port,) = free_ports(1)
-    exe = Path(sys.executable).parent / "gcp-storage-emulator"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory",
-                                 "--default-bucket", BUCKET], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}
-    try:
-        for _ in range(100):
-            assert proc.poll() is None, log.read_text()
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/storage/v1/b/{BUCKET}", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            yield env
-        finally:
-            restore_env(saved)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    cmd = [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port",
+           str(port), "--in-memory", "--default-bucket", BUCKET]
+    with serve(cmd, f"http://127.0.0.1:{port}/storage/v1/b/{BUCKET}", log,
+               {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}) as env:
+        yield env
 
 
 @contextmanager

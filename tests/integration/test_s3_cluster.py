@@ -29,6 +29,7 @@ from mlflow import MlflowClient
 from tests.integration.study_helpers import (
     free_ports,
     history,
+    stop_process,
     subprocess_env,
     tiny_spec,
     trial_runs,
@@ -56,21 +57,6 @@ class Cluster:
     address: str  # the head's GCS
     env: dict[str, str]  # a driver's: RAY_ADDRESS, token, S3, its own cache
     temp_dirs: list[Path]  # each node's --temp-dir
-
-
-def _stop(proc: subprocess.Popen, grace_s: float = 30) -> None:
-    """SIGTERM the process, then SIGKILL its process group (ours: started with a new session)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
 
 
 def _active_nodes(address: str, env: dict[str, str]) -> int:
@@ -117,7 +103,7 @@ def s3_cluster(s3, tmp_path) -> Iterator[Cluster]:
         yield cluster
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_process(proc)
         for log in logs:
             log.close()
         for folder in cluster.temp_dirs:

@@ -16,6 +16,7 @@ import pytest
 from tests.integration.study_helpers import (
     free_ports,
     history,
+    stop_process,
     subprocess_env,
     tiny_spec,
     trial_runs,
@@ -25,21 +26,6 @@ from thoraxmae.study import schema
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "thoraxmae"]
-
-
-def _stop(proc: subprocess.Popen, grace_s: float = 30) -> None:
-    """SIGTERM the process, then SIGKILL its process group (ours: started with a new session)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
 
 
 @pytest.fixture()
@@ -71,7 +57,7 @@ def ray_head(tmp_path):
             time.sleep(0.5)
         yield url, {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
     finally:
-        _stop(proc)
+        stop_process(proc)
         log.close()
 
 

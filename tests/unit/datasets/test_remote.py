@@ -10,18 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.s3_server import BUCKET, moto_server
+from tests.s3_server import BUCKET
 from thoraxmae.cli import main
 from thoraxmae.datasets.config import DataConfig
 from thoraxmae.datasets.errors import DataError
 from thoraxmae.datasets.remote import filesystem, local_store
 from thoraxmae.datasets.store import check_store, open_store, verify_store
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as env:
-        yield env
 
 
 @pytest.fixture()

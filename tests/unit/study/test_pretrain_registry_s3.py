@@ -11,18 +11,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.s3_server import BUCKET, moto_server
+from tests.s3_server import BUCKET
 from thoraxmae.datasets.storage import Location
 from thoraxmae.study import pipeline
 from thoraxmae.study.pretrain_registry import ENTRY_FILE, Registry, resolve_init
 
 STORAGE = f"s3://{BUCKET}/tune"
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as env:
-        yield env
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import write_store_manifest
-from tests.s3_server import BUCKET, moto_server
+from tests.s3_server import BUCKET
 from thoraxmae.datasets.storage import Location
 from thoraxmae.study import validate
 from thoraxmae.study.errors import SpecError
@@ -27,12 +27,6 @@ from thoraxmae.study.lookup import (
 from thoraxmae.study.remove import find_leftovers, remove_study
 from thoraxmae.study.spec import dump_spec, parse_spec, with_defaults
 from thoraxmae.study.tracking import StudyTracker
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as env:
-        yield env
 
 
 @pytest.fixture()
