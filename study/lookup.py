@@ -149,13 +149,13 @@ def locate_spec(name: str, tracking_uri: str | None = None, storage_path: Path |
         raise SpecError(f"study `{name}`: {loc} not found (is --storage-path the spec's storage_path?)")
     if loc.is_local:
         return load_spec(loc.path)
-    from thoraxmae.datasets.storage import local_file
-
-    local = local_file(loc.uri)  # load_spec reads a local file; its messages name the URI
-    try:
-        return load_spec(local)
-    except SpecError as exc:
-        raise SpecError(str(exc).replace(str(local), loc.uri)) from None
+    with tempfile.TemporaryDirectory() as tmp:  # load_spec reads a local file (as read_spec's download above)
+        local = Path(tmp) / SPEC_FILE
+        local.write_bytes(loc.read_bytes())
+        try:
+            return load_spec(local)
+        except SpecError as exc:  # its messages name the URI, not the temporary copy
+            raise SpecError(str(exc).replace(str(local), loc.uri)) from None
 
 
 # --- status --------------------------------------------------------------------------------------
