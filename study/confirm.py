@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from thoraxmae.datasets.storage import Location, ray_storage
+from thoraxmae.datasets.storage import Location
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.mlflow_callback import MlflowStudyCallback
@@ -145,7 +145,14 @@ def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = 
     from ray.tune import Tuner
 
     from thoraxmae.study.lookup import find_study
-    from thoraxmae.study.tune import DRIVER_RESOURCES, SYNC_PERIOD_S, quiet_tune, start_pretrain_coordinator
+    from thoraxmae.study.tune import (
+        DRIVER_RESOURCES,
+        can_restore,
+        experiment_config,
+        quiet_tune,
+        restore_tuner,
+        start_pretrain_coordinator,
+    )
 
     if "finetune" not in spec.phases:
         raise SpecError(f"study `{spec.name}` (stage {spec.stage}): confirmation repeats fine-tuning; a "
@@ -154,23 +161,14 @@ def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = 
     trainable = ray.tune.with_resources(ray.tune.with_parameters(confirm_driver, spec=spec), DRIVER_RESOURCES)
     folder = confirm_dir(spec)
     run_cbs = [ConfirmCallback(spec), *(callbacks or [])]
-    where = ray_storage(folder)  # Tune's path of the folder (inside its filesystem, for object storage)
-    path, filesystem = where["storage_path"], where.get("storage_filesystem")
-    if Tuner.can_restore(path, storage_filesystem=filesystem):
+    if can_restore(folder):
         log.info("confirmation of %s found at %s: resuming it", spec.name, folder)
-        tuner = Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                              storage_filesystem=filesystem)
-        local = getattr(tuner, "_local_tuner", None)
-        if local is not None:
-            local.get_run_config().callbacks = run_cbs
+        tuner = restore_tuner(folder, trainable, run_cbs)
     else:
         points = confirm_points(spec, find_study(spec.name, spec.tracking.uri), top, seeds, reference)
         tune_config = ray.tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent_trials)
-        run_config = ray.tune.RunConfig(name=folder.name, **ray_storage(folder.parent), callbacks=run_cbs,
-                                        sync_config=ray.tune.SyncConfig(sync_period=SYNC_PERIOD_S),
-                                        failure_config=ray.tune.FailureConfig(max_failures=0), verbose=0)
         tuner = Tuner(trainable, param_space={CONFIG_KEY: ray.tune.grid_search(points)}, tune_config=tune_config,
-                      run_config=run_config)
+                      run_config=experiment_config(folder, run_cbs))
     coordinator = start_pretrain_coordinator(spec)
     grid = tuner.fit()
     del coordinator

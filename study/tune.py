@@ -148,9 +148,14 @@ def trainable(spec: StudySpec):
 
 
 def run_config(spec: StudySpec, callbacks: list[Callback]) -> ray.tune.RunConfig:
-    return ray.tune.RunConfig(name=spec.name, **ray_storage(spec.storage_path),
+    return experiment_config(study_dir(spec), [MlflowStudyCallback(spec), *callbacks])
+
+
+def experiment_config(folder: Location, callbacks: list[Callback]) -> ray.tune.RunConfig:
+    """The RunConfig of a Tune experiment kept in `folder` (a study, or its confirmation), local or on object
+    storage: a failed trial does not stop it, its state is synced every SYNC_PERIOD_S, Tune's console is quiet."""
+    return ray.tune.RunConfig(name=folder.name, **ray_storage(folder.parent), callbacks=callbacks,
                               sync_config=ray.tune.SyncConfig(sync_period=SYNC_PERIOD_S),
-                              callbacks=[MlflowStudyCallback(spec), *callbacks],
                               failure_config=ray.tune.FailureConfig(max_failures=0), verbose=0)
 
 
@@ -192,20 +197,33 @@ def resume_study(spec: StudySpec, callbacks: list[Callback] | None = None) -> ra
     """Continue a study whose driver died: finished trials stay finished, unfinished and errored
     ones run again (their Train runs resume from their last checkpoint), the rest are sampled."""
     check_resumable(spec)
-    storage = ray_storage(study_dir(spec))  # {"storage_path": the folder[, "storage_filesystem": the object store]}
     quiet_tune()
-    tuner = Tuner.restore(storage["storage_path"], trainable=trainable(spec), resume_unfinished=True,
-                          resume_errored=True, storage_filesystem=storage.get("storage_filesystem"))
-    # Tune restores the callbacks pickled when the study started; this process's own (a fresh
-    # progress display) replace them through the one place Tuner keeps its RunConfig.
-    local = getattr(tuner, "_local_tuner", None)
-    if local is not None and callbacks is not None:
-        local.get_run_config().callbacks = [MlflowStudyCallback(spec), *callbacks]
+    own = None if callbacks is None else [MlflowStudyCallback(spec), *callbacks]
+    tuner = restore_tuner(study_dir(spec), trainable(spec), own)
     coordinator = start_pretrain_coordinator(spec)
     grid = tuner.fit()
     del coordinator
     sweep_checkpoints(study_dir(spec))
     return grid
+
+
+def can_restore(folder: Location) -> bool:
+    """Does `folder` (local or on object storage) hold the state of a Tune experiment?"""
+    where = ray_storage(folder)
+    return Tuner.can_restore(where["storage_path"], storage_filesystem=where.get("storage_filesystem"))
+
+
+def restore_tuner(folder: Location, trainable_, callbacks: list[Callback] | None) -> Tuner:
+    """The Tune experiment in `folder` (local or on object storage), unfinished and errored trials to run
+    again. Tune restores the callbacks pickled when it started; `callbacks` (this process's own, e.g. a
+    fresh progress display) replace them through the one place Tuner keeps its RunConfig."""
+    where = ray_storage(folder)  # {"storage_path": the folder[, "storage_filesystem": the object store]}
+    tuner = Tuner.restore(where["storage_path"], trainable=trainable_, resume_unfinished=True, resume_errored=True,
+                          storage_filesystem=where.get("storage_filesystem"))
+    local = getattr(tuner, "_local_tuner", None)
+    if local is not None and callbacks is not None:
+        local.get_run_config().callbacks = callbacks
+    return tuner
 
 
 def start_pretrain_coordinator(spec: StudySpec):
