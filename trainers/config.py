@@ -1,4 +1,4 @@
-"""Typed configs the trainers consume; study/spec.py composes them (trainers never import study).
+"""Typed configs the trainers consume; study/spec/model.py composes them (trainers never import study).
 
 Field names are the knob names of docs/architecture.md: `pretrain.mask_ratio` is `PretrainConfig.mask_ratio`.
 Defaults are the paper's ViT-S values (docs/paper.md); tiny models override them.
@@ -75,11 +75,29 @@ class PretrainConfig(BaseModel):
     checkpoint_every: int = setting(1, ge=1, description="epochs between checkpoints")
     max_steps_per_epoch: int | None = setting(None, ge=1, description="cap for smoke runs")
     seed: int = 0
+    # LR after warm-up (trainers.optim.lr_at, docs/paper.md "Anytime schedules"): cosine (the paper's) depends on
+    # `epochs`; constant does not (a checkpoint at e is the same for every length); wsd = constant, then a linear
+    # decay over the last `decay_epochs`, a branch from the constant run's checkpoint at epochs - decay_epochs.
+    schedule: Literal["cosine", "constant", "wsd"] = "cosine"
+    decay_epochs: int | None = Field(None, ge=1, description="wsd: epochs of the final linear decay")
+    continue_from: PathOrUri | None = setting(
+        None, description="a constant-schedule checkpoint.pt of this recipe to continue from (its epoch < epochs); "
+        "trainers.continuation checks it")
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:
-        if self.warmup_epochs >= self.epochs and self.epochs > 1:
+        if self.warmup_epochs >= self.epochs and self.epochs > 1 and self.schedule != "constant":
             raise ValueError(f"pretrain.warmup_epochs={self.warmup_epochs} must be < pretrain.epochs={self.epochs}")
+        if self.schedule == "wsd":
+            if self.decay_epochs is None or self.decay_epochs > self.epochs - self.warmup_epochs:
+                raise ValueError(f"pretrain.decay_epochs={self.decay_epochs}: schedule wsd needs 1 <= decay_epochs <= "
+                                 f"epochs - warmup_epochs = {self.epochs - self.warmup_epochs}")
+        elif self.decay_epochs is not None:
+            raise ValueError(f"pretrain.decay_epochs={self.decay_epochs} applies only to schedule wsd "
+                             f"(pretrain.schedule={self.schedule})")
+        if self.continue_from is not None and self.schedule == "cosine":
+            raise ValueError("pretrain.continue_from: a cosine schedule cannot be continued (its LR at every epoch "
+                             "depends on pretrain.epochs, so it is not horizon-free); use schedule constant or wsd")
         return self
 
 

@@ -32,6 +32,8 @@ class Schedule:
     epochs: float
     accum_iter: int = 1
     max_steps_per_epoch: int | None = None
+    kind: str = "cosine"  # cosine | constant | wsd (trainers.optim.lr_at)
+    decay_epochs: float = 0.0  # wsd only
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
         if i >= steps:
             break
         if i % sched.accum_iter == 0:
-            lr = lr_at(epoch + i / steps, sched.base_lr, sched.min_lr, sched.warmup_epochs, sched.epochs)
+            lr = lr_at(epoch + i / steps, sched.base_lr, sched.min_lr, sched.warmup_epochs, sched.epochs,
+                       sched.kind, sched.decay_epochs)
             set_lr(optimizer, lr)
         images, labels, mask = _to(batch, worker.device)
         last_micro = (i + 1) % sched.accum_iter == 0 or i + 1 == steps

@@ -63,11 +63,24 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
     return [groups[key] for key in sorted(groups)]
 
 
-def lr_at(epoch: float, base_lr: float, min_lr: float, warmup: float, total: float) -> float:
-    """LR at a fractional epoch (step / steps_per_epoch): linear warm-up from 0 to base_lr over `warmup`
-    epochs, then half-cosine from base_lr down to min_lr at `total` epochs (min_lr afterwards)."""
+def lr_at(epoch: float, base_lr: float, min_lr: float, warmup: float, total: float, schedule: str = "cosine",
+          decay: float = 0.0) -> float:
+    """LR at a fractional epoch (step / steps_per_epoch), after a linear warm-up from 0 to base_lr over `warmup`
+    epochs (docs/paper.md):
+    - "cosine" (the paper's): half-cosine from base_lr down to min_lr at `total` epochs (min_lr afterwards);
+    - "constant": base_lr from the end of warm-up on; `total` plays no part, so the weights at epoch e are the
+      same whatever length the run was meant to have (horizon-free, docs/paper.md "Anytime schedules");
+    - "wsd" (warm-up, stable, decay): constant until `total - decay`, then linear from base_lr to min_lr at
+      `total`. Up to `total - decay` it is the constant schedule, so a wsd run is a branch of a constant one."""
     if epoch < warmup:
         return base_lr * epoch / warmup
+    if schedule == "constant":
+        return base_lr
+    if schedule == "wsd":
+        start = total - decay
+        if epoch < start:
+            return base_lr
+        return min_lr if epoch >= total else base_lr + (min_lr - base_lr) * (epoch - start) / decay
     if epoch >= total or total <= warmup:
         return min_lr
     progress = (epoch - warmup) / (total - warmup)  # in [0, 1)

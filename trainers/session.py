@@ -93,4 +93,6 @@ def resume(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.O
 def schedule(cfg: PretrainConfig | FinetuneConfig, worker: Worker) -> Schedule:
     """The per-iteration LR schedule of a phase; lr = blr * global batch / 256 (docs/paper.md)."""
     lr = absolute_lr(cfg.blr, cfg.batch_size, cfg.accum_iter, worker.world_size)
-    return Schedule(lr, cfg.min_lr, cfg.warmup_epochs, cfg.epochs, cfg.accum_iter, cfg.max_steps_per_epoch)
+    kind, decay = getattr(cfg, "schedule", "cosine"), getattr(cfg, "decay_epochs", None) or 0
+    return Schedule(lr, cfg.min_lr, cfg.warmup_epochs, cfg.epochs, cfg.accum_iter, cfg.max_steps_per_epoch,
+                    kind, decay)
