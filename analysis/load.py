@@ -2,7 +2,7 @@
 confirmation runs and the pre-training runs its trials fine-tuned from.
 
 Only the run schema of study/schema.py is read (docs/mlflow-schema.md); nothing here needs Ray. The
-study is found by study/lookup.py (its parent run in any experiment of the tracking store, filter
+study is found by study/tracking/lookup.py (its parent run in any experiment of the tracking store, filter
 values quoted there); the result is plain records, which analysis/tables.py turns into tidy tables.
 """
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any
 import yaml
 
 from thoraxmae.analysis.errors import ReportError
-from thoraxmae.study import lookup, schema
+from thoraxmae.study import schema
+from thoraxmae.study.tracking import lookup
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.tracking_uri import client_for, default_tracking_uri, mlflow_errors
+from thoraxmae.study.tracking.uri import client_for, default_tracking_uri, mlflow_errors
 
 log = logging.getLogger(__name__)
 

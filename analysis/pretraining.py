@@ -118,7 +118,7 @@ def compare_recipes(study: StudyRecord, trials: pd.DataFrame) -> RecipeCompariso
 
 def _discrete(declared: dict | None) -> bool:
     """Whether a searched knob has a finite set of values (a categorical, an int range, a float range
-    with a step: what study/coverage.py covers); a knob the spec does not declare counts as discrete."""
+    with a step: what study/spec/coverage.py covers); a knob the spec does not declare counts as discrete."""
     if not declared:
         return True
     return declared.get("type") in ("categorical", "int") or declared.get("step") is not None

@@ -5,7 +5,7 @@ than `min_k` completed). Per knob the recommended value is the top-k median (int
 knobs the geometric median, categoricals the most common choice) with the top-k range as its spread.
 
 The searched `pre-training` knobs of a pipeline study are one recipe, not independent knobs: a trial
-fine-tunes from the pre-training of its exact combination (study/pretrain_registry.py), so per-knob
+fine-tunes from the pre-training of its exact combination (study/registry.py), so per-knob
 modes could recommend a combination no top trial was fine-tuned from (and that was never pre-trained).
 They are chosen together: the combination most common among the top-k (ties: the better-ranked one).
 """

@@ -240,7 +240,7 @@ def fmt(v: Any, digits: int = 4) -> str:
 
 def error_text(trace: str, limit: int = 300) -> str:
     """A logged error (often a whole traceback) as the line that says what went wrong, clipped."""
-    from thoraxmae.study.lookup import error_line
+    from thoraxmae.study.tracking.lookup import error_line
 
     line = error_line(trace)
     return line if len(line) <= limit else line[:limit - 1] + "…"

@@ -6,6 +6,6 @@ Public surface (heavy Ray/MLflow imports stay inside the functions' modules):
 - `find_study`, `study_status`, `locate_spec` (study.lookup: Ray-free); run-schema names in study.schema
 """
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.spec import StudySpec, dump_spec, load_spec
+from thoraxmae.study.spec.model import StudySpec, dump_spec, load_spec
 
 __all__ = ["SpecError", "StudySpec", "dump_spec", "load_spec"]

@@ -67,7 +67,7 @@ def ray_session():
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
     if not ray.is_initialized():
-        from thoraxmae.study.tune import init_ray
+        from thoraxmae.study.run.tune import init_ray
 
         init_ray(num_cpus=2, object_store_memory=200 * 1024**2)
     yield ray

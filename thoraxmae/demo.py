@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from thoraxmae.study.tracking_uri import mlflow_cli_defaults
+    from thoraxmae.study.tracking.uri import mlflow_cli_defaults
 
     mlflow_cli_defaults()
     console = Console()
@@ -46,7 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   f"and covered by {spec.search.coverage} fine-tuning trials first"
                   + (f"; then the best recipe and the paper's re-run with {spec.confirm.seeds} seeds each"
                      if spec.confirm else ""))
-    from thoraxmae.study.cli_study import _run
+    from thoraxmae.cli.study import _run
 
     code = _run(spec, resume=False)
     if code:
@@ -100,9 +100,9 @@ def ensure_store(phantom: Path, store: Path, console) -> Path:
 def demo_spec(path: Path, out: Path, store: Path, trials: int | None, confirm_seeds: int | None = None):
     """The demo spec with this run's store, MLflow file, Tune folder and the next free study name. Fewer
     trials than the spec's coverage needs lower the coverage to what they allow (0 below one per recipe)."""
-    from thoraxmae.study.coverage import combinations
-    from thoraxmae.study.lookup import check_tracking_uri, name_taken
-    from thoraxmae.study.spec import load_spec
+    from thoraxmae.study.spec.coverage import combinations
+    from thoraxmae.study.spec.model import load_spec
+    from thoraxmae.study.tracking.lookup import check_tracking_uri, name_taken
 
     uri = f"sqlite:///{out / 'mlflow.db'}"
     overrides = [f"data.store={store}", f"tracking.uri={uri}", f"storage_path={out / 'studies'}"]

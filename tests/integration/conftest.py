@@ -18,7 +18,7 @@ def study_ray(request):
     processes carry RAY_ADDRESS (see init_ray: other Rays on this machine must not confuse Train)."""
     import ray
 
-    from thoraxmae.study.tune import init_ray
+    from thoraxmae.study.run.tune import init_ray
 
     if not ray.is_initialized():
         init_ray(num_cpus=2, object_store_memory=200 * 1024**2)

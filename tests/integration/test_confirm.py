@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from tests.integration.study_helpers import subprocess_env, tiny_spec, trial_runs, write_spec
 from thoraxmae.study import schema
-from thoraxmae.study.spec import load_spec
+from thoraxmae.study.spec.model import load_spec
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "thoraxmae"]
@@ -35,8 +35,8 @@ def _finetune_spec(store, tmp, name):
 
 
 def test_confirm_reruns_top_recipe_and_reference_with_shared_seeds(study_ray, phantom_store, tmp_path):
-    from thoraxmae.study.confirm import run_confirm
-    from thoraxmae.study.tune import run_study
+    from thoraxmae.study.run.confirm import run_confirm
+    from thoraxmae.study.run.tune import run_study
 
     spec = load_spec(write_spec(_finetune_spec(phantom_store, tmp_path, "conf"), tmp_path / "spec.yaml"))
     run_study(spec)

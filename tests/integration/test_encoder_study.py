@@ -12,7 +12,7 @@ import torch
 
 from tests.integration.study_helpers import tiny_spec, trial_runs, write_spec
 from thoraxmae.study import schema
-from thoraxmae.study.spec import load_spec
+from thoraxmae.study.spec.model import load_spec
 from thoraxmae.trainers.config import ModelConfig
 from thoraxmae.trainers.models import build_classifier, build_mae
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 def test_encoder_study_over_two_checkpoint_formats(study_ray, phantom_store, tmp_path):
     from thoraxmae.analysis.report import build_report
-    from thoraxmae.study.tune import run_study
+    from thoraxmae.study.run.tune import run_study
 
     tiny = ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8, depth=2)
     torch.manual_seed(0)

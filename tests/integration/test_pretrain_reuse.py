@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 
 from tests.integration.study_helpers import tiny_spec, trial_runs, write_spec
 from thoraxmae.study import schema
-from thoraxmae.study.pretrain_registry import ENTRY_FILE, Registry
-from thoraxmae.study.spec import load_spec
+from thoraxmae.study.registry import ENTRY_FILE, Registry
+from thoraxmae.study.spec.model import load_spec
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def _spec(store, tmp, name, *, choices, num_samples, coverage, concurrent=2):
 
 
 def test_concurrent_trials_of_one_recipe_share_one_pretraining(study_ray, phantom_store, tmp_path):
-    from thoraxmae.study.tune import run_study
+    from thoraxmae.study.run.tune import run_study
 
     spec = _spec(phantom_store, tmp_path, "share", choices=[0.9], num_samples=2, coverage=2)
     grid = run_study(spec)
@@ -67,7 +67,7 @@ def test_concurrent_trials_of_one_recipe_share_one_pretraining(study_ray, phanto
 
 def test_every_recipe_covered_then_a_later_study_reuses_and_rebuilds_a_damaged_one(study_ray, phantom_store,
                                                                                       tmp_path, caplog):
-    from thoraxmae.study.tune import run_study
+    from thoraxmae.study.run.tune import run_study
 
     spec = _spec(phantom_store, tmp_path, "cover", choices=[0.75, 0.9], num_samples=4, coverage=2)
     grid = run_study(spec)

@@ -16,7 +16,7 @@ import pytest
 from tests.integration import browser
 from tests.integration.study_helpers import free_ports, subprocess_env
 from thoraxmae.cli import main
-from thoraxmae.study import cli_ui
+from thoraxmae.cli import ui as cli_ui
 
 pytestmark = pytest.mark.integration
 PROC_TABLES = (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6))
@@ -137,7 +137,7 @@ def test_ui_passes_explicit_allowed_hosts(monkeypatch, tmp_path):
 
 
 def test_init_ray_asks_for_a_loopback_dashboard(monkeypatch):
-    from thoraxmae.study import tune
+    from thoraxmae.study.run import tune
 
     seen = {}
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -157,7 +157,7 @@ def test_local_ray_dashboard_listens_on_loopback_only(study_ray):
 def test_every_port_of_the_local_ray_listens_on_loopback_only(study_ray):
     """GCS, raylet, object manager, workers, dashboard and its agents: every socket Ray's processes (all
     started by this process: the session's Ray comes from study.tune.init_ray) listen on."""
-    from thoraxmae.study.cli_ui import descendants
+    from thoraxmae.cli.ui import descendants
 
     assert study_ray._private.worker.global_worker.node.node_ip_address == "127.0.0.1"
     pids = [os.getpid(), *(pid for pid, _ in descendants(os.getpid()))]

@@ -6,13 +6,13 @@ from mlflow import MlflowClient
 
 from tests.integration.study_helpers import history, study_runs, tiny_spec, trial_runs, write_spec
 from thoraxmae.study import schema
-from thoraxmae.study.spec import load_spec
+from thoraxmae.study.spec.model import load_spec
 
 pytestmark = pytest.mark.integration
 
 
 def test_finetune_study_prunes_and_tracks_every_trial(study_ray, phantom_store, tmp_path):
-    from thoraxmae.study.tune import run_study
+    from thoraxmae.study.run.tune import run_study
 
     raw = tiny_spec(phantom_store, tmp_path, "ft-study", num_samples=5)
     # the paper-like point learns; the second barely moves (blr 1e-6), so ASHA stops it at its first rung
@@ -47,7 +47,7 @@ def test_finetune_study_prunes_and_tracks_every_trial(study_ray, phantom_store, 
 
 
 def test_pipeline_study_pretrains_then_finetunes(study_ray, phantom_store, tmp_path):
-    from thoraxmae.study.tune import run_study
+    from thoraxmae.study.run.tune import run_study
 
     raw = tiny_spec(phantom_store, tmp_path, "pipe-study", stage="pipeline", num_samples=2)
     raw["search"]["reuse_pretraining"] = False  # each trial pre-trains its own encoder (reuse: test_pretrain_reuse)
@@ -71,7 +71,7 @@ def test_pipeline_study_pretrains_then_finetunes(study_ray, phantom_store, tmp_p
 
 
 def test_a_failing_trial_is_recorded_with_its_error_and_the_study_goes_on(study_ray, phantom_store, tmp_path):
-    from thoraxmae.study.tune import run_study
+    from thoraxmae.study.run.tune import run_study
 
     raw = tiny_spec(phantom_store, tmp_path, "fail-study", num_samples=2, concurrent=2)
     raw["finetune"]["epochs"] = 1

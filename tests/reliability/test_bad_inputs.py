@@ -18,8 +18,8 @@ import yaml
 from tests.conftest import write_store_manifest
 from thoraxmae.cli import main
 from thoraxmae.study import schema
-from thoraxmae.study.spec import parse_spec, with_defaults
-from thoraxmae.study.tracking import StudyTracker
+from thoraxmae.study.spec.model import parse_spec, with_defaults
+from thoraxmae.study.tracking.writer import StudyTracker
 
 CLI = [sys.executable, "-m", "thoraxmae"]
 
@@ -37,7 +37,7 @@ class Pwn:
 @pytest.fixture(autouse=True)
 def no_ray(monkeypatch):
     """Ray must never start for bad input; MLflow's default URI must not leak in from the environment."""
-    from thoraxmae.study import tune
+    from thoraxmae.study.run import tune
 
     def tripwire(**_):
         raise AssertionError("Ray started for an input that should have been refused before it")
@@ -329,7 +329,7 @@ def test_report_refuses_a_bad_tracking_uri_and_creates_nothing(work, capsys, uri
     ("sqlite:////proc/thoraxmae/mlflow.db", r"cannot create /proc/thoraxmae/mlflow\.db: /proc is not writable"),
 ])
 def test_ui_refuses_a_bad_tracking_uri_before_starting_mlflow(work, capsys, monkeypatch, uri, message):
-    from thoraxmae.study import cli_ui
+    from thoraxmae.cli import ui as cli_ui
 
     monkeypatch.setattr(cli_ui, "serve", lambda cmd, env: pytest.fail(f"MLflow started: {cmd}"))
     code, line = run_cli(capsys, "ui", "--tracking-uri", uri.format(tmp=work))

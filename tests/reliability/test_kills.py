@@ -24,7 +24,7 @@ from tests.reliability.helpers import (
     trial_runs,
 )
 from thoraxmae.study import schema
-from thoraxmae.study.trial import FAIL_ENV, FINAL_MARKER
+from thoraxmae.study.run.trial import FAIL_ENV, FINAL_MARKER
 
 pytestmark = pytest.mark.integration
 

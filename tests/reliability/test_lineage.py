@@ -17,9 +17,10 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallba
 
 from thoraxmae.datasets.storage import Location
 from thoraxmae.study import schema
-from thoraxmae.study.mlflow_callback import MlflowStudyCallback
-from thoraxmae.study.spec import parse_spec, with_defaults
-from thoraxmae.study.trial import HISTORY_KEY, PHASE_KEY, PhaseReportCallback, lineage_results, read_marker
+from thoraxmae.study.tracking.callback import MlflowStudyCallback
+from thoraxmae.study.spec.model import parse_spec, with_defaults
+from thoraxmae.study.run.trial import PhaseReportCallback, read_marker
+from thoraxmae.study.tracking.results import HISTORY_KEY, PHASE_KEY, lineage_results
 from thoraxmae.trainers.lineage import HISTORY_METRIC, HOLD_ENV, Lineage, hold, plain_metrics
 
 NAN = math.nan

@@ -1,4 +1,4 @@
-"""A pipeline study whose two trials share one pre-training (study/pretrain_registry.py), its driver killed
+"""A pipeline study whose two trials share one pre-training (study/registry.py), its driver killed
 (kill -9 of its process group) in the middle of that pre-training, then `thoraxmae study resume`: still
 exactly one pre-training Train run and one MLflow pretrain run with epochs 1..P once, and every trial
 finished once, fine-tuned from it."""
@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from tests.reliability.helpers import Driver, hold, pipeline_spec, trial_runs
 from thoraxmae.study import schema
-from thoraxmae.study.pretrain_registry import Registry
+from thoraxmae.study.registry import Registry
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@ the confirmation of the best recipe vs the paper's, and how --trials / --confirm
 from __future__ import annotations
 
 from thoraxmae.demo import DEMO_SPEC, demo_spec
-from thoraxmae.study.coverage import combinations
+from thoraxmae.study.spec.coverage import combinations
 
 
 def test_the_demo_covers_every_pretraining_recipe_and_confirms(phantom_store, tmp_path):

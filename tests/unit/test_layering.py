@@ -1,7 +1,8 @@
 """The layers of docs/architecture.md, checked on every module of the four packages.
 
-datasets <- trainers <- study <- analysis (an arrow points at what may be imported), `thoraxmae/cli.py` on
-top. Two views of the same code:
+datasets <- trainers <- study <- analysis (an arrow points at what may be imported), the shell (`thoraxmae/`:
+`cli/` and `demo.py`) on top. Inside study/, the rooms: base (errors, schema, storage, registry) <- spec <-
+tracking <- run; each room imports only the rooms below it. Two views of the same code:
 - static: the AST of each file, every import of a `thoraxmae.*` module (module level, under
   `if TYPE_CHECKING:`, inside functions, and module names written as strings for importlib, as the lazy
   `__init__` files do), checked for direction, bare top-level names and cycles;
@@ -26,7 +27,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("datasets", "trainers", "study", "analysis")  # bottom to top
-SHELL = "shell"  # thoraxmae/cli.py, the composition root: may import everything, imported by none
+SHELL = "shell"  # thoraxmae/cli/ and thoraxmae/demo.py, the composition root: may import everything
+ROOMS = ("base", "spec", "tracking", "run", "facade")  # study/'s rooms, bottom to top; facade: study/__init__
 LAYER = {**{p: i for i, p in enumerate(PACKAGES)}, SHELL: len(PACKAGES)}
 CONTEXTS = ("module", "type_checking", "function", "lazy")  # lazy: a module name as a string (importlib)
 
@@ -59,8 +61,8 @@ def discover(root: Path) -> dict[str, Path]:
             continue
         for file in sorted(folder.rglob("*.py")):
             rel = file.relative_to(folder).with_suffix("").parts
-            if "__pycache__" in rel or (name == "thoraxmae" and len(rel) > 1):
-                continue  # the shell's sub-folders are the mapped packages themselves
+            if "__pycache__" in rel or (name == "thoraxmae" and len(rel) > 1 and rel[0] != "cli"):
+                continue  # the shell's other sub-folders would be the mapped packages themselves
             parts = rel[:-1] if rel[-1] == "__init__" else rel
             out[".".join((name, *parts))] = file
     return out
@@ -69,6 +71,17 @@ def discover(root: Path) -> dict[str, Path]:
 def layer_of(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[1] in PACKAGES else SHELL
+
+
+def room_of(module: str) -> str | None:
+    """The room of a study module (None outside study/): its sub-package, `base` for the modules at study/'s
+    root, `facade` for the package itself (its lazy `__init__` names what it re-exports)."""
+    parts = module.split(".")
+    if layer_of(module) != "study":
+        return None
+    if len(parts) == 2:
+        return "facade"
+    return parts[2] if parts[2] in ROOMS else "base"
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -136,8 +149,12 @@ def violations(imports: list[Import]) -> list[str]:
             out.append(f"{where} imports bare `{imp.target}`; write `thoraxmae.{imp.target}`")
             continue
         src, dst = layer_of(imp.source), layer_of(imp.target)
-        if dst == SHELL and src != SHELL:
-            out.append(f"{where} imports the shell `{imp.target}`; only thoraxmae/cli.py composes the packages")
+        src_room, dst_room = room_of(imp.source), room_of(imp.target)
+        if src_room and dst_room and ROOMS.index(dst_room) > ROOMS.index(src_room):
+            out.append(f"{where} imports `{imp.target}`: study room {src_room} may not import {dst_room} "
+                       f"(rooms: {' <- '.join(ROOMS[:-1])})")
+        elif dst == SHELL and src != SHELL:
+            out.append(f"{where} imports the shell `{imp.target}`; only thoraxmae/cli/__init__.py composes the packages")
         elif LAYER[dst] > LAYER[src]:
             allowed = dst in ALLOWED_UPWARD.get(imp.source, ()) and imp.context == "function"
             if not allowed:
@@ -306,14 +323,17 @@ def _plant(root: Path) -> Path:
     (root / "pyproject.toml").write_text('[tool.setuptools.package-dir]\n"thoraxmae" = "thoraxmae"\n' + "".join(
         f'"thoraxmae.{p}" = "{p}"\n' for p in PACKAGES))
     files = {
-        "thoraxmae/cli.py": "from thoraxmae.analysis import report\n",
+        "thoraxmae/__init__.py": "", "thoraxmae/cli/__init__.py": "from thoraxmae.analysis import report\n",
         "datasets/__init__.py": "", "datasets/config.py": "X = 1\n",
         "trainers/__init__.py": "", "trainers/config.py": "from thoraxmae.datasets.config import X\n",
-        "trainers/loop.py": "def run():\n    from thoraxmae.study import spec\n",  # upward, deferred
-        "study/__init__.py": "", "study/spec.py": "from thoraxmae.study import space\n",
-        "study/space.py": "import thoraxmae.study.spec\n",  # circle at import time
-        "study/cli_x.py": "from datasets.config import X\n",  # bare name
-        "analysis/__init__.py": "", "analysis/report.py": "from thoraxmae.study import spec\nimport wave\n",
+        "trainers/loop.py": "def run():\n    from thoraxmae.study import schema\n",  # upward, deferred
+        "study/__init__.py": "", "study/schema.py": "", "study/spec/__init__.py": "",
+        "study/spec/model.py": "from thoraxmae.study.spec import space\n",
+        "study/spec/space.py": "import thoraxmae.study.spec.model\n",  # circle at import time
+        "study/spec/checks.py": "def check():\n    from thoraxmae.study.run import tune\n",  # room upward
+        "study/run/__init__.py": "", "study/run/tune.py": "from thoraxmae.study.spec import model\n",  # fine
+        "study/run/trial.py": "from datasets.config import X\n",  # bare name
+        "analysis/__init__.py": "", "analysis/report.py": "from thoraxmae.study import schema\nimport wave\n",
     }
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -323,13 +343,17 @@ def _plant(root: Path) -> Path:
 
 def test_checks_catch_planted_violations(tmp_path):
     root = _plant(tmp_path)
+    assert {"thoraxmae.cli", "thoraxmae.study.run.tune"} <= set(discover(root))
     imports = import_graph(root)
     found = violations(imports)
     assert sorted(found) == [
-        "thoraxmae.study.cli_x:1 (module) imports bare `datasets.config`; write `thoraxmae.datasets.config`",
-        ("thoraxmae.trainers.loop:2 (function) imports `thoraxmae.study.spec`: trainers may not import study "
+        ("thoraxmae.study.run.trial:1 (module) imports bare `datasets.config`; write "
+         "`thoraxmae.datasets.config`"),
+        ("thoraxmae.study.spec.checks:2 (function) imports `thoraxmae.study.run.tune`: study room spec may not "
+         "import run (rooms: base <- spec <- tracking <- run)"),
+        ("thoraxmae.trainers.loop:2 (function) imports `thoraxmae.study.schema`: trainers may not import study "
          "(layers: datasets <- trainers <- study <- analysis)")]
-    assert cycles(imports, ("module",)) == [frozenset({"thoraxmae.study.spec", "thoraxmae.study.space"})]
+    assert cycles(imports, ("module",)) == [frozenset({"thoraxmae.study.spec.model", "thoraxmae.study.spec.space"})]
     result = import_all(root, importable(root), forbidden="wave")
     assert result["failed"] == {} and result["strays"] == ["datasets", "datasets.config"]
     analysis = import_all(root, [m for m in importable(root) if layer_of(m) == "analysis"], forbidden="wave")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from thoraxmae.study import schema
-from thoraxmae.study.spec import load_spec
+from thoraxmae.study.spec.model import load_spec
 
 CONFIGS = sorted((Path(__file__).parents[3] / "configs").glob("*.yaml"))
 

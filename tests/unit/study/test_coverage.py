@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from tests.conftest import write_store_manifest
-from thoraxmae.study.coverage import combinations, coverage_points
+from thoraxmae.study.spec.coverage import combinations, coverage_points
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.spec import load_spec
+from thoraxmae.study.spec.model import load_spec
 
 
 def _pipeline(**search) -> dict:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from thoraxmae.study import schema
-from thoraxmae.study.space import NOT_SEARCHABLE, split_knob
+from thoraxmae.study.spec.space import NOT_SEARCHABLE, split_knob
 
 
 def test_paper_recipe_is_the_papers_vit_s_values():

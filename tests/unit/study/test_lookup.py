@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from tests.conftest import write_store_manifest
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.lookup import (
+from thoraxmae.study.tracking.lookup import (
     TUNER_FILE,
     check_new_study,
     filter_value,
@@ -19,10 +19,10 @@ from thoraxmae.study.lookup import (
     study_status,
     tagged_runs,
 )
-from thoraxmae.study.remove import find_leftovers, remove_study
-from thoraxmae.study.spec import parse_spec, with_defaults
-from thoraxmae.study.tracking import StudyTracker
-from thoraxmae.study.tracking_uri import check_tracking_uri
+from thoraxmae.study.tracking.remove import find_leftovers, remove_study
+from thoraxmae.study.spec.model import parse_spec, with_defaults
+from thoraxmae.study.tracking.writer import StudyTracker
+from thoraxmae.study.tracking.uri import check_tracking_uri
 
 
 def _spec(tmp_path: Path, name: str, uri: str, stage: str = "finetune", storage: str = "studies"):
@@ -229,7 +229,7 @@ def test_the_lookup_is_ray_free_and_light():
     import subprocess
     import sys
 
-    code = ("import sys, thoraxmae.study.lookup, thoraxmae.study.remove; "
+    code = ("import sys, thoraxmae.study.tracking.lookup, thoraxmae.study.tracking.remove; "
             "print(sorted(m for m in ('ray', 'mlflow', 'torch') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert done.stdout.strip() == "[]"

@@ -10,10 +10,10 @@ import pytest
 
 from tests.conftest import write_store_manifest
 from thoraxmae.study import schema
-from thoraxmae.study.progress import StudyProgress, outcome
-from thoraxmae.study.spec import parse_spec, with_defaults
-from thoraxmae.study.trial import PHASE_KEY
-from thoraxmae.study.tune import sweep_checkpoints
+from thoraxmae.cli.progress import StudyProgress, outcome
+from thoraxmae.study.spec.model import parse_spec, with_defaults
+from thoraxmae.study.tracking.results import PHASE_KEY
+from thoraxmae.study.run.tune import sweep_checkpoints
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ import torch
 
 from thoraxmae.datasets.config import DataConfig
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.pretrain_registry import Registry, _Coordinator, key_payload, pretrain_key
+from thoraxmae.study.registry import Registry, _Coordinator, key_payload, pretrain_key
 from thoraxmae.trainers.config import ModelConfig, PretrainConfig
 
 
@@ -97,8 +97,8 @@ def test_coordinator_grants_one_trial_and_expires_dead_holders():
 
 
 def test_a_registry_reference_resolves_to_the_checkpoint_and_survives_spec_loading(tmp_path, store):
-    from thoraxmae.study.pretrain_registry import resolve_init
-    from thoraxmae.study.spec import load_spec
+    from thoraxmae.study.registry import resolve_init
+    from thoraxmae.study.spec.model import load_spec
 
     registry = Registry(tmp_path / "studies")
     ckpt = _finished(registry, "abcdef123456")

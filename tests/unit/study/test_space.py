@@ -6,7 +6,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from pydantic import TypeAdapter, ValidationError
 
-from thoraxmae.study.space import KnobSpace, apply_knobs, knob_values, split_knob, to_optuna_space
+from thoraxmae.study.spec.space import KnobSpace, apply_knobs, knob_values, split_knob, to_optuna_space
 from thoraxmae.trainers.config import FinetuneConfig, PretrainConfig
 
 _adapter = TypeAdapter(KnobSpace)

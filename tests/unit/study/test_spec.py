@@ -10,7 +10,7 @@ import yaml
 from tests.conftest import write_store_manifest
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.spec import dump_spec, load_spec, parse_spec
+from thoraxmae.study.spec.model import dump_spec, load_spec, parse_spec
 
 
 def _spec_dict(stage: str = "finetune") -> dict:

@@ -12,9 +12,9 @@ import torch
 from tests.conftest import write_store_manifest
 from tests.s3_server import BUCKET
 from thoraxmae.datasets.storage import Location
-from thoraxmae.study import validate
+from thoraxmae.study.spec import checks as validate
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.lookup import (
+from thoraxmae.study.tracking.lookup import (
     SPEC_FILE,
     TUNER_FILE,
     check_new_study,
@@ -24,9 +24,9 @@ from thoraxmae.study.lookup import (
     storage_arg,
     study_dir,
 )
-from thoraxmae.study.remove import find_leftovers, remove_study
-from thoraxmae.study.spec import dump_spec, parse_spec, with_defaults
-from thoraxmae.study.tracking import StudyTracker
+from thoraxmae.study.tracking.remove import find_leftovers, remove_study
+from thoraxmae.study.spec.model import dump_spec, parse_spec, with_defaults
+from thoraxmae.study.tracking.writer import StudyTracker
 
 
 @pytest.fixture()
@@ -124,7 +124,7 @@ def test_an_s3_init_must_be_there_and_a_checkpoint(tmp_path, storage):
 
 
 def test_a_checkpoint_folder_on_s3_is_a_local_copy_while_needed(tmp_path, storage):
-    from thoraxmae.study.mlflow_callback import checkpoint_local_dir
+    from thoraxmae.study.tracking.callback import checkpoint_local_dir
 
     ckpt = Location.of(storage) / "study" / "checkpoint_000002"
     (ckpt / "best_model.pt").write_bytes(b"best")
@@ -144,7 +144,7 @@ def test_a_trial_checkpoint_on_s3_reaches_mlflow(tmp_path, storage):
     from types import SimpleNamespace
 
     from thoraxmae.study import schema
-    from thoraxmae.study.mlflow_callback import MlflowStudyCallback
+    from thoraxmae.study.tracking.callback import MlflowStudyCallback
 
     callback = MlflowStudyCallback(_spec(tmp_path, "art", storage))
     callback.tracker.start_study()
@@ -160,7 +160,7 @@ def test_a_trial_checkpoint_on_s3_reaches_mlflow(tmp_path, storage):
 def test_storage_path_arguments_keep_a_uri(tmp_path, monkeypatch):
     import argparse
 
-    from thoraxmae.study import cli_study
+    from thoraxmae.cli import study as cli_study
 
     monkeypatch.chdir(tmp_path)
     parser = argparse.ArgumentParser()

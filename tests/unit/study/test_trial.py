@@ -6,7 +6,7 @@ import math
 import pytest
 
 from thoraxmae.study import schema
-from thoraxmae.study.spec import parse_spec
+from thoraxmae.study.spec.model import parse_spec
 
 
 @pytest.fixture()
@@ -20,7 +20,7 @@ def pipeline_spec(tmp_path):
 
 
 def test_pipeline_pretraining_reports_are_renamed_and_hidden_from_asha():
-    from thoraxmae.study.trial import PHASE_KEY, phase_metrics
+    from thoraxmae.study.tracking.results import PHASE_KEY, phase_metrics
 
     report = {"epoch": 2, "pretrain/loss": 0.05, "time/epoch_s": 3.0, "cost/cpu_hours": 0.1}
     out = phase_metrics(report, "pretrain", schema.M_VAL_MAUC, pipeline=True, cost_offset={})
@@ -30,7 +30,7 @@ def test_pipeline_pretraining_reports_are_renamed_and_hidden_from_asha():
 
 
 def test_finetune_reports_pass_through_with_the_pretraining_cost_added():
-    from thoraxmae.study.trial import phase_metrics
+    from thoraxmae.study.run.trial import phase_metrics
 
     report = {"epoch": 1, "val/mauc": 0.7, "cost/cpu_hours": 0.5}
     out = phase_metrics(report, "finetune", schema.M_VAL_MAUC, pipeline=True, cost_offset={"cost/cpu_hours": 0.25})
@@ -47,6 +47,7 @@ def test_finetune_reports_pass_through_with_the_pretraining_cost_added():
     (4, {"pretrain/epoch": 2, "phase": "pretrain"}, schema.STATUS_PRUNED),
 ])
 def test_trial_status_compares_the_scored_epochs(pipeline_spec, epochs, last, status):
-    from thoraxmae.study.mlflow_callback import trial_status
+    from thoraxmae.study.spec.plan import TrialPlan
+    from thoraxmae.study.tracking.callback import trial_status
 
-    assert trial_status(pipeline_spec, {"finetune.epochs": epochs}, last) == status
+    assert trial_status(TrialPlan.from_config(pipeline_spec, {"finetune.epochs": epochs}), last) == status

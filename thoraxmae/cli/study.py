@@ -11,14 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from thoraxmae.study.tracking_uri import mlflow_cli_defaults
+from thoraxmae.study.tracking.uri import mlflow_cli_defaults
 
 TRACKING_HELP = "default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from thoraxmae.study import cli_ui
-    from thoraxmae.study.lookup import storage_arg
+    from thoraxmae.cli import ui as cli_ui
+    from thoraxmae.study.tracking.lookup import storage_arg
 
     p = sub.add_parser("study", help="run, submit, inspect, resume and remove recipe studies")
     ssub = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
@@ -57,15 +57,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--yes", action="store_true", help="delete; without it, only list what would be deleted")
     q.set_defaults(func=cmd_remove)
 
-    from thoraxmae.study import cli_confirm
+    from thoraxmae.cli import confirm as cli_confirm
 
     cli_confirm.register(ssub)
     cli_ui.register(sub)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from thoraxmae.study.lookup import check_new_study
-    from thoraxmae.study.spec import load_spec
+    from thoraxmae.study.spec.model import load_spec
+    from thoraxmae.study.tracking.lookup import check_new_study
 
     mlflow_cli_defaults()
     spec = load_spec(args.spec, args.overrides)  # the spec and the files it names
@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from thoraxmae.study.lookup import check_resumable, check_tracking_uri, locate_spec
+    from thoraxmae.study.tracking.lookup import check_resumable, check_tracking_uri, locate_spec
 
     mlflow_cli_defaults()
     spec = locate_spec(args.name, args.tracking_uri, args.storage_path)
@@ -87,8 +87,8 @@ def _run(spec, resume: bool) -> int:
     """Start (or join) Ray, run or resume the checked study, print its summary; the exit status."""
     from rich.console import Console
 
-    from thoraxmae.study.progress import StudyProgress, outcome
-    from thoraxmae.study.tune import init_ray, resume_study, run_study
+    from thoraxmae.cli.progress import StudyProgress, outcome
+    from thoraxmae.study.run.tune import init_ray, resume_study, run_study
 
     console = Console()
     seconds = init_ray()
@@ -114,8 +114,8 @@ def _run(spec, resume: bool) -> int:
         print(f"{len(result.lost)} trials ended without a score or an error: {', '.join(result.lost)}", file=sys.stderr)
     if not result.scored:
         print(f"error: study {spec.name}: no trial was scored ({spec.metric})", file=sys.stderr)
-    if spec.confirm is not None and result.scored:  # the spec's `confirm:` section (study/confirm.py)
-        from thoraxmae.study.cli_confirm import confirm_and_print
+    if spec.confirm is not None and result.scored:  # the spec's `confirm:` section (study/run/confirm.py)
+        from thoraxmae.cli.confirm import confirm_and_print
 
         confirmed = confirm_and_print(spec, spec.confirm.top, spec.confirm.seeds, spec.confirm.reference)
         return 0 if result.ok and confirmed == 0 else 1
@@ -125,7 +125,7 @@ def _run(spec, resume: bool) -> int:
 def _best(spec) -> tuple[float, str] | None:
     """(value, trial id) of the study's best trial as MLflow holds it (what `study status` shows)."""
     from thoraxmae.study.errors import SpecError
-    from thoraxmae.study.lookup import study_status
+    from thoraxmae.study.tracking.lookup import study_status
 
     try:
         st = study_status(spec.name, spec.tracking.uri)
@@ -135,7 +135,7 @@ def _best(spec) -> tuple[float, str] | None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from thoraxmae.study.submit import check_address, follow_job, job_status, submit_study
+    from thoraxmae.study.run.submit import check_address, follow_job, job_status, submit_study
 
     address = check_address(args.address)
     job_id = submit_study(args.spec, address, args.overrides, python=args.python)
@@ -154,7 +154,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from thoraxmae.study.lookup import study_status
+    from thoraxmae.study.tracking.lookup import study_status
 
     mlflow_cli_defaults()
     st = study_status(args.name, args.tracking_uri)
@@ -179,8 +179,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from thoraxmae.study.lookup import default_tracking_uri
-    from thoraxmae.study.remove import find_leftovers, remove_study
+    from thoraxmae.study.tracking.lookup import default_tracking_uri
+    from thoraxmae.study.tracking.remove import find_leftovers, remove_study
 
     mlflow_cli_defaults()
     found = find_leftovers(args.name, args.tracking_uri or default_tracking_uri(), args.storage_path)

@@ -13,11 +13,11 @@ from ray.train import UserCallback
 
 from thoraxmae.datasets.storage import Location, ray_storage
 from thoraxmae.study import schema
-from thoraxmae.study.mlflow_callback import checkpoint_local_dir
-from thoraxmae.study.spec import StudySpec
-from thoraxmae.study.tracking import StudyTracker, schema_metrics, trial_params
-from thoraxmae.study.trial import scaling_config
-from thoraxmae.study.tune import sweep_checkpoints
+from thoraxmae.study.run.trial import scaling_config
+from thoraxmae.study.run.tune import sweep_checkpoints
+from thoraxmae.study.spec.model import StudySpec
+from thoraxmae.study.tracking.callback import checkpoint_local_dir
+from thoraxmae.study.tracking.writer import StudyTracker, schema_metrics, trial_params
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def run_single(spec: StudySpec, phase: str) -> tuple[str, ray.train.Result]:
 
     cfg = spec.phase_config(phase)
     if phase == "finetune" and cfg.init is not None:  # `registry:<key>` -> the registered checkpoint
-        from thoraxmae.study.pretrain_registry import resolve_init
+        from thoraxmae.study.registry import resolve_init
 
         cfg = cfg.model_copy(update={"init": resolve_init(spec.storage_path, cfg.init)})
     tracker = StudyTracker(spec)

@@ -1,4 +1,4 @@
-"""The pre-training half of a pipeline trial, shared through the registry (study/pretrain_registry.py).
+"""The pre-training half of a pipeline trial, shared through the registry (study/registry.py).
 
 `pretrain_once` returns the finished pre-training a trial fine-tunes from: the registered one when its
 key is there, else the one this trial runs (holding the key's lease), else the one another trial of
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from thoraxmae.datasets.storage import Location
-from thoraxmae.study.pretrain_registry import (
+from thoraxmae.study.registry import (
     RUN_NAME,
     Lease,
     Registry,
@@ -26,12 +26,10 @@ from thoraxmae.study.pretrain_registry import (
     key_payload,
     pretrain_key,
 )
-from thoraxmae.study.spec import StudySpec
+from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.trainers.reporting import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
-M_KEY = "pretrain/key"
-M_REUSED = "pretrain/reused"
 POLL_S = 2.0
 
 

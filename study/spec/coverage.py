@@ -18,7 +18,7 @@ import math
 import random
 from typing import Any
 
-from thoraxmae.study.space import CategoricalSpace, FloatSpace, IntSpace
+from thoraxmae.study.spec.space import CategoricalSpace, FloatSpace, IntSpace
 
 # `Spec` is study.spec.StudySpec, which calls these checks from its validator: named, not imported,
 # so spec.py and this module form no import circle.

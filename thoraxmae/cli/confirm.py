@@ -1,5 +1,5 @@
 """`thoraxmae study confirm NAME [--top K] [--seeds N] [--reference FILE]`: re-run the best recipes and a
-reference with fresh, shared seeds (study/confirm.py), so the report's recipe rests on paired replicates."""
+reference with fresh, shared seeds (study/run/confirm.py), so the report's recipe rests on paired replicates."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite
 
 
 def register(ssub: argparse._SubParsersAction) -> None:
-    from thoraxmae.study.lookup import storage_arg
+    from thoraxmae.study.tracking.lookup import storage_arg
 
     q = ssub.add_parser("confirm", help="re-run the top-k recipes and a reference with n fresh seeds each (paired)")
     q.add_argument("name")
@@ -24,7 +24,7 @@ def register(ssub: argparse._SubParsersAction) -> None:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    from thoraxmae.study.lookup import check_tracking_uri, locate_spec
+    from thoraxmae.study.tracking.lookup import check_tracking_uri, locate_spec
 
     spec = locate_spec(args.name, args.tracking_uri, args.storage_path)
     check_tracking_uri(spec.tracking.uri, write=True)
@@ -39,9 +39,9 @@ def confirm_and_print(spec, top: int, seeds: int, reference: Path | None) -> int
     """Run (or resume) the confirmation on Ray and print what it ran; exit status 0 when every run scored."""
     from rich.console import Console
 
-    from thoraxmae.study.confirm import check_sizes, run_confirm
-    from thoraxmae.study.progress import StudyProgress
-    from thoraxmae.study.tune import init_ray
+    from thoraxmae.cli.progress import StudyProgress
+    from thoraxmae.study.run.confirm import check_sizes, run_confirm
+    from thoraxmae.study.run.tune import init_ray
 
     check_sizes(top, seeds)  # before Ray starts
     console = Console()

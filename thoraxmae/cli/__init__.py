@@ -14,8 +14,10 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     from thoraxmae import demo
     from thoraxmae.analysis import cli as analysis_cli
+    from thoraxmae.cli import evaluate as cli_evaluate
+    from thoraxmae.cli import study as cli_study
+    from thoraxmae.cli import train as cli_train
     from thoraxmae.datasets import cli as data_cli
-    from thoraxmae.study import cli_evaluate, cli_study, cli_train
 
     parser = argparse.ArgumentParser(
         prog="thoraxmae",

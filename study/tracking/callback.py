@@ -8,7 +8,7 @@ phase's own epoch: a pipeline trial's pre-training epochs are logged under `pret
 Exactly one value per metric and epoch, whatever was killed when: the first time this driver
 touches a trial it reads which steps its run already has, metric by metric, and from then on logs
 only (metric, step) pairs the run lacks. A result that carries its lineage's earlier results
-(study.trial's HISTORY_KEY: after a restart, and when a finished phase is re-reported) back-fills
+(study.tracking.results' HISTORY_KEY: after a restart, and when a finished phase is re-reported) back-fills
 the epochs the run lacks, in the same batch as the result itself: those whose checkpoint was
 recorded while the driver died before logging them. An epoch that was logged and then run again
 (its run restarted from an older checkpoint, e.g. pre-training with `checkpoint_every` > 1) keeps
@@ -32,11 +32,10 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from thoraxmae.datasets.storage import Location, is_uri
 from thoraxmae.study import schema
-from thoraxmae.study.pipeline import M_KEY, M_REUSED
-from thoraxmae.study.space import apply_knobs, knob_values
-from thoraxmae.study.spec import StudySpec
-from thoraxmae.study.tracking import StudyTracker, schema_metrics, trial_params
-from thoraxmae.study.trial import PHASE_KEY, lineage_results
+from thoraxmae.study.spec.model import StudySpec
+from thoraxmae.study.spec.plan import TrialPlan
+from thoraxmae.study.tracking.results import PHASE_KEY, Forwarded
+from thoraxmae.study.tracking.writer import StudyTracker, schema_metrics, trial_params
 
 log = logging.getLogger(__name__)
 LOST_TRIAL = ("trial lost: the study's driver stopped before Ray Tune saved this trial in its state, so the "
@@ -88,43 +87,39 @@ class MlflowStudyCallback(Callback):
     def _run_id(self, trial) -> str:
         run_id = self._runs.get(trial.trial_id)
         if run_id is None:
-            run_id = self.tracker.start_trial(trial.trial_id, self.params(self.config(trial)))
+            run_id = self.tracker.start_trial(trial.trial_id, self.params(self.plan(trial)))
             self._runs[trial.trial_id] = run_id
             self._logged[run_id] = self.tracker.logged_steps(run_id)  # a resumed trial's run has some
         return run_id
 
     def _pretrain_run_id(self, trial, key: str) -> str:
-        """The run of the shared pre-training `key` that this trial runs (study/pretrain_registry.py)."""
+        """The run of the shared pre-training `key` that this trial runs (study/registry.py)."""
         run_id = self._pretrain_runs.get(key)
         if run_id is None:
-            knobs = knob_values(self.config(trial), frozenset(self.spec.search.space))
-            cfg = apply_knobs(self.spec.phase_config("pretrain"), "pretrain", knobs)
-            params = {k: v for k, v in trial_params(self.spec, {"pretrain": cfg}).items()
+            params = {k: v for k, v in trial_params(self.spec, {"pretrain": self.plan(trial).phase("pretrain")}).items()
                       if not k.startswith("data.")}
             run_id = self.tracker.start_pretrain(key, params)
             self._pretrain_runs[key] = run_id
             self._logged[run_id] = self.tracker.logged_steps(run_id)
         return run_id
 
-    def _link(self, trial, run_id: str, result: dict) -> None:
+    def _link(self, trial, run_id: str, fwd: Forwarded) -> None:
         """Tag a pipeline trial's run with the pre-training it fine-tunes from (once per trial)."""
-        key = result.get(M_KEY)
-        if not isinstance(key, str) or self._trial_keys.get(trial.trial_id) == key:
+        key = fwd.pretrain_key
+        if key is None or self._trial_keys.get(trial.trial_id) == key:
             return
         self._trial_keys[trial.trial_id] = key
         pretrain_run = self._pretrain_runs.get(key) or self.tracker.find_pretrain(key, everywhere=True)
-        self.tracker.link_pretrain(run_id, key, pretrain_run, reused=bool(result.get(M_REUSED)))
+        self.tracker.link_pretrain(run_id, key, pretrain_run, reused=fwd.reused)
         if key in self._pretrain_runs:  # fine-tuning started: the pre-training it ran has finished
             self.tracker.end_trial(self._pretrain_runs[key], schema.STATUS_COMPLETED)
 
-    def config(self, trial) -> dict:
-        """The trial's knobs and settings as the trial driver gets them."""
-        return trial.config
+    def plan(self, trial) -> TrialPlan:
+        """The trial's knobs and settings as the trial driver reads them."""
+        return TrialPlan.from_config(self.spec, trial.config)
 
-    def params(self, config: dict) -> dict[str, str]:
-        knobs = knob_values(config, frozenset(self.spec.search.space))
-        phases = {p: apply_knobs(self.spec.phase_config(p), p, knobs) for p in self.spec.phases}
-        return trial_params(self.spec, phases)
+    def params(self, plan: TrialPlan) -> dict[str, str]:
+        return trial_params(self.spec, plan.phases())
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._runs.pop(trial.trial_id, None)  # (re)started: look the run up again, reuse it if it exists
@@ -134,26 +129,27 @@ class MlflowStudyCallback(Callback):
         self._run_id(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
-        if result.get(PHASE_KEY, self.spec.scored_phase) == self.spec.scored_phase and result.get(CHECKPOINT_PATH_KEY):
+        fwd = Forwarded.of(result, self.spec.scored_phase)
+        if fwd.phase == self.spec.scored_phase and result.get(CHECKPOINT_PATH_KEY):
             self._checkpoints[trial.trial_id] = result[CHECKPOINT_PATH_KEY]
         by_run: dict[str, list[tuple[int, dict[str, float]]]] = {}
-        for r in [*lineage_results(result), result]:
-            row = self.epoch_row(r)
+        for r in [*fwd.lineage(), result]:
+            earlier = Forwarded.of(r, self.spec.scored_phase)
+            row = self.epoch_row(earlier)
             if row is not None:
-                by_run.setdefault(self._target(trial, r), []).append(row)
+                by_run.setdefault(self._target(trial, earlier), []).append(row)
         if not by_run:
             log.warning("trial %s reported no epoch; result not logged: %s", trial.trial_id, sorted(result))
             return
-        if result.get(PHASE_KEY) == "finetune":
-            self._link(trial, self._run_id(trial), result)
+        if PHASE_KEY in result and fwd.phase == "finetune":
+            self._link(trial, self._run_id(trial), fwd)
         for run_id, rows in by_run.items():
             self._log_new(run_id, rows)
 
-    def _target(self, trial, result: dict) -> str:
+    def _target(self, trial, fwd: Forwarded) -> str:
         """A shared pre-training's epochs go to its own run; everything else to the trial's."""
-        key = result.get(M_KEY)
-        if isinstance(key, str) and result.get(PHASE_KEY) == "pretrain":
-            return self._pretrain_run_id(trial, key)
+        if fwd.pretrain_key is not None and fwd.phase == "pretrain":
+            return self._pretrain_run_id(trial, fwd.pretrain_key)
         return self._run_id(trial)
 
     def _log_new(self, run_id: str, rows: list[tuple[int, dict[str, float]]]) -> None:
@@ -172,19 +168,18 @@ class MlflowStudyCallback(Callback):
             for key in metrics:
                 logged.setdefault(key, set()).add(step)
 
-    def epoch_row(self, result: dict) -> tuple[int, dict[str, float]] | None:
+    def epoch_row(self, fwd: Forwarded) -> tuple[int, dict[str, float]] | None:
         """(step, run-schema metrics) of one forwarded result; None when it has no epoch."""
-        metrics = schema_metrics(result)
-        if result.get(PHASE_KEY) == "pretrain" and self.spec.stage == "pipeline":
-            step = result.get(f"pretrain/{schema.M_EPOCH}")
+        metrics = schema_metrics(fwd.result)
+        pipeline = self.spec.stage == "pipeline"
+        if pipeline and fwd.phase == "pretrain":
             metrics.pop(self.spec.metric, None)
-        else:
-            step = result.get(schema.M_EPOCH)
-        return None if step is None else (int(step), metrics)
+        step = fwd.epoch(pipeline)
+        return None if step is None else (step, metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         run_id = self._run_id(trial)
-        status = trial_status(self.spec, self.config(trial), trial.last_result or {})
+        status = trial_status(self.plan(trial), trial.last_result or {})
         self._finish_artifacts(trial, run_id)
         self.tracker.end_trial(run_id, status)
 
@@ -238,7 +233,7 @@ def checkpoint_local_dir(target: Path | str) -> Iterator[Path]:
 def pretrain_costs(spec: StudySpec, trial_keys: dict[str, str]) -> dict[str, float]:
     """The parent run's pre-training compute: spent by this study (keys it pre-trained) vs pre-training in
     every trial (each trial pays its key's full cost), per cost unit."""
-    from thoraxmae.study.pretrain_registry import Registry
+    from thoraxmae.study.registry import Registry
 
     registry = Registry(spec.storage_path)
     entries = {key: registry.lookup(key, verify=False) for key in set(trial_keys.values())}  # costs only
@@ -254,17 +249,12 @@ def pretrain_costs(spec: StudySpec, trial_keys: dict[str, str]) -> dict[str, flo
     return out
 
 
-def trial_status(spec: StudySpec, config: dict, last_result: dict) -> str:
+def trial_status(plan: TrialPlan, last_result: dict) -> str:
     """A trial Tune ended without error: completed when its scored phase ran all its epochs (or
     ASHA's max_t), pruned when ASHA stopped it earlier."""
-    phase = spec.scored_phase
-    config = config.get("confirm", config)  # a confirmation trial's knobs sit under one key (study/confirm.py)
-    knobs = knob_values(config, frozenset(spec.search.space))
-    epochs = apply_knobs(spec.phase_config(phase), phase, knobs).epochs
-    if spec.search.scheduler.type == "asha":
-        epochs = min(epochs, spec.max_t)
-    reached = last_result.get(schema.M_EPOCH) if last_result.get(PHASE_KEY, phase) == phase else None
-    return schema.STATUS_COMPLETED if reached is not None and reached >= epochs else schema.STATUS_PRUNED
+    fwd = Forwarded.of(last_result, plan.spec.scored_phase)
+    reached = last_result.get(schema.M_EPOCH) if fwd.phase == plan.spec.scored_phase else None
+    return schema.STATUS_COMPLETED if reached is not None and reached >= plan.scored_epochs() else schema.STATUS_PRUNED
 
 
 def trial_error(trial) -> str:

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from thoraxmae.study.tracking_uri import (
+    from thoraxmae.study.tracking.uri import (
         check_tracking_uri,
         default_tracking_uri,
         mlflow_cli_defaults,

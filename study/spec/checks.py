@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from thoraxmae.study.coverage import coverage_problems
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.space import PHASES, check_value, split_knob
+from thoraxmae.study.spec.coverage import coverage_problems
+from thoraxmae.study.spec.space import PHASES, check_value, split_knob
 
 # `Spec` is study.spec.StudySpec, which calls these checks from its validator: named, not imported,
 # so spec.py and this module form no import circle.
@@ -137,7 +137,7 @@ def check_files(spec: Spec, source: str = "<spec>") -> None:
 def _init_target(spec: Spec, init: Path | str) -> Path | str:
     """The checkpoint of an init: a path or URI, or a registered pre-training (`registry:<key>`, study.pretrain_registry)."""
     from thoraxmae.datasets.config import is_uri
-    from thoraxmae.study.pretrain_registry import resolve_init
+    from thoraxmae.study.registry import resolve_init
 
     target = resolve_init(spec.storage_path, init)  # SpecError when a reference is not registered
     return target if is_uri(target) else target.expanduser()

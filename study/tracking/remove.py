@@ -17,7 +17,7 @@ from pathlib import Path
 from thoraxmae.datasets.storage import Location
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.lookup import (
+from thoraxmae.study.tracking.lookup import (
     SPEC_FILE,
     StudyRuns,
     check_study_name,
@@ -29,7 +29,7 @@ from thoraxmae.study.lookup import (
     study_dir,
     tagged_runs,
 )
-from thoraxmae.study.tracking_uri import client_for, mlflow_errors, sqlite_path
+from thoraxmae.study.tracking.uri import client_for, mlflow_errors, sqlite_path
 
 log = logging.getLogger(__name__)
 

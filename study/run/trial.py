@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,14 +45,19 @@ from ray.tune.result import TRAINING_ITERATION
 
 from thoraxmae.datasets.storage import Location, ray_storage
 from thoraxmae.study import schema
-from thoraxmae.study.space import apply_knobs, knob_values
-from thoraxmae.study.spec import StudySpec
+from thoraxmae.study.spec.model import StudySpec
+from thoraxmae.study.spec.plan import TrialPlan
+from thoraxmae.study.tracking.results import (
+    M_KEY,
+    phase_metrics,
+    pretrain_link,
+    with_history,
+    without_history,
+)
 from thoraxmae.trainers.lineage import HISTORY_METRIC, hold
 from thoraxmae.trainers.reporting import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
-PHASE_KEY = "phase"  # added to every forwarded result: "pretrain" | "finetune"
-HISTORY_KEY = "thoraxmae/history"  # JSON list of the lineage's earlier forwarded results (module docstring)
 FINAL_MARKER = "thoraxmae_final.json"  # {"metrics": last forwarded result, "checkpoint": its dir, "history": all}
 FAIL_ENV = "THORAXMAE_TEST_FAIL_ONCE"  # test hook "<phase>:<epoch>": that phase's job raises once there
 
@@ -99,7 +103,7 @@ class PhaseReportCallback(TuneReportCallback):
             self.lineage = [(e, r) for e, r in self.lineage if e < epoch]
         history = self.prior + [r for _, r in self.lineage]
         if history and (carried is not None or not self.sent):
-            first[HISTORY_KEY] = json.dumps(history)
+            first = with_history(first, history)
         self.sent = True
         self.lineage.append((epoch if isinstance(epoch, int) else 0, without_history(first)))
         if epoch == self.final_epoch:
@@ -107,33 +111,6 @@ class PhaseReportCallback(TuneReportCallback):
                          self.checkpoint, history=[*history, without_history(first)])
         hold("forward", self.phase, epoch)
         super().after_report(run_context, [first, *metrics[1:]], checkpoint)
-
-
-def without_history(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k != HISTORY_KEY}
-
-
-def lineage_results(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The earlier results of the lineage that `result` carries (see the module docstring), oldest first."""
-    text = result.get(HISTORY_KEY)
-    if not isinstance(text, str):
-        return []
-    history = json.loads(text)
-    return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
-
-
-def phase_metrics(metrics: dict[str, Any], phase: str, metric: str, pipeline: bool,
-                  cost_offset: dict[str, float]) -> dict[str, Any]:
-    """One rank-0 report as Tune should see it (see the module docstring)."""
-    out = dict(metrics)
-    if pipeline and phase == "pretrain":
-        out = {(k if k.startswith("pretrain/") else f"pretrain/{k}"): v for k, v in metrics.items()}
-        out[metric] = math.nan
-    for key, offset in cost_offset.items():
-        if key in out:
-            out[key] = out[key] + offset
-    out[PHASE_KEY] = phase
-    return out
 
 
 def write_marker(path: Location, metrics: dict[str, Any], checkpoint: str | None,
@@ -159,61 +136,60 @@ def checkpoint_file(folder: str) -> Path | str:
 
 def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
     """Tune function trainable. Its config holds the searched knobs (spec paths); on its first line
-    it becomes typed phase configs, then the trainers run through Ray Train."""
-    knobs = resolve_encoder(spec, knob_values(config, frozenset(spec.search.space)))
+    it becomes a typed plan (study.spec.plan), then the trainers run through Ray Train."""
+    plan = resolve_encoder(TrialPlan.from_config(spec, config))
     trial_id = ray.tune.get_context().get_trial_id()
     runs_dir = Location.of(spec.storage_path) / spec.name / "train"
     if spec.stage != "pipeline":
-        _phase(spec.stage, spec, knobs, f"train-{trial_id}", runs_dir, pipeline=False)
+        _phase(spec.stage, plan, f"train-{trial_id}", runs_dir, pipeline=False)
         return
     if spec.search.reuse_pretraining:
-        done, link, ran_here = _shared_pretrain(spec, knobs, trial_id)
+        done, link, ran_here = _shared_pretrain(plan, trial_id)
         prior = (done.get("history") or [done["metrics"]]) if ran_here else []
-        _phase("finetune", spec, knobs, f"train-{trial_id}-finetune", runs_dir, pipeline=True,
+        _phase("finetune", plan, f"train-{trial_id}-finetune", runs_dir, pipeline=True,
                init=checkpoint_file(done["checkpoint"]), prior=prior, extra=link,
                step_offset=int(done["metrics"].get(f"pretrain/{schema.M_EPOCH}", 0)) if ran_here else 0)
         return
-    done = _phase("pretrain", spec, knobs, f"train-{trial_id}-pretrain", runs_dir, pipeline=True, rereport=False)
+    done = _phase("pretrain", plan, f"train-{trial_id}-pretrain", runs_dir, pipeline=True, rereport=False)
     if not done.get("checkpoint"):
         raise RuntimeError(f"trial {trial_id}: pre-training reported no checkpoint; nothing to fine-tune")
     cost = {k: float(v) for k, v in done["metrics"].items()
             if k in (f"pretrain/{schema.M_COST_CPU_HOURS}", f"pretrain/{schema.M_COST_GPU_HOURS}")}
-    _phase("finetune", spec, knobs, f"train-{trial_id}-finetune", runs_dir, pipeline=True,
+    _phase("finetune", plan, f"train-{trial_id}-finetune", runs_dir, pipeline=True,
            init=checkpoint_file(done["checkpoint"]),
            cost_offset={k.removeprefix("pretrain/"): v for k, v in cost.items()},
            prior=done.get("history") or [done["metrics"]],
            step_offset=int(done["metrics"].get(f"pretrain/{schema.M_EPOCH}", 0)))
 
 
-def _shared_pretrain(spec: StudySpec, knobs: dict[str, Any], trial_id: str) -> tuple[dict, dict, bool]:
+def _shared_pretrain(plan: TrialPlan, trial_id: str) -> tuple[dict, dict, bool]:
     """The trial's pre-training through the registry (study.pipeline): (final marker, link fields for every
     forwarded fine-tuning result, whether this trial ran it: then its epochs are part of its lineage)."""
-    from thoraxmae.study.pipeline import M_KEY, M_REUSED, pretrain_once
-
-    cfg = apply_knobs(spec.phase_config("pretrain"), "pretrain", knobs)
+    from thoraxmae.study.run.pipeline import pretrain_once
 
     def run(name: str, folder: Location, key: str) -> dict[str, Any]:
-        return _phase("pretrain", spec, knobs, name, folder, pipeline=True, rereport=False, extra={M_KEY: key})
+        return _phase("pretrain", plan, name, folder, pipeline=True, rereport=False,
+                      extra={M_KEY: key})
 
-    done, key, reused = pretrain_once(spec, cfg, trial_id, run)
+    done, key, reused = pretrain_once(plan.spec, plan.phase("pretrain"), trial_id, run)
     ran_here = not reused or done.get("trial_id") == trial_id
-    return done, {M_KEY: key, M_REUSED: 0.0 if ran_here else 1.0}, ran_here
+    return done, pretrain_link(key, reused=not ran_here), ran_here
 
 
-def resolve_encoder(spec: StudySpec, knobs: dict[str, Any]) -> dict[str, Any]:
+def resolve_encoder(plan: TrialPlan) -> TrialPlan:
     """`finetune.init` (searched, or the spec's fixed one) that names a registered pre-training
     (`registry:<key>`) -> its checkpoint file."""
-    from thoraxmae.study.pretrain_registry import REF_PREFIX, resolve_init
+    from thoraxmae.study.registry import REF_PREFIX, resolve_init
 
-    if "finetune" not in spec.phases:
-        return knobs
-    init = knobs.get("finetune.init", spec.phase_config("finetune").init)
+    if "finetune" not in plan.spec.phases:
+        return plan
+    init = plan.phase("finetune").init
     if init is not None and str(init).startswith(REF_PREFIX):
-        return {**knobs, "finetune.init": str(resolve_init(spec.storage_path, init))}  # a path or a URI
-    return knobs
+        return plan.with_knobs(**{"finetune.init": str(resolve_init(plan.spec.storage_path, init))})  # path or URI
+    return plan
 
 
-def _phase(phase: str, spec: StudySpec, knobs: dict[str, Any], name: str, runs_dir: Location, *, pipeline: bool,
+def _phase(phase: str, plan: TrialPlan, name: str, runs_dir: Location, *, pipeline: bool,
            rereport: bool = True, init: Path | str | None = None, cost_offset: dict | None = None,
            prior: list[dict[str, Any]] | None = None, step_offset: int = 0,
            extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -224,9 +200,10 @@ def _phase(phase: str, spec: StudySpec, knobs: dict[str, Any], name: str, runs_d
         log.info("%s already finished (%s); not run again", name, marker)
         if rereport:
             earlier = (done.get("history") or [done["metrics"]])[:-1]
-            ray.tune.report({**done["metrics"], HISTORY_KEY: json.dumps(earlier)} if earlier else done["metrics"])
+            ray.tune.report(with_history(done["metrics"], earlier))
         return done
-    cfg = apply_knobs(spec.phase_config(phase), phase, knobs)
+    spec = plan.spec
+    cfg = plan.phase(phase)
     if init is not None:
         cfg = cfg.model_copy(update={"init": init, "init_format": "thoraxmae"})
     callback = PhaseReportCallback(phase, spec.metric, pipeline, cfg.epochs, marker, cost_offset, prior or (),

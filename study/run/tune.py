@@ -24,12 +24,12 @@ from ray.tune import Callback, Tuner
 
 from thoraxmae.datasets.storage import Location, ray_storage
 from thoraxmae.study import schema
-from thoraxmae.study.lookup import SPEC_FILE, check_new_study, check_resumable
-from thoraxmae.study.lookup import study_dir as _study_dir
-from thoraxmae.study.mlflow_callback import MlflowStudyCallback
-from thoraxmae.study.space import to_optuna_space
-from thoraxmae.study.spec import StudySpec, dump_spec
-from thoraxmae.study.trial import trial_driver
+from thoraxmae.study.run.trial import trial_driver
+from thoraxmae.study.spec.model import StudySpec, dump_spec
+from thoraxmae.study.spec.space import to_optuna_space
+from thoraxmae.study.tracking.callback import MlflowStudyCallback
+from thoraxmae.study.tracking.lookup import SPEC_FILE, check_new_study, check_resumable
+from thoraxmae.study.tracking.lookup import study_dir as _study_dir
 
 log = logging.getLogger(__name__)
 # The trial driver only waits on its Train controller: no CPU, a little memory (its Python process).
@@ -164,7 +164,7 @@ def study_dir(spec: StudySpec) -> Location:
 
 
 def quiet_tune() -> None:
-    """thoraxmae.study.progress shows the study; Tune's own console output (a config box, TensorBoard hints) would
+    """thoraxmae.cli.progress shows the study; Tune's own console output (a config box, TensorBoard hints) would
     interleave with it. RAY_AIR_NEW_OUTPUT=0 with verbose=0 silences it; set the variable to override. A failed
     trial is one progress line with its error (the whole trace is in MLflow's thoraxmae.error tag and Tune's
     error.txt), not a fifty-line traceback per trial: TUNE_PRINT_ALL_TRIAL_ERRORS=1 brings those back."""
@@ -227,11 +227,11 @@ def restore_tuner(folder: Location, trainable_, callbacks: list[Callback] | None
 
 
 def start_pretrain_coordinator(spec: StudySpec):
-    """The actor through which a pipeline study's trials pre-train each recipe once (study/pretrain_registry.py);
+    """The actor through which a pipeline study's trials pre-train each recipe once (study/registry.py);
     it lives as long as this driver holds the handle."""
     if spec.stage != "pipeline" or not spec.search.reuse_pretraining:
         return None
-    from thoraxmae.study.pretrain_registry import Registry, start_coordinator
+    from thoraxmae.study.registry import Registry, start_coordinator
 
     Registry(spec.storage_path).entries()  # checks every registered checkpoint here: a damaged one is discarded
     return start_coordinator(spec.name)     # with its warning on this console, and pre-trained again

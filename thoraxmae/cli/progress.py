@@ -14,9 +14,10 @@ from typing import Any
 from ray.tune import Callback
 
 from thoraxmae.study import schema
-from thoraxmae.study.mlflow_callback import trial_error, trial_status
-from thoraxmae.study.spec import StudySpec
-from thoraxmae.study.trial import PHASE_KEY
+from thoraxmae.study.spec.model import StudySpec
+from thoraxmae.study.spec.plan import TrialPlan
+from thoraxmae.study.tracking.callback import trial_error, trial_status
+from thoraxmae.study.tracking.results import PHASE_KEY
 
 
 class StudyProgress(Callback):
@@ -62,14 +63,14 @@ class StudyProgress(Callback):
         self._refresh()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self.status[trial.trial_id] = trial_status(self.spec, trial.config, trial.last_result or {})
+        self.status[trial.trial_id] = trial_status(TrialPlan.from_config(self.spec, trial.config), trial.last_result or {})
         value = (trial.last_result or {}).get(self.spec.metric)
         shown = f", {self.spec.metric} {value:.4f}" if isinstance(value, int | float) and math.isfinite(value) else ""
         self._refresh(f"trial {trial.trial_id} {self.status[trial.trial_id]} at "
                       f"{self.epoch.get(trial.trial_id, '-')}{shown}")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        from thoraxmae.study.lookup import error_line
+        from thoraxmae.study.tracking.lookup import error_line
 
         self.status[trial.trial_id] = schema.STATUS_FAILED
         self._refresh(f"trial {trial.trial_id} failed: {error_line(trial_error(trial))}")
@@ -142,7 +143,7 @@ class Outcome:
 
 
 def outcome(spec: StudySpec, grid) -> Outcome:
-    from thoraxmae.study.lookup import error_line
+    from thoraxmae.study.tracking.lookup import error_line
 
     out = Outcome(total=len(grid))
     for result in grid:

@@ -39,10 +39,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from thoraxmae.datasets.config import DataConfig, PathOrUri, is_uri
-from thoraxmae.study import schema, validate
+from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.space import KnobSpace
-from thoraxmae.study.validate import semantic_problems
+from thoraxmae.study.spec import checks as validate
+from thoraxmae.study.spec.checks import semantic_problems
+from thoraxmae.study.spec.space import KnobSpace
 from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
 
 Stage = Literal["pretrain", "finetune", "pipeline"]
@@ -88,9 +89,9 @@ class SearchConfig(BaseModel):
     points_to_evaluate: list[dict[str, Any] | Literal["paper"]] = []
     space: dict[str, KnobSpace] = {}
     coverage: int = Field(2, ge=0, description="trials per pre-training recipe (pipeline) or encoder "
-                          "(finetune.init) before the sampler exploits; 0 turns coverage off (study/coverage.py)")
+                          "(finetune.init) before the sampler exploits; 0 turns coverage off (study/spec/coverage.py)")
     reuse_pretraining: bool = Field(True, description="pipeline: pre-train each recipe once per storage "
-                                    "and fine-tune every trial of that recipe from it (study/pretrain_registry.py)")
+                                    "and fine-tune every trial of that recipe from it (study/registry.py)")
 
 
 class ResourcesConfig(BaseModel):
@@ -113,7 +114,7 @@ class ResourcesConfig(BaseModel):
 
 
 class ConfirmConfig(BaseModel):
-    """Run at the end of `study run`: the top recipes and a reference re-run with shared seeds (study/confirm.py)."""
+    """Run at the end of `study run`: the top recipes and a reference re-run with shared seeds (study/run/confirm.py)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -172,7 +173,7 @@ class StudySpec(BaseModel):
 
     @property
     def scored_phase(self) -> str:
-        """The phase whose epochs Tune sees (pipeline: fine-tuning; see study/tune.py)."""
+        """The phase whose epochs Tune sees (pipeline: fine-tuning; see study/run/tune.py)."""
         return "pretrain" if self.stage == "pretrain" else "finetune"
 
     @property
@@ -206,7 +207,7 @@ class StudySpec(BaseModel):
                     full[knob] = getattr(getattr(self, phase), field, None)
             full.update({k: v for k, v in point.items() if k not in full})
             out.append(full)
-        from thoraxmae.study.coverage import coverage_points
+        from thoraxmae.study.spec.coverage import coverage_points
 
         return out + coverage_points(self, out)
 
@@ -334,7 +335,7 @@ def _resolve_paths(raw: dict, base: Path, overridden: set[tuple[str, ...]]) -> N
             node = node.get(f) if isinstance(node, dict) else None
         if not isinstance(node, dict) or not isinstance(node.get(fields[-1]), str) or is_uri(node[fields[-1]]):
             continue  # an object-store URI (s3://...) is not a path
-        if node[fields[-1]].startswith("registry:"):  # a registered pre-training (study/pretrain_registry.py)
+        if node[fields[-1]].startswith("registry:"):  # a registered pre-training (study/registry.py)
             continue
         root = Path.cwd() if fields in overridden else base
         node[fields[-1]] = str((root / Path(node[fields[-1]]).expanduser()).resolve())

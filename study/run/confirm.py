@@ -23,13 +23,12 @@ import yaml
 from thoraxmae.datasets.storage import Location
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.mlflow_callback import MlflowStudyCallback
-from thoraxmae.study.spec import StudySpec
+from thoraxmae.study.spec.model import StudySpec
+from thoraxmae.study.spec.plan import CONFIRM_KEY, CONFIRM_RECIPE, CONFIRM_SEED, CONFIRM_SOURCE
+from thoraxmae.study.tracking.callback import MlflowStudyCallback
 
 log = logging.getLogger(__name__)
 SEED_BASE = 1000  # confirmation seeds: 1000, 1001, ... (never a search trial's seed 0)
-CONFIG_SEED, CONFIG_RECIPE, CONFIG_SOURCE = "confirm_seed", "confirm_recipe", "confirm_source_run"
-CONFIG_KEY = "confirm"  # a confirmation trial's config: {"confirm": {knob: value, ..., CONFIG_SEED: ...}}
 
 
 def confirm_dir(spec: StudySpec) -> Location:
@@ -101,26 +100,23 @@ def confirm_points(spec: StudySpec, runs, top: int, seeds: int, reference: Path 
         raise SpecError(f"study `{spec.name}`: no completed trial to confirm (all pruned, failed or unscored)")
     recipes = [(f"{schema.RECIPE_TRIAL_PREFIX}{tid}", rid, knobs) for tid, rid, knobs, _ in best]
     recipes.append((schema.RECIPE_REFERENCE, "", reference_point(spec, reference)))
-    return [{**knobs, CONFIG_RECIPE: label, CONFIG_SOURCE: rid, CONFIG_SEED: SEED_BASE + i}
+    return [{**knobs, CONFIRM_RECIPE: label, CONFIRM_SOURCE: rid, CONFIRM_SEED: SEED_BASE + i}
             for label, rid, knobs in recipes for i in range(seeds)]
 
 
 class ConfirmCallback(MlflowStudyCallback):
-    """Confirmation runs (study/confirm.py): role confirm, tagged with the recipe they repeat, param seed."""
+    """Confirmation runs (study/run/confirm.py): role confirm, tagged with the recipe they repeat, param seed."""
 
     role = schema.ROLE_CONFIRM
-
-    def config(self, trial) -> dict:
-        return trial.config[CONFIG_KEY]
 
     def _run_id(self, trial) -> str:
         run_id = self._runs.get(trial.trial_id)
         if run_id is None:
-            c = self.config(trial)
-            tags = {schema.TAG_RECIPE: str(c[CONFIG_RECIPE])}
-            if c.get(CONFIG_SOURCE):
-                tags[schema.TAG_SOURCE_RUN] = str(c[CONFIG_SOURCE])
-            params = {**self.params(c), schema.PARAM_SEED: str(c[CONFIG_SEED]), "finetune.seed": str(c[CONFIG_SEED])}
+            plan = self.plan(trial)
+            tags = {schema.TAG_RECIPE: str(plan.recipe)}
+            if plan.source_run:
+                tags[schema.TAG_SOURCE_RUN] = plan.source_run
+            params = {**self.params(plan), schema.PARAM_SEED: str(plan.seed), "finetune.seed": str(plan.seed)}
             run_id = self.tracker.start_trial(trial.trial_id, params, role=schema.ROLE_CONFIRM, tags=tags)
             self._runs[trial.trial_id] = run_id
             self._logged[run_id] = self.tracker.logged_steps(run_id)
@@ -130,22 +126,12 @@ class ConfirmCallback(MlflowStudyCallback):
         self.tracker.end_study()  # the study's pre-training costs stay the search's
 
 
-def confirm_driver(config: dict[str, Any], spec: StudySpec) -> None:
-    """Tune trainable of a confirmation run: the study's trial driver with the recipe's seed."""
-    from thoraxmae.study.trial import trial_driver
-
-    point = config[CONFIG_KEY]
-    finetune = spec.phase_config("finetune").model_copy(update={"seed": int(point[CONFIG_SEED])})
-    trial_driver(point, spec.model_copy(update={"finetune": finetune}))
-
-
 def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = None, callbacks: list | None = None):
     """Run (or resume) the confirmation of a finished study; returns Tune's ResultGrid."""
     import ray.tune
     from ray.tune import Tuner
 
-    from thoraxmae.study.lookup import find_study
-    from thoraxmae.study.tune import (
+    from thoraxmae.study.run.tune import (
         DRIVER_RESOURCES,
         can_restore,
         experiment_config,
@@ -153,12 +139,16 @@ def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = 
         restore_tuner,
         start_pretrain_coordinator,
     )
+    from thoraxmae.study.tracking.lookup import find_study
 
     if "finetune" not in spec.phases:
         raise SpecError(f"study `{spec.name}` (stage {spec.stage}): confirmation repeats fine-tuning; a "
                         f"pre-training study has nothing to confirm")
     quiet_tune()
-    trainable = ray.tune.with_resources(ray.tune.with_parameters(confirm_driver, spec=spec), DRIVER_RESOURCES)
+    from thoraxmae.study.run.trial import trial_driver
+
+    # the study's trial driver: a confirmation point's plan carries its seed (study.spec.plan)
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, spec=spec), DRIVER_RESOURCES)
     folder = confirm_dir(spec)
     run_cbs = [ConfirmCallback(spec), *(callbacks or [])]
     if can_restore(folder):
@@ -167,7 +157,7 @@ def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = 
     else:
         points = confirm_points(spec, find_study(spec.name, spec.tracking.uri), top, seeds, reference)
         tune_config = ray.tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent_trials)
-        tuner = Tuner(trainable, param_space={CONFIG_KEY: ray.tune.grid_search(points)}, tune_config=tune_config,
+        tuner = Tuner(trainable, param_space={CONFIRM_KEY: ray.tune.grid_search(points)}, tune_config=tune_config,
                       run_config=experiment_config(folder, run_cbs))
     coordinator = start_pretrain_coordinator(spec)
     grid = tuner.fit()

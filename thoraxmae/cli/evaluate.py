@@ -18,7 +18,7 @@ LOAD_REPORT_ARTIFACT = "load_report.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    q = sub.add_parser("evaluate", help="evaluate a fine-tuned checkpoint on a store split (AUC table, 95% CI)",
+    q = sub.add_parser("evaluate", help="evaluate a fine-tuned checkpoint on a store split (AUC table, 95%% CI)",
                        description=__doc__.split("\n\n")[1])
     q.add_argument("checkpoint", type=Path, help="fine-tuned weights: best_model.pt, a released .pth, a timm file")
     q.add_argument("--store", type=Path, required=True, help="prepared store (thoraxmae data prepare)")
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from thoraxmae.datasets.store_read import open_store
-    from thoraxmae.study.tracking_uri import check_tracking_uri, default_tracking_uri
+    from thoraxmae.study.tracking.uri import check_tracking_uri, default_tracking_uri
     from thoraxmae.trainers.checkpoint_files import check_checkpoint
     from thoraxmae.trainers.evaluate import evaluate_checkpoint
 
@@ -93,7 +93,7 @@ def log_evaluation(ev, uri: str, experiment: str) -> str:
     from mlflow.entities import Metric, Param
 
     from thoraxmae.study import schema
-    from thoraxmae.study.tracking import ensure_experiment
+    from thoraxmae.study.tracking.writer import ensure_experiment
 
     client = MlflowClient(uri)
     tags = {schema.TAG_ROLE: schema.ROLE_EVALUATION, f"{ev.split}/ci_unit": ev.ci.unit}

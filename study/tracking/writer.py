@@ -1,6 +1,6 @@
 """MLflow run schema writer (docs/mlflow-schema.md): one parent run per study, one child run per trial.
 
-Names come only from study/schema.py. This module knows nothing of Ray: study/tune.py feeds it
+Names come only from study/schema.py. This module knows nothing of Ray: study/run/tune.py feeds it
 from a Tune callback in the study's driver process, so there is one writer per study (safe with
 the SQLite backend) and a trial restarted after `study resume` finds its child run by trial id
 instead of getting a second one.
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from thoraxmae.study import schema
-from thoraxmae.study.lookup import filter_value, tagged_runs
-from thoraxmae.study.spec import StudySpec, dump_spec
+from thoraxmae.study.spec.model import StudySpec, dump_spec
+from thoraxmae.study.tracking.lookup import filter_value, tagged_runs
 from thoraxmae.trainers.optim import absolute_lr
 from thoraxmae.trainers.reporting import CHECKPOINT_FILE
 
@@ -121,7 +121,7 @@ class StudyTracker:
     def start_trial(self, trial_id: str, params: Mapping[str, str], role: str = schema.ROLE_TRIAL,
                     tags: Mapping[str, str] | None = None) -> str:
         """The trial's child run (status running); the same run again when the trial restarts. `role`:
-        trial, or confirm (a confirmation run, with its recipe tags: study/confirm.py)."""
+        trial, or confirm (a confirmation run, with its recipe tags: study/run/confirm.py)."""
         run_id = self.find_trial(trial_id)
         if run_id is None:
             tags = {schema.TAG_PARENT: self.parent_id, schema.TAG_ROLE: role,
@@ -135,7 +135,7 @@ class StudyTracker:
             self._log(run_id, tags={schema.TAG_STATUS: schema.STATUS_RUNNING})
         return run_id
 
-    # --- shared pre-trainings (study/pretrain_registry.py) ------------------------------------------
+    # --- shared pre-trainings (study/registry.py) ------------------------------------------
     def find_pretrain(self, key: str, everywhere: bool = False) -> str | None:
         """The MLflow run of a registered pre-training: in this study's experiment, or in any (reuse across
         studies that share a storage path)."""

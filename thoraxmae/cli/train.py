@@ -23,10 +23,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from thoraxmae.study import schema
     from thoraxmae.study.errors import SpecError
-    from thoraxmae.study.single_run import run_single
-    from thoraxmae.study.spec import load_spec
-    from thoraxmae.study.tracking_uri import check_tracking_uri, mlflow_cli_defaults
-    from thoraxmae.study.tune import init_ray
+    from thoraxmae.study.run.single_run import run_single
+    from thoraxmae.study.run.tune import init_ray
+    from thoraxmae.study.spec.model import load_spec
+    from thoraxmae.study.tracking.uri import check_tracking_uri, mlflow_cli_defaults
 
     mlflow_cli_defaults()
     spec = load_spec(args.spec, args.overrides)

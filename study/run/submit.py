@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.spec import StudySpec, dump_spec, load_spec
-from thoraxmae.study.tracking_uri import check_scheme
+from thoraxmae.study.spec.model import StudySpec, dump_spec, load_spec
+from thoraxmae.study.tracking.uri import check_scheme
 
 log = logging.getLogger(__name__)
 SUBPACKAGES = ("datasets", "trainers", "study", "analysis")
@@ -28,7 +28,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 def stage_package(dest: Path) -> Path:
     """Copy the installed `thoraxmae` (shell + its four sub-packages, wherever each folder lives) to dest/thoraxmae.
-    The folders are located (importlib.util.find_spec), not imported: only thoraxmae/cli.py composes packages."""
+    The folders are located (importlib.util.find_spec), not imported: only thoraxmae/cli/__init__.py composes packages."""
     import importlib.util
     import shutil
 

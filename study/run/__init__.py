@@ -1,0 +1,1 @@
+"""Running a study: local Ray, Tune wiring, the trial driver, pre-training, confirmation, submission."""

@@ -1,0 +1,1 @@
+"""MLflow: the run schema's writer, the Tune callback, finding and removing a study."""
