@@ -3,6 +3,7 @@
     table = load_source("nih", "/data/ChestX-ray14")            # a validated SourceTable
     prepare_store(table, Path("store/nih768"), size=768)          # decode once, uint8 Arrow shards
     check_store("store/nih768")                                   # cheap: manifest, format version, shard files
+    check_store_use("store/nih768", [SplitNeed("train", "data.train_split", batch_size=128)])  # before Ray
     ds = StoreDataset("store/nih768", "train", build_finetune_transform(224, 0.08, 6, True, NIH_MEAN, NIH_STD))
     loader = make_loader(ds, batch_size=128, train=True, epoch=0, rank=0, world_size=1)
 
@@ -24,6 +25,7 @@ _EXPORTS = {
     "load_gray": "thoraxmae.datasets.images",
     "prepare_store": "thoraxmae.datasets.store", "open_store": "thoraxmae.datasets.store", "Store": "thoraxmae.datasets.store",
     "check_store": "thoraxmae.datasets.store_read", "verify_store": "thoraxmae.datasets.store",
+    "check_store_use": "thoraxmae.datasets.store_check", "SplitNeed": "thoraxmae.datasets.store_check",
     "detail_kept": "thoraxmae.datasets.resolution", "DEFAULT_STORE_SIZE": "thoraxmae.datasets.resolution",
     "build_pretrain_transform": "thoraxmae.datasets.transforms", "build_finetune_transform": "thoraxmae.datasets.transforms",
     "build_eval_transform": "thoraxmae.datasets.transforms", "randaug_config": "thoraxmae.datasets.transforms",
@@ -41,12 +43,14 @@ __all__ = [
     "DataConfig",
     "DataError",
     "SourceTable",
+    "SplitNeed",
     "Store",
     "StoreDataset",
     "build_eval_transform",
     "build_finetune_transform",
     "build_pretrain_transform",
     "check_store",
+    "check_store_use",
     "concat_tables",
     "detail_kept",
     "generate_phantom",

@@ -3,6 +3,7 @@
     thoraxmae data phantom OUT --n 2000 --size 256 --seed 0
     thoraxmae data prepare SOURCE_DIR --format nih --out STORE [--size 768] [--workers N] [--strict] [--split-seed S]
         [--also FORMAT=DIR ...] [--keep-splits train[,val,test]]
+    thoraxmae data verify STORE        # re-hash every shard against the manifest (datasets/store_verify.py)
 
 --size is the largest shorter side a stored image keeps (aspect ratio kept, never upscaled; an image
 that shrinks also keeps a half-resolution copy for the large crops). The default, 768, keeps 0.97 of the
@@ -32,8 +33,9 @@ source only. An option that no source of the run accepts is an error. --harmonis
 --keep-splits keeps only the rows of the listed splits (applied to each part); a split it empties is
 fine, an empty store is an error.
 
-A DataError (bad folder, malformed CSV, unreadable image with --strict, ...) is one line on stderr and
-exit code 2. Heavy imports stay inside the handlers so `thoraxmae --help` is instant.
+A DataError (bad folder, malformed CSV, unreadable image with --strict, an --out that cannot be written:
+read-only, a file, a full disk, ...) is one line on stderr and exit code 2; a failed prepare leaves no
+partial shard behind. Heavy imports stay inside the handlers so `thoraxmae --help` is instant.
 """
 from __future__ import annotations
 
@@ -89,6 +91,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep only the rows of these splits, e.g. train for a pre-training store")
     _source_options(r)
     r.set_defaults(func=_prepare)
+
+    v = dsub.add_parser("verify", help="re-hash a store's shards against its manifest (bit-level check)",
+                        description="Re-hash every shard of a prepared store and compare it with the sha256 its "
+                                    "manifest recorded; an intact store is recorded as verified in this node's "
+                                    "cache, so trainings on this node skip the check until a shard changes.")
+    v.add_argument("store", type=_store_location, help="store folder or object-store URI (fetched into the cache)")
+    v.set_defaults(func=_verify)
 
 
 def _source_options(r: argparse.ArgumentParser) -> None:
@@ -238,6 +247,8 @@ def _prepare(args: argparse.Namespace) -> int:
     from thoraxmae.datasets.store import prepare_store
 
     check_size(args.size, "--size")  # before any source is read or pixel allocated
+    if not is_uri(args.out):
+        _check_out(args.out)
     table = _table(args)
     with contextlib.ExitStack() as stack:
         out = args.out
@@ -263,6 +274,34 @@ def _prepare(args: argparse.Namespace) -> int:
             console.print(f"  {f['reason']}", markup=False, highlight=False, soft_wrap=True)
     else:
         console.print("no failed images")
+    return 0
+
+
+def _check_out(out: Path) -> None:
+    """--out can take the store, checked before any source is read (a folder made for the check is removed)."""
+    from thoraxmae.datasets.output import output_folder, remove_if_empty
+
+    missing = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        output_folder(out, "store folder (--out)")
+    finally:
+        remove_if_empty(*missing)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console
+
+    from thoraxmae.datasets.store import check_store, verify_store
+
+    t0 = time.monotonic()
+    content_hash = verify_store(args.store)
+    seconds = time.monotonic() - t0
+    manifest = check_store(args.store)
+    Console().print(f"store {args.store}: {len(manifest['shards'])} shard(s), {manifest.get('images', '?')} images "
+                    f"match the manifest's hashes (content hash {content_hash[:12]}; {seconds:.1f} s)",
+                    markup=False, soft_wrap=True)
     return 0
 
 

@@ -123,6 +123,19 @@ def missing_shards(uri: str, manifest: dict) -> list[str]:
     return [e["file"] for e, info in zip(manifest["shards"], infos) if info.type != fs.FileType.File]
 
 
+def shard_sizes(uri: str, manifest: dict) -> dict[str, int | None]:
+    """The byte size of each shard object the manifest lists (None for one the object store lacks)."""
+    from pyarrow import fs
+
+    filesys, root = filesystem(uri)
+    try:
+        infos = filesys.get_file_info([f"{root}/{e['file']}" for e in manifest["shards"]])
+    except OSError as exc:
+        raise DataError(f"{uri}: cannot list the store's shards ({exc})") from None
+    return {e["file"]: (info.size if info.type == fs.FileType.File else None)
+            for e, info in zip(manifest["shards"], infos)}
+
+
 def local_store(store: Path | str) -> Path:
     """A local folder holding the store: a local path as it is, a URI's store fetched into the cache."""
     if not is_uri(store):

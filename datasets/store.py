@@ -16,6 +16,7 @@ optional `progress(done, total)` callback (the CLI draws the bar); nothing here 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,7 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from thoraxmae.datasets import store_verify
 from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.output import output_folder, remove_if_empty
+from thoraxmae.datasets.output import reason as write_failure
 from thoraxmae.datasets.remote import local_store
 from thoraxmae.datasets.resolution import DEFAULT_SIZE, check_size
 from thoraxmae.datasets.store_pool import worker_pool
@@ -78,7 +82,27 @@ def prepare_store(table: SourceTable, out: Path, size: int = DEFAULT_SIZE, worke
     table.validate()
     report: Progress = progress if callable(progress) else (lambda done, total: None)
     out = Path(out)
-    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    created = not out.exists()
+    output_folder(out, "store folder")
+    try:
+        output_folder(out / SHARD_DIR, "store folder")
+        manifest = _write_store(table, out, size, workers, strict, report, shard_size)
+    except BaseException:
+        if created:  # a failed first run leaves no empty folder behind (complete shards are kept, to resume)
+            remove_if_empty(out / SHARD_DIR, out)
+        raise
+    if manifest["failed"]:
+        log.warning("%s: %d image(s) could not be decoded and were skipped, e.g. %s", out, len(manifest["failed"]),
+                    manifest["failed"][0]["reason"])
+    if manifest["images"] == 0:  # every image failed
+        raise DataError(f"{out}: none of the {len(table)} images could be decoded, e.g. "
+                        f"{manifest['failed'][0]['reason']}")
+    return manifest
+
+
+def _write_store(table: SourceTable, out: Path, size: int, workers: int, strict: bool, report: Progress,
+                 shard_size: int) -> dict:
+    """The shards not already complete, then the manifest (last: a store without one is incomplete)."""
     plans = _plan(table, size, shard_size)
     _remove_stale(out, {p.file for p in plans})
     digests = {p.index: d for p in plans if (d := _reusable(out / p.file, p)) is not None}
@@ -94,31 +118,25 @@ def prepare_store(table: SourceTable, out: Path, size: int = DEFAULT_SIZE, worke
         report(done, len(table))
     manifest = _manifest(table, out, plans, size, digests)
     tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    os.replace(tmp, out / MANIFEST)
-    if manifest["failed"]:
-        log.warning("%s: %d image(s) could not be decoded and were skipped, e.g. %s", out, len(manifest["failed"]),
-                    manifest["failed"][0]["reason"])
-    if manifest["images"] == 0:  # every image failed
-        raise DataError(f"{out}: none of the {len(table)} images could be decoded, e.g. "
-                        f"{manifest['failed'][0]['reason']}")
+    try:
+        tmp.write_text(json.dumps(manifest, indent=1, default=str))
+        os.replace(tmp, out / MANIFEST)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{out / MANIFEST}: cannot write the store manifest ({write_failure(exc)})") from None
     return manifest
 
 
 def verify_store(path: Path | str) -> str:
     """Re-hash every shard of a store from its file; returns the content hash (the manifest's when intact).
     A shard whose contents differ from the hash recorded when it was written is a DataError naming it.
-    A URI's store is fetched into the node's cache first (datasets.remote) and its cached copy re-hashed."""
+    A URI's store is fetched into the node's cache first (datasets.remote) and its cached copy re-hashed.
+    An intact store is recorded as verified in the node cache (datasets.store_verify)."""
     path = local_store(path)
     manifest = check_store(path)
-    digests = {}
-    for i, entry in enumerate(manifest["shards"]):
-        file = Path(path) / entry["file"]
-        digest = shard_digest(open_shard(file))
-        if digest != entry["sha256"]:
-            raise DataError(f"{file}: contents do not match the hash recorded when it was written (damaged); "
-                            "re-run `thoraxmae data prepare` to rebuild it")
-        digests[i] = digest
+    digests = store_verify.hash_shards(path, manifest)
+    with contextlib.suppress(OSError):  # an unwritable cache only costs the next open a re-hash
+        store_verify.record(path, manifest)
     return _content_hash(manifest["size"], manifest["label_names"], digests)
 
 
@@ -258,7 +276,8 @@ def _manifest(table: SourceTable, out: Path, plans: list[ShardPlan], size: int, 
             counts[s] += int(rows.sum())
             for name, c in zip(table.label_names, (labels[rows] * mask[rows]).sum(0)):
                 positives[s][name] += int(c)
-        shards.append({"file": plan.file, "rows": len(view), "sha256": digests[plan.index]})
+        shards.append({"file": plan.file, "rows": len(view), "bytes": (out / plan.file).stat().st_size,
+                       "sha256": digests[plan.index]})
         shorter.append(np.minimum(view.heights, view.widths))
         halves += int(np.count_nonzero(view.halves.sides[:, 0]))
         failed += view.meta["failed"]

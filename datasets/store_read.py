@@ -1,5 +1,7 @@
 """Reading a prepared store: `open_store(path) -> Store`, memory-mapped and shareable by many processes;
 `check_store(path)`, the cheap check a caller runs before starting anything expensive (Ray, a study).
+Opening a local store checks its shards' contents against the manifest's hashes once per node
+(datasets.store_verify).
 Both accept an object-store URI (`s3://...`, `gs://...`): `open_store` reads the node-local copy
 datasets.remote fetches once; `check_store` reads only the remote manifest and lists the shard objects."""
 from __future__ import annotations
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from thoraxmae.datasets import remote
+from thoraxmae.datasets import remote, store_verify
 from thoraxmae.datasets.errors import DataError
 from thoraxmae.datasets.store_shards import FORMAT_VERSION, fixed_list, open_shard
 from thoraxmae.datasets.table import SPLITS
@@ -27,6 +29,8 @@ class Store:
         self.path = remote.local_store(path)
         self.manifest = check_store(self.path)
         m = self.manifest
+        if self.source is None:  # a fetched copy was verified shard by shard as it came (datasets.remote)
+            store_verify.verify_once(self.path, m)  # bit-level, once per node and manifest
         self.size: int = int(m["size"])  # the stored images' shorter side is at most this
         self.label_names: tuple[str, ...] = tuple(m["label_names"])
         self.task: str = m["task"]

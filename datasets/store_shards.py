@@ -25,6 +25,7 @@ import pyarrow as pa
 from PIL import Image
 
 from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.output import reason
 
 FORMAT_VERSION = 2
 META_KEY = b"thoraxmae"
@@ -138,9 +139,13 @@ def write_shard(path: Path, d: ShardData, key: str) -> dict:
     }
     batch = pa.RecordBatch.from_pydict(columns).replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
     tmp = path.with_name(path.name + ".tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    os.replace(tmp, path)
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a folder made read-only since: no partial shard is left
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{path}: cannot write store shard ({reason(exc)})") from None
     return meta
 
 

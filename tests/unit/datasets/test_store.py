@@ -14,6 +14,7 @@ from PIL import Image
 from thoraxmae.datasets.errors import DataError
 from thoraxmae.datasets.sources import load_source
 from thoraxmae.datasets.store import FORMAT_VERSION, check_store, open_store, prepare_store, verify_store
+from thoraxmae.datasets.store_shards import open_shard
 from thoraxmae.datasets.table import SourceTable
 
 LABELS = ("A", "B", "C")
@@ -284,9 +285,11 @@ def test_a_damaged_shard_is_detected_rebuilt_and_the_hash_follows_the_contents(t
     flipped = bytearray(original)
     flipped[pixel + 7] ^= 0x10  # one bit of one pixel
     shard.write_bytes(bytes(flipped))
-    assert open_store(out).image(5)[0, 7] == 100 ^ 0x10  # the file really holds the flipped bit
+    assert open_shard(shard).image(1)[0, 7] == 100 ^ 0x10  # the file really holds the flipped bit (image 5)
     with pytest.raises(DataError, match=r"shard-00001.arrow: contents do not match the hash recorded"):
         verify_store(out)
+    with pytest.raises(DataError, match=r"shard-00001.arrow: contents do not match the hash recorded"):
+        open_store(out)  # a training on this node checks it too (datasets.store_verify)
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
     second = prepare_store(table, out, size=16, shard_size=4)
     assert shard.read_bytes() == original and np.all(open_store(out).image(5) == 100)  # rebuilt, identical
