@@ -9,7 +9,9 @@
     every epoch;
 (b) ours: the same images prepared once into a store (shorter side <= --store-size, the `data prepare`
     default), read memory-mapped, our fine-tuning transform (the same ops on the gray image, 224 output;
-    tests/unit/datasets/test_transform_parity.py shows it gives the reference's pixels).
+    tests/unit/datasets/test_transform_parity.py shows it gives the reference's pixels), once per
+    --half-margins value: the half copy serves crops holding >= that many times the output's pixels
+    across in it (the default, datasets/transforms.py HALF_COPY_MARGIN, and the old 1.0 beside it).
 Both run through a DataLoader (batch 32, no worker processes) in one process on one thread; the
 figures are images per CPU second of that process (= per core; a machine shared with other jobs does
 not lower them much), with the wall-clock rates alongside. (a) and (b) alternate `--repeats` times and
@@ -39,7 +41,7 @@ from thoraxmae.datasets.phantom import generate_phantom
 from thoraxmae.datasets.resolution import DEFAULT_SIZE
 from thoraxmae.datasets.sources import load_source
 from thoraxmae.datasets.store import prepare_store
-from thoraxmae.datasets.transforms import build_finetune_transform, randaug_config
+from thoraxmae.datasets.transforms import HALF_COPY_MARGIN, build_finetune_transform, randaug_config
 
 IMG_SIZE, SOURCE_SIZE, MAGNITUDE = 224, 1024, 6
 
@@ -98,6 +100,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--store-size", type=int, nargs="+", default=[DEFAULT_SIZE],
                         help=f"store side(s) to measure (default: the `data prepare` default, {DEFAULT_SIZE})")
+    parser.add_argument("--half-margins", type=float, nargs="+", default=[HALF_COPY_MARGIN, 1.0],
+                        help="half-copy margins to measure (default: the transforms' and the old 1.0)")
     parser.add_argument("--store", help="also read the first store from this object-store URI (s3://..., gs://...)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -119,9 +123,11 @@ def main() -> None:
             print(f"store {size} px: prepared at {args.images / (time.process_time() - cpu):.1f} img/s per core "
                   f"(one-off); disk per 100k images {store_bytes / args.images * 1e5 / 1e9:.1f} GB "
                   f"(the phantom PNGs: {png_bytes / args.images * 1e5 / 1e9:.1f} GB)")
-            ds = StoreDataset(store, "train", build_finetune_transform(IMG_SIZE, 0.08, MAGNITUDE, True, NIH_MEAN,
-                                                                       NIH_STD))
-            loaders[size] = make_loader(ds, batch_size=args.batch, train=True)
+            for margin in args.half_margins:
+                transform = build_finetune_transform(IMG_SIZE, 0.08, MAGNITUDE, True, NIH_MEAN, NIH_STD)
+                transform.ops[0].half_margin = margin  # the crop: reads the half copy at >= margin x the output
+                ds = StoreDataset(store, "train", transform)
+                loaders[(size, margin)] = make_loader(ds, batch_size=args.batch, train=True)
         for loader in loaders.values():
             images_per_second(loader, 1)  # warm-up: page cache, imports
         runs: dict = {name: [] for name in loaders}
@@ -135,11 +141,14 @@ def main() -> None:
     print(f"(a) reference  PNG {SOURCE_SIZE} px + timm RGB transform, RandAug m{MAGNITUDE}: "
           f"{rate['reference']:8.1f} img/s per core [{walls['reference']}]")
     for size in args.store_size:
-        print(f"(b) ours       store {size} px + gray transform, RandAug m{MAGNITUDE}:   {rate[size]:8.1f} img/s per core "
-              f"[{walls[size]}]  ratio (b)/(a) {rate[size] / rate['reference']:.1f}x (target >= 10x)")
+        for margin in args.half_margins:
+            key = (size, margin)
+            print(f"(b) ours       store {size} px + gray transform, RandAug m{MAGNITUDE}, half copy at >= {margin:g}x: "
+                  f"{rate[key]:8.1f} img/s per core [{walls[key]}]  ratio (b)/(a) "
+                  f"{rate[key] / rate['reference']:.1f}x (target >= 10x)")
     if remote is not None:
         first, steady = remote
-        local = statistics.median(r[1] for r in runs[args.store_size[0]])
+        local = statistics.median(r[1] for r in runs[(args.store_size[0], args.half_margins[0])])
         print(f"(c) object store {args.store} ({args.store_size[0]} px), wall-clock img/s: first epoch (fetch "
               f"included) {first:.1f}, steady state {steady:.1f}; local disk (b) {local:.1f}")
 

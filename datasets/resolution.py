@@ -9,11 +9,14 @@ output) pixels of detail per side, so a crop of the same scale from a store of s
     detail_kept = min(s**0.5 * S, output) / min(s**0.5 * source, output)
 
 of the reference's detail. The default store side keeps >= 0.9 of it at every crop scale the paper
-uses (fine-tuning crops down to 0.08: 0.97; pre-training to 0.5: 1.0). An image that shrank to fit also
-keeps a half-resolution copy; crops with at least the output's pixels across in it are read from there
-(they keep detail 1.0 all the same), which keeps the loader >= 10x faster than the reference's
-decode-and-augment path (benchmarks/crop_detail.py, benchmarks/loader.py). Disk: 1.25 bytes per pixel of
-the fitted image, 73.7 GB per 100,000 NIH images at 768 px.
+uses (fine-tuning crops down to 0.08: 0.97; pre-training to 0.5: 1.0). `store_detail_warning` is the
+line a run prints, before Ray starts, when a store is below that side for the spec's smallest crop_min.
+
+Counting pixels ignores the resampling filter: datasets/fine_detail.py measures the high-frequency energy a
+crop keeps. An image that shrank to fit also keeps a half-resolution copy; crops with at least
+HALF_COPY_MARGIN (2x) the output's pixels across in it are read from there, where they keep >= 0.98 of the
+reference's fine detail (datasets/transforms.py; benchmarks/crop_detail.py, benchmarks/loader.py). Disk:
+1.25 bytes per pixel of the fitted image, 73.7 GB per 100,000 NIH images at 768 px.
 """
 from __future__ import annotations
 
@@ -50,3 +53,19 @@ def smallest_store(scale: float, keep: float = 0.9, source: int = REFERENCE_SOUR
     """The smallest store side whose square crops of `scale` keep at least `keep` of the reference's detail."""
     need = keep * min(math.sqrt(scale) * source, output) / math.sqrt(scale)
     return min(source, math.ceil(need - 1e-9))
+
+
+def store_detail_warning(store: object, manifest: dict, crop_min: float, output: int, what: str,
+                         keep: float = 0.9) -> str | None:
+    """One line when the store at `store` (its `manifest`) shrank its images below the side whose crops of
+    scale `crop_min` keep `keep` of the reference's detail at `output` px; None when it keeps enough.
+
+    A store that shrank no image (`half_copies` 0) holds the originals, which is the reference itself."""
+    size, need = int(manifest["size"]), smallest_store(crop_min, keep, REFERENCE_SOURCE, output)
+    if size >= need or manifest.get("half_copies", 1) == 0:
+        return None
+    kept = detail_kept(crop_min, size, REFERENCE_SOURCE, output)
+    return (f"{store}: images stored at {size} px, below the {need} px that keeps >= {keep:g} of the reference's "
+            f"detail for {what} crops down to crop_min={crop_min:g} at {output} px (this store keeps {kept:.2f}; "
+            f"docs/paper.md \"Crops and stored resolution\"); re-prepare it with "
+            f"`thoraxmae data prepare ... --size {max(need, DEFAULT_SIZE)}`")

@@ -17,10 +17,11 @@ of the same image (tests/unit/datasets/test_transform_parity.py):
 
 A store image that had to shrink comes with a half-resolution copy (datasets/store_shards.py). The crop
 box is always drawn on the image itself (the same random numbers, the same geometry); when the box
-holds at least the output's pixels across in the half copy too, it is resampled from there (bicubic,
-the box scaled by the copy's ratio). That crop keeps all the detail an output pixel can show
-(datasets/resolution.py), and it costs a quarter of the resampling: the loader stays >= 10x faster
-than the reference's (benchmarks/loader.py) with a store large enough for the smallest crops. A store
+holds at least HALF_COPY_MARGIN times the output's pixels across in the half copy too, it is resampled
+from there (bicubic, the box scaled by the copy's ratio), at a quarter of the resampling. Below that
+margin the two resampling stages (original -> half copy -> output) soften the finest detail: such crops
+keep 0.86-0.98 of the reference's high-frequency energy at 1-2x, >= 0.98 from 2x on
+(datasets/fine_detail.py, benchmarks/crop_detail.py), so they are read from the image itself. A store
 that holds the original (no half copy) gives the reference's pixels.
 
 Knob translation points (docs/architecture.md): `crop_min` becomes RandomResizedCrop scale=(crop_min, 1.0) in
@@ -42,6 +43,10 @@ BICUBIC = Image.Resampling.BICUBIC
 CROP_RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of RandomResizedCrop (torchvision / timm default)
 Op = Callable[[Image.Image], Image.Image]
 Box = tuple[int, int, int, int]  # left, top, right, bottom
+# The half copy serves a crop (or an eval resize) only when it holds this many times the output's pixels
+# across: from 2x on, crops keep >= 0.98 of the reference's high-frequency energy (benchmarks/crop_detail.py
+# on a real radiograph: 0.987 at 2-2.5x, 0.976 at 1.75-2x, 0.951 at 1.5-1.75x, 0.859 at 1-1.25x).
+HALF_COPY_MARGIN = 2.0
 
 
 def eval_crop_pct(img_size: int) -> float:
@@ -82,8 +87,8 @@ class RandomResizedCrop:
     CROP_RATIO, drawn from Python's `random` (top before left); the box is cropped, then resized
     (bicubic) to `size` x `size`, as torchvision's `resized_crop` does on PIL images."""
 
-    def __init__(self, size: int, scale: tuple[float, float]):
-        self.size, self.scale = size, scale
+    def __init__(self, size: int, scale: tuple[float, float], half_margin: float = HALF_COPY_MARGIN):
+        self.size, self.scale, self.half_margin = size, scale, half_margin
         self.log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
 
     def box(self, width: int, height: int) -> Box:
@@ -102,7 +107,8 @@ class RandomResizedCrop:
         box = self.box(*img.size)
         if half is not None:
             sx, sy = half.width / img.width, half.height / img.height
-            if (box[2] - box[0]) * sx >= self.size and (box[3] - box[1]) * sy >= self.size:
+            need = self.half_margin * self.size
+            if (box[2] - box[0]) * sx >= need and (box[3] - box[1]) * sy >= need:
                 scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
                 return half.resize((self.size, self.size), BICUBIC, box=scaled)
         return img.crop(box).resize((self.size, self.size), BICUBIC)
@@ -146,8 +152,8 @@ class ResizeCenterCrop:
     """Eval: the shorter side resized to floor(size / crop_pct) (bicubic, aspect kept), then the centre
     size x size, with torchvision's Resize / CenterCrop rounding."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int, half_margin: float = HALF_COPY_MARGIN):
+        self.size, self.half_margin = size, half_margin
         self.crop_pct = eval_crop_pct(size)
         self.resized = math.floor(size / self.crop_pct)
 
@@ -157,8 +163,8 @@ class ResizeCenterCrop:
             nw, nh = self.resized, int(self.resized * h / w)
         else:
             nw, nh = int(self.resized * w / h), self.resized
-        if half is not None and min(half.size) >= self.resized:
-            img = half  # enough pixels for the resized image: resample from the half copy
+        if half is not None and min(half.size) >= self.half_margin * self.resized:
+            img = half  # enough pixels to keep the reference's fine detail: resample from the half copy
         if (nw, nh) != img.size:
             img = img.resize((nw, nh), BICUBIC)
         top, left = round((nh - self.size) / 2.0), round((nw - self.size) / 2.0)
@@ -180,19 +186,35 @@ def rand_augment(magnitude: int, img_size: int, mean: float) -> Op:
     return rand_augment_transform(randaug_config(magnitude), hparams)
 
 
+Stat = float | Sequence[float]  # one value for every channel, or one per channel (ImageNet's mean/std)
+
+
+def _per_channel(value: Stat, in_chans: int, what: str) -> torch.Tensor | float:
+    """A scalar stays a float (the gray channel is broadcast); a sequence must hold one value per channel."""
+    if isinstance(value, int | float):
+        return float(value)
+    values = [float(v) for v in value]
+    if len(values) != in_chans:
+        raise DataError(f"{what}={tuple(values)} has {len(values)} values; the model reads {in_chans} channel(s)")
+    return torch.tensor(values, dtype=torch.float32).view(in_chans, 1, 1)  # [C, 1, 1]
+
+
 class XrayTransform:
     """uint8 [H, W] -> PIL "L" -> `ops` -> float32 tensor [in_chans, H', W'], (x / 255 - mean) / std.
 
+    `mean` / `std` are one value (the gray channel, broadcast to `in_chans`) or one value per channel (the
+    gray image copied to RGB and normalised per channel, e.g. ImageNet's statistics).
     Called as transform(image) or transform(image, half) with the image's half-resolution copy, which
     the first op (the crop / resize) may read instead (module docstring)."""
 
-    def __init__(self, ops: Sequence[Op], mean: float, std: float, in_chans: int):
+    def __init__(self, ops: Sequence[Op], mean: Stat, std: Stat, in_chans: int):
         if in_chans < 1:
             raise DataError(f"in_chans={in_chans} must be >= 1")
         if not ops:
             raise DataError("a transform needs at least one op (the crop or resize)")
         self.ops, self.in_chans = list(ops), in_chans
-        self.scale, self.shift = 1.0 / (255.0 * std), mean / std
+        mean_c, std_c = _per_channel(mean, in_chans, "mean"), _per_channel(std, in_chans, "std")
+        self.scale, self.shift = 1.0 / (255.0 * std_c), mean_c / std_c  # floats, or [C, 1, 1] tensors
 
     def __call__(self, img: np.ndarray, half: np.ndarray | None = None) -> torch.Tensor:
         if img.ndim != 2 or img.dtype != np.uint8:
@@ -202,8 +224,10 @@ class XrayTransform:
         pil = first(pil, Image.fromarray(half)) if half is not None else first(pil)
         for op in rest:
             pil = op(pil)
-        x = torch.from_numpy(np.array(pil, dtype=np.uint8))  # [H, W] uint8, own copy
-        x = x.to(torch.float32).mul_(self.scale).sub_(self.shift)
+        x = torch.from_numpy(np.array(pil, dtype=np.uint8)).to(torch.float32)  # [H, W], own copy
+        if isinstance(self.scale, torch.Tensor):  # per-channel statistics: one plane per channel
+            return x.unsqueeze(0) * self.scale - self.shift  # [C, H, W]
+        x = x.mul_(self.scale).sub_(self.shift)
         return x.unsqueeze(0).expand(self.in_chans, -1, -1)  # [C, H, W], gray broadcast to C channels
 
     def __repr__(self) -> str:
@@ -241,6 +265,6 @@ def build_finetune_transform(img_size: int, crop_min: float, randaug_magnitude: 
     return XrayTransform(ops, mean, std, in_chans)
 
 
-def build_eval_transform(img_size: int, mean: float, std: float, in_chans: int = 3) -> XrayTransform:
+def build_eval_transform(img_size: int, mean: Stat, std: Stat, in_chans: int = 3) -> XrayTransform:
     """Evaluation (docs/paper.md): shorter side to img_size / crop_pct (bicubic), centre-crop img_size."""
     return XrayTransform([ResizeCenterCrop(img_size)], mean, std, in_chans)

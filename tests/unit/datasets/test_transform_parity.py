@@ -166,14 +166,17 @@ def test_eval_crop_pct_is_the_references():
 
 
 def test_big_crops_read_the_half_copy_small_crops_the_image(tmp_path):
-    """With a half-resolution copy, the same boxes are drawn; a box with >= img_size px across in the copy is
-    resampled from it (bicubic, box scaled), any other from the image exactly as without the copy."""
+    """With a half-resolution copy, the same boxes are drawn; a box with >= HALF_COPY_MARGIN x img_size px
+    across in the copy is resampled from it (bicubic, box scaled), any other from the image exactly as
+    without the copy."""
     from thoraxmae.datasets.store_shards import fit
+    from thoraxmae.datasets.transforms import HALF_COPY_MARGIN
 
+    assert HALF_COPY_MARGIN == 2.0
     original = xray(256, 256)
     full, half = fit(original, 128), fit(original, 64)
-    crop = RandomResizedCrop(32, crop_scale(0.08))
-    ours = build_finetune_transform(32, 0.08, 0, False, 0.5, 0.5, in_chans=1)
+    crop = RandomResizedCrop(16, crop_scale(0.08))
+    ours = build_finetune_transform(16, 0.08, 0, False, 0.5, 0.5, in_chans=1)
     used_half = 0
     for s in range(60):
         seed_all(s)
@@ -184,10 +187,10 @@ def test_big_crops_read_the_half_copy_small_crops_the_image(tmp_path):
         seed_all(s)
         b = ours(full)
         assert random.getstate() == state  # the copy changes no random draw
-        if min(right - left, bottom - top) * 0.5 >= 32:
+        if min(right - left, bottom - top) * 0.5 >= 2 * 16:
             used_half += 1
             box = (left / 2, top / 2, right / 2, bottom / 2)
-            expected = np.asarray(Image.fromarray(half).resize((32, 32), Image.Resampling.BICUBIC, box=box))
+            expected = np.asarray(Image.fromarray(half).resize((16, 16), Image.Resampling.BICUBIC, box=box))
             torch.testing.assert_close(a[0], torch.from_numpy(expected / 255.0 * 2 - 1).float(), atol=1e-5, rtol=0)
             assert float((a - b).abs().mean()) * 255 / 2 < 1.5  # within about a gray level of the full-size crop
         else:
@@ -195,16 +198,16 @@ def test_big_crops_read_the_half_copy_small_crops_the_image(tmp_path):
     assert 10 <= used_half <= 50
 
 
-def test_eval_reads_the_half_copy_when_it_holds_enough_pixels():
+def test_eval_reads_the_half_copy_when_it_holds_twice_the_pixels():
     from thoraxmae.datasets.store_shards import fit
 
-    original = xray(300, 300)
-    full, half = fit(original, 200), fit(original, 100)
+    original = xray(400, 400)
+    full, half = fit(original, 300), fit(original, 150)
     t = build_eval_transform(64, 0.5, 0.5, in_chans=1)  # resizes the shorter side to 73 px first
     expected = np.asarray(Image.fromarray(half).resize((73, 73), Image.Resampling.BICUBIC).crop((4, 4, 68, 68)))
     torch.testing.assert_close(t(full, half)[0], torch.from_numpy(expected / 255.0 * 2 - 1).float(), atol=1e-5, rtol=0)
     assert float((t(full, half) - t(full)).abs().mean()) * 255 / 2 < 1.0
-    small = fit(original, 70)  # 70 < 73: not enough pixels, the image itself is used
+    small = fit(original, 140)  # 140 < 2 x 73: the half copy would soften it, the image itself is used
     assert torch.equal(t(full, small), t(full))
 
 
