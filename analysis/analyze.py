@@ -84,7 +84,8 @@ def analyze(study: StudyRecord, options: AnalysisOptions | None = None) -> Study
                                                       opts.n_bootstrap_means, opts.seed)
     reference = [] if recipe is None else compare_reference(
         recipe, schema.PAPER_RECIPE if opts.reference is None else opts.reference)
-    confirmation = summarize_confirmation(study.confirm, trials, study.knobs, study.metric, study.mode) \
+    confirmation = summarize_confirmation(study.confirm, trials, study.knobs, study.metric, study.mode,
+                                         study.stage) \
         if study.confirm else None
     pretraining = compare_recipes(study, trials)
     log.info("analysed %d trials (%d scored, %d confirmation runs) of study %s", len(trials), len(scored),

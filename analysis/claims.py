@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 from thoraxmae.analysis.analyze import StudyAnalysis
-from thoraxmae.analysis.confirm import BETTER, NOISE_FACTOR, SAME, WORSE, Confirmation, PairedDiff
+from thoraxmae.analysis.confirm import NOISE_FACTOR
+from thoraxmae.analysis.confirm_section import confirmation_blocks, noise_text, verdict_lines
 from thoraxmae.analysis.document import Block, Bullets, Code, Section, Table, figure
 from thoraxmae.analysis.importance import OrderStatement
 from thoraxmae.analysis.pretrain_section import summary_items
@@ -43,23 +44,6 @@ def unscored_reason(a: StudyAnalysis) -> str:
     return text
 
 
-def verdict_text(p: PairedDiff | None) -> str:
-    """The plain verdict of a confirmed recipe against the reference recipe."""
-    if p is None:
-        return "not compared: no completed run of the reference recipe"
-    ci = f"95% CI {p.ci[0]:+.4f} to {p.ci[1]:+.4f}"
-    if p.verdict == BETTER:
-        return f"better than the reference recipe by {p.mean:+.4f} ({ci})"
-    if p.verdict == WORSE:
-        return f"worse than the reference recipe by {p.mean:+.4f} ({ci})"
-    if p.verdict == SAME:
-        return f"not distinguishable from the reference recipe (difference {p.mean:+.4f}, {ci})"
-    if p.n == 0:
-        return "not compared: no seed in common with the reference recipe"
-    return (f"not compared: only {p.n} seed in common with the reference recipe (difference {p.mean:+.4f}); "
-            f"an interval needs 2")
-
-
 def summary_lines(a: StudyAnalysis) -> list[str]:
     """Plain lines for a terminal: one per knob (recommended value, top-k spread), the best pre-training
     recipe and what reuse saved (when the study compares recipes), then the headline."""
@@ -70,14 +54,6 @@ def summary_lines(a: StudyAnalysis) -> list[str]:
     return [*lines, *(f"- {line.replace('**', '')}" for line in [*summary_items(a), *headline(a)])]
 
 
-def noise_text(c: Confirmation) -> str:
-    if not math.isfinite(c.noise_sd):
-        return "Seed-to-seed spread (the noise floor): not measured; it needs a recipe with 2 completed seeds."
-    sized = sum(r.n > 1 for r in c.recipes)
-    return (f"Seed-to-seed spread (the study's noise floor): SD {c.noise_sd:.4f} of `{c.metric}` over seeds, pooled "
-            f"across {sized} recipe(s) ({c.noise_dof} degrees of freedom).")
-
-
 def headline(a: StudyAnalysis) -> list[str]:
     """The recipe's bottom line for the summary and the CLI: the confirmed verdicts, or the label
     saying the recipe is exploratory."""
@@ -86,13 +62,9 @@ def headline(a: StudyAnalysis) -> list[str]:
         if a.recipe is None:
             return [f"**No recipe**: {unscored_reason(a)}."]
         return ["Recipe status: **exploratory** (no confirmation runs: search scores only, one seed per trial)."]
-    if not c.candidates:
-        lines = ["Confirmation: no completed run of a searched recipe" + (", only the reference." if c.reference
-                                                                         else ".")]
-    else:
-        lines = [f"Confirmed recipe `{r.label}` ({r.n} seed(s), mean {r.mean:.4f}): {verdict_text(r.paired)}."
-                 for r in c.candidates]
-    return [*lines, noise_text(c)]
+    if not c.candidates and c.reference is not None and c.reference.trial_id is None:
+        return ["Confirmation: no completed run of a searched recipe, only the reference.", noise_text(c)]
+    return [*verdict_lines(c), noise_text(c)]
 
 
 def within_noise(a: StudyAnalysis, knob: str) -> bool | None:
@@ -119,7 +91,7 @@ def recipe_section(a: StudyAnalysis, recipe_text: str) -> Section:
     c, r = a.confirmation, a.recipe
     if r is None and c is None:
         return Section("Recipe", [f"**No recipe**: {unscored_reason(a)}."])
-    title, blocks = ("Recipe (exploratory)", [EXPLORATORY]) if c is None else ("Recipe", _confirmation_blocks(a, c))
+    title, blocks = ("Recipe (exploratory)", [EXPLORATORY]) if c is None else ("Recipe", confirmation_blocks(c, list(a.study.knobs)))
     if r is None:
         return Section(title, [*blocks, f"**No recipe from the search**: {unscored_reason(a)}."])
     share = {row.knob: row.fanova for row in a.importance.rows}
@@ -171,37 +143,6 @@ def search_statements(c: Confidence, metric: str) -> list[str]:
                    f"(median test CI half-width {c.noise:.4f}): the top trials are tied; prefer the top-k recipe "
                    f"to the single best configuration.")
     return out
-
-
-def _confirmation_blocks(a: StudyAnalysis, c: Confirmation) -> list[Block]:
-    intro = (f"**This recipe rests on {c.n_runs} confirmation runs**: search recipes and the reference recipe "
-             f"re-run with fresh seeds, the same seeds for every recipe, so each is compared with the reference "
-             f"seed by seed. A run's score is `{c.metric}` at its best epoch; means carry a t-based 95% CI over "
-             f"seeds, differences (recipe minus reference, paired by seed) a t-based 95% CI.")
-    blocks: list[Block] = [intro]
-    if not c.recipes:
-        blocks.append("**No confirmation run is usable**, so nothing is confirmed: see below.")
-    else:
-        test = c.test_metric or "test"
-        rows = []
-        for r in c.recipes:
-            mean = f"{r.mean:.4f}" + (f" ({r.ci[0]:.4f}–{r.ci[1]:.4f})" if math.isfinite(r.ci[0]) else " (one seed)")
-            diff = "–" if r.paired is None or not math.isfinite(r.paired.mean) else (
-                f"{r.paired.mean:+.4f}" + (f" ({r.paired.ci[0]:+.4f} to {r.paired.ci[1]:+.4f})"
-                                           if math.isfinite(r.paired.ci[0]) else ""))
-            verdict = "the reference" if r.label == schema.RECIPE_REFERENCE else verdict_text(r.paired)
-            rows.append([f"`{r.label}`", fmt(r.search_score), ", ".join(str(s) for s in r.scores), mean,
-                         fmt(r.test_mean), diff, verdict])
-        blocks.append(Table(["recipe", "search score", "seeds", f"mean `{c.metric}` (95% CI)", f"mean `{test}`",
-                             "difference to reference (95% CI)", "verdict"], rows))
-        blocks.append(Bullets(headline(a)))
-        knobs = [k for k in a.study.knobs if any(k in r.params for r in c.recipes)]
-        if knobs:
-            blocks.append(Table(["recipe", *[f"`{k}`" for k in knobs]],
-                                [[f"`{r.label}`", *[fmt(r.params.get(k)) for k in knobs]] for r in c.recipes]))
-    if c.notes:
-        blocks.append(Bullets([f"Not used or not computed: {n}." for n in c.notes]))
-    return blocks
 
 
 def importance_section(a: StudyAnalysis, figures: dict) -> Section:

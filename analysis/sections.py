@@ -41,6 +41,7 @@ def _summary(a: StudyAnalysis) -> Section:
     s, r, imp = a.study, a.recipe, a.importance
     counts = ", ".join(f"{n} {k}" for k, n in a.status_counts.items())
     blocks: list[Block] = [
+        Bullets(headline(a)),  # the verdict first (or the label saying there is none yet)
         (f"Study **{s.name}** (stage `{s.stage}`), {len(a.trials)} trials: {counts}. Objective `{s.metric}` "
          f"({s.mode}imised, each trial's best epoch), read from MLflow at `{s.tracking_uri}`.")]
     items = []
@@ -55,7 +56,6 @@ def _summary(a: StudyAnalysis) -> Section:
     if r is not None:
         items.append("Recipe: " + ", ".join(f"`{k.knob}` = {fmt(k.value)}" for k in r.knobs) + ".")
     items += summary_items(a)
-    items += headline(a)
     blocks.append(Bullets(items))
     return Section("Summary", blocks)
 
