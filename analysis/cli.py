@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: ./report)")
     q.add_argument("--bootstrap", type=_count, default=40, metavar="N",
                    help="bootstrap resamples for the importance rank-stability check (default 40; 0: no check)")
-    q.add_argument("--top-fraction", type=float, default=0.2, metavar="F",
+    q.add_argument("--top-fraction", type=_fraction, default=0.2, metavar="F",
                    help="share of the completed trials the recipe is distilled from (default 0.2, at least 3)")
     q.add_argument("--reference", type=Path, default=None, metavar="YAML",
                    help="reference recipe to compare with (knob: value, or a spec's sections; default: the paper's)")
@@ -33,6 +34,16 @@ def _count(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a share of the completed trials in (0, 1], e.g. 0.2; got {text!r}")
     return value
 
 

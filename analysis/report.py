@@ -5,6 +5,9 @@ The report folder is also logged as an artifact of the study's parent run (`repo
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +16,13 @@ from typing import Any
 import yaml
 
 from thoraxmae.analysis.analyze import AnalysisOptions, StudyAnalysis, analyze
+from thoraxmae.analysis.errors import ReportError
 from thoraxmae.analysis.load import Progress, load_study
 from thoraxmae.analysis.plots import draw_all
 from thoraxmae.analysis.render import render_html, render_markdown
 from thoraxmae.analysis.sections import build_sections
+from thoraxmae.datasets.errors import DataError
+from thoraxmae.datasets.output import output_folder, reason, remove_if_empty
 from thoraxmae.study import schema
 
 log = logging.getLogger(__name__)
@@ -52,39 +58,72 @@ def build_report(study_name: str, tracking_uri: str | None = None, out_dir: Path
     analysis.ReportError for a missing study or one without trial runs, naming the study and the
     tracking URI; a study whose trials all failed still gets a report (saying why there is no recipe).
     """
-    study = load_study(study_name, tracking_uri, progress)
-    options = AnalysisOptions(n_bootstrap=n_bootstrap, top_fraction=top_fraction, min_k=min_k, reference=reference,
-                              seed=seed)
-    if reference_name:
-        options.reference_name = reference_name
-    elif reference is not None:
-        options.reference_name = "the given reference"
-    a = analyze(study, options)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    figures = draw_all(a, out)
-    recipe_text = recipe_yaml_text(a) if a.recipe is not None else ""
-    sections = build_sections(a, figures, recipe_text)
-    title = f"Recipe report: study {study.name}"
-    subtitle = (f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `thoraxmae report` from "
-                f"`{study.tracking_uri}`; objective `{study.metric}` ({study.mode}); top-k = best "
-                f"{top_fraction:.0%} of the completed trials (at least {min_k}); {n_bootstrap} bootstrap resamples.")
-    paths = {"html": out / "report.html", "md": out / "report.md", "recipe": out / "recipe.yaml",
-             "trials": out / "trials.parquet", "curves": out / "curves.parquet"}
-    paths["html"].write_text(render_html(title, subtitle, sections), encoding="utf-8")
-    paths["md"].write_text(render_markdown(title, subtitle, sections), encoding="utf-8")
-    if a.recipe is not None:
-        paths["recipe"].write_text(recipe_text, encoding="utf-8")
-    else:  # a stale recipe from an earlier report would contradict this one
-        paths.pop("recipe").unlink(missing_ok=True)
-    a.trials.to_parquet(paths["trials"], index=False)
-    a.curves.to_parquet(paths["curves"], index=False)
+    if isinstance(top_fraction, bool) or not 0 < top_fraction <= 1:
+        raise ReportError(f"top_fraction={top_fraction!r}: expected a share of the completed trials in (0, 1]")
+    created = not Path(out_dir).exists()
+    out = _output_folder(Path(out_dir))  # before MLflow is read
+    try:
+        study = load_study(study_name, tracking_uri, progress)
+        options = AnalysisOptions(n_bootstrap=n_bootstrap, top_fraction=top_fraction, min_k=min_k,
+                                  reference=reference, seed=seed)
+        if reference_name:
+            options.reference_name = reference_name
+        elif reference is not None:
+            options.reference_name = "the given reference"
+        a = analyze(study, options)
+        figures, paths = _write(a, out, top_fraction, min_k, n_bootstrap)
+    except BaseException:
+        if created:
+            remove_if_empty(out)
+        raise
     result = ReportResult(study.name, study.tracking_uri, out, paths["html"], paths["md"], paths.get("recipe"),
                           paths["trials"], paths["curves"], figures, a,
                           files=sorted([*paths.values(), *figures.values()]))
     if log_artifacts:
         result.logged_to_run = _log_report(study.tracking_uri, study.parent_run_id, result.files)
     return result
+
+
+def _output_folder(out: Path) -> Path:
+    try:
+        return output_folder(out, "report folder (--out)")
+    except DataError as exc:
+        raise ReportError(str(exc)) from None
+
+
+def _write(a: StudyAnalysis, out: Path, top_fraction: float, min_k: int,
+           n_bootstrap: int) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Figures, report.html/.md, recipe.yaml and the parquet tables, written into a staging folder inside
+    `out` and moved into place only when all were written: a failed write (a full disk) leaves `out` as it
+    was, with no partial file. Returns (figures, paths) as they lie in `out`."""
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        figures = draw_all(a, staging)
+        recipe_text = recipe_yaml_text(a) if a.recipe is not None else ""
+        sections = build_sections(a, figures, recipe_text)
+        title = f"Recipe report: study {a.study.name}"
+        subtitle = (f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `thoraxmae report` from "
+                    f"`{a.study.tracking_uri}`; objective `{a.study.metric}` ({a.study.mode}); top-k = best "
+                    f"{top_fraction:.0%} of the completed trials (at least {min_k}); {n_bootstrap} bootstrap "
+                    "resamples.")
+        paths = {"html": staging / "report.html", "md": staging / "report.md", "trials": staging / "trials.parquet",
+                 "curves": staging / "curves.parquet"}
+        paths["html"].write_text(render_html(title, subtitle, sections), encoding="utf-8")
+        paths["md"].write_text(render_markdown(title, subtitle, sections), encoding="utf-8")
+        if a.recipe is not None:
+            paths["recipe"] = staging / "recipe.yaml"
+            paths["recipe"].write_text(recipe_text, encoding="utf-8")
+        a.trials.to_parquet(paths["trials"], index=False)
+        a.curves.to_parquet(paths["curves"], index=False)
+        if a.recipe is None:  # a stale recipe from an earlier report would contradict this one
+            (out / "recipe.yaml").unlink(missing_ok=True)
+        for f in [*figures.values(), *paths.values()]:
+            os.replace(f, out / f.name)
+    except OSError as exc:
+        raise ReportError(f"{out}: cannot write the report ({reason(exc)})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {k: out / f.name for k, f in figures.items()}, {k: out / f.name for k, f in paths.items()}
 
 
 def recipe_yaml_text(a: StudyAnalysis) -> str:
