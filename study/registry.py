@@ -21,7 +21,10 @@ See docs/architecture.md ("Pipeline studies").
 """
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import threading
@@ -36,15 +39,22 @@ from thoraxmae.datasets.storage import Location
 from thoraxmae.study.errors import SpecError
 
 log = logging.getLogger(__name__)
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: resolved model, code version, horizon-free keys without their length
 REGISTRY_DIR = "pretrain-registry"
 KEY_FILE = "key.json"
 ENTRY_FILE = "entry.json"
 RUN_NAME = "pretrain"  # the Train run's name (it ends like every pre-training run: `...-pretrain` / `pretrain`)
 REF_PREFIX = "registry:"  # finetune.init: registry:<key or unique key prefix>
 LEASE_S = 60.0
-# Pre-training fields that do not change the weights it produces.
-NOT_IN_KEY = frozenset({"checkpoint_every"})
+# Fields that do not change the weights a pre-training produces (`continue_from`: where it resumed from).
+NOT_IN_KEY = frozenset({"checkpoint_every", "continue_from"})
+MODEL_NOT_IN_KEY = frozenset({"global_pool"})
+DATA_NOT_IN_KEY = frozenset({"store", "num_workers", "val_split", "test_split"})
+EPOCHS_SEP = "-e"
+# The modules whose code decides pre-trained weights (hashed into every key by code_version).
+CODE_MODULES = ("thoraxmae.trainers.pretrain", "thoraxmae.trainers.engine", "thoraxmae.trainers.optim",
+                "thoraxmae.trainers.session", "thoraxmae.trainers.runtime", "thoraxmae.trainers.continuation",
+                "thoraxmae.trainers.models", "thoraxmae.datasets.transforms", "thoraxmae.datasets.loader")
 
 
 @dataclass(frozen=True)
@@ -79,11 +89,55 @@ def store_content_hash(store: Path | str) -> str:
 
 
 def key_payload(model: Any, data: Any, pretrain: Any, workers: int) -> dict[str, Any]:
-    """Everything that decides a pre-training's weights, as plain JSON (pydantic configs in)."""
-    data_json = data.model_dump(mode="json", exclude={"store", "num_workers"})
-    return {"version": KEY_VERSION, "model": model.model_dump(mode="json"), "workers": int(workers),
-            "pretrain": pretrain.model_dump(mode="json", exclude=set(NOT_IN_KEY)), "data": data_json,
+    """Everything that decides a pre-training's weights, as plain JSON (pydantic configs in), and nothing else:
+    the model as resolved from its preset (writing a preset's value out gives the same key) without
+    `global_pool` (fine-tuning only), the data config without the splits pre-training never reads, the
+    pre-training config without bookkeeping and, for a horizon-free (constant) schedule, without its length:
+    such a key's entries are the epochs it reached (`entry_id`). `code` changes when the training code does."""
+    from thoraxmae.trainers.models.presets import resolve_model
+
+    resolved = {k: v for k, v in asdict(resolve_model(model)).items() if k not in MODEL_NOT_IN_KEY}
+    data_json = data.model_dump(mode="json", exclude=set(DATA_NOT_IN_KEY))
+    omit = set(NOT_IN_KEY) | ({"epochs"} if horizon_free(pretrain) else set())
+    return {"version": KEY_VERSION, "code": code_version(), "model": resolved, "workers": int(workers),
+            "pretrain": pretrain.model_dump(mode="json", exclude=omit), "data": data_json,
             "store_hash": store_content_hash(data.store)}
+
+
+def horizon_free(pretrain: Any) -> bool:
+    """A constant schedule: its checkpoint at epoch e does not depend on the planned length (trainers.continuation)."""
+    return getattr(pretrain, "schedule", "cosine") == "constant"
+
+
+def entry_id(key: str, pretrain: Any) -> str:
+    """The registry folder of a pre-training: its key, and for a horizon-free key the epochs reached (`<key>-e<n>`)."""
+    return f"{key}{EPOCHS_SEP}{pretrain.epochs}" if horizon_free(pretrain) else key
+
+
+def entry_epochs(name: str, key: str) -> int | None:
+    """n when the folder `name` is `<key>-e<n>`, else None."""
+    tail = name.removeprefix(f"{key}{EPOCHS_SEP}")
+    return int(tail) if name != tail and tail.isdigit() else None
+
+
+@functools.cache
+def code_version() -> str:
+    """A hash of the code that decides pre-trained weights (CODE_MODULES), docstrings and comments left out
+    (parsed with `ast`), so a change to the training code gives new keys and a change to its prose does not."""
+    digest = hashlib.sha256()
+    for name in CODE_MODULES:
+        spec = importlib.util.find_spec(name)
+        paths = sorted(Path(p) for p in spec.submodule_search_locations for p in Path(p).glob("*.py")) \
+            if spec.submodule_search_locations else [Path(spec.origin)]
+        for path in paths:
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                body = getattr(node, "body", None)
+                if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                        and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+            digest.update(path.name.encode() + ast.dump(tree).encode())
+    return digest.hexdigest()[:12]
 
 
 def pretrain_key(payload: dict[str, Any]) -> str:
@@ -139,6 +193,18 @@ class Registry:
                               checkpoint_bytes=ckpt.size() if ckpt.is_file() else None)
         _write_json(self.folder(key) / ENTRY_FILE, asdict(entry))
         return entry
+
+    def latest(self, key: str, at_most: int) -> tuple[int, PretrainEntry] | None:
+        """The finished entry of the horizon-free `key` with the most epochs <= at_most, as (epochs, entry)."""
+        if not self.root.is_dir():
+            return None
+        found = sorted((n, p.name) for p in self.root.iterdir()
+                       if (n := entry_epochs(p.name, key)) is not None and n <= at_most)
+        for n, name in reversed(found):
+            entry = self.lookup(name)
+            if entry is not None:
+                return n, entry
+        return None
 
     def entries(self) -> list[PretrainEntry]:
         found = (self.lookup(p.name) for p in self.root.iterdir() if (p / ENTRY_FILE).is_file())

@@ -34,7 +34,7 @@ from thoraxmae.trainers.metrics import accuracy, auc_metrics, bootstrap_ci, mean
 from thoraxmae.trainers.models import build_classifier, resolve_model
 from thoraxmae.trainers.models.unwrap import unwrap  # the package's `unwrap` is its submodule once imported
 from thoraxmae.trainers.optim import param_groups
-from thoraxmae.trainers.runtime import Worker, maybe_fail, report, restore_files
+from thoraxmae.trainers.runtime import Worker, maybe_fail, report, restore_files, seed_everything
 from thoraxmae.trainers.session import resume, schedule, start_worker
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ def finetune_loop(config: dict[str, Any]) -> None:
 
     for epoch in range(run.start_epoch, cfg.epochs):
         maybe_fail(job.fail_once_at_epoch, epoch + 1, run.restored)
+        if epoch > 0:  # as in pre-training: a run resumed at any epoch draws what an uninterrupted one does
+            seed_everything(cfg.seed, worker.rank, epoch)
         loader = make_loader(train_ds, batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch,
                              rank=worker.rank, world_size=worker.world_size, num_workers=data.num_workers)
         stats = train_epoch(run.model, loader, run.optimizer, loss_fn, epoch, sched, worker)

@@ -41,6 +41,7 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     if files is None and cfg.continue_from is not None:  # a new run continuing an earlier one's checkpoint
         files = continuation_files(cfg, job.model)
         LINEAGE.restart(files[R.CHECKPOINT_FILE].get(HISTORY_STATE, []))
+        LINEAGE.unsent = False  # kept in this run's checkpoints; its reports are its own epochs only
     run = resume(build_mae(job.model, cfg.norm_pix_loss, cfg.mask_ratio),
                  lambda m: torch.optim.AdamW(param_groups(m, cfg.weight_decay, skip=frozenset()), lr=0.0, betas=BETAS),
                  job.resources, worker, cfg.seed, files)

@@ -167,9 +167,9 @@ def _shared_pretrain(plan: TrialPlan, trial_id: str) -> tuple[dict, dict, bool]:
     forwarded fine-tuning result, whether this trial ran it: then its epochs are part of its lineage)."""
     from thoraxmae.study.run.pipeline import pretrain_once
 
-    def run(name: str, folder: Location, key: str) -> dict[str, Any]:
+    def run(name: str, folder: Location, key: str, cfg) -> dict[str, Any]:
         return _phase("pretrain", plan, name, folder, pipeline=True, rereport=False,
-                      extra={M_KEY: key})
+                      extra={M_KEY: key}, cfg=cfg)
 
     done, key, reused = pretrain_once(plan.spec, plan.phase("pretrain"), trial_id, run)
     ran_here = not reused or done.get("trial_id") == trial_id
@@ -192,8 +192,9 @@ def resolve_encoder(plan: TrialPlan) -> TrialPlan:
 def _phase(phase: str, plan: TrialPlan, name: str, runs_dir: Location, *, pipeline: bool,
            rereport: bool = True, init: Path | str | None = None, cost_offset: dict | None = None,
            prior: list[dict[str, Any]] | None = None, step_offset: int = 0,
-           extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run one phase to its end (or find it already ended); returns its final marker content."""
+           extra: dict[str, Any] | None = None, cfg=None) -> dict[str, Any]:
+    """Run one phase to its end (or find it already ended); returns its final marker content. `cfg`: the
+    phase config when it is not the plan's (a pre-training that continues a registered one)."""
     marker = runs_dir / name / FINAL_MARKER
     done = read_marker(marker)
     if done is not None:
@@ -203,7 +204,7 @@ def _phase(phase: str, plan: TrialPlan, name: str, runs_dir: Location, *, pipeli
             ray.tune.report(with_history(done["metrics"], earlier))
         return done
     spec = plan.spec
-    cfg = plan.phase(phase)
+    cfg = cfg if cfg is not None else plan.phase(phase)
     if init is not None:
         cfg = cfg.model_copy(update={"init": init, "init_format": "thoraxmae"})
     callback = PhaseReportCallback(phase, spec.metric, pipeline, cfg.epochs, marker, cost_offset, prior or (),
