@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 # docs/data-formats.md: NIH ChestX-ray14 pixel statistics used by the paper (same for the 3 channels).
 NIH_MEAN = 0.5056
@@ -30,7 +31,36 @@ def path_or_uri(value: object) -> object:
 PathOrUri = Annotated[Path | str, BeforeValidator(path_or_uri)]
 
 
-class DataConfig(BaseModel):
+def _types(annotation: Any) -> set[Any]:
+    """The types an annotation admits, through Optional / Union / Annotated / Literal values."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return {type(v) for v in get_args(annotation)}
+    if origin is None:
+        return {annotation}
+    return set().union(*(_types(a) for a in get_args(annotation)))
+
+
+class ConfigModel(BaseModel):
+    """The base of every config a user writes (the spec's sections, the trainers' jobs): unknown keys are
+    errors, and a boolean is not a number. pydantic's lax mode reads `epochs: true` as 1; here it is an
+    error naming the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            types = _types(cls.model_fields[info.field_name].annotation)
+            if types & {int, float} and not types & {bool, Any}:
+                raise PydanticCustomError("bool_is_not_a_number",
+                                          "Input should be a number, not the boolean {value}",
+                                          {"value": str(value).lower()})
+        return value
+
+
+class DataConfig(ConfigModel):
     """Where the prepared store is and how workers read it."""
 
     model_config = ConfigDict(extra="forbid")

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from thoraxmae.datasets.config import PathOrUri
+from thoraxmae.datasets.config import ConfigModel, PathOrUri
 
 # Checkpoint file formats (trainers/checkpoint_files.py): ours, the paper's released dict, a plain timm
 # state dict. This Literal is the one list of them.
@@ -28,7 +28,7 @@ def setting(default: Any, **kwargs: Any) -> Any:
     return Field(default, json_schema_extra={"searchable": False}, **kwargs)
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(ConfigModel):
     """A ViT (timm blocks) or a CNN baseline. `name` picks a preset (trainers/models/presets.py); a field
     left None takes the preset's value, a field given overrides it (e.g. `decoder_depth: 4`)."""
 
@@ -56,7 +56,7 @@ class ModelConfig(BaseModel):
         return self
 
 
-class PretrainConfig(BaseModel):
+class PretrainConfig(ConfigModel):
     """MAE pre-training (docs/paper.md: 800 epochs, blr 1.5e-4, batch 2048, mask 0.9, crop 0.5-1.0)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -101,7 +101,7 @@ class PretrainConfig(BaseModel):
         return self
 
 
-class FinetuneConfig(BaseModel):
+class FinetuneConfig(ConfigModel):
     """Multi-label fine-tuning (docs/paper.md: 75 epochs, blr 2.5e-4, LLRD 0.55, DropPath 0.2, RandAug m6)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -3,13 +3,13 @@ config and the resources per worker. `trainers.api` turns a job into a Ray Train
 worker loop re-validates it from its plain-dict form on its first line."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from thoraxmae.datasets.config import DataConfig
+from thoraxmae.datasets.config import ConfigModel, DataConfig
 from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
 
 
-class WorkerResources(BaseModel):
+class WorkerResources(ConfigModel):
     """Per Ray Train worker: what the cost clock multiplies by (and torch's CPU thread count)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -18,7 +18,7 @@ class WorkerResources(BaseModel):
     gpus_per_worker: float = Field(0.0, ge=0)
 
 
-class _Job(BaseModel):
+class _Job(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelConfig

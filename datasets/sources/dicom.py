@@ -44,6 +44,8 @@ SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validate": "va
                  "test": "test"}
 META_COLUMNS = ("file", "patient_id", "split")
 
+DEFAULT_LABELS_CSV = "labels.csv"  # in the DICOM folder, unless --labels-csv names another file
+
 
 def read_dicom(path: Path | str) -> np.ndarray:
     """One grayscale DICOM image -> uint8 [H, W], bright = dense (bone), as a radiologist sees it.
@@ -116,12 +118,13 @@ def _voi_lut(values: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     return (mapped - low) / (high - low) if high > low else np.zeros_like(mapped)
 
 
-def load_dicom(root: Path, *, labels_csv: Path | str = "labels.csv", split_seed: int = 0, val_fraction: float = 0.1,
+def load_dicom(root: Path, *, labels_csv: Path | str | None = None, split_seed: int = 0, val_fraction: float = 0.1,
                test_fraction: float = 0.2, missing: str = "error") -> SourceTable:
-    """A DICOM folder with a labels CSV (module docstring); reader "dicom", labels = the CSV's label columns."""
+    """A DICOM folder with a labels CSV (module docstring); reader "dicom", labels = the CSV's label columns.
+    labels_csv: a path like any other (a relative one from the working directory); default `root`/labels.csv."""
     root = Path(root).resolve()
     check_missing_option(missing)
-    csv_path = Path(labels_csv) if Path(labels_csv).is_absolute() else root / labels_csv
+    csv_path = root / DEFAULT_LABELS_CSV if labels_csv is None else Path(labels_csv).expanduser().absolute()
     df = read_csv_checked(csv_path, ("file",))
     names = [c for c in df.columns if c not in META_COLUMNS]
     for c in names:
