@@ -12,7 +12,10 @@ import json
 import time
 from pathlib import Path
 
-DEMO_SPEC = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+# The specs the wheel ships (thoraxmae/configs/), or a checkout's configs/ (an editable install).
+CONFIGS = next(p for p in (Path(__file__).resolve().parent / "configs", Path(__file__).resolve().parents[1] / "configs")
+               if p.is_dir())
+DEMO_SPEC = CONFIGS / "demo.yaml"
 PHANTOM_MARKER = ".thoraxmae-phantom.json"
 
 
@@ -101,7 +104,7 @@ def demo_spec(path: Path, out: Path, store: Path, trials: int | None, confirm_se
     """The demo spec with this run's store, MLflow file, Tune folder and the next free study name. Fewer
     trials than the spec's coverage needs lower the coverage to what they allow (0 below one per recipe)."""
     from thoraxmae.study.spec.coverage import combinations
-    from thoraxmae.study.spec.model import load_spec
+    from thoraxmae.study.spec.load import load_spec
     from thoraxmae.study.tracking.lookup import check_tracking_uri, name_taken
 
     uri = f"sqlite:///{out / 'mlflow.db'}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -73,21 +72,6 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120, **kwargs)
     assert proc.returncode == 0, f"{' '.join(cmd[:4])} ...\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("wheel")
-    src = tmp / "src"
-    src.mkdir()
-    for file in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / file, src / file)
-    for folder in layout():
-        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w",
-         str(tmp / "dist"), str(src)], env=PIP_ENV, cwd=tmp)
-    (built,) = (tmp / "dist").glob("thoraxmae-*.whl")
-    return built
 
 
 @pytest.fixture(scope="module")
