@@ -30,7 +30,7 @@ def phantom_store(root: Path, n: int) -> Path:
 
 
 def study(name: str, store: Path, root: Path, trials: int, pretrain_epochs: int, reuse: bool):
-    from thoraxmae.study.spec.model import parse_spec
+    from thoraxmae.study.spec.load import parse_spec
 
     return parse_spec({
         "name": name, "stage": "pipeline", "data": {"store": str(store)},
@@ -66,7 +66,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=600, help="phantom images")
     args = ap.parse_args()
 
-    from thoraxmae.study.run.tune import init_ray, run_study
+    from thoraxmae.study.run.ray_local import init_ray
+    from thoraxmae.study.run.tune import run_study
 
     with tempfile.TemporaryDirectory(prefix="study-cost-") as tmp:
         root = Path(tmp)

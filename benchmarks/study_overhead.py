@@ -41,8 +41,8 @@ def bare_trials(n: int, storage: Path) -> float:
 
 def study_trials(n: int, store: Path, root: Path) -> tuple[float, list[tuple[float, float]]]:
     """(wall seconds per trial of the whole study, [(trial time_total_s, its epoch seconds)])."""
-    from thoraxmae.study.spec.model import parse_spec
     from thoraxmae.study.run.tune import run_study
+    from thoraxmae.study.spec.load import parse_spec
 
     spec = parse_spec({
         "name": "overhead", "stage": "finetune", "data": {"store": str(store)},
@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    from thoraxmae.study.run.tune import init_ray
+    from thoraxmae.study.run.ray_local import init_ray
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

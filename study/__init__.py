@@ -1,11 +1,32 @@
-"""thoraxmae study package: the study spec, Tune + Optuna + ASHA studies, MLflow tracking, the CLI.
+"""thoraxmae study package: the study spec, Tune + Optuna + ASHA studies, MLflow tracking.
 
-Public surface (heavy Ray/MLflow imports stay inside the functions' modules):
-- `load_spec(path, overrides) -> StudySpec`, `StudySpec`, `SpecError` (study.spec, study.errors)
-- `run_study`, `resume_study`, `init_ray` (study.tune), `submit_study` (study.submit)
-- `find_study`, `study_status`, `locate_spec` (study.lookup: Ray-free); run-schema names in study.schema
+Rooms (docs/architecture.md), each importing only those below it:
+- base: `errors`, `schema` (the run schema's names), `storage` (the storage tree), `registry` (shared
+  pre-trainings);
+- `spec/`: the typed spec (`model`), its checks, loading from YAML (`load`), search spaces, coverage, the
+  typed trial plan;
+- `tracking/`: MLflow (writer, Tune callback, forwarded results, lookup, removal, tracking URIs);
+- `run/`: local Ray, the search, the trial driver, pre-training, tournament, confirmation, single runs,
+  submission.
+
+Importing this package loads nothing else: the names below are looked up on first use.
 """
-from thoraxmae.study.errors import SpecError
-from thoraxmae.study.spec.model import StudySpec, dump_spec, load_spec
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from thoraxmae.study.errors import SpecError
+    from thoraxmae.study.spec.load import dump_spec, load_spec
+    from thoraxmae.study.spec.model import StudySpec
+
+_LAZY = {"SpecError": "thoraxmae.study.errors", "StudySpec": "thoraxmae.study.spec.model",
+         "load_spec": "thoraxmae.study.spec.load", "dump_spec": "thoraxmae.study.spec.load"}
 __all__ = ["SpecError", "StudySpec", "dump_spec", "load_spec"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'thoraxmae.study' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -63,11 +63,11 @@ def mlflow_uri(tmp_path) -> str:
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole integration suite (2 CPUs, small object store), started as `study run`
-    starts it (study.tune.init_ray: loopback only, dashboard on 127.0.0.1)."""
+    starts it (study.run.ray_local.init_ray: loopback only, dashboard on 127.0.0.1)."""
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
     if not ray.is_initialized():
-        from thoraxmae.study.run.tune import init_ray
+        from thoraxmae.study.run.ray_local import init_ray
 
         init_ray(num_cpus=2, object_store_memory=200 * 1024**2)
     yield ray

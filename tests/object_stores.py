@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.s3_server import BUCKET, moto_server, serve
-from thoraxmae.study.run.tune import free_ports
+from thoraxmae.study.run.ray_local import free_ports
 
 __all__ = ["BUCKET", "gcs_emulator", "moto_server", "object_store"]
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from thoraxmae.study.run.tune import free_ports, restore_env
+from thoraxmae.study.run.ray_local import free_ports, restore_env
 
 BUCKET = "thoraxmae-test"
 

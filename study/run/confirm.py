@@ -131,14 +131,8 @@ def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = 
     import ray.tune
     from ray.tune import Tuner
 
-    from thoraxmae.study.run.tune import (
-        DRIVER_RESOURCES,
-        can_restore,
-        experiment_config,
-        quiet_tune,
-        restore_tuner,
-        start_pretrain_coordinator,
-    )
+    from thoraxmae.study.run.experiment import can_restore, experiment_config, restore_tuner
+    from thoraxmae.study.run.tune import DRIVER_RESOURCES, quiet_tune, start_pretrain_coordinator
     from thoraxmae.study.tracking.lookup import find_study
 
     if "finetune" not in spec.phases:

@@ -13,8 +13,8 @@ from ray.train import UserCallback
 
 from thoraxmae.datasets.storage import Location, ray_storage
 from thoraxmae.study import schema
+from thoraxmae.study.run.sweep import sweep_checkpoints
 from thoraxmae.study.run.trial import scaling_config
-from thoraxmae.study.run.tune import sweep_checkpoints
 from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.tracking.callback import checkpoint_local_dir
 from thoraxmae.study.tracking.writer import StudyTracker, schema_metrics, trial_params

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.spec.model import StudySpec, dump_spec, load_spec
+from thoraxmae.study.spec.load import dump_spec, load_spec
+from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.tracking.uri import check_scheme
 
 log = logging.getLogger(__name__)

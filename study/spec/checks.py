@@ -10,15 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.spec.coverage import coverage_problems
+from thoraxmae.study.spec.coverage import coverage_problems, study_points
+from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.spec.space import PHASES, check_value, split_knob
-
-# `Spec` is study.spec.StudySpec, which calls these checks from its validator: named, not imported,
-# so spec.py and this module form no import circle.
-Spec = Any
+from thoraxmae.study.spec.tournament import tournament_problems
 
 
-def semantic_problems(spec: Spec) -> list[str]:
+def semantic_problems(spec: StudySpec) -> list[str]:
     """Meaning checks across sections; each problem starts with the field path."""
     problems = []
     for phase in PHASES:
@@ -45,10 +43,12 @@ def semantic_problems(spec: Spec) -> list[str]:
     problems += _size_problems(spec)
     for knob, dist in spec.search.space.items():
         problems += _knob_problems(spec, knob, dist)
+    if spec.search.tournament is not None:  # its recipes are every combination: no coverage, no sampler
+        return problems + tournament_problems(spec)
     problems += coverage_problems(spec)
     if problems:
         return problems
-    for i, (raw, point) in enumerate(zip(spec.search.points_to_evaluate, spec.points(), strict=False)):
+    for i, (raw, point) in enumerate(zip(spec.search.points_to_evaluate, study_points(spec), strict=False)):
         problems += _point_problems(spec, i, raw, point)
     if spec.search.scheduler.max_t is not None and spec.search.scheduler.max_t > _max_epochs(spec):
         problems.append(f"search.scheduler.max_t={spec.search.scheduler.max_t} exceeds "
@@ -59,7 +59,7 @@ def semantic_problems(spec: Spec) -> list[str]:
     return problems
 
 
-def _size_problems(spec: Spec) -> list[str]:
+def _size_problems(spec: StudySpec) -> list[str]:
     """Sizes that would only fail (or exhaust memory) inside a trial: patches per image."""
     from thoraxmae.trainers.models.presets import resolve_model
 
@@ -70,14 +70,14 @@ def _size_problems(spec: Spec) -> list[str]:
             f"at most {MAX_PATCHES} (e.g. 1024 px at patch 16)")]
 
 
-def _max_epochs(spec: Spec) -> int:
+def _max_epochs(spec: StudySpec) -> int:
     dist = spec.search.space.get(f"{spec.scored_phase}.epochs")
     if dist is not None:
         return int(max(v for _, v in dist.bounds()))
     return getattr(spec, spec.scored_phase).epochs
 
 
-def _knob_problems(spec: Spec, knob: str, dist: Any) -> list[str]:
+def _knob_problems(spec: StudySpec, knob: str, dist: Any) -> list[str]:
     path = f"search.space.{knob}"
     try:
         phase, field = split_knob(knob)
@@ -96,7 +96,7 @@ def _knob_problems(spec: Spec, knob: str, dist: Any) -> list[str]:
     return problems
 
 
-def _point_problems(spec: Spec, i: int, raw: Any, point: dict[str, Any]) -> list[str]:
+def _point_problems(spec: StudySpec, i: int, raw: Any, point: dict[str, Any]) -> list[str]:
     problems = []
     for knob, value in point.items():
         path = f"search.points_to_evaluate[{i}].{knob}"
@@ -113,7 +113,7 @@ def _point_problems(spec: Spec, i: int, raw: Any, point: dict[str, Any]) -> list
 MAX_PATCHES = 4096  # tokens per image: a 64x64 patch grid (1024 px at patch 16); the paper uses 14x14
 
 
-def check_files(spec: Spec, source: str = "<spec>") -> None:
+def check_files(spec: StudySpec, source: str = "<spec>") -> None:
     """SpecError naming the field unless every data store is a prepared store of this thoraxmae's format
     and every fine-tuning init (fixed or searched; a file, or an object-store URI fetched into the node's
     cache) is a checkpoint of a known format (and of init_format)."""
@@ -134,7 +134,7 @@ def check_files(spec: Spec, source: str = "<spec>") -> None:
         _check_checkpoint(_local_init(target, where), formats, where, shown=str(target))
 
 
-def _init_target(spec: Spec, init: Path | str) -> Path | str:
+def _init_target(spec: StudySpec, init: Path | str) -> Path | str:
     """The checkpoint of an init: a path or URI, or a registered pre-training (`registry:<key>`, study.pretrain_registry)."""
     from thoraxmae.datasets.config import is_uri
     from thoraxmae.study.registry import resolve_init

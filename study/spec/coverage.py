@@ -18,16 +18,13 @@ import math
 import random
 from typing import Any
 
+from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.spec.space import CategoricalSpace, FloatSpace, IntSpace
-
-# `Spec` is study.spec.StudySpec, which calls these checks from its validator: named, not imported,
-# so spec.py and this module form no import circle.
-Spec = Any
 
 MAX_COMBINATIONS = 64
 
 
-def covered_knobs(spec: Spec) -> list[str]:
+def covered_knobs(spec: StudySpec) -> list[str]:
     """The searched knobs whose every value combination is covered."""
     space = spec.search.space
     if spec.stage == "pipeline":
@@ -47,14 +44,14 @@ def knob_values(dist: FloatSpace | IntSpace | CategoricalSpace) -> list[Any] | N
     return [round(dist.low + i * dist.step, 12) for i in range(n)]
 
 
-def combinations(spec: Spec) -> list[dict[str, Any]]:
+def combinations(spec: StudySpec) -> list[dict[str, Any]]:
     knobs = covered_knobs(spec)
     values = [knob_values(spec.search.space[k]) or [] for k in knobs]
     return [dict(zip(knobs, combo, strict=True)) for combo in itertools.product(*values)] if knobs else []
 
 
-def coverage_problems(spec: Spec) -> list[str]:
-    """Spec problems of coverage (one line each, starting with the field path)."""
+def coverage_problems(spec: StudySpec) -> list[str]:
+    """StudySpec problems of coverage (one line each, starting with the field path)."""
     k = spec.search.coverage
     knobs = covered_knobs(spec)
     if not k or not knobs:
@@ -79,7 +76,7 @@ def coverage_problems(spec: Spec) -> list[str]:
     return problems
 
 
-def coverage_points(spec: Spec, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def coverage_points(spec: StudySpec, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Complete points that, after `given`, give every combination `search.coverage` trials (round-robin)."""
     combos = combinations(spec)
     k = spec.search.coverage
@@ -119,3 +116,10 @@ def _draw(dist: FloatSpace | IntSpace | CategoricalSpace, rng: random.Random) ->
 def _suggest_step(dist: Any) -> str:
     span = getattr(dist, "high", 1) - getattr(dist, "low", 0)
     return f"{span / 2:g}" if span > 0 else "0.05"
+
+
+def study_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every point the search evaluates first: the spec's points_to_evaluate, complete, then the coverage
+    points that give each pre-training recipe (or encoder) its share of trials."""
+    explicit = spec.explicit_points()
+    return explicit + coverage_points(spec, explicit)

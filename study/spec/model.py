@@ -1,5 +1,9 @@
-"""The study spec: one typed object loaded from YAML and validated before any Ray work.
+"""The study spec's typed model: one pydantic object per section, and the values derived from them.
 
+Loading a spec from YAML (paths, `--set`, defaults) and the meaning checks across sections live in
+study.spec.load and study.spec.checks; `load.parse_spec` is the one way from a mapping to a checked
+StudySpec. The YAML layout (every section but `name`, `stage`, `data` and the phases the stage runs is
+optional):
 Layout (every section but `name`, `stage`, `data` and the phases the stage runs is optional):
 
     name: demo                      # experiment name and Tune run name ([A-Za-z0-9_.-])
@@ -30,19 +34,14 @@ tracking.experiment = name, storage_path = <cwd>/studies. `load_spec` returns th
 """
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from thoraxmae.datasets.config import DataConfig, PathOrUri, is_uri
+from thoraxmae.datasets.config import DataConfig, PathOrUri
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.spec import checks as validate
-from thoraxmae.study.spec.checks import semantic_problems
 from thoraxmae.study.spec.space import KnobSpace
 from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
 
@@ -147,13 +146,6 @@ class StudySpec(BaseModel):
     storage_path: PathOrUri | None = Field(None, description="Tune storage: a folder every node reaches, or an "
                                             "object-store URI (s3://bucket/tune); default <cwd>/studies")
 
-    @model_validator(mode="after")
-    def _check(self) -> StudySpec:
-        problems = semantic_problems(self)
-        if problems:
-            raise ValueError("\n  ".join(problems))
-        return self
-
     # --- derived values (never written back) ----------------------------------------------------
     @property
     def phases(self) -> tuple[str, ...]:
@@ -191,9 +183,10 @@ class StudySpec(BaseModel):
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
 
-    def points(self) -> list[dict[str, Any]]:
+    def explicit_points(self) -> list[dict[str, Any]]:
         """points_to_evaluate, complete (OptunaSearch needs every knob): `paper` becomes the paper's
-        values of the searched knobs, and a knob a point leaves out takes the spec's fixed value."""
+        values of the searched knobs, and a knob a point leaves out takes the spec's fixed value. The
+        coverage points follow them (study.spec.coverage.study_points)."""
         out = []
         for point in self.search.points_to_evaluate:
             if point == PAPER_POINT:
@@ -207,9 +200,7 @@ class StudySpec(BaseModel):
                     full[knob] = getattr(getattr(self, phase), field, None)
             full.update({k: v for k, v in point.items() if k not in full})
             out.append(full)
-        from thoraxmae.study.spec.coverage import coverage_points
-
-        return out + coverage_points(self, out)
+        return out
 
     def data_for(self, phase: str) -> DataConfig:
         """The store a phase reads: `pretrain_data` for pre-training when given, else `data`."""
@@ -223,150 +214,3 @@ class StudySpec(BaseModel):
 
 
 # --- loading ------------------------------------------------------------------------------------
-MAX_SPEC_BYTES = 1_000_000
-_PATH_FIELDS = (("data", "store"), ("pretrain_data", "store"), ("storage_path",), ("finetune", "init"),
-               ("confirm", "reference"))
-
-
-def load_spec(path: Path | str, overrides: list[str] | None = None, *, check_files: bool = True) -> StudySpec:
-    """Read, override (`key=value`, value parsed as YAML), resolve paths and validate a spec.
-
-    Raises SpecError naming the file and the field (or line, for YAML syntax errors, or byte, for a
-    file that is not UTF-8). With `check_files`, the files the spec names are checked here
-    (validate.check_files: stores of this format, readable checkpoints); `study submit` skips that
-    because they live on the cluster.
-    """
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise SpecError(f"{path}: spec file not found")
-    raw = _read_yaml(path)
-    overridden = set()
-    for item in overrides or []:
-        overridden.add(_apply_override(raw, item, path))
-    _resolve_paths(raw, base=path.parent, overridden=overridden)
-    spec = parse_spec(raw, source=str(path))
-    spec = with_defaults(spec)
-    if check_files:
-        validate.check_files(spec, source=str(path))
-    return spec
-
-
-def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
-    """Validate a spec mapping; SpecError lists every problem as `source: field.path: reason`."""
-    if not isinstance(raw, dict):
-        raise SpecError(f"{source}: a spec is a mapping of sections, got {type(raw).__name__}")
-    try:
-        return StudySpec.model_validate(raw)
-    except ValidationError as exc:
-        lines = [_format_error(e) for e in exc.errors()]
-        raise SpecError(f"{source}: " + "\n  ".join(lines)) from None
-
-
-def with_defaults(spec: StudySpec) -> StudySpec:
-    """Fill tracking.uri, tracking.experiment and storage_path (absolute) where the spec left them out."""
-    uri = spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    tracking = spec.tracking.model_copy(update={"uri": uri, "experiment": spec.experiment})
-    storage = spec.storage_path or Path.cwd() / "studies"
-    storage = storage if is_uri(storage) else Path(storage).resolve()
-    return spec.model_copy(update={"tracking": tracking, "storage_path": storage})
-
-
-def dump_spec(spec: StudySpec) -> str:
-    """The resolved spec as YAML (the `spec.yaml` artifact); `load_spec` reads it back unchanged."""
-    data = spec.model_dump(mode="json", exclude_none=True)
-    return yaml.safe_dump(data, sort_keys=False)
-
-
-def _read_yaml(path: Path) -> dict:
-    data = path.read_bytes()
-    if len(data) > MAX_SPEC_BYTES:
-        raise SpecError(f"{path}: {len(data)} bytes; a spec is at most {MAX_SPEC_BYTES} bytes of YAML")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
-                        f"save the spec as UTF-8") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise SpecError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: a spec is a mapping of sections, got {type(raw).__name__}")
-    return raw
-
-
-def _split_key(key: str) -> list[str]:
-    """`search.space.finetune.drop_path.high` -> [search, space, finetune.drop_path, high]."""
-    parts = key.split(".")
-    if parts[:2] == ["search", "space"] and len(parts) >= 4:
-        return parts[:2] + [".".join(parts[2:4])] + parts[4:]
-    return parts
-
-
-def _apply_override(raw: dict, item: str, source: Path) -> tuple[str, ...]:
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise SpecError(f"--set {item!r}: expected key=value, e.g. finetune.drop_path=0.1")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"--set {key}: value {text!r} is not valid YAML ({exc})") from None
-    parts = _split_key(key.strip())
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise SpecError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a section in {source}")
-        node = child
-    node[parts[-1]] = value
-    return tuple(parts)
-
-
-def _resolve_paths(raw: dict, base: Path, overridden: set[tuple[str, ...]]) -> None:
-    for fields in _PATH_FIELDS:
-        node = raw
-        for f in fields[:-1]:
-            node = node.get(f) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or not isinstance(node.get(fields[-1]), str) or is_uri(node[fields[-1]]):
-            continue  # an object-store URI (s3://...) is not a path
-        if node[fields[-1]].startswith("registry:"):  # a registered pre-training (study/registry.py)
-            continue
-        root = Path.cwd() if fields in overridden else base
-        node[fields[-1]] = str((root / Path(node[fields[-1]]).expanduser()).resolve())
-    init = ((raw.get("search") or {}).get("space") or {}).get("finetune.init") if isinstance(raw.get("search"), dict) else None
-    if isinstance(init, dict) and isinstance(init.get("choices"), list):  # an encoder study's checkpoints
-        init["choices"] = [str((base / Path(c).expanduser()).resolve()) if isinstance(c, str)
-                           and not c.startswith("registry:") and not is_uri(c) else c for c in init["choices"]]
-    tracking = raw.get("tracking")
-    if isinstance(tracking, dict) and isinstance(tracking.get("uri"), str):
-        root = Path.cwd() if ("tracking", "uri") in overridden else base
-        tracking["uri"] = _resolve_sqlite(tracking["uri"], root)
-
-
-def _resolve_sqlite(uri: str, root: Path) -> str:
-    """`sqlite:///mlflow.db` (relative) -> `sqlite:////abs/mlflow.db`; other URIs unchanged."""
-    m = re.fullmatch(r"sqlite:///(.+)", uri)
-    if not m or m.group(1).startswith("/"):
-        return uri
-    return f"sqlite:///{(root / m.group(1)).resolve()}"
-
-
-def _format_error(err: dict) -> str:
-    loc = [str(p) for p in err["loc"]]
-    # discriminated unions add the tag (`float`) to the path: search.space.<knob>.float.low
-    if len(loc) >= 4 and loc[:2] == ["search", "space"] and loc[3] in ("float", "int", "categorical"):
-        loc = loc[:3] + loc[4:]
-    path = ".".join(loc)
-    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
-        msg = str(err["ctx"]["error"])
-        return msg if not path or msg.startswith(path) else f"{path}: {msg}"
-    shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {err.get('input')!r})"
-    if err["type"] == "extra_forbidden":
-        return f"{path}: unknown key"
-    return f"{path}: {err['msg']}{shown}" if path else f"{err['msg']}{shown}"

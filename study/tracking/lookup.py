@@ -130,7 +130,7 @@ def find_study(name: str, tracking_uri: str | None = None, *, trials: bool = Tru
 
 def read_spec(runs: StudyRuns) -> StudySpec:
     """The study's resolved spec, from its parent run's spec.yaml artifact."""
-    from thoraxmae.study.spec.model import load_spec
+    from thoraxmae.study.spec.load import load_spec
 
     with mlflow_errors(runs.uri), tempfile.TemporaryDirectory() as tmp:
         local = runs.client.download_artifacts(runs.parent.info.run_id, schema.ARTIFACT_SPEC, tmp)
@@ -139,7 +139,7 @@ def read_spec(runs: StudyRuns) -> StudySpec:
 
 def locate_spec(name: str, tracking_uri: str | None = None, storage_path: Path | str | None = None) -> StudySpec:
     """The spec of study `name`: from Tune's folder when `storage_path` is given, else from MLflow."""
-    from thoraxmae.study.spec.model import load_spec
+    from thoraxmae.study.spec.load import load_spec
 
     check_study_name(name)
     if storage_path is None:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from thoraxmae.study import schema
-from thoraxmae.study.spec.model import StudySpec, dump_spec
+from thoraxmae.study.spec.load import dump_spec
+from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.tracking.lookup import filter_value, tagged_runs
 from thoraxmae.trainers.optim import absolute_lr
 from thoraxmae.trainers.reporting import CHECKPOINT_FILE

@@ -14,11 +14,11 @@ def _fail_fast_env(monkeypatch):
 
 @pytest.fixture()
 def study_ray(request):
-    """The session's Ray, started through study.tune.init_ray when no test started it before, so its
+    """The session's Ray, started through study.run.ray_local.init_ray when no test started it before, so its
     processes carry RAY_ADDRESS (see init_ray: other Rays on this machine must not confuse Train)."""
     import ray
 
-    from thoraxmae.study.run.tune import init_ray
+    from thoraxmae.study.run.ray_local import init_ray
 
     if not ray.is_initialized():
         init_ray(num_cpus=2, object_store_memory=200 * 1024**2)

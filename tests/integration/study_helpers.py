@@ -11,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from thoraxmae.study import schema
-from thoraxmae.study.run.tune import free_ports  # noqa: F401  (the tests pick ports with the study's own helper)
+from thoraxmae.study.run.ray_local import free_ports  # noqa: F401  (the tests pick ports with the study's own helper)
 
 # Fail fast when a trial's worker group cannot be placed, instead of hanging the suite.
 TEST_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",

@@ -12,7 +12,7 @@ import torch
 
 from tests.integration.study_helpers import tiny_spec, trial_runs, write_spec
 from thoraxmae.study import schema
-from thoraxmae.study.spec.model import load_spec
+from thoraxmae.study.spec.load import load_spec
 from thoraxmae.trainers.config import ModelConfig
 from thoraxmae.trainers.models import build_classifier, build_mae
 

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from tests.integration.study_helpers import tiny_spec, trial_runs, write_spec
 from thoraxmae.study import schema
 from thoraxmae.study.registry import ENTRY_FILE, Registry
-from thoraxmae.study.spec.model import load_spec
+from thoraxmae.study.spec.load import load_spec
 
 pytestmark = pytest.mark.integration
 

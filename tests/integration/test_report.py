@@ -62,7 +62,7 @@ def test_recovers_planted_optimum(report):
 
 
 def test_recipe_yaml_is_a_valid_study_spec(report):
-    spec_mod = pytest.importorskip("thoraxmae.study.spec.model")
+    spec_mod = pytest.importorskip("thoraxmae.study.spec.load")
     spec = spec_mod.parse_spec(yaml.safe_load(report.recipe_yaml.read_text()), source="recipe.yaml")
     assert spec.finetune.drop_path == report.analysis.recipe.values()["finetune.drop_path"]
 
@@ -201,7 +201,7 @@ def test_search_only_recipe_is_labelled_exploratory(report):
 
 def test_reads_a_study_written_by_study_tracking(tmp_path):
     """The real writer (study.tracking.StudyTracker) and this reader agree on the run schema."""
-    spec_mod = pytest.importorskip("thoraxmae.study.spec.model")
+    spec_mod = pytest.importorskip("thoraxmae.study.spec.load")
     tracking = pytest.importorskip("thoraxmae.study.tracking.writer")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     raw = syn.spec_dict("tracked")

@@ -136,15 +136,32 @@ def test_ui_passes_explicit_allowed_hosts(monkeypatch, tmp_path):
     assert calls[0][calls[0].index("--allowed-hosts") + 1] == "mlflow.lab:5000"
 
 
-def test_init_ray_asks_for_a_loopback_dashboard(monkeypatch):
-    from thoraxmae.study.run import tune
+def test_init_ray_asks_for_a_loopback_dashboard_and_no_usage_stats(monkeypatch):
+    import os
+
+    from thoraxmae.study.run import ray_local
 
     seen = {}
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(tune.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(tune.ray, "init", lambda **kw: seen.update(kw))
-    tune.init_ray(num_cpus=2)
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    monkeypatch.setattr(ray_local.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_local.ray, "init", lambda **kw: seen.update(kw, usage=os.environ.get("RAY_USAGE_STATS_ENABLED")))
+    ray_local.init_ray(num_cpus=2)
     assert seen["address"] == "local" and seen["include_dashboard"] and seen["dashboard_host"] == "127.0.0.1"
+    assert seen["usage"] == "0"  # Ray's usage-stats reporting off for the Ray thoraxmae starts
+
+
+def test_usage_stats_stay_on_when_the_user_asks(monkeypatch):
+    import os
+
+    from thoraxmae.study.run import ray_local
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
+    monkeypatch.setattr(ray_local.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_local.ray, "init", lambda **kw: None)
+    ray_local.init_ray(num_cpus=2)
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "1"
 
 
 def test_local_ray_dashboard_listens_on_loopback_only(study_ray):
@@ -156,7 +173,7 @@ def test_local_ray_dashboard_listens_on_loopback_only(study_ray):
 
 def test_every_port_of_the_local_ray_listens_on_loopback_only(study_ray):
     """GCS, raylet, object manager, workers, dashboard and its agents: every socket Ray's processes (all
-    started by this process: the session's Ray comes from study.tune.init_ray) listen on."""
+    started by this process: the session's Ray comes from study.run.ray_local.init_ray) listen on."""
     from thoraxmae.cli.ui import descendants
 
     assert study_ray._private.worker.global_worker.node.node_ip_address == "127.0.0.1"

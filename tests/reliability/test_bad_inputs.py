@@ -18,7 +18,7 @@ import yaml
 from tests.conftest import write_store_manifest
 from thoraxmae.cli import main
 from thoraxmae.study import schema
-from thoraxmae.study.spec.model import parse_spec, with_defaults
+from thoraxmae.study.spec.load import parse_spec, with_defaults
 from thoraxmae.study.tracking.writer import StudyTracker
 
 CLI = [sys.executable, "-m", "thoraxmae"]
@@ -37,12 +37,12 @@ class Pwn:
 @pytest.fixture(autouse=True)
 def no_ray(monkeypatch):
     """Ray must never start for bad input; MLflow's default URI must not leak in from the environment."""
-    from thoraxmae.study.run import tune
+    from thoraxmae.study.run import ray_local
 
     def tripwire(**_):
         raise AssertionError("Ray started for an input that should have been refused before it")
 
-    monkeypatch.setattr(tune, "init_ray", tripwire)
+    monkeypatch.setattr(ray_local, "init_ray", tripwire)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 

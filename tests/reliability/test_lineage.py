@@ -17,9 +17,9 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallba
 
 from thoraxmae.datasets.storage import Location
 from thoraxmae.study import schema
-from thoraxmae.study.tracking.callback import MlflowStudyCallback
-from thoraxmae.study.spec.model import parse_spec, with_defaults
 from thoraxmae.study.run.trial import PhaseReportCallback, read_marker
+from thoraxmae.study.spec.load import parse_spec, with_defaults
+from thoraxmae.study.tracking.callback import MlflowStudyCallback
 from thoraxmae.study.tracking.results import HISTORY_KEY, PHASE_KEY, lineage_results
 from thoraxmae.trainers.lineage import HISTORY_METRIC, HOLD_ENV, Lineage, hold, plain_metrics
 

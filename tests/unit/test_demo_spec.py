@@ -3,14 +3,14 @@ the confirmation of the best recipe vs the paper's, and how --trials / --confirm
 from __future__ import annotations
 
 from thoraxmae.demo import DEMO_SPEC, demo_spec
-from thoraxmae.study.spec.coverage import combinations
+from thoraxmae.study.spec.coverage import combinations, study_points
 
 
 def test_the_demo_covers_every_pretraining_recipe_and_confirms(phantom_store, tmp_path):
     spec = demo_spec(DEMO_SPEC, tmp_path, phantom_store, trials=None)
     assert spec.stage == "pipeline" and spec.search.reuse_pretraining and spec.search.num_samples == 10
     assert len(combinations(spec)) == 4 and spec.search.coverage == 2
-    recipes = [(p["pretrain.mask_ratio"], p["pretrain.crop_min"]) for p in spec.points()]
+    recipes = [(p["pretrain.mask_ratio"], p["pretrain.crop_min"]) for p in study_points(spec)]
     assert len(recipes) == 8 and len(set(recipes[:4])) == 4  # the paper's point first, then round-robin
     assert spec.confirm is not None and (spec.confirm.top, spec.confirm.seeds) == (1, 2)
 

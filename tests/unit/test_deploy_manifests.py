@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from thoraxmae.study.spec.model import load_spec
+from thoraxmae.study.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 S3_JOB = REPO / "deploy" / "rayjob-s3.yaml"

@@ -41,7 +41,7 @@ def confirm_and_print(spec, top: int, seeds: int, reference: Path | None) -> int
 
     from thoraxmae.cli.progress import StudyProgress
     from thoraxmae.study.run.confirm import check_sizes, run_confirm
-    from thoraxmae.study.run.tune import init_ray
+    from thoraxmae.study.run.ray_local import init_ray
 
     check_sizes(top, seeds)  # before Ray starts
     console = Console()

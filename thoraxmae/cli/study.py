@@ -64,13 +64,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from thoraxmae.study.spec.model import load_spec
+    from thoraxmae.study.spec.load import load_spec
     from thoraxmae.study.tracking.lookup import check_new_study
 
     mlflow_cli_defaults()
     spec = load_spec(args.spec, args.overrides)  # the spec and the files it names
     check_new_study(spec)  # tracking URI writable, name free there and in Tune's folder
+    warn_store_detail(spec)
     return _run(spec, resume=False)
+
+
+def warn_store_detail(spec, phases: tuple[str, ...] | None = None, searched: bool = True) -> None:
+    """Before Ray: one `warning:` line per store smaller than the spec's smallest crops need (study.spec.detail)."""
+    from thoraxmae.study.spec.detail import store_detail_warnings
+
+    for line in store_detail_warnings(spec, phases, searched):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -88,7 +97,8 @@ def _run(spec, resume: bool) -> int:
     from rich.console import Console
 
     from thoraxmae.cli.progress import StudyProgress, outcome
-    from thoraxmae.study.run.tune import init_ray, resume_study, run_study
+    from thoraxmae.study.run.ray_local import init_ray
+    from thoraxmae.study.run.tune import resume_study, run_study
 
     console = Console()
     seconds = init_ray()

@@ -21,11 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from thoraxmae.cli.study import warn_store_detail
     from thoraxmae.study import schema
     from thoraxmae.study.errors import SpecError
+    from thoraxmae.study.run.ray_local import init_ray
     from thoraxmae.study.run.single_run import run_single
-    from thoraxmae.study.run.tune import init_ray
-    from thoraxmae.study.spec.model import load_spec
+    from thoraxmae.study.spec.load import load_spec
     from thoraxmae.study.tracking.uri import check_tracking_uri, mlflow_cli_defaults
 
     mlflow_cli_defaults()
@@ -33,6 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if getattr(spec, args.phase) is None:
         raise SpecError(f"{args.spec}: {args.phase}: this spec (stage {spec.stage}) has no {args.phase} section")
     check_tracking_uri(spec.tracking.uri, write=True)  # before Ray starts
+    warn_store_detail(spec, (args.phase,), searched=False)  # the run ignores the search space
     console = Console()
     seconds = init_ray()
     console.print(f"Ray ready in {seconds:.1f} s; {args.phase} run of [bold]{spec.name}[/], "

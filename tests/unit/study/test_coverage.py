@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from tests.conftest import write_store_manifest
-from thoraxmae.study.spec.coverage import combinations, coverage_points
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.spec.model import load_spec
+from thoraxmae.study.spec.coverage import combinations, coverage_points, study_points
+from thoraxmae.study.spec.load import load_spec
 
 
 def _pipeline(**search) -> dict:
@@ -43,7 +43,7 @@ def _recipe(point: dict) -> tuple:
 
 def test_every_pretraining_recipe_is_covered_k_times_round_robin(load):
     spec = load(_pipeline(coverage=2))
-    points = spec.points()
+    points = study_points(spec)
     # the paper's point (0.9, 0.5) counts toward its recipe: 1 + 7 enqueued = 2 x 4 recipes
     assert len(points) == 8
     assert Counter(_recipe(p) for p in points) == {(0.75, 0.2): 2, (0.75, 0.5): 2, (0.9, 0.2): 2, (0.9, 0.5): 2}
@@ -51,11 +51,11 @@ def test_every_pretraining_recipe_is_covered_k_times_round_robin(load):
     assert len({_recipe(p) for p in points[:4]}) == 4
     for p in points[1:]:
         assert 0.4 <= p["finetune.layer_decay"] <= 0.9 and p["finetune.randaug_magnitude"] in (0, 3, 6, 9)
-    assert spec.points() == points  # seeded: the same points on every load (resume re-reads the spec)
+    assert study_points(spec) == points  # seeded: the same points on every load (resume re-reads the spec)
 
 
 def test_coverage_zero_turns_it_off(load):
-    assert len(load(_pipeline(coverage=0)).points()) == 1
+    assert len(study_points(load(_pipeline(coverage=0)))) == 1
 
 
 def test_continuous_pretraining_knob_is_a_spec_error_naming_the_fix(load):
@@ -81,5 +81,5 @@ def test_too_few_samples_for_the_coverage_names_both_numbers(load):
 def test_given_points_count_toward_coverage(load):
     spec = load(_pipeline(coverage=1, points_to_evaluate=[
         "paper", {"pretrain.mask_ratio": 0.75, "pretrain.crop_min": 0.2}]))
-    extra = coverage_points(spec, spec.points()[:2])
+    extra = coverage_points(spec, study_points(spec)[:2])
     assert sorted(_recipe(p) for p in extra) == [(0.75, 0.5), (0.9, 0.2)]

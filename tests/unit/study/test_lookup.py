@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from tests.conftest import write_store_manifest
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
+from thoraxmae.study.spec.load import parse_spec, with_defaults
 from thoraxmae.study.tracking.lookup import (
     TUNER_FILE,
     check_new_study,
@@ -20,9 +21,8 @@ from thoraxmae.study.tracking.lookup import (
     tagged_runs,
 )
 from thoraxmae.study.tracking.remove import find_leftovers, remove_study
-from thoraxmae.study.spec.model import parse_spec, with_defaults
-from thoraxmae.study.tracking.writer import StudyTracker
 from thoraxmae.study.tracking.uri import check_tracking_uri
+from thoraxmae.study.tracking.writer import StudyTracker
 
 
 def _spec(tmp_path: Path, name: str, uri: str, stage: str = "finetune", storage: str = "studies"):

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import pytest
 
 from tests.conftest import write_store_manifest
-from thoraxmae.study import schema
 from thoraxmae.cli.progress import StudyProgress, outcome
-from thoraxmae.study.spec.model import parse_spec, with_defaults
+from thoraxmae.study import schema
+from thoraxmae.study.run.sweep import sweep_checkpoints
+from thoraxmae.study.spec.load import parse_spec, with_defaults
 from thoraxmae.study.tracking.results import PHASE_KEY
-from thoraxmae.study.run.tune import sweep_checkpoints
 
 
 @pytest.fixture()

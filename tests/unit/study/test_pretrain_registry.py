@@ -98,7 +98,7 @@ def test_coordinator_grants_one_trial_and_expires_dead_holders():
 
 def test_a_registry_reference_resolves_to_the_checkpoint_and_survives_spec_loading(tmp_path, store):
     from thoraxmae.study.registry import resolve_init
-    from thoraxmae.study.spec.model import load_spec
+    from thoraxmae.study.spec.load import load_spec
 
     registry = Registry(tmp_path / "studies")
     ckpt = _finished(registry, "abcdef123456")

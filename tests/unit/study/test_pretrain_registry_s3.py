@@ -13,8 +13,8 @@ import torch
 
 from tests.s3_server import BUCKET
 from thoraxmae.datasets.storage import Location
-from thoraxmae.study.run import pipeline
 from thoraxmae.study.registry import ENTRY_FILE, Registry, resolve_init
+from thoraxmae.study.run import pipeline
 
 STORAGE = f"s3://{BUCKET}/tune"
 

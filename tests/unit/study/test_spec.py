@@ -10,7 +10,8 @@ import yaml
 from tests.conftest import write_store_manifest
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.spec.model import dump_spec, load_spec, parse_spec
+from thoraxmae.study.spec.coverage import study_points
+from thoraxmae.study.spec.load import dump_spec, load_spec, parse_spec
 
 
 def _spec_dict(stage: str = "finetune") -> dict:
@@ -197,7 +198,7 @@ def test_paper_point_expands_to_the_searched_knobs(write):
     d = _spec_dict("pipeline")
     d["search"]["points_to_evaluate"] = ["paper"]
     spec = load_spec(write(d))
-    assert spec.points()[0] == {"pretrain.mask_ratio": 0.9, "finetune.layer_decay": 0.55}
+    assert study_points(spec)[0] == {"pretrain.mask_ratio": 0.9, "finetune.layer_decay": 0.55}
 
 
 def test_scheduler_bounds_are_checked(write):
@@ -254,7 +255,7 @@ def test_partial_points_take_the_fixed_values(write):
     d["finetune"]["drop_path"] = 0.1
     d["search"]["space"]["finetune.drop_path"] = {"type": "float", "low": 0.0, "high": 0.3}
     d["search"]["points_to_evaluate"] = [{"finetune.layer_decay": 0.5}]
-    assert load_spec(write(d)).points() == [{"finetune.layer_decay": 0.5, "finetune.drop_path": 0.1}]
+    assert study_points(load_spec(write(d))) == [{"finetune.layer_decay": 0.5, "finetune.drop_path": 0.1}]
     d["finetune"]["drop_path"] = 0.4
     with pytest.raises(SpecError, match=r"points_to_evaluate\[0\]\.finetune\.drop_path: 0\.4 \(the point leaves it out"):
         load_spec(write(d))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from thoraxmae.study.spec.model import dump_spec, load_spec
+from thoraxmae.study.spec.load import dump_spec, load_spec
 
 
 def test_store_uris_stay_uris(tmp_path):

@@ -12,8 +12,9 @@ import torch
 from tests.conftest import write_store_manifest
 from tests.s3_server import BUCKET
 from thoraxmae.datasets.storage import Location
-from thoraxmae.study.spec import checks as validate
 from thoraxmae.study.errors import SpecError
+from thoraxmae.study.spec import checks as validate
+from thoraxmae.study.spec.load import dump_spec, parse_spec, with_defaults
 from thoraxmae.study.tracking.lookup import (
     SPEC_FILE,
     TUNER_FILE,
@@ -25,7 +26,6 @@ from thoraxmae.study.tracking.lookup import (
     study_dir,
 )
 from thoraxmae.study.tracking.remove import find_leftovers, remove_study
-from thoraxmae.study.spec.model import dump_spec, parse_spec, with_defaults
 from thoraxmae.study.tracking.writer import StudyTracker
 
 

@@ -9,8 +9,8 @@ from mlflow import MlflowClient
 
 from tests.conftest import write_store_manifest
 from thoraxmae.study import schema
+from thoraxmae.study.spec.load import parse_spec, with_defaults
 from thoraxmae.study.tracking.lookup import locate_spec, study_status
-from thoraxmae.study.spec.model import parse_spec, with_defaults
 from thoraxmae.study.tracking.writer import StudyTracker, absolute_lr, schema_metrics, trial_params
 
 

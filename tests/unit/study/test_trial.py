@@ -6,7 +6,7 @@ import math
 import pytest
 
 from thoraxmae.study import schema
-from thoraxmae.study.spec.model import parse_spec
+from thoraxmae.study.spec.load import parse_spec
 
 
 @pytest.fixture()
