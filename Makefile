@@ -55,8 +55,9 @@ lint: $(STAMP)
 
 # The container image (deploy/image/README.md): `make image` builds the GPU variant from the official Ray
 # image; `make image-check` builds and runs a stand-in on a local Debian base (not part of `make test`).
-IMAGE ?= ghcr.io/your-org/thoraxmae:0.2.0
 VARIANT ?= gpu
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= ghcr.io/your-org/thoraxmae:$(VERSION)$(if $(filter cpu,$(VARIANT)),-cpu)
 CONTAINER ?= docker
 image:
 	$(CONTAINER) build -f deploy/image/Dockerfile --build-arg VARIANT=$(VARIANT) -t $(IMAGE) .

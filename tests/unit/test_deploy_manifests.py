@@ -1,14 +1,17 @@
 """The KubeRay manifests in deploy/: the object-storage variant (rayjob-s3.yaml) must stay free of shared
 volumes, give every Ray container the S3 credentials from a Secret and a node cache on an emptyDir, and
-both manifests' entrypoints must be specs our parser accepts (the files are never run by the suite)."""
+both manifests' entrypoints must be specs our parser accepts (the files are never run by the suite). Both run the
+image of deploy/image/Dockerfile at this version's tag, on the Ray and Python the lock was made for."""
 from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
 
 from thoraxmae.study.spec.load import load_spec
 
@@ -131,3 +134,65 @@ def test_the_entrypoint_is_a_spec_we_accept(manifest):
     assert str(spec.data.store) == values["data.store"]
     assert str(spec.finetune.init) == values["finetune.init"]
     assert spec.tracking.uri == values["tracking.uri"]
+
+
+# The image (deploy/image/Dockerfile): what the manifests run must be what the lock and pyproject say.
+DOCKERFILE = REPO / "deploy" / "image" / "Dockerfile"
+LOCK = REPO / "requirements.lock"
+
+
+def _version() -> str:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+def _locked(name: str) -> str:
+    return re.search(rf"^{name}(?:\[[^\]]*\])?==(\S+)", LOCK.read_text(), re.MULTILINE)[1]
+
+
+def _args() -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=(\S*)", DOCKERFILE.read_text(), re.MULTILINE))
+
+
+def _lock_python() -> str:
+    """The Python the locks are resolved for (`make lock`'s --python-version)."""
+    return re.search(r"--python-version (\d+\.\d+)", (REPO / "Makefile").read_text())[1]
+
+
+@pytest.mark.parametrize("manifest", [S3_JOB, PVC_JOB], ids=lambda p: p.name)
+def test_the_manifests_run_the_image_of_this_version_and_the_locked_ray(manifest):
+    job = _load(manifest)
+    images = {c["image"] for _, pod in _pod_specs(job) for c in pod["containers"]}
+    assert images == {f"ghcr.io/your-org/thoraxmae:{_version()}"}, "the tag `make image` gives this version"
+    assert job["spec"]["rayClusterSpec"]["rayVersion"] == _locked("ray")
+
+
+def test_the_image_is_the_official_ray_image_of_the_lock_gpu_by_default():
+    args = _args()
+    assert args["RAY_VERSION"] == _locked("ray")
+    assert args["PYTHON_TAG"] == "py" + _lock_python().replace(".", "")
+    assert args["VARIANT"] == "gpu"
+    assert args["BASE_IMAGE"] == "rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-${VARIANT}"
+    assert SpecifierSet(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]) \
+        .contains(_lock_python())
+
+
+def test_the_image_installs_the_lock_with_hashes_then_the_wheel_alone_and_runs_as_ray():
+    text = DOCKERFILE.read_text()
+    runs = [" ".join(r.split()) for r in re.findall(r"^RUN ((?:.*\\\n)*.*)", text, re.MULTILINE)]
+    assert any("pip install" in r and "--require-hashes" in r and "-r /tmp/thoraxmae/requirements.lock" in r
+               for r in runs), "the lock is installed with its hashes"
+    assert any("pip install" in r and "--no-deps" in r and "thoraxmae-*.whl" in r and "pip check" in r
+               for r in runs), "the wheel is installed on top of the lock, nothing else, and checked"
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert users[-1] == "ray", "the image runs as the Ray image's non-root user"
+    assert re.search(r"RAY_USAGE_STATS_ENABLED=0", text) and re.search(r"MLFLOW_DISABLE_TELEMETRY=true", text)
+    assert re.search(r"/opt/thoraxmae/configs", text), "the configs the manifests name"
+
+
+def test_the_image_builds_the_wheel_from_every_folder_pyproject_packages():
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {folder.split("/")[0] for folder in setuptools["package-dir"].values()}
+    copied = set(re.findall(r"^COPY (\w+) /tmp/thoraxmae/src/\1$", DOCKERFILE.read_text(), re.MULTILINE))
+    assert copied == folders
+    kept = {line[1:] for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")}
+    assert folders | {"pyproject.toml", "README.md", "requirements.lock"} <= kept
