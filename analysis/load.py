@@ -98,6 +98,7 @@ class StudyRecord:
     pretrains: list[PretrainRecord] = field(default_factory=list)  # own pre-training runs + those its trials reused
     parent_metrics: dict[str, float] = field(default_factory=dict)  # the parent run's latest metrics
     missing_pretrain_runs: list[str] = field(default_factory=list)  # run ids trials link to that MLflow lacks
+    environment: dict[str, str] = field(default_factory=dict)  # package -> version the study ran on (env.* params)
 
     @property
     def scored_phase(self) -> str:
@@ -133,7 +134,15 @@ def load_study(name: str, tracking_uri: str | None = None, progress: Progress | 
                        knobs=_searched_knobs(space, parent_params, trials), space=space, trials=trials,
                        confirm=confirm, pretrains=pretrains,
                        parent_metrics=dict(parent.data.metrics) if parent is not None else {},
-                       missing_pretrain_runs=missing)
+                       missing_pretrain_runs=missing, environment=environment_of(parent_params))
+
+
+def environment_of(parent_params: dict[str, str]) -> dict[str, str]:
+    """The study run's `env.<package>` params as {package: version}, in schema order (python first)."""
+    order = ["python", *schema.ENV_PACKAGES]
+    found = {k[len(schema.ENV_PARAM_PREFIX):]: v for k, v in parent_params.items()
+             if k.startswith(schema.ENV_PARAM_PREFIX)}
+    return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
 
 
 def objective_of(spec: dict | None, parent_params: dict[str, str], stage: str) -> tuple[str, str]:

@@ -105,7 +105,7 @@ def _write(a: StudyAnalysis, out: Path, top_fraction: float, min_k: int,
         subtitle = (f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `thoraxmae report` from "
                     f"`{a.study.tracking_uri}`; objective `{a.study.metric}` ({a.study.mode}); top-k = best "
                     f"{top_fraction:.0%} of the completed trials (at least {min_k}); {n_bootstrap} bootstrap "
-                    "resamples.")
+                    "resamples." + environment_line(a.study.environment))
         paths = {"html": staging / "report.html", "md": staging / "report.md", "trials": staging / "trials.parquet",
                  "curves": staging / "curves.parquet"}
         paths["html"].write_text(render_html(title, subtitle, sections), encoding="utf-8")
@@ -124,6 +124,13 @@ def _write(a: StudyAnalysis, out: Path, top_fraction: float, min_k: int,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {k: out / f.name for k, f in figures.items()}, {k: out / f.name for k, f in paths.items()}
+
+
+def environment_line(environment: dict[str, str]) -> str:
+    """The header's note of the software the study ran on (the study run's env.* params)."""
+    if not environment:
+        return " The study run records no package versions (a study from before thoraxmae 0.2)."
+    return " Ran on " + ", ".join(f"{name} {version}" for name, version in environment.items()) + "."
 
 
 def recipe_yaml_text(a: StudyAnalysis) -> str:

@@ -71,6 +71,12 @@ ARTIFACT_CHECKPOINT_DIR = "checkpoint"
 ARTIFACT_AUC_TABLE = "per_class_auc.csv"
 ARTIFACT_REPORT_DIR = "report"
 
+# --- the software a study ran on: study run params `env.<package>` = its installed version -------------------
+ENV_PARAM_PREFIX = "env."
+ENV_PYTHON = "env.python"  # the driver's Python version
+ENV_PACKAGES = ("thoraxmae", "ray", "torch", "timm", "optuna", "mlflow", "pandas", "pyarrow", "pydantic")
+ENV_MISSING = "not installed"
+
 # --- params: knob names are spec paths --------------------------------------------------------------
 # Derived from the typed configs' `knob()` fields (trainers/config.py), the one source of each knob's
 # name, unit and paper value.

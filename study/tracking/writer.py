@@ -44,6 +44,21 @@ def schema_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def environment_params() -> dict[str, str]:
+    """The installed version of each key package (`env.<package>`) and of Python (`env.python`) in this
+    process, the study's driver: what a report reader needs to know the study ran on."""
+    import importlib.metadata
+    import platform
+
+    params = {schema.ENV_PYTHON: platform.python_version()}
+    for package in schema.ENV_PACKAGES:
+        try:
+            params[f"{schema.ENV_PARAM_PREFIX}{package}"] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            params[f"{schema.ENV_PARAM_PREFIX}{package}"] = schema.ENV_MISSING
+    return params
+
+
 def trial_params(spec: StudySpec, phases: Mapping[str, Any]) -> dict[str, str]:
     """Every setting of a trial under its spec path: the phase configs as run (searched knobs
     applied), the model, the data store, the workers, and the derived absolute `*.lr`."""
@@ -102,7 +117,7 @@ class StudyTracker:
         self.parent_id = run.info.run_id
         params = {"search.metric": self.spec.metric, "search.mode": self.spec.mode,
                   "search.num_samples": self.spec.search.num_samples,
-                  "search.knobs": ",".join(sorted(self.spec.search.space))}
+                  "search.knobs": ",".join(sorted(self.spec.search.space)), **environment_params()}
         self._log(self.parent_id, params=params)
         self.client.log_text(self.parent_id, dump_spec(self.spec), schema.ARTIFACT_SPEC)
         return self.parent_id
