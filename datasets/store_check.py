@@ -45,13 +45,14 @@ class SplitNeed:
         return self.batch_size * self.workers
 
 
-def check_store_use(store: Path | str, needs: Iterable[SplitNeed], where: str = "data.store") -> dict:
-    """The store's manifest, after the size and split checks (module docstring); DataError otherwise."""
-    label = f"{where} ({store})"
+def check_store_use(store: Path | str, needs: Iterable[SplitNeed], where: str | None = "data.store") -> dict:
+    """The store's manifest, after the size and split checks (module docstring); DataError otherwise,
+    starting with `where` (the field that names the store) unless that is None (a caller that adds it)."""
+    label = f"{where} ({store})" if where else str(store)
     try:
         manifest = check_store(store)  # present, format version, keys, shard files listed and there
     except DataError as exc:
-        raise DataError(f"{where}: {exc}") from None
+        raise DataError(f"{where}: {exc}" if where else str(exc)) from None
     _check_sizes(store, manifest, label)
     counts = manifest.get("counts")
     for need in needs:

@@ -117,10 +117,8 @@ def check_files(spec: StudySpec, source: str = "<spec>") -> None:
     """SpecError naming the field unless every data store is a prepared store of this thoraxmae's format
     and every fine-tuning init (fixed or searched; a file, or an object-store URI fetched into the node's
     cache) is a checkpoint of a known format (and of init_format)."""
-    for section in ("data", "pretrain_data"):
-        d = getattr(spec, section)
-        if d is not None:
-            _check_store(d.store, f"{source}: {section}.store")
+    for section, needs in _store_needs(spec).items():
+        _check_store(getattr(spec, section).store, f"{source}: {section}.store", needs)
     ft = spec.finetune
     if ft is None:
         return
@@ -160,16 +158,41 @@ def _local_init(target: Path | str, where: str) -> Path:
     return local
 
 
-def _check_store(store: Path | str, where: str) -> None:
-    from thoraxmae.datasets import store_read
+def _store_needs(spec: StudySpec) -> dict[str, list]:
+    """section -> the splits its phases read: a training split must hold one batch per worker (the largest
+    batch the space can draw), the fine-tuning val split an image; the test split may be empty."""
+    from thoraxmae.datasets.store_check import SplitNeed
+
+    workers = spec.resources.workers_per_trial
+    needs: dict[str, list] = {s: [] for s in ("data", "pretrain_data") if getattr(spec, s) is not None}
+    for phase in ("pretrain", "finetune"):
+        cfg = getattr(spec, phase)
+        if cfg is None or spec.stage not in (phase, "pipeline"):
+            continue
+        section = "pretrain_data" if phase == "pretrain" and spec.pretrain_data is not None else "data"
+        d, knob = getattr(spec, section), f"{phase}.batch_size"
+        dist = spec.search.space.get(knob)
+        batch = max([v for _, v in dist.bounds()] if dist is not None else [cfg.batch_size])
+        needs[section].append(SplitNeed(d.train_split, f"{section}.train_split", batch, workers, knob))
+        if phase == "finetune":
+            needs[section] += [SplitNeed(d.val_split, f"{section}.val_split"),
+                               SplitNeed(d.test_split, f"{section}.test_split", batch_size=0)]
+    return needs
+
+
+def _check_store(store: Path | str, where: str, needs: list | None = None) -> None:
+    from thoraxmae.datasets import store_read, store_verify
     from thoraxmae.datasets.config import is_uri
     from thoraxmae.datasets.errors import DataError
+    from thoraxmae.datasets.store_check import check_store_use
 
     if not is_uri(store) and not (Path(store) / store_read.MANIFEST).is_file():
         raise SpecError(f"{where}: no prepared store at {store} ({store_read.MANIFEST} missing); create one with "
                         f"`thoraxmae data prepare ... --out {store}`")
     try:
-        store_read.check_store(store)  # format version, manifest keys, shard files: no pixel read
+        manifest = check_store_use(store, needs or [], where=None)  # sizes, splits, batch: no pixel read
+        if not is_uri(store):  # bit-level, once per node (a worker node checks its own copy on first use)
+            store_verify.verify_once(Path(store), manifest)
     except DataError as exc:
         raise SpecError(f"{where}: {exc}") from None
 
