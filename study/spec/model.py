@@ -37,9 +37,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from thoraxmae.datasets.config import DataConfig, PathOrUri
+from thoraxmae.datasets.config import ConfigModel, DataConfig, PathOrUri
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.spec.space import KnobSpace
@@ -55,7 +55,7 @@ MAX_TRIALS = 10_000  # search.num_samples: one MLflow run and one Tune trial fol
 PAPER_POINT = "paper"  # in points_to_evaluate: the paper's recipe (study.schema.PAPER_RECIPE) on the space
 
 
-class SamplerConfig(BaseModel):
+class SamplerConfig(ConfigModel):
     """Optuna sampler: TPE (seeded, multivariate + group) or random."""
 
     model_config = ConfigDict(extra="forbid")
@@ -66,7 +66,7 @@ class SamplerConfig(BaseModel):
     multivariate: bool = True
 
 
-class SchedulerConfig(BaseModel):
+class SchedulerConfig(ConfigModel):
     """Early stopping by Tune's ASHA on `training_iteration` (= epochs reported to Tune)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -77,7 +77,7 @@ class SchedulerConfig(BaseModel):
     max_t: int | None = Field(None, ge=1, description="default: the epochs of the scored phase")
 
 
-class SearchConfig(BaseModel):
+class SearchConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     metric: str | None = None
@@ -85,15 +85,15 @@ class SearchConfig(BaseModel):
     num_samples: int = Field(1, ge=1, le=MAX_TRIALS)
     sampler: SamplerConfig = SamplerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
-    points_to_evaluate: list[dict[str, Any] | Literal["paper"]] = []
-    space: dict[str, KnobSpace] = {}
+    points_to_evaluate: list[dict[str, Any] | Literal["paper"]] = Field(default_factory=list)
+    space: dict[str, KnobSpace] = Field(default_factory=dict)
     coverage: int = Field(2, ge=0, description="trials per pre-training recipe (pipeline) or encoder "
                           "(finetune.init) before the sampler exploits; 0 turns coverage off (study/spec/coverage.py)")
     reuse_pretraining: bool = Field(True, description="pipeline: pre-train each recipe once per storage "
                                     "and fine-tune every trial of that recipe from it (study/registry.py)")
 
 
-class ResourcesConfig(BaseModel):
+class ResourcesConfig(ConfigModel):
     """Per trial: a Train worker group of `workers_per_trial` workers; fractional GPUs allowed."""
 
     model_config = ConfigDict(extra="forbid")
@@ -112,7 +112,7 @@ class ResourcesConfig(BaseModel):
         return self
 
 
-class ConfirmConfig(BaseModel):
+class ConfirmConfig(ConfigModel):
     """Run at the end of `study run`: the top recipes and a reference re-run with shared seeds (study/run/confirm.py)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -122,14 +122,14 @@ class ConfirmConfig(BaseModel):
     reference: Path | None = Field(None, description="reference recipe YAML (knob: value); default the paper's")
 
 
-class TrackingConfig(BaseModel):
+class TrackingConfig(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<cwd>/mlflow.db")
     experiment: str | None = Field(None, description="default: the study name")
 
 
-class StudySpec(BaseModel):
+class StudySpec(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=rf"^{schema.STUDY_NAME.pattern}$", max_length=100)

@@ -62,7 +62,8 @@ def test_a_job_refuses_a_boolean_in_its_own_fields():
 
 
 @pytest.mark.parametrize("override", ["finetune.epochs=true", "finetune.blr=false", "data.num_workers=true",
-                                      "model.depth=true"])
+                                      "model.depth=true", "search.num_samples=true",
+                                      "resources.max_concurrent_trials=true", "resources.workers_per_trial=false"])
 def test_study_run_refuses_a_boolean_for_a_number_before_ray(tmp_path, monkeypatch, capsys, no_ray, override):
     monkeypatch.chdir(tmp_path)
     write_store_manifest(tmp_path / "store")
