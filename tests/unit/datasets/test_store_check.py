@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -146,3 +147,17 @@ def test_an_unwritable_cache_still_verifies(store, monkeypatch, tmp_path):
     with pytest.raises(DataError, match="damaged"):
         verify_once(store, manifest)
     assert not os.path.exists(blocker / "cache")
+
+
+def test_data_verify_checks_a_store_on_demand(store, capsys, node_cache):
+    from thoraxmae.cli import main
+
+    assert main(["data", "verify", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"store {re.escape(str(store))}: 1 shard\(s\), 240 images match the manifest's hashes", out), out
+    assert marker_path(store).is_file()  # recorded: the next open on this node skips the hashing
+    flip_a_bit(store)
+    assert main(["data", "verify", str(store)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [(f"error: {store / SHARD}: contents do not match the hash recorded when it was written (damaged); "
+                   "re-run `thoraxmae data prepare` to rebuild it")]
