@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from typing import Any
 from thoraxmae.datasets.config import is_uri
 from thoraxmae.datasets.errors import DataError
 
-__all__ = ["Location", "is_uri", "local_file"]
+__all__ = ["Location", "absolute", "as_config", "is_uri", "local_dir", "local_file", "shown"]
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,44 @@ def ray_storage(storage: Location | Path | str) -> dict[str, Any]:
     if loc.is_local:
         return {"storage_path": loc.uri}
     return {"storage_path": loc.fs_path, "storage_filesystem": loc.fs}
+
+
+def absolute(target: Path | str, base: Path | None = None) -> Path | str:
+    """A location as configs hold it: an object-store URI as given (a str), a path absolute (relative to
+    `base`, default the working directory; `~` expanded)."""
+    if is_uri(target):
+        return str(target)
+    return ((base or Path.cwd()) / Path(target).expanduser()).resolve()
+
+
+def as_config(target: Path | str) -> Path | str:
+    """A URI stays a str (a Path would fold `s3://b/x` into `s3:/b/x`); anything else becomes a Path."""
+    return str(target) if is_uri(target) else Path(target)
+
+
+def shown(target: Path | str, local: Path) -> Path | str:
+    """How to name a file to the user: a URI as given, not by its cached copy; a local file by `local`."""
+    return str(target) if is_uri(target) else local
+
+
+@contextmanager
+def local_dir(target: Path | str) -> Iterator[Path]:
+    """A folder (a checkpoint) as a local folder: a local one as it is; one on object storage (a URI) downloaded
+    into a temporary folder of the same name, removed afterwards. A folder that is not there is yielded as
+    a path that does not exist."""
+    if not is_uri(target):
+        yield Path(target)
+        return
+    from pyarrow import fs
+
+    loc = Location.of(str(target))
+    with tempfile.TemporaryDirectory(prefix="thoraxmae-folder-") as tmp:
+        local = Path(tmp) / loc.name
+        if loc.is_dir():
+            local.mkdir()  # copy_files creates the folders below, not this one
+            fs.copy_files(loc.fs_path, str(local), source_filesystem=loc.fs,
+                          destination_filesystem=fs.LocalFileSystem())
+        yield local
 
 
 def local_file(target: Path | str) -> Path:

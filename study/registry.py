@@ -34,13 +34,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from thoraxmae.datasets.config import is_uri
-from thoraxmae.datasets.storage import Location
+from thoraxmae.datasets.storage import Location, as_config
 from thoraxmae.study.errors import SpecError
+from thoraxmae.study.storage import StudyStorage
 
 log = logging.getLogger(__name__)
 KEY_VERSION = 2  # 2: resolved model, code version, horizon-free keys without their length
-REGISTRY_DIR = "pretrain-registry"
 KEY_FILE = "key.json"
 ENTRY_FILE = "entry.json"
 RUN_NAME = "pretrain"  # the Train run's name (it ends like every pre-training run: `...-pretrain` / `pretrain`)
@@ -73,7 +72,7 @@ class PretrainEntry:
 
 def store_content_hash(store: Path | str) -> str:
     """The prepared store's content hash (its manifest's), so a rebuilt store gives new keys."""
-    if is_uri(store):  # an object-store URI: its remote manifest
+    if not Location.of(store).is_local:  # an object-store URI: its remote manifest
         from thoraxmae.datasets.errors import DataError
         from thoraxmae.datasets.remote import read_manifest_uri
 
@@ -148,7 +147,7 @@ class Registry:
     """The registry folder of one storage path (a local folder or an object-store URI)."""
 
     def __init__(self, storage_path: Location | Path | str):
-        self.root = Location.of(storage_path) / REGISTRY_DIR
+        self.root = StudyStorage(storage_path).registry
 
     def folder(self, key: str) -> Location:
         return self.root / key
@@ -237,16 +236,14 @@ def resolve_init(storage_path: Location | Path | str, init: Path | str | None) -
     A local file comes back as a Path, an object-store one as its URI (never a Path, which would fold `s3://`)."""
     if init is not None and str(init).startswith(REF_PREFIX):
         init = Registry(storage_path).resolve(str(init)).checkpoint
-    if init is None or is_uri(init):
-        return None if init is None else str(init)
-    return Path(init)
+    return None if init is None else as_config(init)
 
 
 def checkpoint_problem(checkpoint: str, expected_bytes: int | None = None) -> str | None:
     """Why a registered checkpoint cannot be used, or None. A local file: missing, empty, damaged zip. An
     object: missing, or a size other than `expected_bytes` (the size recorded) -- it is not downloaded."""
-    if is_uri(checkpoint):
-        loc = Location.of(checkpoint)
+    loc = Location.of(checkpoint)
+    if not loc.is_local:
         if not loc.is_file():
             return f"checkpoint {checkpoint} is missing"
         size = loc.size()

@@ -103,11 +103,9 @@ def open_checkpoint(path: str | os.PathLike, fmt: str = "auto") -> CheckpointFil
 
 def _local(path: str | os.PathLike) -> Path:
     from thoraxmae.datasets.errors import DataError
-    from thoraxmae.datasets.storage import is_uri, local_file
+    from thoraxmae.datasets.storage import local_file
 
-    if not is_uri(path):
-        return Path(path)
-    try:
+    try:  # a local path as it is; an object-store file fetched once per node
         return local_file(str(path))
     except DataError as exc:
         raise CheckpointError(str(exc)) from None

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from thoraxmae.datasets.config import is_uri
+from thoraxmae.datasets.storage import shown
 from thoraxmae.trainers.checkpoint_files import (
     FORMATS,
     CheckpointFile,
@@ -125,7 +125,7 @@ def load_encoder(model: nn.Module, path: str | os.PathLike, fmt: str = "auto",
     pre-training-only ones) or when shapes differ. Load before wrapping the model in DDP."""
     model = unwrap(model)
     ck = open_checkpoint(path, fmt)
-    path = path if is_uri(path) else ck.path  # a URI is named as the user gave it, not by its cached copy
+    path = shown(path, ck.path)  # a URI is named as the user gave it, not by its cached copy
     target = model.state_dict()
     classifier = _classifier_keys(model)
     head = classifier | {k for k in target if k.startswith("fc_norm.")}

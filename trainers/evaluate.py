@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from thoraxmae.datasets.config import IMAGENET_MEAN, IMAGENET_STD, NIH_MEAN, NIH_STD, is_uri
+from thoraxmae.datasets.config import IMAGENET_MEAN, IMAGENET_STD, NIH_MEAN, NIH_STD
 from thoraxmae.datasets.loader import StoreDataset, make_loader
+from thoraxmae.datasets.storage import shown
 from thoraxmae.datasets.store_read import open_store
 from thoraxmae.datasets.transforms import build_eval_transform
 from thoraxmae.trainers.checkpoint_files import CheckpointFile, open_checkpoint
@@ -114,7 +115,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, store: str | os.PathLike,
     aucs = per_class_auc(labels, scores, mask)
     ci = bootstrap_ci(labels, scores, mask, bootstrap, seed=seed, multiclass=multiclass,
                       patient_ids=st.patient_ids[ds.indices])
-    shown_ck = str(checkpoint) if is_uri(str(checkpoint)) else ck.path
+    shown_ck = shown(str(checkpoint), ck.path)
     return Evaluation(shown_ck, ck.format, st.source or st.path, split, model_cfg, names, multiclass, logits, labels,
                       mask, aucs, mean_auc(aucs), accuracy(labels, scores) if multiclass else None, ci, report,
                       (mean, std))

@@ -25,6 +25,7 @@ from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.spec.plan import CONFIRM_KEY, CONFIRM_RECIPE, CONFIRM_SEED, CONFIRM_SOURCE
+from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.tracking.callback import MlflowStudyCallback
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ SEED_BASE = 1000  # confirmation seeds: 1000, 1001, ... (never a search trial's 
 
 
 def confirm_dir(spec: StudySpec) -> Location:
-    return Location.of(spec.storage_path) / f"{spec.name}-confirm"
+    return StudyStorage(spec.storage_path).confirm(spec.name)
 
 
 def reference_point(spec: StudySpec, reference: Path | None) -> dict[str, Any]:

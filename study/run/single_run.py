@@ -11,12 +11,12 @@ from typing import Any
 import ray.train
 from ray.train import UserCallback
 
-from thoraxmae.datasets.storage import Location, ray_storage
+from thoraxmae.datasets.storage import local_dir, ray_storage
 from thoraxmae.study import schema
 from thoraxmae.study.run.sweep import sweep_checkpoints
 from thoraxmae.study.run.trial import scaling_config
 from thoraxmae.study.spec.model import StudySpec
-from thoraxmae.study.tracking.callback import checkpoint_local_dir
+from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.tracking.writer import StudyTracker, schema_metrics, trial_params
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def run_single(spec: StudySpec, phase: str) -> tuple[str, ray.train.Result]:
         cfg = cfg.model_copy(update={"init": resolve_init(spec.storage_path, cfg.init)})
     tracker = StudyTracker(spec)
     run_id = tracker.start_single(phase, trial_params(spec, {phase: cfg}))
-    storage = Location.of(spec.storage_path) / spec.name
+    storage = StudyStorage(spec.storage_path).study(spec.name)
     run_config = ray.train.RunConfig(
         name=f"{spec.name}-{phase}-{time.strftime('%Y%m%d-%H%M%S')}",
         **ray_storage(storage),
@@ -71,7 +71,7 @@ def run_single(spec: StudySpec, phase: str) -> tuple[str, ray.train.Result]:
     finally:
         sweep_checkpoints(storage / run_config.name)
     if result.checkpoint is not None:  # Ray names it inside the storage's filesystem
-        with checkpoint_local_dir(storage.child_uri(result.checkpoint.path)) as local:
+        with local_dir(storage.child_uri(result.checkpoint.path)) as local:
             tracker.log_checkpoint(run_id, local)
     tracker.log_auc_table(run_id, schema.M_VAL_MAUC, "max")
     tracker.end_trial(run_id, schema.STATUS_COMPLETED)

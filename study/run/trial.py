@@ -47,6 +47,7 @@ from thoraxmae.datasets.storage import Location, ray_storage
 from thoraxmae.study import schema
 from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.spec.plan import TrialPlan
+from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.tracking.results import (
     M_KEY,
     phase_metrics,
@@ -139,7 +140,7 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
     it becomes a typed plan (study.spec.plan), then the trainers run through Ray Train."""
     plan = resolve_encoder(TrialPlan.from_config(spec, config))
     trial_id = ray.tune.get_context().get_trial_id()
-    runs_dir = Location.of(spec.storage_path) / spec.name / "train"
+    runs_dir = StudyStorage(spec.storage_path).train_runs(spec.name)
     if spec.stage != "pipeline":
         _phase(spec.stage, plan, f"train-{trial_id}", runs_dir, pipeline=False)
         return

@@ -134,23 +134,22 @@ def check_files(spec: StudySpec, source: str = "<spec>") -> None:
 
 def _init_target(spec: StudySpec, init: Path | str) -> Path | str:
     """The checkpoint of an init: a path or URI, or a registered pre-training (`registry:<key>`, study.pretrain_registry)."""
-    from thoraxmae.datasets.config import is_uri
+    from thoraxmae.datasets.storage import absolute
     from thoraxmae.study.registry import resolve_init
 
-    target = resolve_init(spec.storage_path, init)  # SpecError when a reference is not registered
-    return target if is_uri(target) else target.expanduser()
+    return absolute(resolve_init(spec.storage_path, init))  # SpecError when a reference is not registered
 
 
 def _local_init(target: Path | str, where: str) -> Path:
     """A local path of the checkpoint: an object-store one must be there, and is fetched to be read."""
-    from thoraxmae.datasets.config import is_uri
     from thoraxmae.datasets.errors import DataError
     from thoraxmae.datasets.storage import Location, local_file
 
-    if not is_uri(target):
-        return Path(target)
+    loc = Location.of(target)
+    if loc.is_local:
+        return loc.path
     try:
-        local = local_file(target) if Location.of(target).is_file() else None
+        local = local_file(target) if loc.is_file() else None
     except (DataError, OSError) as exc:
         raise SpecError(f"{where}: {target}: cannot read it ({exc})") from None
     if local is None:
@@ -182,17 +181,18 @@ def _store_needs(spec: StudySpec) -> dict[str, list]:
 
 def _check_store(store: Path | str, where: str, needs: list | None = None) -> None:
     from thoraxmae.datasets import store_read, store_verify
-    from thoraxmae.datasets.config import is_uri
     from thoraxmae.datasets.errors import DataError
+    from thoraxmae.datasets.storage import Location
     from thoraxmae.datasets.store_check import check_store_use
 
-    if not is_uri(store) and not (Path(store) / store_read.MANIFEST).is_file():
+    loc = Location.of(store)
+    if loc.is_local and not (loc / store_read.MANIFEST).is_file():
         raise SpecError(f"{where}: no prepared store at {store} ({store_read.MANIFEST} missing); create one with "
                         f"`thoraxmae data prepare ... --out {store}`")
     try:
         manifest = check_store_use(store, needs or [], where=None)  # sizes, splits, batch: no pixel read
-        if not is_uri(store):  # bit-level, once per node (a worker node checks its own copy on first use)
-            store_verify.verify_once(Path(store), manifest)
+        if loc.is_local:  # bit-level, once per node (a worker node checks its own copy on first use)
+            store_verify.verify_once(loc.path, manifest)
     except DataError as exc:
         raise SpecError(f"{where}: {exc}") from None
 

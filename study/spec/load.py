@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from thoraxmae.datasets.config import is_uri
+from thoraxmae.datasets.storage import absolute
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.spec import checks
 from thoraxmae.study.spec.model import StudySpec
@@ -67,8 +67,7 @@ def with_defaults(spec: StudySpec) -> StudySpec:
     """Fill tracking.uri, tracking.experiment and storage_path (absolute) where the spec left them out."""
     uri = spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     tracking = spec.tracking.model_copy(update={"uri": uri, "experiment": spec.experiment})
-    storage = spec.storage_path or Path.cwd() / "studies"
-    storage = storage if is_uri(storage) else Path(storage).resolve()
+    storage = absolute(spec.storage_path or Path.cwd() / "studies")
     return spec.model_copy(update={"tracking": tracking, "storage_path": storage})
 
 
@@ -134,16 +133,14 @@ def _resolve_paths(raw: dict, base: Path, overridden: set[tuple[str, ...]]) -> N
         node = raw
         for f in fields[:-1]:
             node = node.get(f) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or not isinstance(node.get(fields[-1]), str) or is_uri(node[fields[-1]]):
-            continue  # an object-store URI (s3://...) is not a path
-        if node[fields[-1]].startswith("registry:"):  # a registered pre-training (study/registry.py)
+        value = node.get(fields[-1]) if isinstance(node, dict) else None
+        if not isinstance(value, str) or value.startswith("registry:"):  # a registered pre-training (study/registry.py)
             continue
-        root = Path.cwd() if fields in overridden else base
-        node[fields[-1]] = str((root / Path(node[fields[-1]]).expanduser()).resolve())
+        node[fields[-1]] = str(absolute(value, Path.cwd() if fields in overridden else base))  # a URI stays as it is
     init = ((raw.get("search") or {}).get("space") or {}).get("finetune.init") if isinstance(raw.get("search"), dict) else None
     if isinstance(init, dict) and isinstance(init.get("choices"), list):  # an encoder study's checkpoints
-        init["choices"] = [str((base / Path(c).expanduser()).resolve()) if isinstance(c, str)
-                           and not c.startswith("registry:") and not is_uri(c) else c for c in init["choices"]]
+        init["choices"] = [str(absolute(c, base)) if isinstance(c, str) and not c.startswith("registry:") else c
+                           for c in init["choices"]]
     tracking = raw.get("tracking")
     if isinstance(tracking, dict) and isinstance(tracking.get("uri"), str):
         root = Path.cwd() if ("tracking", "uri") in overridden else base

@@ -16,21 +16,18 @@ the value logged first: MLflow keeps every value logged at a step, and a second 
 the epoch ambiguous in the history, so the re-run's values live only in the checkpoint's history.
 
 A trial's last scored checkpoint goes to MLflow's artifact store whatever the study's storage: one on
-object storage is downloaded first (checkpoint_local_dir).
+object storage is downloaded first (datasets.storage.local_dir).
 """
 from __future__ import annotations
 
 import logging
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
-from thoraxmae.datasets.storage import Location, is_uri
+from thoraxmae.datasets.storage import Location, local_dir
 from thoraxmae.study import schema
 from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.spec.plan import TrialPlan
@@ -199,35 +196,15 @@ class MlflowStudyCallback(Callback):
         try:
             if path:  # Ray names it inside the storage's filesystem
                 uri = Location.of(self.spec.storage_path).child_uri(path)
-                with checkpoint_local_dir(uri) as local:
+                with local_dir(uri) as local:
                     if local.is_dir():
                         self.tracker.log_checkpoint(run_id, local)
                     else:
                         log.warning("trial %s: checkpoint %s is not on %s; not logged", trial.trial_id, uri,
-                                    "the object store" if is_uri(uri) else "this machine's file system")
+                                    "this machine's file system" if Location.of(uri).is_local else "the object store")
             self.tracker.log_auc_table(run_id, self.spec.metric, self.spec.mode)
         except OSError as exc:  # an artifact problem must not lose the trial's status
             log.warning("trial %s: artifacts not logged: %s", trial.trial_id, exc)
-
-
-@contextmanager
-def checkpoint_local_dir(target: Path | str) -> Iterator[Path]:
-    """A checkpoint folder as a local folder: a local one as it is; one on object storage (a URI) downloaded
-    into a temporary folder of the same name, removed afterwards. A folder that is not there is yielded as
-    a path that does not exist."""
-    if not is_uri(target):
-        yield Path(target)
-        return
-    from pyarrow import fs
-
-    loc = Location.of(str(target))
-    with tempfile.TemporaryDirectory(prefix="thoraxmae-checkpoint-") as tmp:
-        local = Path(tmp) / loc.name
-        if loc.is_dir():
-            local.mkdir()  # copy_files creates the folders below, not this one
-            fs.copy_files(loc.fs_path, str(local), source_filesystem=loc.fs,
-                          destination_filesystem=fs.LocalFileSystem())
-        yield local
 
 
 def pretrain_costs(spec: StudySpec, trial_keys: dict[str, str]) -> dict[str, float]:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from thoraxmae.datasets.storage import Location, is_uri
+from thoraxmae.datasets.storage import Location, absolute
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
+from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.tracking.uri import (
     check_tracking_uri,
     client_for,
@@ -51,13 +52,13 @@ def check_study_name(name: str) -> None:
 
 
 def study_dir(storage_path: Location | Path | str, name: str) -> Location:
-    """Tune's folder of a study (`<storage_path>/<name>`), local or on object storage."""
-    return Location.of(storage_path) / name
+    """Tune's folder of a study, local or on object storage (study.storage)."""
+    return StudyStorage(storage_path).study(name)
 
 
 def storage_arg(text: str) -> Path | str:
     """A `--storage-path` argument as a spec holds it: an object-store URI as given, a folder absolute."""
-    return text if is_uri(text) else Path(text).expanduser().resolve()
+    return absolute(text)
 
 
 # --- the study's runs ----------------------------------------------------------------------------
@@ -276,6 +277,8 @@ def name_taken(spec: StudySpec) -> str | None:
 def check_resumable(spec: StudySpec) -> None:
     """Before `study resume` starts Ray: Tune's state of the study is where its spec says."""
     folder = study_dir(spec.storage_path, spec.name)
+    if spec.search.tournament is not None and (folder / SPEC_FILE).is_file():
+        return  # a tournament keeps one Tune experiment per rung under its folder (study/run/tournament.py)
     if not has_tune_state(folder):
         raise SpecError(f"name: no Tune state for study `{spec.name}` at {folder} (its start failed, or its "
                         f"storage moved: give --storage-path); delete it with `thoraxmae study remove {spec.name} "

@@ -17,6 +17,7 @@ from pathlib import Path
 from thoraxmae.datasets.storage import Location
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
+from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.tracking.lookup import (
     SPEC_FILE,
     StudyRuns,
@@ -36,13 +37,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Leftovers:
-    """What `remove_study` deletes: MLflow run ids (parent runs first) and the Tune folder."""
+    """What `remove_study` deletes: MLflow run ids (parent runs first) and the study's Tune folders (its
+    own and its confirmation's: study.storage.StudyStorage.of_study)."""
 
     name: str
     uri: str
     run_ids: list[str] = field(default_factory=list)
     parent_ids: list[str] = field(default_factory=list)
-    folder: Location | None = None  # local or on object storage
+    folders: list[Location] = field(default_factory=list)  # local or on object storage
 
     def describe(self) -> list[str]:
         lines = []
@@ -50,13 +52,12 @@ class Leftovers:
             lines.append(f"MLflow ({self.uri}): {len(self.parent_ids)} parent run(s) "
                          f"{', '.join(self.parent_ids) or '-'} and {len(self.run_ids) - len(self.parent_ids)} "
                          f"other run(s) (soft-deleted; `mlflow gc --backend-store-uri {self.uri}` frees their artifacts)")
-        if self.folder is not None:
-            lines.append(f"Tune folder: {self.folder} (deleted)")
+        lines += [f"Tune folder: {folder} (deleted)" for folder in self.folders]
         return lines
 
 
 def find_leftovers(name: str, uri: str, storage_path: Path | str | None = None) -> Leftovers:
-    """Everything of study `name` in `uri` and its Tune folder; SpecError when there is nothing."""
+    """Everything of study `name` in `uri` and its Tune folders; SpecError when there is nothing."""
     check_study_name(name)
     found = Leftovers(name, uri)
     path = sqlite_path(uri)
@@ -73,13 +74,16 @@ def find_leftovers(name: str, uri: str, storage_path: Path | str | None = None) 
         if storage_path is None and parent is not None:
             storage_path = _spec_storage(StudyRuns(name, uri, client, parent))
     if storage_path is not None:
-        folder = study_dir(storage_path, name)
-        if folder.is_dir():
-            if not (has_tune_state(folder) or (folder / SPEC_FILE).is_file()):
+        storage = StudyStorage(storage_path)
+        for folder in storage.of_study(name):
+            if not folder.is_dir():
+                continue
+            marked = has_tune_state(folder) or (folder == storage.study(name) and (folder / SPEC_FILE).is_file())
+            if not marked:
                 raise SpecError(f"study `{name}`: {folder} holds neither Tune state nor {SPEC_FILE}; "
                                 f"not a study folder, not deleted")
-            found.folder = folder
-    if not found.run_ids and found.folder is None:
+            found.folders.append(folder)
+    if not found.run_ids and not found.folders:
         where = f" and no Tune folder at {study_dir(storage_path, name)}" if storage_path is not None else \
             " (give --storage-path to find its Tune folder)"
         raise SpecError(f"study `{name}`: nothing to remove: no runs of it in MLflow at {uri}{where}")
@@ -110,11 +114,11 @@ def _spec_storage(runs: StudyRuns) -> Path | str | None:
 
 
 def remove_study(found: Leftovers) -> None:
-    """Delete what `find_leftovers` found: the runs (soft delete), then the Tune folder."""
+    """Delete what `find_leftovers` found: the runs (soft delete), then the Tune folders."""
     if found.run_ids:
         client = client_for(found.uri, write=True)
         with mlflow_errors(found.uri):
             for run_id in found.run_ids:
                 client.delete_run(run_id)
-    if found.folder is not None:
-        found.folder.rmtree()
+    for folder in found.folders:
+        folder.rmtree()

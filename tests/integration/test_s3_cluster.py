@@ -39,7 +39,8 @@ from tests.s3_server import BUCKET, moto_server
 from thoraxmae.datasets.remote import upload_store
 from thoraxmae.datasets.storage import Location
 from thoraxmae.study import schema
-from thoraxmae.study.registry import ENTRY_FILE, REGISTRY_DIR
+from thoraxmae.study.registry import ENTRY_FILE
+from thoraxmae.study.storage import REGISTRY_DIR
 from thoraxmae.study.run.pipeline import CHECKPOINT_FILE
 from thoraxmae.study.run.trial import FINAL_MARKER
 from thoraxmae.study.tracking.lookup import SPEC_FILE

@@ -12,11 +12,13 @@ from tests.conftest import write_store_manifest
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.spec.load import parse_spec, with_defaults
+from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.tracking.lookup import (
     TUNER_FILE,
     check_new_study,
     filter_value,
     find_study,
+    has_tune_state,
     study_status,
     tagged_runs,
 )
@@ -185,12 +187,18 @@ def test_remove_deletes_runs_and_tune_folder_and_frees_the_name(tmp_path, uri):
     folder = spec.storage_path / "gone"
     folder.mkdir(parents=True)
     (folder / TUNER_FILE).write_bytes(b"")
+    confirm = spec.storage_path / "gone-confirm"  # its finished confirmation
+    confirm.mkdir()
+    (confirm / TUNER_FILE).write_bytes(b"")
     _study(_spec(tmp_path, "kept", uri), {"k1": (schema.STATUS_COMPLETED, [0.7])})
 
-    found = find_leftovers("gone", uri)  # the Tune folder comes from the parent run's spec
-    assert len(found.parent_ids) == 1 and len(found.run_ids) == 3 and str(found.folder) == str(folder)
+    found = find_leftovers("gone", uri)  # the Tune folders come from the parent run's spec
+    assert len(found.parent_ids) == 1 and len(found.run_ids) == 3
+    assert [str(f) for f in found.folders] == [str(folder), str(confirm)]
     remove_study(found)
-    assert not folder.exists()
+    assert not folder.exists() and not confirm.exists()
+    # a new study of the same name starts clean: nothing for its confirmation to resume
+    assert not has_tune_state(StudyStorage(spec.storage_path).confirm("gone"))
     with pytest.raises(SpecError, match="no such study"):
         find_study("gone", uri)
     assert len(find_study("kept", uri).trials) == 1  # another study is untouched

@@ -83,7 +83,7 @@ def test_remove_finds_and_deletes_the_tune_folder_on_s3(tmp_path, storage):
     kept.write_bytes(b"")
 
     found = find_leftovers("gone", spec.tracking.uri)
-    assert found.folder == folder and len(found.run_ids) == 2
+    assert found.folders == [folder] and len(found.run_ids) == 2
     assert f"Tune folder: {storage}/gone (deleted)" in found.describe()
     remove_study(found)
     assert not folder.exists() and kept.is_file()
@@ -97,7 +97,7 @@ def test_remove_never_deletes_an_s3_folder_that_is_not_a_study(tmp_path, storage
         find_leftovers("mine", f"sqlite:///{tmp_path / 'mlflow.db'}", storage)
     (study_dir(storage, "mine") / SPEC_FILE).write_text("name: mine\n")
     found = find_leftovers("mine", f"sqlite:///{tmp_path / 'mlflow.db'}", storage)  # a start that failed
-    assert found.run_ids == [] and found.folder == study_dir(storage, "mine")
+    assert found.run_ids == [] and found.folders == [study_dir(storage, "mine")]
     remove_study(found)
     assert not study_dir(storage, "mine").exists()
 
@@ -124,7 +124,7 @@ def test_an_s3_init_must_be_there_and_a_checkpoint(tmp_path, storage):
 
 
 def test_a_checkpoint_folder_on_s3_is_a_local_copy_while_needed(tmp_path, storage):
-    from thoraxmae.study.tracking.callback import checkpoint_local_dir
+    from thoraxmae.datasets.storage import local_dir as checkpoint_local_dir
 
     ckpt = Location.of(storage) / "study" / "checkpoint_000002"
     (ckpt / "best_model.pt").write_bytes(b"best")
