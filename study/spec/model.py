@@ -43,6 +43,7 @@ from thoraxmae.datasets.config import ConfigModel, DataConfig, PathOrUri
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.spec.space import KnobSpace
+from thoraxmae.study.spec.tournament import TournamentConfig
 from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
 
 Stage = Literal["pretrain", "finetune", "pipeline"]
@@ -91,6 +92,8 @@ class SearchConfig(ConfigModel):
                           "(finetune.init) before the sampler exploits; 0 turns coverage off (study/spec/coverage.py)")
     reuse_pretraining: bool = Field(True, description="pipeline: pre-train each recipe once per storage "
                                     "and fine-tune every trial of that recipe from it (study/registry.py)")
+    tournament: TournamentConfig | None = Field(None, description="pipeline: compare the pre-training recipes by "
+                                                "successive halving over pre-training epochs (study/spec/tournament.py)")
 
 
 class ResourcesConfig(ConfigModel):
