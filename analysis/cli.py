@@ -83,6 +83,7 @@ def _print_summary(result) -> None:
     from thoraxmae.analysis.claims import headline, spread_text
     from thoraxmae.analysis.pretrain_section import summary_items
     from thoraxmae.analysis.tables import fmt
+    from thoraxmae.study.tracking.links import is_server, trials_url
 
     a = result.analysis
     console = Console()
@@ -96,6 +97,9 @@ def _print_summary(result) -> None:
     for line in [*summary_items(a), *headline(a)]:
         console.print(f"- {escape(line.replace('**', ''))}")
     console.print(f"report: {result.html}")
+    if is_server(a.study.tracking_uri):  # the server serves the UI: its trials table
+        print(f"trials: {trials_url(a.study.tracking_uri, a.study.experiment_id, a.study.metric, a.study.mode)}",
+              flush=True)
     if result.recipe_yaml is not None:
         console.print(f"recipe: {result.recipe_yaml}")
     if result.logged_to_run:

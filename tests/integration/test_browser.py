@@ -1,5 +1,6 @@
 """The demo's results in a real browser (issue 6): a small `thoraxmae demo`, then `thoraxmae ui` on its
-MLflow file, rendered by headless Chromium. The runs page lists the trials sorted by val/mauc, a trial's
+MLflow file, rendered by headless Chromium. The link `thoraxmae ui` prints for the study opens its runs
+page, listing the trials sorted by val/mauc; a trial's
 page shows its knobs and metrics, and the demo's report.html shows its plots.
 
 Skipped when no Chromium can be had (tests/integration/browser.py). The demo takes about two minutes.
@@ -55,13 +56,19 @@ def demo(tmp_path_factory) -> Demo:
     return Demo(out, uri, report, experiments[0].name, experiments[0].experiment_id)
 
 
+@dataclass(frozen=True)
+class UI:
+    base: str
+    said: str  # what `thoraxmae ui` printed
+
+
 @pytest.fixture(scope="module")
-def ui(demo, tmp_path_factory):
-    """`thoraxmae ui` on the demo's MLflow file; yields its base URL."""
+def ui(demo, tmp_path_factory) -> UI:
+    """`thoraxmae ui` on the demo's MLflow file, serving."""
     (port,) = free_ports(1)
     log = tmp_path_factory.mktemp("ui") / "ui.log"
     with browser.serving_ui(demo.uri, port, log, env=subprocess_env()) as base:
-        yield base
+        yield UI(base, log.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +79,12 @@ def trials(demo) -> list:
     return sorted(runs, key=lambda r: -r.data.metrics.get(schema.M_VAL_MAUC, float("-inf")))
 
 
-def test_runs_page_lists_the_trials_by_val_mauc(demo, ui, trials):
-    """The runs table filtered to trials and sorted by val/mauc, as a user would set it up."""
+def test_the_printed_link_lists_the_trials_by_val_mauc(demo, ui, trials):
+    """The link `thoraxmae ui` prints for the study opens its runs table: trials only, sorted by val/mauc."""
     query = urlencode({"searchFilter": f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'",
                        "orderByKey": f"metrics.`{schema.M_VAL_MAUC}`", "orderByAsc": "false"}, quote_via=quote)
-    url = f"{ui}/#/experiments/{demo.experiment_id}/runs?{query}"
+    url = f"{ui.base}/#/experiments/{demo.experiment_id}/runs?{query}"
+    assert f"  {demo.study}: {url}\n" in ui.said, ui.said
     names = [r.info.run_name for r in trials]
     assert all(name.startswith(f"{demo.study}-") for name in names), names
     dom = browser.dom_showing(url, [*names, schema.M_VAL_MAUC])
@@ -88,7 +96,7 @@ def test_runs_page_lists_the_trials_by_val_mauc(demo, ui, trials):
 
 def test_trial_page_shows_its_knobs_and_metrics(demo, ui, trials):
     best = trials[0]
-    url = f"{ui}/#/experiments/{demo.experiment_id}/runs/{best.info.run_id}"
+    url = f"{ui.base}/#/experiments/{demo.experiment_id}/runs/{best.info.run_id}"
     val_mauc = str(best.data.metrics[schema.M_VAL_MAUC])
     needles = [best.info.run_name, "pretrain.mask_ratio", "finetune.layer_decay", schema.M_VAL_MAUC, val_mauc]
     assert {"pretrain.mask_ratio", "finetune.layer_decay"} <= best.data.params.keys()

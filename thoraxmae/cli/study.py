@@ -109,6 +109,7 @@ def _run(spec, resume: bool) -> int:
     counts = progress.counts()
     console.print(f"done: {counts['completed']} completed, {counts['pruned']} pruned, {counts['failed']} failed "
                   f"(this session); {len(grid)} trials in the study")
+    print_trials_link(spec.tracking.uri, spec.name)
     if progress.first_report_s:
         fr = sorted(progress.first_report_s)
         console.print(f"trial start -> first epoch report: median {fr[len(fr) // 2]:.1f} s")
@@ -185,7 +186,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"best {st.metric} ({st.mode}): no trial scored yet")
     if st.first_error:
         console.print(f"first failed trial {st.first_error[0]}: {st.first_error[1]}", markup=False)
+    print_trials_link(args.tracking_uri, args.name)
     return 0
+
+
+def print_trials_link(uri: str | None, name: str) -> None:
+    """The study's trials table in the MLflow UI, when the tracking URI is a server (it serves the UI)."""
+    from thoraxmae.study.tracking.links import server_trials_url
+    from thoraxmae.study.tracking.uri import default_tracking_uri
+
+    link = server_trials_url(uri or default_tracking_uri(), name)
+    if link:
+        print(f"trials: {link}", flush=True)
 
 
 def cmd_remove(args: argparse.Namespace) -> int:

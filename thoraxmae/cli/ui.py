@@ -48,6 +48,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):
         print(f"{uri} is already an MLflow server: open it in a browser")
+        print_study_links(uri, uri)
         return 0
     path = sqlite_path(uri)
     check_tracking_uri(uri, write=path is not None and not path.exists())  # MLflow creates a missing database
@@ -62,8 +63,28 @@ def cmd_ui(args: argparse.Namespace) -> int:
               f"tunnel instead (ssh -L {args.port}:{LOOPBACK}:{args.port} THIS_HOST). "
               f"Host headers answered: {allowed or 'localhost and private IPs (MLflow default)'}", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"MLflow UI for {uri} on http://{shown}:{args.port} (Ctrl-C stops it)", flush=True)
+    print(f"MLflow UI for {uri} on http://{shown}:{args.port} (Ctrl-C stops it)")
+    browse = LOOPBACK if args.host in ("0.0.0.0", "::") else shown
+    print_study_links(uri, f"http://{browse}:{args.port}")
     return serve(cmd, {**os.environ, "MLFLOW_TRACKING_URI": uri})
+
+
+def print_study_links(uri: str, base: str) -> None:
+    """Each study's trials table on the UI at `base` (study/tracking/links.py), or that there is none."""
+    from mlflow import MlflowClient
+
+    from thoraxmae.study.tracking.links import study_links
+    from thoraxmae.study.tracking.uri import mlflow_errors
+
+    with mlflow_errors(uri):
+        links = study_links(MlflowClient(tracking_uri=uri))
+    if not links:
+        print(f"no study in {uri} yet: `thoraxmae study run SPEC.yaml` or `thoraxmae demo` writes one", flush=True)
+        return
+    print("trials of each study (trial runs only, best first; add the knobs as columns with the Columns button):")
+    for link in links:
+        print(f"  {link.name}: {link.url(base)}")
+    sys.stdout.flush()
 
 
 def serve(cmd: list[str], env: dict[str, str]) -> int:
