@@ -10,6 +10,7 @@ from __future__ import annotations
 import ray.train
 from ray.train.torch import TorchTrainer
 
+from thoraxmae.trainers import faults
 from thoraxmae.trainers.finetune import finetune_loop
 from thoraxmae.trainers.jobs import FinetuneJob, PretrainJob, WorkerResources
 from thoraxmae.trainers.pretrain import pretrain_loop
@@ -24,15 +25,20 @@ def _with_resources(job, scaling: ray.train.ScalingConfig):
     return job.model_copy(update={"resources": WorkerResources(cpus_per_worker=cpus, gpus_per_worker=gpus)})
 
 
+def _loop_config(job) -> dict:
+    """The job as a plain dict, and the test-only faults active here (trainers.faults; empty for users)."""
+    return {"job": job.model_dump(mode="json"), faults.CONFIG_KEY: faults.active()}
+
+
 def pretrain_trainer(job: PretrainJob, scaling: ray.train.ScalingConfig, run_config: ray.train.RunConfig
                      ) -> TorchTrainer:
     job = _with_resources(job, scaling)
-    return TorchTrainer(pretrain_loop, train_loop_config={"job": job.model_dump(mode="json")},
+    return TorchTrainer(pretrain_loop, train_loop_config=_loop_config(job),
                         scaling_config=scaling, run_config=run_config)
 
 
 def finetune_trainer(job: FinetuneJob, scaling: ray.train.ScalingConfig, run_config: ray.train.RunConfig
                      ) -> TorchTrainer:
     job = _with_resources(job, scaling)
-    return TorchTrainer(finetune_loop, train_loop_config={"job": job.model_dump(mode="json")},
+    return TorchTrainer(finetune_loop, train_loop_config=_loop_config(job),
                         scaling_config=scaling, run_config=run_config)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from thoraxmae.datasets.loader import ShardSampler, StoreDataset, make_loader
 from thoraxmae.datasets.store_read import open_store
 from thoraxmae.datasets.transforms import build_eval_transform, build_finetune_transform
+from thoraxmae.trainers import faults
 from thoraxmae.trainers import reporting as R
 from thoraxmae.trainers.checkpoints import LoadReport, load_encoder
 from thoraxmae.trainers.engine import Batch, predict, train_epoch
@@ -34,7 +35,7 @@ from thoraxmae.trainers.metrics import accuracy, auc_metrics, bootstrap_ci, mean
 from thoraxmae.trainers.models import build_classifier, resolve_model
 from thoraxmae.trainers.models.unwrap import unwrap  # the package's `unwrap` is its submodule once imported
 from thoraxmae.trainers.optim import param_groups
-from thoraxmae.trainers.runtime import Worker, maybe_fail, report, restore_files, seed_everything
+from thoraxmae.trainers.runtime import Worker, report, restore_files, seed_everything
 from thoraxmae.trainers.session import resume, schedule, start_worker
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
                  store.path, len(train_ds), len(val_ds), len(names), sched.base_lr, run.start_epoch + 1, cfg.epochs)
 
     for epoch in range(run.start_epoch, cfg.epochs):
-        maybe_fail(job.fail_once_at_epoch, epoch + 1, run.restored)
+        faults.fail("finetune", epoch + 1, run.restored, config.get(faults.CONFIG_KEY, ""))
         if epoch > 0:  # as in pre-training: a run resumed at any epoch draws what an uninterrupted one does
             seed_everything(cfg.seed, worker.rank, epoch)
         loader = make_loader(train_ds, batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch,

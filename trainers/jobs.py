@@ -24,7 +24,6 @@ class _Job(ConfigModel):
     model: ModelConfig
     data: DataConfig
     resources: WorkerResources = WorkerResources()
-    fail_once_at_epoch: int | None = Field(None, ge=1, description="test hook: raise once in this epoch")
 
 
 class PretrainJob(_Job):

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +20,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 HISTORY_STATE = "history"  # in CHECKPOINT_FILE: [rank 0's metrics of epoch 1, 2, ...] of the run's lineage
 HISTORY_METRIC = "thoraxmae/lineage"  # the first report after a restore: that history as JSON text
-HOLD_ENV = "THORAXMAE_TEST_HOLD"  # test hook "<point>:<phase>:<epoch>:<folder>", see `hold`
-HOLD_LIMIT_S = 600.0
 
 
 class Lineage:
@@ -70,25 +65,3 @@ def plain_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:
     return out
 
 
-def hold(point: str, phase: str, epoch: Any) -> None:
-    """Test hook for tests/reliability: when $THORAXMAE_TEST_HOLD is `<point>:<phase>:<epoch>:<folder>` and
-    names this point, phase and epoch, write `<folder>/<point>` and wait until that file is removed
-    (at most HOLD_LIMIT_S), so a test can kill the study at exactly this moment. `phase` matches the
-    phase name or the end of a Train run name (`train-<trial>-<phase>`); `*` matches any phase.
-    Points: `worker` (rank 0, an epoch done, before its report and checkpoint) and `forward`
-    (study.trial: a Train checkpoint recorded, before its report is forwarded to Tune)."""
-    want = os.environ.get(HOLD_ENV)
-    if not want or epoch is None:
-        return
-    w_point, w_phase, w_epoch, folder = (want.split(":", 3) + ["", "", "", ""])[:4]
-    if w_point != point or not w_epoch.isdigit() or int(w_epoch) != int(epoch) or not folder:
-        return
-    if w_phase != "*" and phase != w_phase and not phase.endswith(f"-{w_phase}"):
-        return
-    flag = Path(folder) / point
-    flag.parent.mkdir(parents=True, exist_ok=True)
-    flag.write_text(f"{phase} {epoch} {os.getpid()}\n")
-    log.warning("test hold at %s (%s, epoch %s): waiting until %s is removed", point, phase, epoch, flag)
-    deadline = time.monotonic() + HOLD_LIMIT_S
-    while flag.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)

@@ -16,6 +16,7 @@ import torch
 
 from thoraxmae.datasets.loader import StoreDataset, make_loader
 from thoraxmae.datasets.transforms import build_pretrain_transform
+from thoraxmae.trainers import faults
 from thoraxmae.trainers import reporting as R
 from thoraxmae.trainers.continuation import PRETRAIN_STATE, continuation_files, pretrain_state
 from thoraxmae.trainers.engine import Batch, train_epoch
@@ -23,7 +24,7 @@ from thoraxmae.trainers.jobs import PretrainJob
 from thoraxmae.trainers.lineage import HISTORY_STATE, LINEAGE
 from thoraxmae.trainers.models import build_mae, resolve_model
 from thoraxmae.trainers.optim import param_groups
-from thoraxmae.trainers.runtime import maybe_fail, report, restore_files, seed_everything
+from thoraxmae.trainers.runtime import report, restore_files, seed_everything
 from thoraxmae.trainers.session import resume, schedule, start_worker
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def pretrain_loop(config: dict[str, Any]) -> None:
         return loss
 
     for epoch in range(run.start_epoch, cfg.epochs):
-        maybe_fail(job.fail_once_at_epoch, epoch + 1, run.restored)
+        faults.fail("pretrain", epoch + 1, run.restored, config.get(faults.CONFIG_KEY, ""))
         if epoch > 0:  # epoch 0 draws on from the initial seeding, as a fresh run always has
             seed_everything(cfg.seed, worker.rank, epoch)
         loader = make_loader(dataset, batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch,

@@ -22,14 +22,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from thoraxmae.trainers import reporting
-from thoraxmae.trainers.lineage import HISTORY_STATE, LINEAGE, hold
+from thoraxmae.trainers import faults, reporting
+from thoraxmae.trainers.lineage import HISTORY_STATE, LINEAGE
 
 log = logging.getLogger(__name__)
-
-
-class InjectedFailure(RuntimeError):
-    """Raised once by `maybe_fail` so tests can watch Ray Train restart a worker group."""
 
 
 @dataclass(frozen=True)
@@ -102,12 +98,6 @@ def restore_files() -> dict[str, Any] | None:
     return files
 
 
-def maybe_fail(fail_once_at_epoch: int | None, epoch: int, restored: bool) -> None:
-    """Test hook: raise in epoch `fail_once_at_epoch` of a run that did not start from a checkpoint."""
-    if fail_once_at_epoch is not None and epoch == fail_once_at_epoch and not restored:
-        raise InjectedFailure(f"injected failure in epoch {epoch} (fail_once_at_epoch)")
-
-
 def report(worker: Worker, metrics: Mapping[str, Any], files: Mapping[str, Any] | None = None) -> None:
     """Report one epoch; with `files` ({name: object to torch.save}) rank 0 also attaches a checkpoint.
     The run's lineage history goes into CHECKPOINT_FILE (see the module docstring)."""
@@ -115,7 +105,7 @@ def report(worker: Worker, metrics: Mapping[str, Any], files: Mapping[str, Any] 
 
     metrics = LINEAGE.record(metrics, send=worker.is_main)
     if worker.is_main:
-        hold("worker", _train_run_name(), metrics.get(reporting.M_EPOCH))  # test hook; no-op otherwise
+        faults.hold("worker", _train_run_name(), metrics.get(reporting.M_EPOCH))  # tests only; no-op otherwise
     if files is None:
         ray.train.report(metrics)
         return

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -55,12 +54,12 @@ from thoraxmae.study.tracking.results import (
     with_history,
     without_history,
 )
-from thoraxmae.trainers.lineage import HISTORY_METRIC, hold
+from thoraxmae.trainers import faults
+from thoraxmae.trainers.lineage import HISTORY_METRIC
 from thoraxmae.trainers.reporting import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
 FINAL_MARKER = "thoraxmae_final.json"  # {"metrics": last forwarded result, "checkpoint": its dir, "history": all}
-FAIL_ENV = "THORAXMAE_TEST_FAIL_ONCE"  # test hook "<phase>:<epoch>": that phase's job raises once there
 
 
 class PhaseReportCallback(TuneReportCallback):
@@ -110,7 +109,7 @@ class PhaseReportCallback(TuneReportCallback):
         if epoch == self.final_epoch:
             write_marker(self.marker, {**without_history(first), CHECKPOINT_PATH_KEY: self.checkpoint},
                          self.checkpoint, history=[*history, without_history(first)])
-        hold("forward", self.phase, epoch)
+        faults.hold("forward", self.phase, epoch)  # tests only; no-op otherwise
         super().after_report(run_context, [first, *metrics[1:]], checkpoint)
 
 
@@ -228,19 +227,11 @@ def _trainer(phase: str, spec: StudySpec, cfg, name: str, runs_dir: Location, ca
         failure_config=ray.train.FailureConfig(max_failures=spec.resources.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1))
     data = spec.data_for(phase)
-    fail = fail_once_at(phase)
     if phase == "pretrain":
-        return api.pretrain_trainer(api.PretrainJob(model=spec.model, data=data, pretrain=cfg, fail_once_at_epoch=fail),
+        return api.pretrain_trainer(api.PretrainJob(model=spec.model, data=data, pretrain=cfg),
                                     scaling_config(spec), run_config)
-    return api.finetune_trainer(api.FinetuneJob(model=spec.model, data=data, finetune=cfg, fail_once_at_epoch=fail),
+    return api.finetune_trainer(api.FinetuneJob(model=spec.model, data=data, finetune=cfg),
                                 scaling_config(spec), run_config)
-
-
-def fail_once_at(phase: str) -> int | None:
-    """Test hook: $THORAXMAE_TEST_FAIL_ONCE `<phase>:<epoch>` makes that phase's worker raise once in that
-    epoch (trainers' `fail_once_at_epoch`: only in a run not resumed from a checkpoint)."""
-    want, _, epoch = os.environ.get(FAIL_ENV, "").partition(":")
-    return int(epoch) if want == phase and epoch.isdigit() else None
 
 
 def scaling_config(spec: StudySpec) -> ray.train.ScalingConfig:

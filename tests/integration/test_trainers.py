@@ -15,6 +15,7 @@ from tests.integration.study_helpers import history, write_spec
 from thoraxmae.cli import main as cli_main
 from thoraxmae.datasets.config import DataConfig
 from thoraxmae.study import schema
+from thoraxmae.trainers import faults
 from thoraxmae.trainers import reporting as R
 from thoraxmae.trainers.api import FinetuneJob, PretrainJob, finetune_trainer, pretrain_trainer
 from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfig
@@ -81,10 +82,11 @@ def test_finetune_on_the_phantom_learns_well_above_chance(study_ray, learnable_s
     assert {R.CHECKPOINT_FILE, R.BEST_MODEL_FILE} <= files
 
 
-def test_pretrain_resumes_from_its_checkpoint_after_a_worker_failure(study_ray, phantom_store, tmp_path):
+def test_pretrain_resumes_from_its_checkpoint_after_a_worker_failure(study_ray, phantom_store, tmp_path, monkeypatch):
     cfg = PretrainConfig(epochs=3, warmup_epochs=1, batch_size=16, max_steps_per_epoch=6, mask_ratio=0.75,
                          blr=1.5e-3)
-    job = PretrainJob(model=TINY, data=DataConfig(store=phantom_store), pretrain=cfg, fail_once_at_epoch=2)
+    monkeypatch.setenv(faults.ENV, faults.fail_entry("pretrain", 2))  # passed to the workers by trainers.api
+    job = PretrainJob(model=TINY, data=DataConfig(store=phantom_store), pretrain=cfg)
     log = tmp_path / "epochs.jsonl"
     result = pretrain_trainer(job, ray.train.ScalingConfig(num_workers=1),
                               run_config(tmp_path, "mae", max_failures=1, callbacks=[EpochLog(log)])).fit()
@@ -93,7 +95,7 @@ def test_pretrain_resumes_from_its_checkpoint_after_a_worker_failure(study_ray, 
     assert result.metrics[R.M_EPOCH] == 3 and result.metrics[R.M_PRETRAIN_LOSS] > 0
 
 
-def test_finetune_resumes_and_still_tests_the_best_epoch(study_ray, phantom_store, tmp_path):
+def test_finetune_resumes_and_still_tests_the_best_epoch(study_ray, phantom_store, tmp_path, monkeypatch):
     import argparse
 
     import torch
@@ -105,7 +107,8 @@ def test_finetune_resumes_and_still_tests_the_best_epoch(study_ray, phantom_stor
                 "args": argparse.Namespace(model="mae_vit_small_patch16_dec512d2b")}, init)
     cfg = FinetuneConfig(epochs=3, warmup_epochs=1, batch_size=16, max_steps_per_epoch=4, blr=1e-3, bootstrap=10,
                          init=init)
-    job = FinetuneJob(model=TINY, data=DataConfig(store=phantom_store), finetune=cfg, fail_once_at_epoch=3)
+    monkeypatch.setenv(faults.ENV, faults.fail_entry("finetune", 3))
+    job = FinetuneJob(model=TINY, data=DataConfig(store=phantom_store), finetune=cfg)
     log = tmp_path / "epochs.jsonl"
     result = finetune_trainer(job, ray.train.ScalingConfig(num_workers=1),
                               run_config(tmp_path, "ft", max_failures=1, callbacks=[EpochLog(log)])).fit()

@@ -1,6 +1,6 @@
 """Helpers of the reliability suite: tiny pipeline specs, the `thoraxmae` CLI as a child process (each in its
 own process group, with the local Ray it starts), kills timed by the test hooks of trainers.lineage
-(THORAXMAE_TEST_HOLD) or by a new checkpoint folder, and exact MLflow histories."""
+(trainers.faults) or by a new checkpoint folder, and exact MLflow histories."""
 from __future__ import annotations
 
 import os
@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from tests.integration.study_helpers import trial_runs  # noqa: F401  (one copy, re-exported)
 from thoraxmae.study import schema
-from thoraxmae.trainers.lineage import HOLD_ENV
+from thoraxmae.trainers import faults
 
 CLI = [sys.executable, "-m", "thoraxmae"]
 # Fail fast when a worker group cannot be placed; no drain wait when a trial stops.
@@ -54,7 +54,7 @@ class Driver:
     """One `thoraxmae study run|resume` process (a new session: it and the local Ray it starts)."""
 
     def __init__(self, args: list[str], cwd: Path, log: Path, **env: str):
-        full = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", HOLD_ENV)}
+        full = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", faults.ENV)}
         full.update({**FAIL_FAST, **env})
         full["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full.get('PATH', '')}"
         self.log = log
@@ -89,9 +89,10 @@ class Driver:
         return rc
 
 
-def hold(point: str, phase: str, epoch: int, folder: Path) -> dict[str, str]:
-    """The environment that makes the study wait at that point (trainers.lineage.hold) for a kill."""
-    return {HOLD_ENV: f"{point}:{phase}:{epoch}:{folder}"}
+def hold(point: str, phase: str, epoch: int, folder: Path, *also: str) -> dict[str, str]:
+    """The environment that makes the study wait at that point (trainers.faults.hold) for a kill, with
+    further fault entries `also` (e.g. faults.fail_entry)."""
+    return faults.env(faults.hold_entry(point, phase, epoch, folder), *also)
 
 
 def checkpoints(storage: Path, study: str, phase: str) -> set[Path]:

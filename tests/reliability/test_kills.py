@@ -2,7 +2,7 @@
 that used to lose or duplicate an epoch, resume it with `thoraxmae study resume`, and check that every
 metric of every trial run holds epochs 1..E exactly once, with exactly num_samples trial runs.
 
-The kills are timed by the hooks of trainers.lineage (THORAXMAE_TEST_HOLD makes the worker or the Train
+The kills are timed by the hooks of trainers.faults (THORAXMAE_FAULTS makes the worker or the Train
 controller wait at one point until the test kills everything) or by a new checkpoint folder appearing.
 One trial is killed five times: each `study resume` costs a Ray start and a Train run start, so the
 moments share one lineage instead of one study each."""
@@ -24,7 +24,8 @@ from tests.reliability.helpers import (
     trial_runs,
 )
 from thoraxmae.study import schema
-from thoraxmae.study.run.trial import FAIL_ENV, FINAL_MARKER
+from thoraxmae.study.run.trial import FINAL_MARKER
+from thoraxmae.trainers import faults
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +69,8 @@ def test_a_pipeline_trial_killed_at_every_moment_loses_and_repeats_no_epoch(phan
 
     # 3. the reported failure, after a worker failure: fine-tuning epoch 2 checkpointed, the driver dies
     #    before its report is forwarded
-    r3 = _resume(name, uri, tmp_path, "r3.log", **{FAIL_ENV: "finetune:2"},
-                 **hold("forward", "finetune", 2, tmp_path / "h3"))
+    r3 = _resume(name, uri, tmp_path, "r3.log",
+                 **hold("forward", "finetune", 2, tmp_path / "h3", faults.fail_entry("finetune", 2)))
     _killed_at(r3, tmp_path / "h3" / "forward", "fine-tuning epoch 2's report",
                lambda: steps(histories(uri, run_id), schema.M_VAL_MAUC) == [1])
     assert _pretrain_steps(uri, run_id) == [1, 2, 3]  # back-filled with fine-tuning's first report

@@ -21,7 +21,9 @@ from thoraxmae.study.run.trial import PhaseReportCallback, read_marker
 from thoraxmae.study.spec.load import parse_spec, with_defaults
 from thoraxmae.study.tracking.callback import MlflowStudyCallback
 from thoraxmae.study.tracking.results import HISTORY_KEY, PHASE_KEY, lineage_results
-from thoraxmae.trainers.lineage import HISTORY_METRIC, HOLD_ENV, Lineage, hold, plain_metrics
+from thoraxmae.trainers.faults import ENV as FAULTS_ENV
+from thoraxmae.trainers.faults import InjectedFailure, fail, hold
+from thoraxmae.trainers.lineage import HISTORY_METRIC, Lineage, plain_metrics
 
 NAN = math.nan
 
@@ -67,7 +69,7 @@ def test_a_malformed_checkpoint_history_starts_empty():
 def test_hold_waits_only_at_its_point_until_released(tmp_path, monkeypatch):
     import threading
 
-    monkeypatch.setenv(HOLD_ENV, f"forward:finetune:2:{tmp_path / 'flags'}")
+    monkeypatch.setenv(FAULTS_ENV, f"fail:pretrain:1;hold:forward:finetune:2:{tmp_path / 'flags'}")
     hold("forward", "train-abc-finetune", 1)  # another epoch: no wait
     hold("worker", "train-abc-finetune", 2)  # another point
     hold("forward", "train-abc-pretrain", 2)  # another phase
@@ -83,6 +85,18 @@ def test_hold_waits_only_at_its_point_until_released(tmp_path, monkeypatch):
     flag.unlink()
     waiter.join(10)
     assert not waiter.is_alive()
+
+
+def test_fail_raises_once_only_where_named_and_never_after_a_restore(monkeypatch):
+    monkeypatch.setenv(FAULTS_ENV, "hold:worker:*:1:/nowhere;fail:pretrain:2")
+    fail("pretrain", 1, restored=False)  # another epoch
+    fail("finetune", 2, restored=False)  # another phase
+    fail("pretrain", 2, restored=True)  # resumed from a checkpoint: the retry passes
+    with pytest.raises(InjectedFailure, match="pretrain epoch 2"):
+        fail("pretrain", 2, restored=False)
+    fail("pretrain", 2, restored=False, spec="")  # the train loop config's faults win over the environment
+    monkeypatch.delenv(FAULTS_ENV)
+    fail("pretrain", 2, restored=False)  # nothing set: no fault
 
 
 # --- forwarding Train reports to Tune ---------------------------------------------------------------
