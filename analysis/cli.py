@@ -54,7 +54,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from thoraxmae.analysis.load import default_tracking_uri
     from thoraxmae.analysis.recipe import load_reference
     from thoraxmae.analysis.report import build_report
+    from thoraxmae.study.tracking.uri import mlflow_cli_defaults
 
+    mlflow_cli_defaults()  # no telemetry (README "Security defaults"), unless the user asked for it
     console = Console(stderr=True)
     uri = args.tracking_uri or default_tracking_uri()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress line instead

@@ -3,6 +3,7 @@ store, or says there is none; `study status` and `report` print the same link wh
 server. A real `mlflow server` and the real CLI; the link opened in a browser: tests/integration/test_browser.py."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_ui_on_a_store_without_a_study_says_so(tmp_path):
     assert "Traceback" not in text
 
 
-def test_server_commands_print_the_study_trials_link(mlflow_server, tmp_path, capsys):  # noqa: F811
+def test_server_commands_print_the_study_trials_link(mlflow_server, tmp_path, capsys, monkeypatch):  # noqa: F811
     write_store_manifest(tmp_path / "store")
     raw = {"name": "linked", "stage": "finetune", "data": {"store": str(tmp_path / "store")},
            "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8},
@@ -74,6 +75,8 @@ def test_server_commands_print_the_study_trials_link(mlflow_server, tmp_path, ca
 
     assert f"trials: {link}\n" in cli(capsys, "study", "status", "linked", "--tracking-uri", mlflow_server)
     assert f"  linked: {link}\n" in cli(capsys, "ui", "--tracking-uri", mlflow_server)
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
     report = cli(capsys, "report", "linked", "--tracking-uri", mlflow_server, "--out", str(tmp_path / "report"),
                  "--bootstrap", "0", "--no-log")
     assert f"trials: {link}\n" in report
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"  # the report command keeps MLflow's telemetry off
