@@ -85,7 +85,7 @@ def plot_effects(a: StudyAnalysis, path: Path) -> Path:
     nrows = max(1, -(-len(effects) // cols))
     fig = Figure(figsize=(4.2 * cols + 0.8, 3.5 * nrows + 0.5), dpi=DPI, layout="constrained")
     axes = fig.subplots(nrows, cols, squeeze=False)
-    for ax, e in zip(axes.flat, effects, strict=False):
+    for ax, e in zip(axes.flat, effects, strict=False):  # the grid may hold more axes than effects
         x = np.array([b.center for b in e.bins], dtype=float)
         mean = np.array([b.mean for b in e.bins])
         lo = np.nan_to_num(mean - np.array([b.ci_low for b in e.bins]))
@@ -186,7 +186,7 @@ def plot_curves(a: StudyAnalysis, path: Path) -> Path:
     top = list(a.recipe.top["trial_id"]) if a.recipe is not None else []
     fig = Figure(figsize=(9, 4.5), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    for tid, c in curves.groupby("trial_id", sort=False):
+    for _, c in curves.groupby("trial_id", sort=False):
         status = c["status"].iloc[0]
         if status == schema.STATUS_PRUNED:
             ax.plot(c["epoch"], c["value"], "--", color=STATUS_COLOURS[status], alpha=0.45, lw=0.9)

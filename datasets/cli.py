@@ -327,7 +327,7 @@ def _table(args: argparse.Namespace):
     table = concat_tables(tables)
     table.notes["sources"] = [{"name": part, "format": fmt, "dir": str(root.resolve()), "images": len(t),
                                "counts": t.split_counts()}
-                              for part, (fmt, root, _), t in zip(table.notes["parts"], plans, tables)]
+                              for part, (fmt, root, _), t in zip(table.notes["parts"], plans, tables, strict=True)]
     if keep is not None:
         table.notes["kept_splits"] = [s for s in SPLIT_NAMES if s in keep]
     return table

@@ -6,6 +6,7 @@ the path, never a traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -44,7 +45,5 @@ def reason(exc: OSError) -> str:
 def remove_if_empty(*folders: Path) -> None:
     """Remove each folder that holds nothing (innermost first); leave any that holds a file."""
     for folder in folders:
-        try:
+        with contextlib.suppress(OSError):
             os.rmdir(folder)
-        except OSError:
-            pass

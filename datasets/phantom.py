@@ -126,7 +126,7 @@ def top_up(labels: np.ndarray, test: np.ndarray, rng: np.random.Generator) -> No
 
 
 def finding_text(row: np.ndarray) -> str:
-    names = [k for k, v in zip(NIH_LABELS, row) if v > 0]
+    names = [k for k, v in zip(NIH_LABELS, row, strict=True) if v > 0]
     return "|".join(names) if names else NO_FINDING
 
 
@@ -148,21 +148,21 @@ def generate_phantom(out: Path, n: int, size: int = 256, seed: int = 0, *,
     persist_chronic(labels, follow_up, rng)
     test = split_patients(patient, rng)
     top_up(labels, test, rng)
-    names = [f"{p:08d}_{f:03d}.png" for p, f in zip(patient, follow_up)]
+    names = [f"{p:08d}_{f:03d}.png" for p, f in zip(patient, follow_up, strict=True)]
     (out / "images").mkdir(parents=True, exist_ok=True)
     anatomy = None
     for i, name in enumerate(names):
         image_rng = np.random.default_rng((seed, i))
         if follow_up[i] == 0:
             anatomy = sample_anatomy(np.random.default_rng((seed, int(patient[i]), 1 << 20)))
-        positive = [k for k, v in zip(NIH_LABELS, labels[i]) if v > 0]
+        positive = [k for k, v in zip(NIH_LABELS, labels[i], strict=True) if v > 0]
         pixels = render(jitter(anatomy, image_rng), positive, size, image_rng)
         Image.fromarray(pixels, mode="L").save(out / "images" / name, compress_level=1)
         if progress is not None:
             progress(1)
     _write_csv(out / CSV_NAME, names, labels, patient, follow_up, rng)
-    (out / "train_val_list.txt").write_text("".join(f"{m}\n" for m, t in zip(names, test) if not t))
-    (out / "test_list.txt").write_text("".join(f"{m}\n" for m, t in zip(names, test) if t))
+    (out / "train_val_list.txt").write_text("".join(f"{m}\n" for m, t in zip(names, test, strict=True) if not t))
+    (out / "test_list.txt").write_text("".join(f"{m}\n" for m, t in zip(names, test, strict=True) if t))
     log.info("phantom: %d images of %d px, %d patients, %d test images -> %s", n, size, len(set(patient.tolist())),
              int(test.sum()), out)
     return out

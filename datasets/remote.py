@@ -120,7 +120,7 @@ def missing_shards(uri: str, manifest: dict) -> list[str]:
 
     filesys, root = filesystem(uri)
     infos = filesys.get_file_info([f"{root}/{e['file']}" for e in manifest["shards"]])
-    return [e["file"] for e, info in zip(manifest["shards"], infos) if info.type != fs.FileType.File]
+    return [e["file"] for e, info in zip(manifest["shards"], infos, strict=True) if info.type != fs.FileType.File]
 
 
 def shard_sizes(uri: str, manifest: dict) -> dict[str, int | None]:
@@ -133,7 +133,7 @@ def shard_sizes(uri: str, manifest: dict) -> dict[str, int | None]:
     except OSError as exc:
         raise DataError(f"{uri}: cannot list the store's shards ({exc})") from None
     return {e["file"]: (info.size if info.type == fs.FileType.File else None)
-            for e, info in zip(manifest["shards"], infos)}
+            for e, info in zip(manifest["shards"], infos, strict=True)}
 
 
 def local_store(store: Path | str) -> Path:

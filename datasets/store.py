@@ -274,7 +274,7 @@ def _manifest(table: SourceTable, out: Path, plans: list[ShardPlan], size: int, 
         for s in SPLITS:
             rows = split == s
             counts[s] += int(rows.sum())
-            for name, c in zip(table.label_names, (labels[rows] * mask[rows]).sum(0)):
+            for name, c in zip(table.label_names, (labels[rows] * mask[rows]).sum(0), strict=True):
                 positives[s][name] += int(c)
         shards.append({"file": plan.file, "rows": len(view), "bytes": (out / plan.file).stat().st_size,
                        "sha256": digests[plan.index]})

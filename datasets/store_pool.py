@@ -8,6 +8,7 @@ gone exits within POLL_S seconds.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -30,10 +31,8 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
 def die_with_parent(parent: int) -> None:
     """Pool initializer: exit as soon as process `parent` is gone (see the module docstring)."""
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # no prctl in this libc: the watch thread alone does it
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # no prctl in this libc: the watch thread alone does it
-            pass
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
     threading.Thread(target=_watch, args=(parent,), name="parent-watch", daemon=True).start()

@@ -72,7 +72,7 @@ def decode_chunk(paths: list[str], readers: list[str], size: int) -> tuple[list[
     [(position in the chunk, reason)] of those that did not)."""
     pixels: list[Levels] = []
     failed: list[tuple[int, str]] = []
-    for i, (path, reader) in enumerate(zip(paths, readers)):
+    for i, (path, reader) in enumerate(zip(paths, readers, strict=True)):
         try:
             pixels.append(decode(path, reader, size))
         except DataError as e:

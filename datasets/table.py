@@ -46,7 +46,7 @@ class SourceTable:
     def positives(self, split: str | None = None) -> dict[str, int]:
         rows = slice(None) if split is None else (self.frame["split"] == split).to_numpy()
         counted = self.labels[rows] * self.mask[rows]
-        return {n: int(c) for n, c in zip(self.label_names, counted.sum(axis=0))}
+        return {n: int(c) for n, c in zip(self.label_names, counted.sum(axis=0), strict=True)}
 
     def select(self, rows: np.ndarray) -> SourceTable:
         """A new table with only `rows` (bool mask or integer index)."""
@@ -99,7 +99,7 @@ def concat_tables(tables: Sequence[SourceTable], name: str = "mixture",
     names = list(label_names) if label_names is not None else _union_names(tables)
     parts = _unique_names([t.name for t in tables])
     frames, labels, masks = [], [], []
-    for t, part in zip(tables, parts):
+    for t, part in zip(tables, parts, strict=True):
         fr = t.frame.copy()
         fr["image_id"] = part + "/" + fr["image_id"].astype(str)
         fr["patient_id"] = part + "/" + fr["patient_id"].astype(str)
@@ -117,7 +117,7 @@ def concat_tables(tables: Sequence[SourceTable], name: str = "mixture",
         raise DataError(f"concat_tables: cannot mix tasks {sorted(tasks)}")
     return SourceTable(name, tuple(names), pd.concat(frames, ignore_index=True), np.concatenate(labels),
                        np.concatenate(masks), tasks.pop(),
-                       {"parts": parts, "part_notes": {p: dict(t.notes) for p, t in zip(parts, tables)}})
+                       {"parts": parts, "part_notes": {p: dict(t.notes) for p, t in zip(parts, tables, strict=True)}})
 
 
 def keep_splits(table: SourceTable, splits: Sequence[str]) -> SourceTable:

@@ -73,7 +73,7 @@ def harmonise_labels(table: SourceTable, aliases: Mapping[str, str] = LABEL_ALIA
     if len(set(names)) != len(names):
         raise DataError(f"{table.name}: renaming labels {list(table.label_names)} through {dict(aliases)} "
                         f"gives duplicate names {names}")
-    renamed = {a: b for a, b in zip(table.label_names, names) if a != b}
+    renamed = {a: b for a, b in zip(table.label_names, names, strict=True) if a != b}
     notes = {**table.notes, "renamed_labels": renamed}
     return SourceTable(table.name, names, table.frame, table.labels, table.mask, table.task, notes).validate()
 

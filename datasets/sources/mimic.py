@@ -57,7 +57,7 @@ def load_mimic(root: Path, *, uncertainty: UncertaintyOption = "zeros", views: S
     split_of = _official_split(root / SPLIT_FILE)
     splits = np.array([split_of.get(d, "") for d in dicom_ids.tolist()], dtype=object)
     label_row, raw_all = _labels(root / LABELS_FILE)
-    rows_idx = np.array([label_row.get((s, t), -1) for s, t in zip(subjects.tolist(), studies.tolist())])
+    rows_idx = np.array([label_row.get((s, t), -1) for s, t in zip(subjects.tolist(), studies.tolist(), strict=True)])
     notes = {"views": list(views), "uncertainty": policy,
              "no_split": int((keep & (splits == "")).sum()), "no_labels": int((keep & (rows_idx < 0)).sum())}
     for what, n in (("no split entry", notes["no_split"]), ("no labels for their study", notes["no_labels"])):
@@ -68,7 +68,7 @@ def load_mimic(root: Path, *, uncertainty: UncertaintyOption = "zeros", views: S
         raise DataError(f"{meta_path}: no image with ViewPosition in {list(views)} has a split and labels")
     labels, mask = apply_policy(raw_all[rows_idx[keep]], MIMIC_LABELS, policy)
     paths = np.array([str(_image_path(root, s, t, d)) for s, t, d in
-                      zip(subjects[keep].tolist(), studies[keep].tolist(), dicom_ids[keep].tolist())], dtype=object)
+                      zip(subjects[keep].tolist(), studies[keep].tolist(), dicom_ids[keep].tolist(), strict=True)], dtype=object)
     rows = Rows(dicom_ids[keep], paths, subjects[keep], splits[keep], labels, mask, notes)
     rows = drop_missing(rows, files_exist(paths), missing=missing, where=str(meta_path))
     return build_table("mimic", MIMIC_LABELS, rows)
@@ -84,7 +84,7 @@ def _official_split(path: Path) -> dict[str, str]:
     ids = strings(df["dicom_id"])
     check_unique(ids, path, "dicom_id")
     out: dict[str, str] = {}
-    for i, (dicom_id, split) in enumerate(zip(ids.tolist(), strings(df["split"]).tolist())):
+    for i, (dicom_id, split) in enumerate(zip(ids.tolist(), strings(df["split"]).tolist(), strict=True)):
         if split not in SPLIT_NAMES:
             raise DataError(f"{path}: line {csv_line(i)}: split {split!r} is not one of {list(SPLIT_NAMES)}")
         out[dicom_id] = SPLIT_NAMES[split]
@@ -94,6 +94,6 @@ def _official_split(path: Path) -> dict[str, str]:
 def _labels(path: Path) -> tuple[dict[tuple[str, str], int], np.ndarray]:
     """(subject_id, study_id) -> row, and the raw label matrix [S, 14] (1 / 0 / -1 / NaN)."""
     df = read_csv_checked(path, ("subject_id", "study_id", *MIMIC_LABELS))
-    keys = [(s, t) for s, t in zip(strings(df["subject_id"]).tolist(), strings(df["study_id"]).tolist())]
+    keys = [(s, t) for s, t in zip(strings(df["subject_id"]).tolist(), strings(df["study_id"]).tolist(), strict=True)]
     check_unique(np.array([f"{s}/{t}" for s, t in keys], dtype=object), path, "subject_id/study_id")
     return {k: i for i, k in enumerate(keys)}, parse_label_values(df, MIMIC_LABELS, path)

@@ -158,7 +158,7 @@ def _paper_splits(folder: Path, names: np.ndarray, labels: np.ndarray, csv_path:
             i = _row_of(fields[0], position, path, line)
             given = np.array(fields[1:], dtype=np.float32)
             if not np.array_equal(given, labels[i]):
-                differ = [n for n, a, b in zip(NIH_LABELS, given, labels[i]) if a != b]
+                differ = [n for n, a, b in zip(NIH_LABELS, given, labels[i], strict=True) if a != b]
                 raise DataError(f"{path}: line {line}: labels of {fields[0]} disagree with {csv_path.name} "
                                 f"on {differ}")
             if splits[i]:

@@ -48,7 +48,7 @@ def semantic_problems(spec: StudySpec) -> list[str]:
     problems += coverage_problems(spec)
     if problems:
         return problems
-    for i, (raw, point) in enumerate(zip(spec.search.points_to_evaluate, study_points(spec), strict=False)):
+    for i, (raw, point) in enumerate(zip(spec.search.points_to_evaluate, study_points(spec), strict=False)):  # + coverage points
         problems += _point_problems(spec, i, raw, point)
     if spec.search.scheduler.max_t is not None and spec.search.scheduler.max_t > _max_epochs(spec):
         problems.append(f"search.scheduler.max_t={spec.search.scheduler.max_t} exceeds "

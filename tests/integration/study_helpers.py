@@ -1,6 +1,7 @@
 """Tiny study specs and MLflow queries shared by the study integration tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -82,12 +83,8 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 30) -> None:
     """SIGTERM the process, then SIGKILL its process group (ours: started with a new session)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=30)

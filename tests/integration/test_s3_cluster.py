@@ -40,9 +40,9 @@ from thoraxmae.datasets.remote import upload_store
 from thoraxmae.datasets.storage import Location
 from thoraxmae.study import schema
 from thoraxmae.study.registry import ENTRY_FILE
-from thoraxmae.study.storage import REGISTRY_DIR
 from thoraxmae.study.run.pipeline import CHECKPOINT_FILE
 from thoraxmae.study.run.trial import FINAL_MARKER
+from thoraxmae.study.storage import REGISTRY_DIR
 from thoraxmae.study.tracking.lookup import SPEC_FILE
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ def s3_cluster(s3, tmp_path) -> Iterator[Cluster]:
 def _wait(ready, procs: list[subprocess.Popen], tmp_path: Path, what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
-        for proc, name in zip(procs, NODES, strict=False):
+        for proc, name in zip(procs, NODES, strict=False):  # the nodes started so far
             assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
         assert time.monotonic() < deadline, f"no {what} after {timeout} s"
         time.sleep(0.5)

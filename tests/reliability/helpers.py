@@ -3,6 +3,7 @@ own process group, with the local Ray it starts), kills timed by the test hooks 
 (trainers.faults) or by a new checkpoint folder, and exact MLflow histories."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -74,10 +75,8 @@ class Driver:
 
     def kill(self) -> None:
         """SIGKILL the driver's whole process group: the driver and the Ray it started die at once."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=60)
         self._out.close()
 

@@ -64,8 +64,8 @@ def test_the_real_nih_source_reads_it(small):
     assert table.label_names == NIH_LABELS and len(table) == 60
     assert all(table.split_counts()[s] > 0 for s in ("train", "val", "test"))
     csv = {r.split(",")[0]: r.split(",")[1] for r in (small / CSV_NAME).read_text().splitlines()[1:]}
-    for name, row in zip(table.frame["image_id"], table.labels):
-        assert {k for k, v in zip(NIH_LABELS, row) if v} == ({*csv[name].split("|")} - {"No Finding"})
+    for name, row in zip(table.frame["image_id"], table.labels, strict=True):
+        assert {k for k, v in zip(NIH_LABELS, row, strict=True) if v} == ({*csv[name].split("|")} - {"No Finding"})
 
 
 def test_same_seed_same_bytes_other_seed_other_images(small, tmp_path):
@@ -80,7 +80,7 @@ def test_same_seed_same_bytes_other_seed_other_images(small, tmp_path):
 
 def test_label_frequencies_follow_nih():
     labels = draw_labels(40_000, np.random.default_rng(0))
-    prevalence = dict(zip(NIH_LABELS, labels.mean(0)))
+    prevalence = dict(zip(NIH_LABELS, labels.mean(0), strict=True))
     assert 0.50 < (labels.sum(1) == 0).mean() < 0.58  # NIH: 53.8% No Finding
     assert max(prevalence, key=prevalence.get) == "Infiltration" and 0.15 < prevalence["Infiltration"] < 0.24
     assert min(prevalence, key=prevalence.get) == "Hernia" and prevalence["Hernia"] < 0.006

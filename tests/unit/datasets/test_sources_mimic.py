@@ -38,7 +38,7 @@ def _edit_gz(path: Path, old: str, new: str) -> None:
 
 
 def test_labels_are_the_alphabetical_fourteen():
-    assert MIMIC_LABELS == tuple(sorted(MIMIC_LABELS)) and len(MIMIC_LABELS) == 14
+    assert tuple(sorted(MIMIC_LABELS)) == MIMIC_LABELS and len(MIMIC_LABELS) == 14
 
 
 def test_join_keeps_ap_pa_images_with_split_and_labels(root):

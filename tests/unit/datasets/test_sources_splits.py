@@ -15,7 +15,7 @@ PATIENTS = np.array([f"p{i // 3}" for i in range(60)], dtype=object)  # 20 patie
 
 def test_random_split_counts_and_patient_grouping():
     split = random_split(PATIENTS, seed=1, val_fraction=0.1, test_fraction=0.25, where="x")
-    by_patient = {p: set(split[PATIENTS == p]) for p in set(PATIENTS)}
+    by_patient = {p: set(split[p == PATIENTS]) for p in set(PATIENTS)}
     assert all(len(s) == 1 for s in by_patient.values())
     counts = {s: sum(v == {s} for v in by_patient.values()) for s in ("train", "val", "test")}
     assert counts == {"train": 13, "val": 2, "test": 5}
@@ -31,7 +31,7 @@ def test_split_ignores_row_order():
 def test_nih_split_ignores_csv_row_order(tmp_path):
     a = load_source("nih", write_nih(tmp_path / "a"), split_seed=2)
     b = load_source("nih", write_nih(tmp_path / "b", entries=nih_entries()[::-1]), split_seed=2)
-    assert dict(zip(a.frame["image_id"], a.frame["split"])) == dict(zip(b.frame["image_id"], b.frame["split"]))
+    assert dict(zip(a.frame["image_id"], a.frame["split"], strict=True)) == dict(zip(b.frame["image_id"], b.frame["split"], strict=True))
 
 
 def test_carve_val_only_touches_train_rows():

@@ -96,7 +96,7 @@ def test_randaug_ops_and_magnitudes_are_timms():
     ref = next(t for t in reference_finetune(224, 0.08, 6).transforms if type(t).__name__ == "RandAugment")
     assert ours.num_layers == ref.num_layers == 2 and ours.choice_weights is ref.choice_weights is None
     assert [op.name for op in ours.ops] == [op.name for op in ref.ops] and len(ours.ops) == 15
-    for a, b in zip(ours.ops, ref.ops):
+    for a, b in zip(ours.ops, ref.ops, strict=True):
         assert (a.aug_fn, a.level_fn, a.prob, a.magnitude, a.magnitude_std) == \
             (b.aug_fn, b.level_fn, b.prob, b.magnitude, b.magnitude_std) == (a.aug_fn, a.level_fn, 0.5, 6, 0.5)
         # one gray fill level where the reference has (129, 129, 129); the same translate / resampling

@@ -45,7 +45,7 @@ def test_accumulation_steps_the_optimizer_once_per_accum_batches(accum, steps):
     stats = train_epoch(model, loader(), opt, bce, 0, Schedule(1e-2, 0.0, 0, 2, accum), CPU)
     assert opt.steps == steps and stats.images == 8 and stats.loss > 0
     assert opt.lrs[0] == pytest.approx(1e-2)  # no warm-up: the cosine starts at base_lr
-    assert all(a >= b for a, b in zip(opt.lrs, opt.lrs[1:], strict=False))
+    assert all(a >= b for a, b in zip(opt.lrs, opt.lrs[1:], strict=False))  # consecutive pairs
 
 
 def test_max_steps_caps_the_epoch():
