@@ -21,6 +21,7 @@ from thoraxmae.analysis.load import Progress, load_study
 from thoraxmae.analysis.plots import draw_all
 from thoraxmae.analysis.render import render_html, render_markdown
 from thoraxmae.analysis.sections import build_sections
+from thoraxmae.analysis.tournament_section import draw_bracket, tournament_sections
 from thoraxmae.datasets.errors import DataError
 from thoraxmae.datasets.output import output_folder, reason, remove_if_empty
 from thoraxmae.study import schema
@@ -99,8 +100,10 @@ def _write(a: StudyAnalysis, out: Path, top_fraction: float, min_k: int,
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
         figures = draw_all(a, staging)
+        figures.update(draw_bracket(a, staging))  # a recipe tournament's bracket (analysis/tournament_section.py)
         recipe_text = recipe_yaml_text(a) if a.recipe is not None else ""
         sections = build_sections(a, figures, recipe_text)
+        sections[1:1] = tournament_sections(a, figures)
         title = f"Recipe report: study {a.study.name}"
         subtitle = (f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `thoraxmae report` from "
                     f"`{a.study.tracking_uri}`; objective `{a.study.metric}` ({a.study.mode}); top-k = best "

@@ -38,9 +38,11 @@ ROLE_STUDY = "study"
 ROLE_TRIAL = "trial"
 ROLE_RUN = "run"  # a single `thoraxmae pretrain|finetune` run (no search)
 ROLE_CONFIRM = "confirm"  # a confirmation run: a recipe re-run with a fresh seed (child of the study's parent run)
-TAG_RECIPE = "thoraxmae.recipe"  # confirm runs: `trial-<trial_id>` (a search trial's recipe) or `reference`
-TAG_SOURCE_RUN = "thoraxmae.source_run"  # confirm runs: MLflow run id of the trial repeated (absent for reference)
+TAG_RECIPE = "thoraxmae.recipe"  # confirm runs: `trial-<trial_id>` (a search trial's recipe), `median` or `reference`
+TAG_SOURCE_RUN = "thoraxmae.source_run"  # confirm runs: MLflow run id of the trial repeated (absent when none ran it;
+# on `reference` runs: the search trial whose knobs equal the reference's, run once as the reference)
 RECIPE_REFERENCE = "reference"
+RECIPE_MEDIAN = "median"  # the top-k median recipe (analysis/recipe.py) when no search trial ran exactly it
 RECIPE_TRIAL_PREFIX = "trial-"
 PARAM_SEED = "seed"  # confirm runs: the seed, an int
 ROLE_PRETRAIN = "pretrain"  # a registered pre-training (study/registry.py), child of the study that ran it
@@ -63,6 +65,16 @@ STATUS_COMPLETED = "completed"
 STATUS_PRUNED = "pruned"
 STATUS_FAILED = "failed"
 STATUS_RUNNING = "running"
+# A trial's status <-> MLflow's run status (what the MLflow UI shows): written by study.tracking.writer, read
+# back by analysis.load for runs without a status tag (still running, or older than the tag).
+MLFLOW_STATUS = {STATUS_COMPLETED: "FINISHED", STATUS_PRUNED: "KILLED", STATUS_FAILED: "FAILED"}
+FROM_MLFLOW_STATUS = {**{v: k for k, v in MLFLOW_STATUS.items()}, "RUNNING": STATUS_RUNNING,
+                      "SCHEDULED": STATUS_RUNNING}
+# Parent-run params: what the study searched for and how (docs/mlflow-schema.md)
+PARAM_METRIC = "search.metric"
+PARAM_MODE = "search.mode"
+PARAM_NUM_SAMPLES = "search.num_samples"
+PARAM_KNOBS = "search.knobs"  # the searched knobs, comma-separated
 TRIAL_STATUSES = (STATUS_COMPLETED, STATUS_PRUNED, STATUS_FAILED, STATUS_RUNNING)
 
 # --- artifacts ----------------------------------------------------------------------------------
@@ -109,3 +121,16 @@ def val_auc(label: str) -> str:
 
 def test_auc(label: str) -> str:
     return f"{M_TEST_AUC_PREFIX}{label}"
+
+# --- recipe tournaments (study/run/tournament.py, docs/mlflow-schema.md) ---------------------------------------
+TAG_TOURNAMENT_TASK = "thoraxmae.tournament.task"  # scoring runs: `e<rung>-r<recipe>-s<config>` (also their trial id)
+TAG_TOURNAMENT_RUNG = "thoraxmae.tournament.rung"  # scoring runs: the pre-training epochs of the encoder scored
+TAG_TOURNAMENT_RECIPE = "thoraxmae.tournament.recipe"  # scoring runs: the recipe's label (knob=value, ...)
+TAG_TOURNAMENT_CONFIG = "thoraxmae.tournament.config"  # scoring runs: j, the paired scoring configuration
+TAG_TOURNAMENT_WINNER = "thoraxmae.tournament.winner"  # parent run: the winning recipe's label
+TAG_TOURNAMENT_ENCODER = "thoraxmae.tournament.encoder"  # parent run: `registry:<entry>` of the winner at the last rung
+ARTIFACT_TOURNAMENT = "tournament/bracket.json"  # parent run: every rung's promotion evidence (study/run/tournament.py)
+ARTIFACT_RUNG = "tournament/rung-{epochs}.json"  # parent run: one rung's evidence, logged when it is decided
+M_TOURNAMENT_EPOCHS = "tournament/pretrain_epochs"  # parent run: pre-training epochs spent
+M_TOURNAMENT_FULL = "tournament/pretrain_epochs_full"  # parent run: every recipe taken to the last rung
+M_TOURNAMENT_ONE = "tournament/pretrain_epochs_one"  # parent run: one pre-training to the last rung

@@ -105,6 +105,12 @@ def _run(spec, resume: bool) -> int:
     console.print(f"Ray ready in {seconds:.1f} s; study [bold]{spec.name}[/] ({spec.stage}), "
                   f"tracking {spec.tracking.uri}, storage {spec.storage_path}")
     progress = StudyProgress(spec)
+    if spec.search.tournament is not None:  # a recipe tournament (study/run/tournament.py)
+        from thoraxmae.study.run.tournament import start_tournament, summary_lines
+
+        for line in summary_lines(start_tournament(spec, callbacks=[progress], resume=resume)):
+            console.print(line, highlight=False)
+        return 0
     grid = (resume_study if resume else run_study)(spec, callbacks=[progress])
     counts = progress.counts()
     console.print(f"done: {counts['completed']} completed, {counts['pruned']} pruned, {counts['failed']} failed "
