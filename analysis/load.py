@@ -20,16 +20,13 @@ import yaml
 
 from thoraxmae.analysis.errors import ReportError
 from thoraxmae.study import schema
-from thoraxmae.study.tracking import lookup
 from thoraxmae.study.errors import SpecError
+from thoraxmae.study.tracking import lookup
 from thoraxmae.study.tracking.uri import client_for, default_tracking_uri, mlflow_errors
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]  # (done, total, what): the CLI draws it, library code never prints
-_MLFLOW_STATUS = {"FINISHED": schema.STATUS_COMPLETED, "KILLED": schema.STATUS_PRUNED,
-                  "FAILED": schema.STATUS_FAILED, "RUNNING": schema.STATUS_RUNNING,
-                  "SCHEDULED": schema.STATUS_RUNNING}
 
 
 @dataclass
@@ -283,7 +280,7 @@ def _confirm_record(client, run, metric: str) -> ConfirmRecord:
 
 
 def _status(run, what: str) -> str:
-    status = run.data.tags.get(schema.TAG_STATUS) or _MLFLOW_STATUS.get(run.info.status, schema.STATUS_RUNNING)
+    status = run.data.tags.get(schema.TAG_STATUS) or schema.FROM_MLFLOW_STATUS.get(run.info.status, schema.STATUS_RUNNING)
     if status not in schema.TRIAL_STATUSES:
         log.warning("%s: unknown status %r; treated as running", what, status)
         status = schema.STATUS_RUNNING
@@ -298,7 +295,7 @@ def _searched_knobs(space: dict, parent_params: dict[str, str], trials: list[Tri
     """The spec's search.space, else the parent's `search.knobs` param, else the known knobs that vary."""
     if space:
         return tuple(space)
-    listed = parent_params.get("search.knobs", "")
+    listed = parent_params.get(schema.PARAM_KNOBS, "")
     if listed:
         return tuple(k for k in listed.split(",") if k)
     varied = []

@@ -181,8 +181,8 @@ class StudyStatus:
 def objective(stage: str, params: dict[str, str]) -> tuple[str, str]:
     """The study's (metric, mode): the parent run's `search.metric`/`search.mode` params, else the
     spec's defaults for its stage (pretrain/loss, min for a pre-training study; val/mauc, max otherwise)."""
-    metric = params.get("search.metric") or (schema.M_PRETRAIN_LOSS if stage == "pretrain" else schema.M_VAL_MAUC)
-    mode = params.get("search.mode")
+    metric = params.get(schema.PARAM_METRIC) or (schema.M_PRETRAIN_LOSS if stage == "pretrain" else schema.M_VAL_MAUC)
+    mode = params.get(schema.PARAM_MODE)
     if mode not in ("max", "min"):
         mode = "max" if metric.startswith(("val/", "test/")) else "min"
     return metric, mode
@@ -195,9 +195,9 @@ def study_status(name: str, tracking_uri: str | None = None) -> StudyStatus:
     parent, params = runs.parent, runs.params
     stage = parent.data.tags.get(schema.TAG_STAGE, "?")
     metric, mode = objective(stage, params)
-    knobs = [k for k in params.get("search.knobs", "").split(",") if k]
+    knobs = [k for k in params.get(schema.PARAM_KNOBS, "").split(",") if k]
     status = StudyStatus(name=name, stage=stage, metric=metric, mode=mode,
-                         num_samples=int(params.get("search.num_samples", 0)), parent_status=parent.info.status,
+                         num_samples=int(params.get(schema.PARAM_NUM_SAMPLES, 0)), parent_status=parent.info.status,
                          counts=dict.fromkeys(schema.TRIAL_STATUSES, 0))
     sign = 1 if mode == "max" else -1
     with mlflow_errors(runs.uri):

@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 METRIC_PREFIXES = ("train/", "pretrain/", "val/", "test/", "cost/", "time/", "throughput/")
 PIPELINE_PRETRAIN_EPOCH = f"pretrain/{schema.M_EPOCH}"  # a pipeline's pre-training epoch: the step, not a metric
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-_MLFLOW_STATUS = {schema.STATUS_COMPLETED: "FINISHED", schema.STATUS_PRUNED: "KILLED",
-                  schema.STATUS_FAILED: "FAILED"}
 
 
 def schema_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -115,9 +113,9 @@ class StudyTracker:
                 schema.TAG_STAGE: self.spec.stage}
         run = self.client.create_run(self.experiment_id(), tags=tags, run_name=self.spec.name)
         self.parent_id = run.info.run_id
-        params = {"search.metric": self.spec.metric, "search.mode": self.spec.mode,
-                  "search.num_samples": self.spec.search.num_samples,
-                  "search.knobs": ",".join(sorted(self.spec.search.space)), **environment_params()}
+        params = {schema.PARAM_METRIC: self.spec.metric, schema.PARAM_MODE: self.spec.mode,
+                  schema.PARAM_NUM_SAMPLES: self.spec.search.num_samples,
+                  schema.PARAM_KNOBS: ",".join(sorted(self.spec.search.space)), **environment_params()}
         self._log(self.parent_id, params=params)
         self.client.log_text(self.parent_id, dump_spec(self.spec), schema.ARTIFACT_SPEC)
         return self.parent_id
@@ -221,7 +219,7 @@ class StudyTracker:
         if error:
             tags[schema.TAG_ERROR] = error[:4000]
         self._log(run_id, tags=tags)
-        self.client.set_terminated(run_id, _MLFLOW_STATUS[status])
+        self.client.set_terminated(run_id, schema.MLFLOW_STATUS[status])
 
     def log_checkpoint(self, run_id: str, checkpoint_dir: Path) -> None:
         """The best weights: `best_model.pt` (fine-tuning) or the MAE weights of `checkpoint.pt`."""
