@@ -18,9 +18,9 @@ from thoraxmae.analysis.tables import fmt, is_missing
 from thoraxmae.study import schema
 
 TITLE = "Pre-training recipes"
-EXPLORATORY = ("**Exploratory comparison**: each score is one search trial's (one seed), and the top-k were picked "
-               "by these very scores, so the means overstate what a recipe scores when re-run and seed noise is "
-               "unknown. Re-run the recipes with fresh seeds (confirmation runs) before calling one better.")
+EXPLORATORY = ("**Exploratory comparison**: each score is one search trial's (one seed, its own fine-tuning knobs), "
+               "and the best-of-n column favours rows with more trials. Re-run the recipes with fresh, shared seeds "
+               "(confirmation runs, or a recipe tournament's paired fine-tunes) before calling one better.")
 CONFIRMED = ("These are search scores (one seed per trial); the confirmation runs in the Recipe section compare "
              "recipes seed by seed.")
 
@@ -78,11 +78,11 @@ def value_text(knob: str, value: Any) -> str:
 def recipe_table(c: RecipeComparison) -> Table:
     score = f"best `{c.metric}` (trial)"
     if c.kind == "encoder":
-        header = ["encoder", "`finetune.init`", "trials", score, "top-k mean (95% CI)"]
+        header = ["encoder", "`finetune.init`", "trials", score, "mean of n complete (95% CI)"]
         rows = [[f"`{r['label']}`", f"`{r['init']}`", trials_text(r), _best_text(r), topk_text(r)]
                 for _, r in c.table.iterrows()]
         return Table(header, rows)
-    header = [*[f"`{k}`" for k in c.knobs], "trials", score, "top-k mean (95% CI)", f"final `{schema.M_PRETRAIN_LOSS}`",
+    header = [*[f"`{k}`" for k in c.knobs], "trials", score, "mean of n complete (95% CI)", f"final `{schema.M_PRETRAIN_LOSS}`",
               f"pre-training cost ({c.unit})", "share per trial"]
     rows = []
     for _, r in c.table.iterrows():
@@ -102,8 +102,8 @@ def topk_text(r: pd.Series) -> str:
     if not r["k"]:
         return "–"
     if r["k"] == 1:
-        return f"{r['topk_mean']:.4f} (top-1: one scored trial, no interval)"
-    return f"{r['topk_mean']:.4f} ({r['topk_low']:.4f}–{r['topk_high']:.4f}), top-{r['k']}"
+        return f"{r['topk_mean']:.4f} (n = 1 complete: no interval)"
+    return f"{r['topk_mean']:.4f} ({r['topk_low']:.4f}–{r['topk_high']:.4f}), n = {r['k']} of {r['n_complete']} complete"
 
 
 def pair_text(c: RecipeComparison, p: KnobPair) -> str:
@@ -116,16 +116,18 @@ def pair_text(c: RecipeComparison, p: KnobPair) -> str:
         if p.context:
             head += " at " + ", ".join(f"`{k}` {value_text(k, v)}" for k, v in p.context.items())
     text = f"{head}: best {_score(a['best'])} vs {_score(b['best'])}"
-    if not (a["k"] and b["k"]):
-        return text + "; top-k means not compared (a recipe without a scored trial)."
-    text += f"; top-{a['k']} vs top-{b['k']} means {a['topk_mean']:.4f} vs {b['topk_mean']:.4f}"
-    if p.overlap is None:
-        single = [_side(c, p, r) for r in (a, b) if r["k"] < 2]
-        return text + f": no interval for {' and '.join(single)} (one scored trial), so the means are not compared."
-    if p.overlap:
-        return text + ": the 95% intervals overlap, not told apart."
-    better = a if (a["topk_mean"] > b["topk_mean"]) == (c.mode == "max") else b
-    return text + f": the 95% intervals do not overlap; {_side(c, p, better)} scores better."
+    n = int(a["k"])
+    if not n:
+        return text + "; means not compared (a recipe without a complete fine-tune)."
+    text += (f"; mean of {n} complete fine-tune{'s' if n > 1 else ''} each {a['topk_mean']:.4f} vs "
+             f"{b['topk_mean']:.4f}, difference {p.diff:+.4f}")
+    if not math.isfinite(p.low):
+        return text + " (one fine-tune each: no interval, not compared)."
+    text += f" (95% CI {p.low:+.4f} to {p.high:+.4f}, Welch)"
+    if p.low <= 0 <= p.high:
+        return text + ": not told apart."
+    better = a if (p.diff > 0) == (c.mode == "max") else b
+    return text + f": {_side(c, p, better)} scores better at this n."
 
 
 def reuse_text(r: Reuse) -> str:
@@ -160,8 +162,11 @@ def _no_reuse_text(c: RecipeComparison) -> str:
 
 
 def _intro(c: RecipeComparison) -> str:
-    scores = (f"Scores are `{c.metric}` at each trial's best epoch ({c.mode}imised); the top-k mean is over the "
-              f"best k = min(3, n) scored trials of a row, with a t-based 95% interval.")
+    n = int(c.table["k"].iloc[0]) if not c.table.empty else 0
+    scores = (f"Scores are `{c.metric}` at each trial's best epoch ({c.mode}imised). Rows are compared at equal n: "
+              f"the mean of each row's first n = {n} complete fine-tunes (the fewest any row has; pruned trials "
+              f"never count, and the paper's point and coverage trials are never pruned), with a t-based 95% "
+              f"interval over those trials.")
     if c.kind == "encoder":
         return (f"Each encoder the study fine-tuned from (`finetune.init`, by file name), its fine-tuning recipe "
                 f"searched alike. {scores} The paper found in-domain (X-ray) MAE pre-training better than ImageNet "

@@ -5,8 +5,13 @@ recipe; a fine-tuning study that searches `finetune.init` fine-tunes from severa
 the question is the paper's (docs/paper.md "The paper's findings"): which pre-training gives the better
 fine-tuned model. One row per recipe (trials grouped by their pre-training key when they carry one,
 else by the values of the searched pre-training knobs) or per encoder: its trials by status, the best
-fine-tuned score, the mean of its top-k scores (k = min(3, n)) with a t-based 95% interval, and for a
-pre-training its final `pretrain/loss` and cost. Recipes that differ in one knob only are paired.
+fine-tuned score, and the mean of its first n **complete** fine-tunes (in trial order: the paper's point and
+the coverage trials come first, and study.run.fair_asha never stops those), with n the same for every row
+(the fewest complete fine-tunes any row has) and a t-based 95% interval over those n trials; and for a
+pre-training its final `pretrain/loss` and cost. Recipes that differ in one knob only are paired, and a pair's
+difference of means gets a Welch 95% interval (the trials of two recipes are not paired by seed here; a recipe
+tournament's are: analysis/tournament_section.py). Pruned trials never enter a mean: a pruned score is the
+score of a shorter fine-tune.
 
 Reuse (docs/mlflow-schema.md "Pre-training runs"): the study's own pre-training runs are what it spent;
 a study without reuse would have pre-trained once per scored trial. The parent run's
@@ -48,7 +53,9 @@ class KnobPair:
     context: dict[str, Any]  # the other grouping knobs' shared values
     row_a: int  # positions in RecipeComparison.table
     row_b: int
-    overlap: bool | None  # do the two top-k mean intervals overlap (None: one of them has no interval)
+    diff: float = math.nan  # mean of a's n complete fine-tunes minus b's
+    low: float = math.nan  # Welch 95% interval of the difference (nan with n < 2)
+    high: float = math.nan
 
 
 @dataclass
@@ -98,6 +105,7 @@ def compare_recipes(study: StudyRecord, trials: pd.DataFrame) -> RecipeCompariso
     continuous = {k: int(trials[k].nunique()) for k in knobs if not keyed and not _discrete(study.space.get(k))}
     groups = [] if continuous else _groups(trials, records, knobs, kind)
     rows = [_row(study, trials.loc[idx], records, knobs, kind, notes) for idx in groups]
+    _equal_n(rows)
     sign = 1.0 if study.mode == "max" else -1.0
     table = pd.DataFrame(rows)
     if not table.empty:
@@ -160,7 +168,8 @@ def knob_pairs(table: pd.DataFrame, knob: str, knobs: tuple[str, ...]) -> list[K
                                           and rj[knob] > ri[knob])  # else the better row (i) first
             a, b = (j, i) if first else (i, j)
             pairs.append(KnobPair(knob, table.loc[a, knob], table.loc[b, knob], {k: ri[k] for k in others}, a, b,
-                                  _overlap(table.loc[a], table.loc[b])))
+                                  *welch(table.loc[a, "complete_scores"], table.loc[b, "complete_scores"],
+                                         int(table.loc[a, "k"]))))
     best = table.index[0] if len(table) else None
     if len(keep) > PAIRS_WITH_BEST_ONLY:
         pairs = [p for p in pairs if best in (p.row_a, p.row_b)]
@@ -216,16 +225,14 @@ def _row(study: StudyRecord, rows: pd.DataFrame, records: dict, knobs: tuple[str
     scores = rows.loc[rows["status"].isin(SCORED), "objective"].to_numpy(dtype=float)
     scores = scores[np.isfinite(scores)]
     ordered = np.sort(scores)[::-1] if study.mode == "max" else np.sort(scores)
-    k = min(TOP_K, len(ordered))
-    top = ordered[:k]
-    low, high = t_interval(top)
+    done = rows[(rows["status"] == schema.STATUS_COMPLETED)].sort_values("trial_id")
+    complete = [float(v) for v in done["objective"].to_numpy(dtype=float) if math.isfinite(v)]
     counts = rows["status"].value_counts()
     out: dict[str, Any] = {k_: _plain(rows[k_].dropna().iloc[0]) if k_ in rows and rows[k_].notna().any() else None
                            for k_ in knobs}
     out.update(trials=len(rows), **{s: int(counts.get(s, 0)) for s in schema.TRIAL_STATUSES}, n_scored=len(scores),
                best=float(ordered[0]) if len(ordered) else math.nan,
-               best_trial=_best_trial(rows, ordered), k=k, topk_mean=float(top.mean()) if k else math.nan,
-               topk_low=low, topk_high=high)
+               best_trial=_best_trial(rows, ordered), complete_scores=complete, n_complete=len(complete))
     if kind == "encoder":
         out["init"] = out["label"] = str(out[INIT_KNOB])  # the label becomes the file name once all are known
         return out
@@ -266,10 +273,33 @@ def _best_trial(rows: pd.DataFrame, ordered: np.ndarray) -> str | None:
     return str(hit.sort_values("trial_id")["trial_id"].iloc[0])
 
 
-def _overlap(a: pd.Series, b: pd.Series) -> bool | None:
-    if not all(math.isfinite(x) for x in (a["topk_low"], a["topk_high"], b["topk_low"], b["topk_high"])):
-        return None
-    return bool(a["topk_low"] <= b["topk_high"] and b["topk_low"] <= a["topk_high"])
+def _equal_n(rows: list[dict[str, Any]]) -> None:
+    """Every row's mean over its first n complete fine-tunes, n the same for all rows (`k`; 0 when a row has none:
+    then no row is compared), with a t-interval over those n (`topk_*` columns)."""
+    n = min((r["n_complete"] for r in rows), default=0)
+    for r in rows:
+        first = np.array(r["complete_scores"][:n], dtype=float)
+        low, high = t_interval(first)
+        r.update(k=n, topk_mean=float(first.mean()) if n else math.nan, topk_low=low, topk_high=high)
+
+
+def welch(a: list[float], b: list[float], n: int) -> tuple[float, float, float]:
+    """(difference of means, Welch 95% interval) of the first n values of a and of b (nan below 2)."""
+    from scipy import stats
+
+    x, y = np.array(a[:n], dtype=float), np.array(b[:n], dtype=float)
+    if n < 1:
+        return math.nan, math.nan, math.nan
+    diff = float(x.mean() - y.mean())
+    if n < 2:
+        return diff, math.nan, math.nan
+    va, vb = x.var(ddof=1) / n, y.var(ddof=1) / n
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff, diff
+    dof = (va + vb) ** 2 / (va**2 / (n - 1) + vb**2 / (n - 1))
+    half = float(stats.t.ppf(0.975, dof)) * se
+    return diff, diff - half, diff + half
 
 
 def _numeric(v: Any) -> bool:

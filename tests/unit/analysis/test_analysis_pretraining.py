@@ -99,15 +99,30 @@ def test_one_row_per_pretraining_key_with_its_scores_loss_and_cost(store):
     assert t[MASK].tolist() == [0.9, 0.75, 0.9, 0.75] and t[CROP].tolist() == [0.5, 0.5, 0.2, 0.2]
     first = t.iloc[0]
     assert (first["trials"], first["completed"], first["pruned"], first["failed"], first["n_scored"]) == (5, 3, 1, 1, 4)
-    assert first["best"] == pytest.approx(0.712) and first["best_trial"] == "t00" and first["k"] == 3
-    assert first["topk_mean"] == pytest.approx(np.mean([0.712, 0.705, 0.700]))
-    assert (first["topk_low"], first["topk_high"]) == pytest.approx(_t_ci([0.712, 0.705, 0.700]))
+    assert first["best"] == pytest.approx(0.712) and first["best_trial"] == "t00"
+    # equal n: k75-20 has one complete fine-tune, so every row is its first complete one (pruned t03 never counts)
+    assert first["n_complete"] == 3 and first["k"] == 1 and first["topk_mean"] == pytest.approx(0.712)
+    assert math.isnan(first["topk_low"])
     assert first["pretrain_loss"] == pytest.approx(0.30) and first["pretrain_cost_hours"] == pytest.approx(0.05)
     assert first["users"] == 5 and first["pretrain_study"] == "recipes" and not first["reused_from_other"]
     second = t.iloc[1]
-    assert second["k"] == 2 and (second["topk_low"], second["topk_high"]) == pytest.approx(_t_ci([0.698, 0.690]))
+    assert second["n_complete"] == 2 and second["k"] == 1 and second["topk_mean"] == pytest.approx(0.698)
     last = t.iloc[3]
     assert last["k"] == 1 and last["topk_mean"] == pytest.approx(0.640) and math.isnan(last["topk_low"])
+
+
+def test_equal_n_means_and_welch_interval():
+    from thoraxmae.analysis.pretraining import _equal_n, welch
+
+    rows = [{"complete_scores": [0.71, 0.70, 0.72, 0.60], "n_complete": 4},
+            {"complete_scores": [0.69, 0.66, 0.68], "n_complete": 3}]
+    _equal_n(rows)
+    assert [r["k"] for r in rows] == [3, 3]  # the fewest complete fine-tunes of any row; later trials left out
+    assert rows[0]["topk_mean"] == pytest.approx(0.71) and (rows[0]["topk_low"], rows[0]["topk_high"]) == \
+        pytest.approx(_t_ci([0.71, 0.70, 0.72]))
+    diff, low, high = welch(rows[0]["complete_scores"], rows[1]["complete_scores"], 3)
+    ref = stats.ttest_ind([0.71, 0.70, 0.72], [0.69, 0.66, 0.68], equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx(0.71 - np.mean([0.69, 0.66, 0.68])) and (low, high) == pytest.approx(tuple(ref))
 
 
 def test_pruned_trial_scores_at_its_best_epoch(store):
@@ -118,20 +133,14 @@ def test_pruned_trial_scores_at_its_best_epoch(store):
 
 def test_recipes_differing_in_one_knob_are_paired_paper_value_first(store):
     c = _analysis(store, "recipes").pretraining
-    got = [(p.knob, p.a, p.b, p.context, p.overlap) for p in c.pairs]
-    assert got == [(MASK, 0.9, 0.75, {CROP: 0.5}, True), (MASK, 0.9, 0.75, {CROP: 0.2}, None),
-                   (CROP, 0.5, 0.2, {MASK: 0.9}, False), (CROP, 0.5, 0.2, {MASK: 0.75}, None)]
-    m90 = np.mean([0.712, 0.705, 0.700])
+    got = [(p.knob, p.a, p.b, p.context, round(p.diff, 6)) for p in c.pairs]
+    assert got == [(MASK, 0.9, 0.75, {CROP: 0.5}, 0.014), (MASK, 0.9, 0.75, {CROP: 0.2}, 0.01),
+                   (CROP, 0.5, 0.2, {MASK: 0.9}, 0.062), (CROP, 0.5, 0.2, {MASK: 0.75}, 0.058)]
     assert pair_text(c, c.pairs[0]) == (
         f"`{MASK}` 0.9 (paper, X-rays) vs 0.75 (MAE, natural images) at `{CROP}` 0.5 (paper, X-rays): best 0.7120 "
-        f"vs 0.6980; top-3 vs top-2 means {m90:.4f} vs 0.6940: the 95% intervals overlap, not told apart.")
-    assert pair_text(c, c.pairs[1]) == (
-        f"`{MASK}` 0.9 (paper, X-rays) vs 0.75 (MAE, natural images) at `{CROP}` 0.2 (MAE, natural images): best "
-        f"0.6500 vs 0.6400; top-3 vs top-1 means 0.6450 vs 0.6400: no interval for 0.75 (one scored trial), so the "
-        f"means are not compared.")
-    assert pair_text(c, c.pairs[2]) == (
-        f"`{CROP}` 0.5 (paper, X-rays) vs 0.2 (MAE, natural images) at `{MASK}` 0.9 (paper, X-rays): best 0.7120 vs "
-        f"0.6500; top-3 vs top-3 means {m90:.4f} vs 0.6450: the 95% intervals do not overlap; 0.5 scores better.")
+        f"vs 0.6980; mean of 1 complete fine-tune each 0.7120 vs 0.6980, difference +0.0140 (one fine-tune each: "
+        f"no interval, not compared).")
+    assert all("do not overlap" not in pair_text(c, p) for p in c.pairs)  # order statistics give no CI
 
 
 def test_compute_saved_by_reuse_is_computed_from_the_runs(store):
@@ -177,8 +186,8 @@ def test_encoder_study_compares_checkpoints_by_file_name(store):
         ("xray/vit_s.pth", "mae_xray.pt"), ("xray/vit_s.pth", "imagenet/vit_s.pth"),
         ("mae_xray.pt", "imagenet/vit_s.pth")]
     assert pair_text(c, c.pairs[1]) == (
-        "`xray/vit_s.pth` vs `imagenet/vit_s.pth`: best 0.7200 vs 0.7000; top-3 vs top-2 means 0.7150 vs 0.6950: the "
-        "95% intervals overlap, not told apart.")
+        "`xray/vit_s.pth` vs `imagenet/vit_s.pth`: best 0.7200 vs 0.7000; mean of 1 complete fine-tune each 0.7200 "
+        "vs 0.7000, difference +0.0200 (one fine-tune each: no interval, not compared).")
 
 
 def test_encoder_labels_add_folders_only_where_names_clash():
@@ -253,10 +262,10 @@ def test_report_shows_the_section_in_html_and_markdown(store, tmp_path):
     md, html = result.markdown.read_text(), result.html.read_text()
     c = result.analysis.pretraining
     lines = ["## Pre-training recipes", pair_text(c, c.pairs[0]), EXPLORATORY,
-             (f"| `{MASK}` | `{CROP}` | trials | best `val/mauc` (trial) | top-k mean (95% CI) | final `pretrain/loss` "
+             (f"| `{MASK}` | `{CROP}` | trials | best `val/mauc` (trial) | mean of n complete (95% CI) | final `pretrain/loss` "
               f"| pre-training cost (CPU-hours) | share per trial |"),
              ("| 0.75 (MAE, natural images) | 0.2 (MAE, natural images) | 1: 1 completed, 0 pruned | 0.6400 (`t09`) | "
-              "0.6400 (top-1: one scored trial, no interval) | 0.26 | 0.05 | 0.05 (1 trial) |"),
+              "0.6400 (n = 1 complete: no interval) | 0.26 | 0.05 | 0.05 (1 trial) |"),
              ("- **Pre-training: 4 runs, 0.21 CPU-hours spent; without reuse 10 runs, 0.52 CPU-hours (2.5x).** "
               "(computed from the runs: this study's own pre-training runs, and one pre-training per scored trial.)"),
              (f"- Best pre-training recipe: `{MASK}` 0.9 (paper, X-rays), `{CROP}` 0.5 (paper, X-rays) (best "
