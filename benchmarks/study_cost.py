@@ -1,6 +1,8 @@
 """What pre-training reuse saves: the same small pipeline study with reuse on and off, side by side.
 
     .venv/bin/python benchmarks/study_cost.py [--trials 10] [--pretrain-epochs 3] [--n 600]
+    .venv/bin/python benchmarks/study_cost.py --tournament    # last line: tournament: pretrain_epochs=... ratio=...
+    .venv/bin/python benchmarks/study_cost.py --paper [SPEC]  # last line: paper-scale: <x> x one 800-epoch ...
 
 Both runs use the demo's recipe space (4 pre-training recipes: mask 0.75/0.9 x crop 0.2/0.5, each covered
 by 2 trials, then TPE), the same seeded sampler and the same phantom store, on one local Ray with 2 CPUs
@@ -64,7 +66,17 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--pretrain-epochs", type=int, default=3)
     ap.add_argument("--n", type=int, default=600, help="phantom images")
+    ap.add_argument("--tournament", action="store_true", help="a 4-recipe tournament (rungs 1/2/4) vs every recipe "
+                    "pre-trained to 4 epochs, on the phantom (benchmarks/tournament_cost.py)")
+    ap.add_argument("--paper", nargs="?", const=str(Path(__file__).parents[1] / "configs/paper-tournament-study.yaml"),
+                    help="paper-scale cost of a tournament spec in FLOPs (no run)")
     args = ap.parse_args()
+    if args.paper or args.tournament:
+        import tournament_cost
+
+        if args.paper:
+            tournament_cost.paper_main(Path(args.paper))
+            return
 
     from thoraxmae.study.run.ray_local import init_ray
     from thoraxmae.study.run.tune import run_study
@@ -73,6 +85,9 @@ def main() -> None:
         root = Path(tmp)
         store = phantom_store(root, args.n)
         init_ray(num_cpus=2, object_store_memory=200 * 1024**2)
+        if args.tournament:
+            tournament_cost.tournament_main(root, store, [1, 2, 4])
+            return
         rows = {}
         for reuse in (True, False):
             name = "reuse-on" if reuse else "reuse-off"

@@ -76,3 +76,17 @@ def test_the_cut_keeps_the_top_half_and_exact_ties():
     assert any(x.close for x in close if not x.kept)
     mean, low, high = paired_ci([1.0, 2.0, 3.0], [0.0, 1.0, 1.0])
     assert mean == pytest.approx(4 / 3) and low < mean < high  # scipy's t-interval over the 3 pairs
+
+
+def test_the_paper_tournament_config_is_the_papers_length_at_about_one_and_a_half_pretrainings():
+    from pathlib import Path
+
+    from thoraxmae.study.spec.load import load_spec
+
+    spec = load_spec(Path(__file__).parents[3] / "configs" / "paper-tournament-study.yaml", check_files=False)
+    t = spec.search.tournament
+    assert spec.model.name == "vit_small_patch16" and spec.pretrain.epochs == t.rungs[-1] == 800 and t.rungs[0] == 50
+    rs = recipes(spec)
+    assert len(rs) >= 6 and rs[0] == {"pretrain.crop_min": 0.5, "pretrain.mask_ratio": 0.9}  # the paper's, first
+    assert planned_epochs(len(rs), t.rungs, t.keep) == 1250  # 1.56 x 800, before scoring
+    assert scoring_points(spec)[0]["finetune.layer_decay"] == 0.55
