@@ -143,7 +143,7 @@ def environment_of(parent_params: dict[str, str]) -> dict[str, str]:
 
 
 def objective_of(spec: dict | None, parent_params: dict[str, str], stage: str) -> tuple[str, str]:
-    """(metric, mode): the spec's search.metric/mode, else what study.lookup.objective reads from the
+    """(metric, mode): the spec's search.metric/mode, else what study.tracking.lookup.objective reads from the
     parent's params (defaults: val/mauc max; pretrain/loss min for a pre-training study)."""
     search = (spec or {}).get("search") or {}
     params = {f"search.{k}": search.get(k) or parent_params.get(f"search.{k}") for k in ("metric", "mode")}
@@ -182,7 +182,7 @@ def _parent_and_trials(client, name: str, uri: str) -> tuple[Any, list]:
 
 
 def _by_trial_id(runs: list) -> list:
-    """One run per trial id (the latest, as study.lookup.trial_runs keeps)."""
+    """One run per trial id (the latest, as study.tracking.lookup.trial_runs keeps)."""
     by_trial: dict[str, Any] = {}
     for run in runs:
         by_trial[run.data.tags.get(schema.TAG_TRIAL_ID, run.info.run_id)] = run

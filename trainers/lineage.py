@@ -1,12 +1,12 @@
 """A training run's lineage history and a test hook to time kills around its reports (no torch here:
-study.trial imports this in the Train controller).
+study.run.trial imports this in the Train controller).
 
 The lineage history is rank 0's reported metrics of every epoch that led to the current weights, oldest
 first. In a worker, `trainers.runtime.restore_files` starts it (from the restored checkpoint's
 `HISTORY_STATE`, else empty) and `trainers.runtime.report` extends it, saves it in each checkpoint
 and sends it once, as JSON text under `HISTORY_METRIC`, with the first report after a restore.
 Whoever logs the reports can thus fill in epochs it never saw, e.g. when the study's driver died
-after a checkpoint was recorded and before its report was logged (study.trial, study.mlflow_callback).
+after a checkpoint was recorded and before its report was logged (study.run.trial, study.tracking.callback).
 """
 from __future__ import annotations
 

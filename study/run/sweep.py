@@ -17,7 +17,7 @@ def sweep_checkpoints(root: Location | Path | str) -> list[Location]:
 
     Ray Train deletes the checkpoints it registered beyond `num_to_keep`, but a checkpoint uploaded by
     an attempt that failed before it was registered stays in storage. A run folder's records (Train's
-    checkpoint_manager_snapshot.json, study.trial's final marker: every *.json beside the checkpoints)
+    checkpoint_manager_snapshot.json, study.run.trial's final marker: every *.json beside the checkpoints)
     name the checkpoints that count; the others go. A run is only swept when one of the checkpoints
     its records name is there, so a naming Ray changes never deletes a registered checkpoint."""
     removed = []

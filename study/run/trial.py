@@ -1,6 +1,6 @@
 """The trial driver: a Tune function trainable that runs the trainers' TorchTrainer(s) for one config.
 
-How Tune sees a trial (`study.tune` wires ASHA on the reported `epoch`):
+How Tune sees a trial (`study.run.search` wires ASHA on the reported `epoch`):
 - `finetune` / `pretrain` stage: each epoch's rank-0 report is forwarded unchanged.
 - `pipeline` stage: the pre-training epochs are forwarded for tracking but renamed under `pretrain/`
   (`epoch` -> `pretrain/epoch`, `time/epoch_s` -> `pretrain/time/epoch_s`, ...) and carry the scored
@@ -44,6 +44,7 @@ from ray.tune.result import TRAINING_ITERATION
 
 from thoraxmae.datasets.storage import Location, ray_storage
 from thoraxmae.study import schema
+from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.spec.plan import TrialPlan
 from thoraxmae.study.storage import StudyStorage
@@ -163,7 +164,7 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
 
 
 def _shared_pretrain(plan: TrialPlan, trial_id: str) -> tuple[dict, dict, bool]:
-    """The trial's pre-training through the registry (study.pipeline): (final marker, link fields for every
+    """The trial's pre-training through the registry (study.run.pipeline): (final marker, link fields for every
     forwarded fine-tuning result, whether this trial ran it: then its epochs are part of its lineage)."""
     from thoraxmae.study.run.pipeline import pretrain_once
 

@@ -133,7 +133,7 @@ def check_files(spec: StudySpec, source: str = "<spec>") -> None:
 
 
 def _init_target(spec: StudySpec, init: Path | str) -> Path | str:
-    """The checkpoint of an init: a path or URI, or a registered pre-training (`registry:<key>`, study.pretrain_registry)."""
+    """The checkpoint of an init: a path or URI, or a registered pre-training (`registry:<key>`, study.registry)."""
     from thoraxmae.datasets.storage import absolute
     from thoraxmae.study.registry import resolve_init
 

@@ -1,7 +1,7 @@
 """Coverage of the expensive choices of a study before the sampler exploits.
 
 A pipeline study is two-level: few pre-training recipes (each pre-trained once, see
-study.pretrain_registry) and many cheap fine-tuning trials. The knobs that pick a pre-training recipe
+study.registry) and many cheap fine-tuning trials. The knobs that pick a pre-training recipe
 (every searched `pretrain.*` knob), and in a fine-tuning study the encoder (`finetune.init`), are
 *covered*: every combination of their values gets `search.coverage` trials before TPE takes over.
 The covered trials are enqueued as complete points, round-robin over the combinations (so concurrent

@@ -4,7 +4,7 @@ A study's identity is its name in its tracking store: one parent run tagged `tho
 `thoraxmae.study=NAME` (docs/mlflow-schema.md) in any experiment there, whatever its storage path.
 `find_study` returns that parent run and its trial runs; every MLflow filter value goes through
 `filter_value`. Read-only lookups create nothing: a missing SQLite file is an error, never a new
-empty database (study.tracking_uri checks the URI before any MLflow client starts).
+empty database (study.tracking.uri checks the URI before any MLflow client starts).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from thoraxmae.datasets.storage import Location, absolute
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.storage import StudyStorage
+from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.tracking.uri import (
     check_tracking_uri,
     client_for,
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPEC_FILE = "thoraxmae_spec.yaml"  # the resolved spec in Tune's folder, written by study.tune.run_study
+SPEC_FILE = "thoraxmae_spec.yaml"  # the resolved spec in Tune's folder, written by study.run.tune.run_study
 
 
 def filter_value(value: str) -> str:

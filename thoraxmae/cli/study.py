@@ -1,4 +1,4 @@
-"""`thoraxmae study run|submit|status|resume|remove` (and `thoraxmae ui`, study.cli_ui).
+"""`thoraxmae study run|submit|status|resume|remove` (and `thoraxmae ui`, thoraxmae.cli.ui).
 
 Every check that needs no Ray runs before Ray starts: the spec and the files it names (load_spec),
 the tracking URI, and the study's name (free for `run`, with Tune state for `resume`). `run` and
