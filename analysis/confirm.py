@@ -30,6 +30,7 @@ import pandas as pd
 from thoraxmae.analysis.load import ConfirmRecord
 from thoraxmae.analysis.tables import error_text, parse_value
 from thoraxmae.study import schema
+from thoraxmae.study.spec.space import same_point
 
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE  # family-wise error rate of the verdicts (Holm across the compared recipes)
@@ -193,7 +194,7 @@ def summarize_confirmation(runs: list[ConfirmRecord], trials: pd.DataFrame, knob
         notes.append(f"no completed run of the `{schema.RECIPE_REFERENCE}` recipe: no paired comparison")
     for r in recipes:
         if ref is not None and r is not ref:
-            r.same_as_reference = _same_knobs(r.params, ref.params)
+            r.same_as_reference = bool(r.params) and same_point(r.params, ref.params)
             r.paired_val = _paired(r.scores, ref.scores)
             r.paired = _paired(r.test, ref.test) if verdict_metric != metric else _paired(r.scores, ref.scores)
     _holm_verdicts([r for r in recipes if r.paired is not None and not r.same_as_reference], mode)
@@ -291,19 +292,6 @@ def _paired(mine: dict[Replicate, float], ref: dict[Replicate, float]) -> Paired
     if not len(d):
         return PairedDiff(0, math.nan, (math.nan, math.nan), math.nan)
     return PairedDiff(len(d), float(d.mean()), t_interval(d), t_test_p(d))
-
-
-def _same_knobs(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two recipes set every knob they both log to the same value (floats to 1e-9 relative)."""
-    common = set(a) & set(b)
-    if not common:
-        return False
-    for k in common:
-        x, y = a[k], b[k]
-        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (x, y))
-        if not (math.isclose(float(x), float(y), rel_tol=1e-9) if numbers else x == y):
-            return False
-    return True
 
 
 def _pooled_sd(recipes: list[RecipeRuns]) -> tuple[float, int]:

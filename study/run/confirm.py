@@ -1,22 +1,25 @@
-"""Confirmation of a study's recipes: the top-k trials' recipes and a reference recipe, re-run with n fresh
-seeds each (the same seeds for every recipe, so differences are paired by seed).
+"""Confirmation of a study's recipes: the chosen recipes and a reference recipe, re-run with n fresh seeds
+each (the same seeds for every recipe, so differences are paired by seed).
 
     thoraxmae study confirm NAME [--top K] [--seeds N] [--reference FILE]
 
-or a spec's `confirm:` section, run at the end of `study run`. The runs are a Tune experiment of their own,
-`<storage_path>/<name>-confirm`, local or on object storage (so a killed confirmation resumes:
+or a spec's `confirm:` section, run at the end of `study run`. The caller chooses the recipes (the shell asks
+analysis/candidates.py: the top-k median recipe and the configurations a model of all scored trials ranks
+best, which resist the winner's curse of a raw top-1). A recipe whose knobs equal the reference's is not run
+twice: it runs once, as `reference`, tagged with the trial it came from. The runs are a Tune experiment of
+their own, `<storage_path>/<name>-confirm`, local or on object storage (so a killed confirmation resumes:
 `thoraxmae study confirm NAME` again restores it and runs only what is missing), whose trials run the
-study's own trial driver with the recipe's knobs and `finetune.seed` set to the seed. In a pipeline study the pre-training seed is the
-recipe's: the registered pre-trainings are reused and only fine-tuning is repeated. Each run is an
-MLflow child run of the study's parent with role `confirm`, `thoraxmae.recipe` (`trial-<id>` or
-`reference`), `thoraxmae.source_run` and param `seed` (docs/mlflow-schema.md); analysis.confirm reads
-them into the report's verdicts.
+study's own trial driver with the recipe's knobs and `finetune.seed` set to the seed. In a pipeline study the
+pre-training seed is the recipe's: the registered pre-trainings are reused and only fine-tuning is repeated.
+Each run is an MLflow child run of the study's parent with role `confirm`, `thoraxmae.recipe` (`trial-<id>`,
+`median` or `reference`), `thoraxmae.source_run` and param `seed` (docs/mlflow-schema.md); analysis.confirm
+reads them into the report's verdicts.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -25,6 +28,7 @@ from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.spec.plan import CONFIRM_KEY, CONFIRM_RECIPE, CONFIRM_SEED, CONFIRM_SOURCE
+from thoraxmae.study.spec.space import same_point
 from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.tracking.callback import MlflowStudyCallback
 
@@ -58,21 +62,26 @@ def reference_point(spec: StudySpec, reference: Path | None) -> dict[str, Any]:
     return point
 
 
-def top_trials(runs, spec: StudySpec, k: int) -> list[tuple[str, str, dict[str, Any], float]]:
-    """(trial id, run id, knob values, best score) of the k best completed trials (pruned ones did not run
-    their full schedule), best first."""
-    scored = []
-    for run in runs.trials:
-        if run.data.tags.get(schema.TAG_STATUS) != schema.STATUS_COMPLETED:
-            continue
-        history = [m.value for m in runs.client.get_metric_history(run.info.run_id, spec.metric)]
-        if not history:
-            continue
-        best = max(history) if spec.mode == "max" else min(history)
-        knobs = {knob: parse_param(dist, run.data.params.get(knob)) for knob, dist in spec.search.space.items()}
-        scored.append((run.data.tags.get(schema.TAG_TRIAL_ID, run.info.run_id), run.info.run_id, knobs, best))
-    scored.sort(key=lambda t: t[3], reverse=spec.mode == "max")
-    return scored[:k]
+class ConfirmRecipe(NamedTuple):
+    """A recipe to confirm, as the caller chose it."""
+
+    label: str  # `trial-<id>` or `median` (schema.RECIPE_TRIAL_PREFIX, schema.RECIPE_MEDIAN)
+    source_run: str | None  # MLflow run id of the search trial that ran exactly this recipe (None: none did)
+    knobs: dict[str, Any]  # every searched knob's value
+
+
+def recipe_knobs(spec: StudySpec, recipe: ConfirmRecipe) -> dict[str, Any]:
+    """The recipe's value of every searched knob, typed by the knob's space and inside it (SpecError otherwise)."""
+    out = {}
+    for knob, dist in spec.search.space.items():
+        if knob not in recipe.knobs or recipe.knobs[knob] is None:
+            raise SpecError(f"confirm: recipe `{recipe.label}` has no value for the searched knob {knob}")
+        value = parse_param(dist, str(recipe.knobs[knob]))
+        if not dist.contains(value):
+            raise SpecError(f"confirm: recipe `{recipe.label}` sets {knob}={value!r}, outside the study's space "
+                            f"{dist.model_dump(exclude_none=True)}")
+        out[knob] = value
+    return out
 
 
 def parse_param(dist, text: str | None) -> Any:
@@ -85,7 +94,7 @@ def parse_param(dist, text: str | None) -> Any:
             if str(c) == text:
                 return c
         return text
-    return int(text) if dist.type == "int" else float(text)
+    return int(float(text)) if dist.type == "int" else float(text)
 
 
 def check_sizes(top: int, seeds: int) -> None:
@@ -93,16 +102,25 @@ def check_sizes(top: int, seeds: int) -> None:
         raise SpecError(f"confirm: --top {top} --seeds {seeds}: need at least 1 recipe and 2 seeds (a spread)")
 
 
-def confirm_points(spec: StudySpec, runs, top: int, seeds: int, reference: Path | None) -> list[dict[str, Any]]:
-    """Every (recipe, seed) configuration, recipe-major; seeds are shared by all recipes (paired)."""
-    check_sizes(top, seeds)
-    best = top_trials(runs, spec, top)
-    if not best:
-        raise SpecError(f"study `{spec.name}`: no completed trial to confirm (all pruned, failed or unscored)")
-    recipes = [(f"{schema.RECIPE_TRIAL_PREFIX}{tid}", rid, knobs) for tid, rid, knobs, _ in best]
-    recipes.append((schema.RECIPE_REFERENCE, "", reference_point(spec, reference)))
+def confirm_points(spec: StudySpec, recipes: list[ConfirmRecipe], seeds: int,
+                   reference: Path | None) -> list[dict[str, Any]]:
+    """Every (recipe, seed) configuration, recipe-major, the reference last; the seeds are shared by all
+    recipes (paired). A recipe equal to the reference runs once, as the reference, tagged with its trial."""
+    if not recipes:
+        raise SpecError(f"study `{spec.name}`: no scored trial to confirm (all failed or unscored)")
+    check_sizes(len(recipes), seeds)
+    ref = reference_point(spec, reference)
+    ref_source, chosen = "", []
+    for recipe in recipes:
+        knobs = recipe_knobs(spec, recipe)
+        if same_point(knobs, ref):
+            log.info("confirm: `%s` is the reference recipe; it runs once, as the reference", recipe.label)
+            ref_source = ref_source or recipe.source_run or ""
+        elif not any(same_point(knobs, k) for _, _, k in chosen):
+            chosen.append((recipe.label, recipe.source_run or "", knobs))
+    chosen.append((schema.RECIPE_REFERENCE, ref_source, ref))
     return [{**knobs, CONFIRM_RECIPE: label, CONFIRM_SOURCE: rid, CONFIRM_SEED: SEED_BASE + i}
-            for label, rid, knobs in recipes for i in range(seeds)]
+            for label, rid, knobs in chosen for i in range(seeds)]
 
 
 class ConfirmCallback(MlflowStudyCallback):
@@ -127,14 +145,15 @@ class ConfirmCallback(MlflowStudyCallback):
         self.tracker.end_study()  # the study's pre-training costs stay the search's
 
 
-def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = None, callbacks: list | None = None):
-    """Run (or resume) the confirmation of a finished study; returns Tune's ResultGrid."""
+def run_confirm(spec: StudySpec, recipes: list[ConfirmRecipe], seeds: int, reference: Path | None = None,
+                callbacks: list | None = None):
+    """Run (or resume: then `recipes` is not read, Tune restores its own) the confirmation of a finished study;
+    returns Tune's ResultGrid."""
     import ray.tune
     from ray.tune import Tuner
 
     from thoraxmae.study.run.experiment import can_restore, experiment_config, restore_tuner
     from thoraxmae.study.run.tune import DRIVER_RESOURCES, quiet_tune, start_pretrain_coordinator
-    from thoraxmae.study.tracking.lookup import find_study
 
     if "finetune" not in spec.phases:
         raise SpecError(f"study `{spec.name}` (stage {spec.stage}): confirmation repeats fine-tuning; a "
@@ -150,7 +169,7 @@ def run_confirm(spec: StudySpec, top: int, seeds: int, reference: Path | None = 
         log.info("confirmation of %s found at %s: resuming it", spec.name, folder)
         tuner = restore_tuner(folder, trainable, run_cbs)
     else:
-        points = confirm_points(spec, find_study(spec.name, spec.tracking.uri), top, seeds, reference)
+        points = confirm_points(spec, recipes, seeds, reference)
         tune_config = ray.tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent_trials)
         tuner = Tuner(trainable, param_space={CONFIRM_KEY: ray.tune.grid_search(points)}, tune_config=tune_config,
                       run_config=experiment_config(folder, run_cbs))

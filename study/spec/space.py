@@ -145,6 +145,19 @@ def check_value(base: BaseModel, field: str, value: Any) -> str | None:
     return None
 
 
+def same_point(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two recipes set the same knobs to the same values (numbers to 1e-9 relative): a confirmation
+    candidate equal to the reference recipe is the reference."""
+    if set(a) != set(b):
+        return False
+    for knob, x in a.items():
+        y = b[knob]
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (x, y))
+        if not (math.isclose(float(x), float(y), rel_tol=1e-9) if numbers else x == y):
+            return False
+    return True
+
+
 def to_optuna_space(space: Mapping[str, FloatSpace | IntSpace | CategoricalSpace]) -> dict:
     """The spec's space as `{knob: optuna.distributions.*}` for OptunaSearch."""
     return {knob: dist.to_optuna() for knob, dist in space.items()}
