@@ -21,6 +21,7 @@ from thoraxmae.study.spec import checks
 from thoraxmae.study.spec.model import StudySpec
 
 MAX_SPEC_BYTES = 1_000_000
+MAX_SPEC_DEPTH = 32  # sections nest a few levels (search.space.<knob>.choices[i]); deeper is not a spec
 _PATH_FIELDS = (("data", "store"), ("pretrain_data", "store"), ("storage_path",), ("finetune", "init"),
                ("confirm", "reference"))
 
@@ -94,9 +95,24 @@ def _read_yaml(path: Path) -> dict:
         raise SpecError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise SpecError(f"{path}: nested too deeply; a spec nests at most {MAX_SPEC_DEPTH} levels") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a spec is a mapping of sections, got {type(raw).__name__}")
+    _check_depth(raw, str(path))
     return raw
+
+
+def _check_depth(value: Any, source: str) -> None:
+    """Refuse a value nested deeper than MAX_SPEC_DEPTH (walked without recursion), before the recursive
+    code after loading (validation, dumps) meets it."""
+    todo = [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_SPEC_DEPTH:
+            raise SpecError(f"{source}: nested too deeply; a spec nests at most {MAX_SPEC_DEPTH} levels")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        todo.extend((child, depth + 1) for child in children)
 
 
 def _split_key(key: str) -> list[str]:
@@ -115,6 +131,9 @@ def _apply_override(raw: dict, item: str, source: Path) -> tuple[str, ...]:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"--set {key}: value {text!r} is not valid YAML ({exc})") from None
+    except RecursionError:
+        raise SpecError(f"--set {key}: value nested too deeply") from None
+    _check_depth(value, f"--set {key}")
     parts = _split_key(key.strip())
     node = raw
     for i, part in enumerate(parts[:-1]):
