@@ -215,10 +215,15 @@ class StudyTracker:
             self.client.log_batch(run_id, metrics=ms[i:i + 1000])
 
     def end_trial(self, run_id: str, status: str, error: str | None = None) -> None:
+        """The run's final status (and error). A run that ends well after an earlier attempt failed (a trial
+        re-run by `study resume`) loses that attempt's error tag: the tag says why the run failed, and it
+        did not (the old trace stays in Tune's error file of that attempt)."""
         tags = {schema.TAG_STATUS: status}
         if error:
             tags[schema.TAG_ERROR] = error[:4000]
         self._log(run_id, tags=tags)
+        if status != schema.STATUS_FAILED and schema.TAG_ERROR in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, schema.TAG_ERROR)
         self.client.set_terminated(run_id, schema.MLFLOW_STATUS[status])
 
     def log_checkpoint(self, run_id: str, checkpoint_dir: Path) -> None:
