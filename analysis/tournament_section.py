@@ -120,7 +120,7 @@ def plot_bracket(bracket: dict[str, Any], path: Path) -> Path:
         for s in rung["standings"]:
             y = recipes.index(s["recipe"])
             low, high = leader + s["ci_low"], leader + s["ci_high"]
-            xs = x + (s["mean"] - leader) * 0  # one column per rung; the score is printed beside the point
+            xs = x  # one column per rung; the score is printed beside the point
             if math.isfinite(low) and math.isfinite(high) and s["rank"] > 1:
                 ax.plot([xs, xs], [y - 0.2, y + 0.2], color="0.6", lw=1)
             ax.scatter([xs], [y], s=80, color="C0" if s["kept"] else "white", edgecolors="C0", zorder=3)
@@ -130,7 +130,9 @@ def plot_bracket(bracket: dict[str, Any], path: Path) -> Path:
     ax.set_xticks(range(len(rungs)), [f"{r['epochs']} ep" for r in rungs])
     ax.set_xlim(-0.3, len(rungs) - 0.2)
     ax.invert_yaxis()
-    ax.set_title("Tournament bracket: mean paired score per rung (filled: kept; [paired 95% CI vs the leader])")
+    ax.set_title("Tournament bracket: mean paired score per rung", fontsize=10)
+    ax.set_xlabel("pre-training epochs (filled: kept, hollow: dropped; [ ]: 95% paired CI, leader's score + "
+                  "difference)", fontsize=8)
     fig.savefig(path)
     return path
 
