@@ -108,7 +108,9 @@ def recipe_section(a: StudyAnalysis, recipe_text: str) -> Section:
     if sum(k.knob.startswith("pretrain.") for k in r.knobs) >= 2:
         intro += (" The pre-training knobs are one recipe (each trial fine-tuned from that exact pre-training): "
                   "the combination most common among the top trials, not each knob's own median.")
-    if c is not None:
+    if c is not None and any(x.label == schema.RECIPE_MEDIAN for x in c.recipes):
+        intro += " This top-k median (snapped onto the study's space) was re-run above as `median`."
+    elif c is not None:
         intro += (" This top-k median was not itself re-run: the confirmed recipes above are the exact "
                   "configurations of the search trials they name.")
     best = r.best
