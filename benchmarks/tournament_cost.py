@@ -42,7 +42,7 @@ def finetune_step_gflop(dim: int = 384, depth: int = 12, patches: int = 196) -> 
 
 def paper_scale(spec) -> tuple[float, list[str]]:
     """(x, explanation lines) for a tournament spec: FLOPs spent / one 800-epoch pre-training of the mean recipe."""
-    from thoraxmae.study.spec.tournament import alive_counts, recipes, scoring_epochs
+    from thoraxmae.study.spec.tournament_plan import alive_counts, recipes, scoring_epochs
 
     t = spec.search.tournament
     rs = recipes(spec)
@@ -98,7 +98,7 @@ def tournament_main(root: Path, store: Path, rungs: list[int]) -> None:
     from thoraxmae.study.run.tournament import start_tournament, summary_lines
     from thoraxmae.study.run.tune import run_study
     from thoraxmae.study.spec.load import parse_spec
-    from thoraxmae.study.spec.tournament import planned_epochs
+    from thoraxmae.study.spec.tournament_plan import planned_epochs
 
     spec = parse_spec(tournament_spec("tournament", store, root, rungs))
     t0 = time.monotonic()

@@ -45,7 +45,7 @@ from thoraxmae.study.run.trial import (
 from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.spec.plan import TrialPlan
 from thoraxmae.study.spec.space import CategoricalSpace, apply_knobs
-from thoraxmae.study.spec.tournament import planned_epochs, recipes, scoring_epochs, scoring_points
+from thoraxmae.study.spec.tournament_plan import planned_epochs, recipes, scoring_epochs, scoring_points
 from thoraxmae.study.tracking.callback import MlflowStudyCallback
 from thoraxmae.study.tracking.results import PHASE_KEY
 

@@ -13,7 +13,7 @@ from thoraxmae.study.errors import SpecError
 from thoraxmae.study.spec.coverage import coverage_problems, study_points
 from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.spec.space import PHASES, check_value, split_knob
-from thoraxmae.study.spec.tournament import tournament_problems
+from thoraxmae.study.spec.tournament_plan import tournament_problems
 
 
 def semantic_problems(spec: StudySpec) -> list[str]:
@@ -33,13 +33,15 @@ def semantic_problems(spec: StudySpec) -> list[str]:
         problems.append(f"search.metric: {spec.search.metric} is a test-split metric; a study selects on "
                         f"validation (e.g. val/mauc) and evaluates test once, on the selected weights")
     if spec.stage == "pipeline" and spec.finetune.init is not None:
-        problems.append("finetune.init: set by the pipeline (each trial fine-tunes its own pre-trained encoder)")
+        problems.append("finetune.init: set by the pipeline (each trial fine-tunes its own pre-trained "
+                        "encoder)")
     if spec.model.name in ("densenet121", "resnet50") and "pretrain" in spec.phases:
         problems.append(f"model.name: MAE pre-training needs a ViT, got `{spec.model.name}`")
     for section in ("data", "pretrain_data"):
         d = getattr(spec, section)
         if d is not None and d.in_chans != spec.model.in_chans:
-            problems.append(f"{section}.in_chans={d.in_chans} differs from model.in_chans={spec.model.in_chans}")
+            problems.append(f"{section}.in_chans={d.in_chans} differs from "
+                            f"model.in_chans={spec.model.in_chans}")
     problems += _size_problems(spec)
     for knob, dist in spec.search.space.items():
         problems += _knob_problems(spec, knob, dist)
@@ -48,7 +50,8 @@ def semantic_problems(spec: StudySpec) -> list[str]:
     problems += coverage_problems(spec)
     if problems:
         return problems
-    for i, (raw, point) in enumerate(zip(spec.search.points_to_evaluate, study_points(spec), strict=False)):  # + coverage points
+    # + coverage points
+    for i, (raw, point) in enumerate(zip(spec.search.points_to_evaluate, study_points(spec), strict=False)):
         problems += _point_problems(spec, i, raw, point)
     if spec.search.scheduler.max_t is not None and spec.search.scheduler.max_t > _max_epochs(spec):
         problems.append(f"search.scheduler.max_t={spec.search.scheduler.max_t} exceeds "
@@ -66,7 +69,8 @@ def _size_problems(spec: StudySpec) -> list[str]:
     model = resolve_model(spec.model)  # the preset's sizes, overridden by the spec's
     if model.kind != "vit" or model.num_patches <= MAX_PATCHES:
         return []
-    return [(f"model.img_size={model.img_size}: {model.num_patches} patches of {model.patch_size} px per image, "
+    return [(f"model.img_size={model.img_size}: {model.num_patches} patches of {model.patch_size} px per "
+             "image, "
             f"at most {MAX_PATCHES} (e.g. 1024 px at patch 16)")]
 
 
@@ -105,7 +109,8 @@ def _point_problems(spec: StudySpec, i: int, raw: Any, point: dict[str, Any]) ->
         if dist is None:
             problems.append(f"{path}: not a searched knob (space has {sorted(spec.search.space)})")
         elif not dist.contains(value):
-            problems.append(f"{path}: {value!r}{origin} is outside the space {dist.model_dump(exclude_none=True)}")
+            problems.append(f"{path}: {value!r}{origin} is outside the space "
+                            f"{dist.model_dump(exclude_none=True)}")
     return problems
 
 
@@ -133,7 +138,8 @@ def check_files(spec: StudySpec, source: str = "<spec>") -> None:
 
 
 def _init_target(spec: StudySpec, init: Path | str) -> Path | str:
-    """The checkpoint of an init: a path or URI, or a registered pre-training (`registry:<key>`, study.registry)."""
+    """The checkpoint of an init: a path or URI, or a registered pre-training (`registry:<key>`,
+    study.registry)."""
     from thoraxmae.datasets.storage import absolute
     from thoraxmae.study.registry import resolve_init
 
@@ -187,8 +193,8 @@ def _check_store(store: Path | str, where: str, needs: list | None = None) -> No
 
     loc = Location.of(store)
     if loc.is_local and not (loc / store_read.MANIFEST).is_file():
-        raise SpecError(f"{where}: no prepared store at {store} ({store_read.MANIFEST} missing); create one with "
-                        f"`thoraxmae data prepare ... --out {store}`")
+        raise SpecError(f"{where}: no prepared store at {store} ({store_read.MANIFEST} missing); create one "
+                        f"with `thoraxmae data prepare ... --out {store}`")
     try:
         manifest = check_store_use(store, needs or [], where=None)  # sizes, splits, batch: no pixel read
         if loc.is_local:  # bit-level, once per node (a worker node checks its own copy on first use)

@@ -6,7 +6,7 @@ import pytest
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.run.bracket import decide, paired_ci
 from thoraxmae.study.spec.load import parse_spec
-from thoraxmae.study.spec.tournament import alive_counts, planned_epochs, recipes, scoring_points
+from thoraxmae.study.spec.tournament_plan import alive_counts, planned_epochs, recipes, scoring_points
 
 
 def raw(**tournament) -> dict:
