@@ -20,8 +20,10 @@ from typing import Any
 
 from thoraxmae.analysis.errors import ReportError
 
-_LAZY = {"AnalysisOptions": "thoraxmae.analysis.analyze", "StudyAnalysis": "thoraxmae.analysis.analyze", "analyze": "thoraxmae.analysis.analyze",
-         "StudyRecord": "thoraxmae.analysis.load", "default_tracking_uri": "thoraxmae.analysis.load", "load_study": "thoraxmae.analysis.load",
+_LAZY = {"AnalysisOptions": "thoraxmae.analysis.analyze", "StudyAnalysis": "thoraxmae.analysis.analyze",
+         "analyze": "thoraxmae.analysis.analyze",
+         "StudyRecord": "thoraxmae.analysis.load", "default_tracking_uri": "thoraxmae.analysis.load",
+         "load_study": "thoraxmae.analysis.load",
          "ReportResult": "thoraxmae.analysis.report", "build_report": "thoraxmae.analysis.report",
          "curve_table": "thoraxmae.analysis.tables", "trial_table": "thoraxmae.analysis.tables"}
 

@@ -64,7 +64,8 @@ class StudyAnalysis:
 
 def analyze(study: StudyRecord, options: AnalysisOptions | None = None) -> StudyAnalysis:
     """Tables first: importance, marginal effects, interaction, recipe, reference comparison, cost, the
-    confirmation runs and the pre-training recipes (or encoders) compared. Never raises for a degenerate study (no scored trial, ties, a constant
+    confirmation runs and the pre-training recipes (or encoders) compared. Never raises for a degenerate study
+    (no scored trial, ties, a constant
     objective, one knob): each part that cannot be computed says why (its `reason`, or None)."""
     opts = options or AnalysisOptions()
     trials = trial_table(study)
@@ -75,12 +76,15 @@ def analyze(study: StudyRecord, options: AnalysisOptions | None = None) -> Study
     by_name = {i.name: i for i in infos}
     ordered = [by_name[k] for k in order]
     surrogate, features = fit_surrogate(scored, infos, opts.seed)
-    effects = marginal_effects(scored, infos, study.mode, opts.n_bootstrap_means, opts.seed, surrogate, features)
+    effects = marginal_effects(scored, infos, study.mode, opts.n_bootstrap_means, opts.seed, surrogate,
+                               features)
     effects = sorted(effects, key=lambda e: order.index(e.knob))
     inter = None
     if importance.ranked:
-        inter = interaction(infos, (importance.order[0], importance.order[1]), study.mode, surrogate, features)
-    recipe = None if scored.empty else distill_recipe(scored, ordered, study.mode, opts.top_fraction, opts.min_k,
+        inter = interaction(infos, (importance.order[0], importance.order[1]), study.mode, surrogate,
+                            features)
+    recipe = None if scored.empty else distill_recipe(scored, ordered, study.mode, opts.top_fraction,
+                                                      opts.min_k,
                                                       opts.n_bootstrap_means, opts.seed)
     reference = [] if recipe is None else compare_reference(
         recipe, schema.PAPER_RECIPE if opts.reference is None else opts.reference)
@@ -91,8 +95,10 @@ def analyze(study: StudyRecord, options: AnalysisOptions | None = None) -> Study
     log.info("analysed %d trials (%d scored, %d confirmation runs) of study %s", len(trials), len(scored),
              len(study.confirm), study.name)
     return StudyAnalysis(study=study, options=opts, trials=trials, curves=curve_table(study), scored=scored,
-                         infos=ordered, importance=importance, effects=effects, interaction=inter, recipe=recipe,
+                         infos=ordered, importance=importance, effects=effects, interaction=inter,
+                         recipe=recipe,
                          reference=reference, cost=cost_summary(trials, scored, study.mode),
                          recipe_spec=None if recipe is None else recipe_spec(study.spec, recipe, study.stage),
                          confirmation=confirmation, pretraining=pretraining,
-                         reuse=pretraining.reuse if pretraining is not None else pretrain_reuse(study, trials))
+                         reuse=pretraining.reuse if pretraining is not None else pretrain_reuse(study,
+                                                                                                trials))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    q = sub.add_parser("report", help="recipe report from a study's MLflow runs (HTML + Markdown + PNG plots)",
+    q = sub.add_parser("report", help="recipe report from a study's MLflow runs (HTML + Markdown + PNG "
+                                      "plots)",
                        description="Read a study's trials from MLflow and write report.html, report.md, "
                                    "recipe.yaml, trials.parquet and the PNG plots into --out; the folder is "
                                    "also logged to the study's parent run as `report/`.")
@@ -17,11 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     q.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: ./report)")
     q.add_argument("--bootstrap", type=_count, default=40, metavar="N",
-                   help="bootstrap resamples for the importance rank-stability check (default 40; 0: no check)")
+                   help="bootstrap resamples for the importance rank-stability check (default 40; 0: no "
+                        "check)")
     q.add_argument("--top-fraction", type=_fraction, default=0.2, metavar="F",
-                   help="share of the completed trials the recipe is distilled from (default 0.2, at least 3)")
+                   help="share of the completed trials the recipe is distilled from (default 0.2, at least "
+                        "3)")
     q.add_argument("--reference", type=Path, default=None, metavar="YAML",
-                   help="reference recipe to compare with (knob: value, or a spec's sections; default: the paper's)")
+                   help="reference recipe to compare with (knob: value, or a spec's sections; default: the "
+                        "paper's)")
     q.add_argument("--no-log", dest="log_artifacts", action="store_false",
                    help="do not log the report folder to the study's parent run")
     q.set_defaults(func=cmd_report)
@@ -43,7 +47,8 @@ def _fraction(text: str) -> float:
     except ValueError:
         value = math.nan
     if not 0 < value <= 1:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"expected a share of the completed trials in (0, 1], e.g. 0.2; got {text!r}")
+        raise argparse.ArgumentTypeError("expected a share of the completed trials in (0, 1], e.g. 0.2; got "
+                                         f"{text!r}")
     return value
 
 
@@ -100,7 +105,8 @@ def _print_summary(result) -> None:
         console.print(f"- {escape(line.replace('**', ''))}")
     console.print(f"report: {result.html}")
     if is_server(a.study.tracking_uri):  # the server serves the UI: its trials table
-        print(f"trials: {trials_url(a.study.tracking_uri, a.study.experiment_id, a.study.metric, a.study.mode)}",
+        print("trials: "
+              f"{trials_url(a.study.tracking_uri, a.study.experiment_id, a.study.metric, a.study.mode)}",
               flush=True)
     if result.recipe_yaml is not None:
         console.print(f"recipe: {result.recipe_yaml}")

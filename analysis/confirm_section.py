@@ -69,14 +69,14 @@ def verdict_lines(c: Confirmation) -> list[str]:
         return ["**Verdict: none** — no confirmation run is usable."]
     if best.label == schema.RECIPE_REFERENCE or best.same_as_reference:
         beaten = [r for r in c.compared if r.paired.verdict == BETTER]
-        lines = [f"**Verdict: the reference recipe stands.** It has the best mean `{c.metric}` over {varied}, so "
-                 f"it is the recommended recipe"
+        lines = [f"**Verdict: the reference recipe stands.** It has the best mean `{c.metric}` over "
+                 f"{varied}, so it is the recommended recipe"
                  + ("." if not beaten else f"; yet on {split}`{c.verdict_metric}` "
                     + ", ".join(f"`{r.label}`" for r in beaten) + " scores better (see below).")]
         others = c.candidates
     else:
-        lines = [(f"**Verdict: the recommended recipe `{best.label}` is {verdict_text(best, c)}.** It has the "
-                  f"best mean `{c.metric}` over {varied}; {split}`{c.verdict_metric}` only judges it.")]
+        lines = [(f"**Verdict: the recommended recipe `{best.label}` is {verdict_text(best, c)}.** It has "
+                  f"the best mean `{c.metric}` over {varied}; {split}`{c.verdict_metric}` only judges it.")]
         others = [r for r in c.candidates if r is not best]
     lines += [f"`{r.label}` ({r.n} runs): {verdict_text(r, c)}." for r in others]
     lines.append(_design_note(c, varied))
@@ -84,12 +84,13 @@ def verdict_lines(c: Confirmation) -> list[str]:
 
 
 def _design_note(c: Confirmation, varied: str) -> str:
-    text = (f"What varied: {varied}; every recipe ran the same replicates, so differences are paired. A recipe is "
-            f"better or worse only when its Holm-adjusted p (across the {len(c.compared)} compared recipes) is "
-            f"below {ALPHA:g}.")
+    text = (f"What varied: {varied}; every recipe ran the same replicates, so differences are paired. A "
+            f"recipe is better or worse only when its Holm-adjusted p (across the {len(c.compared)} compared "
+            f"recipes) is below {ALPHA:g}.")
     if c.stage == "pipeline" and max((len(r.pretrain_seeds) for r in c.recipes), default=0) <= 1:
-        text += (" The intervals cover fine-tuning variance only: each recipe was pre-trained once, so a lucky "
-                 "pre-training keeps its edge in every seed (the verdict holds given these pre-trainings).")
+        text += (" The intervals cover fine-tuning variance only: each recipe was pre-trained once, so a "
+                 "lucky pre-training keeps its edge in every seed (the verdict holds given these "
+                 "pre-trainings).")
     if not c.held_out:
         text += f" No test split was logged: `{c.verdict_metric}` is the split the recipes were chosen on."
     return text
@@ -99,8 +100,8 @@ def noise_text(c: Confirmation) -> str:
     if not math.isfinite(c.noise_sd):
         return "Seed-to-seed spread (the noise floor): not measured; it needs a recipe with 2 completed seeds."
     sized = sum(r.n > 1 for r in c.recipes)
-    return (f"Seed-to-seed spread (the study's noise floor): SD {c.noise_sd:.4f} of `{c.metric}` over seeds, pooled "
-            f"across {sized} recipe(s) ({c.noise_dof} degrees of freedom).")
+    return (f"Seed-to-seed spread (the study's noise floor): SD {c.noise_sd:.4f} of `{c.metric}` over seeds, "
+            f"pooled across {sized} recipe(s) ({c.noise_dof} degrees of freedom).")
 
 
 def _replicates(r: RecipeRuns) -> str:
@@ -110,14 +111,15 @@ def _replicates(r: RecipeRuns) -> str:
 
 
 def confirmation_blocks(c: Confirmation, knobs: list[str]) -> list[Block]:
-    intro = (f"**This recipe rests on {c.n_runs} confirmation runs**: the chosen search recipes and the reference "
-             f"recipe re-run with fresh seeds ({varied_text(c)}), the same replicates for every recipe. The recommended "
-             f"recipe is the best mean `{c.metric}` (each run at its best epoch); the verdict compares each recipe with "
-             f"the reference on `{c.verdict_metric}`"
-             + (" (held out: read once per run, with the weights selected on validation)" if c.held_out else "")
-             + ", replicate by replicate: the mean difference with a t-based 95% CI (not adjusted), and the paired "
-               "t-test's p, Holm-adjusted across the compared recipes. Val is shown beside, as the split the "
-               "recipes were chosen on.")
+    intro = (f"**This recipe rests on {c.n_runs} confirmation runs**: the chosen search recipes and the "
+             f"reference recipe re-run with fresh seeds ({varied_text(c)}), the same replicates for every "
+             f"recipe. The recommended recipe is the best mean `{c.metric}` (each run at its best epoch); "
+             f"the verdict compares each recipe with the reference on `{c.verdict_metric}`"
+             + (" (held out: read once per run, with the weights selected on "
+                "validation)" if c.held_out else "")
+             + ", replicate by replicate: the mean difference with a t-based 95% CI (not adjusted), and the "
+               "paired t-test's p, Holm-adjusted across the compared recipes. Val is shown beside, as the "
+               "split the recipes were chosen on.")
     blocks: list[Block] = [intro]
     if not c.recipes:
         blocks.append("**No confirmation run is usable**, so nothing is confirmed: see below.")

@@ -54,11 +54,13 @@ def cost_summary(trials: pd.DataFrame, scored: pd.DataFrame, mode: str) -> CostS
     pts = scored[["trial_id", "status", "cost_hours", "objective"]].copy()
     pts = pts[np.isfinite(pts["cost_hours"].to_numpy(dtype=float))]
     pts = pts.sort_values(["cost_hours", "objective"], ascending=[True, mode == "min"]).reset_index(drop=True)
-    pts["on_front"] = pareto_mask(pts["cost_hours"].to_numpy(dtype=float), pts["objective"].to_numpy(dtype=float),
+    pts["on_front"] = pareto_mask(pts["cost_hours"].to_numpy(dtype=float),
+                                  pts["objective"].to_numpy(dtype=float),
                                   mode)
     saved, run, full, n = _asha_savings(trials)
     fraction = saved / (total + saved) if (total + saved) > 0 else 0.0
-    return CostSummary(unit, total, pts, pts.loc[pts["on_front"], "trial_id"].tolist(), n, run, full, saved, fraction)
+    return CostSummary(unit, total, pts, pts.loc[pts["on_front"], "trial_id"].tolist(), n, run, full, saved,
+                       fraction)
 
 
 def pareto_mask(cost: np.ndarray, objective: np.ndarray, mode: str) -> np.ndarray:

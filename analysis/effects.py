@@ -75,7 +75,8 @@ class MarginalEffect:
         kind = self.verdict(mode)
         if kind == "few":
             return f"`{self.knob}`: too few distinct values to show an effect"
-        verdict = {"confounded": "the bins differ mostly through other knobs (the partial dependence is nearly flat)",
+        verdict = {"confounded": "the bins differ mostly through other knobs (the partial dependence is "
+                                 "nearly flat)",
                    "clear": "a clear effect (best bin's CI clear of the worst's)",
                    "unclear": "no clear effect (bin CIs overlap)"}[kind]
         forest = f", the forest's partial dependence by {self.pd_swing:.4f}" if self.pd_y is not None else ""
@@ -141,7 +142,8 @@ def interaction(infos: list[KnobInfo], knobs: tuple[str, str], mode: str, surrog
     flat = int(np.argmax(z)) if mode == "max" else int(np.argmin(z))
     row, col = np.unravel_index(flat, z.shape)
     xv, yv = _from_feature(infos[i], gx), _from_feature(infos[j], gy)
-    return Interaction(knobs[0], knobs[1], np.asarray(gx), np.asarray(gy), z, xv[col], yv[row], float(z[row, col]),
+    return Interaction(knobs[0], knobs[1], np.asarray(gx), np.asarray(gy), z, xv[col], yv[row],
+                       float(z[row, col]),
                        [_label(v) for v in xv], [_label(v) for v in yv])
 
 
@@ -190,7 +192,8 @@ def _partial_dependence(model, features: np.ndarray, which: list, grid: int):
     except ValueError as exc:
         if "percentiles are too close" not in str(exc):
             raise
-        return partial_dependence(model, features, which, grid_resolution=grid, kind="average", percentiles=(0, 1))
+        return partial_dependence(model, features, which, grid_resolution=grid, kind="average",
+                                  percentiles=(0, 1))
 
 
 def _partial_1d(model, features: np.ndarray, j: int, info: KnobInfo) -> tuple[np.ndarray, np.ndarray]:

@@ -81,7 +81,8 @@ def build_optuna_study(scored: pd.DataFrame, infos: list[KnobInfo], mode: str):
     trials = []
     for row in scored[["trial_id", "objective", *dists]].to_dict("records"):
         params = {i.name: _python_value(i, row[i.name]) for i in infos}
-        trials.append(optuna.trial.create_trial(params=params, distributions=dists, value=float(row["objective"]),
+        trials.append(optuna.trial.create_trial(params=params, distributions=dists,
+                                                value=float(row["objective"]),
                                                 user_attrs={"trial_id": str(row["trial_id"])}))
     study.add_trials(trials)
     return study
@@ -114,16 +115,19 @@ def compute_importance(scored: pd.DataFrame, infos: list[KnobInfo], mode: str, n
             "n_incomplete": dropped}
     if n < MIN_TRIALS:
         missing = f" ({dropped} more lack a knob's value)" if dropped else ""
-        return ImportanceResult(False, f"{n} scored trial(s){missing}, at least {MIN_TRIALS} are needed", **base)
+        return ImportanceResult(False, f"{n} scored trial(s){missing}, at least {MIN_TRIALS} are "
+                                       "needed", **base)
     if len(varied) < 2:
-        return ImportanceResult(False, f"{len(varied)} knob(s) varied across trials, at least 2 are needed", **base)
+        return ImportanceResult(False, f"{len(varied)} knob(s) varied across trials, at least 2 are "
+                                       "needed", **base)
     y = complete["objective"].to_numpy(dtype=float)
     if np.ptp(y) == 0:
-        return ImportanceResult(False, f"the objective is {y[0]:.4g} in all {n} scored trials: no variance to "
-                                       f"attribute to the knobs", **base)
+        return ImportanceResult(False, f"the objective is {y[0]:.4g} in all {n} scored trials: no variance "
+                                       "to attribute to the knobs", **base)
     full = _fanova(build_optuna_study(complete, varied, mode), seed)
     if full is None:
-        return ImportanceResult(False, "fANOVA found no variance to attribute (every tree fitted a constant)", **base)
+        return ImportanceResult(False, "fANOVA found no variance to attribute (every tree fitted a "
+                                       "constant)", **base)
     ped = _ped_anova(build_optuna_study(complete, varied, mode))
     names = [i.name for i in varied]
     order = sorted(names, key=lambda k: -full[k])
@@ -136,7 +140,8 @@ def compute_importance(scored: pd.DataFrame, infos: list[KnobInfo], mode: str, n
         pairwise = pd.DataFrame(wins, index=names, columns=names).loc[order, order]
         firsts = np.bincount(boot.argmax(axis=1), minlength=len(names)) / len(boot)
         rows = [KnobImportance(knob=k, fanova=full[k], fanova_low=float(np.percentile(boot[:, idx[k]], 2.5)),
-                               fanova_high=float(np.percentile(boot[:, idx[k]], 97.5)), ped_anova=ped.get(k, np.nan),
+                               fanova_high=float(np.percentile(boot[:, idx[k]], 97.5)),
+                               ped_anova=ped.get(k, np.nan),
                                p_first=float(firsts[idx[k]])) for k in order]
         statements = [OrderStatement(a, b, float(pairwise.loc[a, b]), bool(pairwise.loc[a, b] >= threshold))
                       for a, b in itertools.pairwise(order)]
@@ -152,8 +157,8 @@ def _stability_note(asked: int, used: int, skipped: int) -> str:
     if used == 0:
         return f"each of the {asked} bootstrap resamples drew only trials with one objective value (tied trials)"
     if skipped:
-        return (f"{skipped} of {asked} resamples drew only trials with one objective value (tied trials) and were "
-                f"left out")
+        return (f"{skipped} of {asked} resamples drew only trials with one objective value (tied trials) and "
+                "were left out")
     return ""
 
 
@@ -194,7 +199,8 @@ def _bootstrap(scored: pd.DataFrame, infos: list[KnobInfo], mode: str, n_bootstr
         pick = rng.integers(0, len(scored), len(scored))
         imp = None
         if np.ptp(y[pick]) > 0:
-            imp = _fanova(build_optuna_study(scored.iloc[pick].reset_index(drop=True), infos, mode), seed + b + 1,
+            imp = _fanova(build_optuna_study(scored.iloc[pick].reset_index(drop=True), infos, mode),
+                          seed + b + 1,
                           n_trees=32)
         if imp is None:
             skipped += 1

@@ -91,11 +91,14 @@ class StudyRecord:
     knobs: tuple[str, ...]  # searched knobs (spec paths)
     space: dict[str, dict[str, Any]]  # the spec's search.space (may be empty)
     trials: list[TrialRecord]
-    confirm: list[ConfirmRecord] = field(default_factory=list)  # confirmation runs (none: the recipe is exploratory)
-    pretrains: list[PretrainRecord] = field(default_factory=list)  # own pre-training runs + those its trials reused
+    # confirmation runs (none: the recipe is exploratory)
+    confirm: list[ConfirmRecord] = field(default_factory=list)
+    # own pre-training runs + those its trials reused
+    pretrains: list[PretrainRecord] = field(default_factory=list)
     parent_metrics: dict[str, float] = field(default_factory=dict)  # the parent run's latest metrics
     missing_pretrain_runs: list[str] = field(default_factory=list)  # run ids trials link to that MLflow lacks
-    environment: dict[str, str] = field(default_factory=dict)  # package -> version the study ran on (env.* params)
+    # package -> version the study ran on (env.* params)
+    environment: dict[str, str] = field(default_factory=dict)
 
     @property
     def scored_phase(self) -> str:
@@ -175,8 +178,9 @@ def _parent_and_trials(client, name: str, uri: str) -> tuple[Any, list]:
         return None, runs
     exp = client.get_experiment_by_name(name)
     if exp is not None and exp.lifecycle_stage == "deleted":
-        raise ReportError(f"study `{name}`: its MLflow experiment {exp.experiment_id} is deleted (tracking URI {uri}); "
-                          f"restore it with `mlflow experiments restore --experiment-id {exp.experiment_id}`")
+        raise ReportError(f"study `{name}`: its MLflow experiment {exp.experiment_id} is deleted (tracking "
+                          f"URI {uri}); restore it with `mlflow experiments restore --experiment-id "
+                          f"{exp.experiment_id}`")
     raise ReportError(f"study `{name}` not found: no run tagged {schema.TAG_ROLE}={schema.ROLE_STUDY} and "
                       f"{schema.TAG_STUDY}={name} in any experiment (tracking URI {uri})")
 
@@ -223,7 +227,8 @@ def _pretrain_records(client, own: list, trials: list[TrialRecord]) -> tuple[lis
 
 def _pretrain_record(run, own: bool) -> PretrainRecord:
     tags = run.data.tags
-    return PretrainRecord(run_id=run.info.run_id, key=tags.get(schema.TAG_PRETRAIN_KEY), study=tags.get(schema.TAG_STUDY),
+    return PretrainRecord(run_id=run.info.run_id, key=tags.get(schema.TAG_PRETRAIN_KEY),
+                          study=tags.get(schema.TAG_STUDY),
                           own=own, status=_status(run, f"pre-training run {run.info.run_id}"),
                           params=dict(run.data.params),
                           metrics={k: v for k, v in run.data.metrics.items() if math.isfinite(v)})
@@ -237,7 +242,8 @@ def _read_spec(client, parent_id: str) -> dict | None:
             path = client.download_artifacts(parent_id, schema.ARTIFACT_SPEC, tmp)
             raw = yaml.safe_load(Path(path).read_text())
         except (MlflowException, OSError, yaml.YAMLError) as exc:
-            log.warning("parent run %s: %s not readable (%s); using defaults", parent_id, schema.ARTIFACT_SPEC, exc)
+            log.warning("parent run %s: %s not readable (%s); using "
+                        "defaults", parent_id, schema.ARTIFACT_SPEC, exc)
             return None
     return raw if isinstance(raw, dict) else None
 
@@ -260,7 +266,8 @@ def _record(client, run, metric: str, i: int, total: int, progress: Progress | N
                        start_time=run.info.start_time / 1000 if run.info.start_time else None,
                        end_time=run.info.end_time / 1000 if run.info.end_time else None,
                        params=dict(run.data.params), metrics=dict(run.data.metrics), history=history,
-                       error=tags.get(schema.TAG_ERROR), pretrain_key=tags.get(schema.TAG_PRETRAIN_KEY) or None,
+                       error=tags.get(schema.TAG_ERROR),
+                       pretrain_key=tags.get(schema.TAG_PRETRAIN_KEY) or None,
                        pretrain_run=tags.get(schema.TAG_PRETRAIN_RUN) or None,
                        pretrain_reused=tags.get(schema.TAG_PRETRAIN_REUSED, "").lower() == "true")
 
@@ -272,7 +279,8 @@ def _confirm_record(client, run, metric: str) -> ConfirmRecord:
         seed = int(params[schema.PARAM_SEED])
     except (KeyError, ValueError):
         seed = None
-    return ConfirmRecord(run_id=run.info.run_id, recipe=recipe, source_run=tags.get(schema.TAG_SOURCE_RUN), seed=seed,
+    return ConfirmRecord(run_id=run.info.run_id, recipe=recipe, source_run=tags.get(schema.TAG_SOURCE_RUN),
+                         seed=seed,
                          status=_status(run, f"confirmation run {run.info.run_id}"),
                          start_time=run.info.start_time / 1000 if run.info.start_time else None,
                          params=params, metrics=dict(run.data.metrics), history=_history(client, run, metric),

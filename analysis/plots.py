@@ -66,8 +66,10 @@ def plot_importance(a: StudyAnalysis, path: Path) -> Path:
     y = np.arange(len(rows))
     fan = np.array([r.fanova for r in rows])
     err = np.nan_to_num(np.array([[r.fanova - r.fanova_low for r in rows],
-                                  [r.fanova_high - r.fanova for r in rows]])).clip(0)  # 0: stability not checked
-    ax.barh(y + 0.18, fan, height=0.36, xerr=err, capsize=3, color="#1f77b4", label="fANOVA (95% bootstrap range)")
+                                  # 0: stability not checked
+                                  [r.fanova_high - r.fanova for r in rows]])).clip(0)
+    ax.barh(y + 0.18, fan, height=0.36, xerr=err, capsize=3, color="#1f77b4",
+            label="fANOVA (95% bootstrap range)")
     ped = np.array([r.ped_anova for r in rows], dtype=float)
     ped_label = "PED-ANOVA" if np.isfinite(ped).any() else "PED-ANOVA (not computed)"
     ax.barh(y - 0.18, np.nan_to_num(ped), height=0.36, color="#9ecae1", label=ped_label)
@@ -121,7 +123,8 @@ def plot_interaction(a: StudyAnalysis, path: Path) -> Path:
     im = ax.imshow(it.z, origin="lower", aspect="auto", cmap="viridis")
     ax.set_xticks(np.arange(len(it.x_labels)), it.x_labels, rotation=45, fontsize=8)
     ax.set_yticks(np.arange(len(it.y_labels)), it.y_labels, fontsize=8)
-    row, col = np.unravel_index(int(np.argmax(it.z) if a.study.mode == "max" else np.argmin(it.z)), it.z.shape)
+    row, col = np.unravel_index(int(np.argmax(it.z) if a.study.mode == "max" else np.argmin(it.z)),
+                                it.z.shape)
     ax.plot(col, row, marker="*", markersize=16, color="white", markeredgecolor="black")
     ax.set_xlabel(knob_label(it.x_knob))
     ax.set_ylabel(knob_label(it.y_knob))
@@ -168,7 +171,8 @@ def plot_parallel(a: StudyAnalysis, path: Path) -> Path:
     order = np.argsort(y if a.study.mode == "max" else -y)  # best drawn last
     for n in order:
         is_top = scored["trial_id"].iloc[n] in top
-        ax.plot(np.arange(data.shape[1]), data[n], color=cmap((y[n] - y.min()) / span), lw=2.2 if is_top else 0.8,
+        ax.plot(np.arange(data.shape[1]), data[n], color=cmap((y[n] - y.min()) / span),
+                lw=2.2 if is_top else 0.8,
                 alpha=1.0 if is_top else 0.5)
     sm = ScalarMappable(norm=Normalize(y.min(), y.min() + span), cmap=cmap)
     fig.colorbar(sm, ax=ax, label=metric_label(a.study.metric), pad=0.01)
@@ -195,7 +199,8 @@ def plot_curves(a: StudyAnalysis, path: Path) -> Path:
             ax.plot(c["epoch"], c["value"], ":", color=STATUS_COLOURS[status], lw=1.2)
     for rank, tid in enumerate(top):
         c = curves[curves["trial_id"] == tid]
-        ax.plot(c["epoch"], c["value"], "-o", ms=3, lw=1.8, color=TOP_COLOURS[rank % len(TOP_COLOURS)], label=f"#{rank + 1} {tid}")
+        ax.plot(c["epoch"], c["value"], "-o", ms=3, lw=1.8, color=TOP_COLOURS[rank % len(TOP_COLOURS)],
+                label=f"#{rank + 1} {tid}")
     if (curves["status"] == schema.STATUS_PRUNED).any():
         ax.plot([], [], "--x", color=STATUS_COLOURS[schema.STATUS_PRUNED], label="pruned by ASHA (x = stop)")
     if (curves["status"] == schema.STATUS_RUNNING).any():
@@ -217,7 +222,8 @@ def plot_cost(a: StudyAnalysis, path: Path) -> Path:
             continue
         ax.scatter(sel["cost_hours"], sel["objective"], s=28, color=STATUS_COLOURS[status], label=status)
     front = p[p["on_front"]]
-    ax.step(front["cost_hours"], front["objective"], where="post", color="black", lw=1.2, label="Pareto front")
+    ax.step(front["cost_hours"], front["objective"], where="post", color="black", lw=1.2,
+            label="Pareto front")
     ax.scatter(front["cost_hours"], front["objective"], s=70, facecolors="none", edgecolors="black")
     ax.set_xlabel(f"compute per trial ({a.cost.unit})")
     ax.set_ylabel(metric_label(a.study.metric))

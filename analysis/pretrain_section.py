@@ -18,11 +18,12 @@ from thoraxmae.analysis.tables import fmt, is_missing
 from thoraxmae.study import schema
 
 TITLE = "Pre-training recipes"
-EXPLORATORY = ("**Exploratory comparison**: each score is one search trial's (one seed, its own fine-tuning knobs), "
-               "and the best-of-n column favours rows with more trials. Re-run the recipes with fresh, shared seeds "
-               "(confirmation runs, or a recipe tournament's paired fine-tunes) before calling one better.")
-CONFIRMED = ("These are search scores (one seed per trial); the confirmation runs in the Recipe section compare "
-             "recipes seed by seed.")
+EXPLORATORY = ("**Exploratory comparison**: each score is one search trial's (one seed, its own fine-tuning "
+               "knobs), and the best-of-n column favours rows with more trials. Re-run the recipes with "
+               "fresh, shared seeds (confirmation runs, or a recipe tournament's paired fine-tunes) before "
+               "calling one better.")
+CONFIRMED = ("These are search scores (one seed per trial); the confirmation runs in the Recipe section "
+             "compare recipes seed by seed.")
 
 
 def pretraining_section(a: StudyAnalysis) -> Section | None:
@@ -32,16 +33,17 @@ def pretraining_section(a: StudyAnalysis) -> Section | None:
         return None
     if c.continuous:
         ranges = ", ".join(f"`{k}` ({n} distinct values)" for k, n in c.continuous.items())
-        text = (f"**Recipes not compared one by one**: searched as a continuous range: {ranges}; see Marginal "
-                f"effects. Recipes are compared here when their knobs are categorical (or ranges with a step), as "
-                f"a study with pre-training reuse and coverage runs them.")
+        text = (f"**Recipes not compared one by one**: searched as a continuous range: {ranges}; see "
+                "Marginal effects. Recipes are compared here when their knobs are categorical (or ranges "
+                "with a step), as a study with pre-training reuse and coverage runs them.")
         return Section(TITLE, [text, *_reuse_blocks(c.reuse)])
     if c.table.empty or not (c.table["n_scored"] > 0).any():
         return Section(TITLE, [f"**No comparison**: no trial of any {_what(c)} has a `{c.metric}` score.",
                                *_reuse_blocks(c.reuse)])
     blocks: list[Block] = [_intro(c), recipe_table(c)]
     statements = [pair_text(c, p) for p in c.pairs]
-    statements += [f"`{k}`: only {value_text(k, v)} was run, so it is not compared." for k, v in c.single.items()]
+    statements += [f"`{k}`: only {value_text(k, v)} was run, so it is not "
+                   "compared." for k, v in c.single.items()]
     paired = {p.knob for p in c.pairs}
     statements += [f"`{k}`: no two recipes differ in it alone, so it is not compared."
                    for k in c.knobs if k not in c.single and k not in paired]
@@ -82,7 +84,8 @@ def recipe_table(c: RecipeComparison) -> Table:
         rows = [[f"`{r['label']}`", f"`{r['init']}`", trials_text(r), _best_text(r), topk_text(r)]
                 for _, r in c.table.iterrows()]
         return Table(header, rows)
-    header = [*[f"`{k}`" for k in c.knobs], "trials", score, "mean of n complete (95% CI)", f"final `{schema.M_PRETRAIN_LOSS}`",
+    header = [*[f"`{k}`" for k in c.knobs], "trials", score, "mean of n complete (95% CI)",
+              f"final `{schema.M_PRETRAIN_LOSS}`",
               f"pre-training cost ({c.unit})", "share per trial"]
     rows = []
     for _, r in c.table.iterrows():
@@ -142,13 +145,14 @@ def _reuse_blocks(r: Reuse | None) -> list[Block]:
     if r is None:
         return []
     source = ("as the study logged them on its parent run" if r.logged else
-              "computed from the runs: this study's own pre-training runs, and one pre-training per scored trial")
+              "computed from the runs: this study's own pre-training runs, and one pre-training per scored "
+              "trial")
     items = [f"**{reuse_text(r)}** ({source}.)"]
     for study, keys in r.reused_from.items():
         items.append(f"Reused from study `{study}` (its cost was spent there): "
                      f"{', '.join(f'`{k}`' for k in keys)}.")
-    items.append("A trial's cost in this report is its fine-tuning plus its share of its recipe's pre-training "
-                 "(the pre-training's cost divided by the study's trials that used it).")
+    items.append("A trial's cost in this report is its fine-tuning plus its share of its recipe's "
+                 "pre-training (the pre-training's cost divided by the study's trials that used it).")
     return [Bullets(items)]
 
 
@@ -163,20 +167,20 @@ def _no_reuse_text(c: RecipeComparison) -> str:
 
 def _intro(c: RecipeComparison) -> str:
     n = int(c.table["k"].iloc[0]) if not c.table.empty else 0
-    scores = (f"Scores are `{c.metric}` at each trial's best epoch ({c.mode}imised). Rows are compared at equal n: "
-              f"the mean of each row's first n = {n} complete fine-tunes (the fewest any row has; pruned trials "
-              f"never count, and the paper's point and coverage trials are never pruned), with a t-based 95% "
-              f"interval over those trials.")
+    scores = (f"Scores are `{c.metric}` at each trial's best epoch ({c.mode}imised). Rows are compared at "
+              f"equal n: the mean of each row's first n = {n} complete fine-tunes (the fewest any row has; "
+              "pruned trials never count, and the paper's point and coverage trials are never pruned), with "
+              "a t-based 95% interval over those trials.")
     if c.kind == "encoder":
-        return (f"Each encoder the study fine-tuned from (`finetune.init`, by file name), its fine-tuning recipe "
-                f"searched alike. {scores} The paper found in-domain (X-ray) MAE pre-training better than ImageNet "
-                f"pre-training.")
+        return ("Each encoder the study fine-tuned from (`finetune.init`, by file name), its fine-tuning "
+                f"recipe searched alike. {scores} The paper found in-domain (X-ray) MAE pre-training better "
+                "than ImageNet pre-training.")
     paper = ", ".join(f"`{k}` {fmt(schema.PAPER_RECIPE[k])} vs {fmt(NATURAL_IMAGE_RECIPE[k])}"
                       for k in NATURAL_IMAGE_RECIPE if k in c.knobs)
     where = f" The paper's X-ray choices vs MAE's natural-image defaults: {paper}." if paper else ""
-    return (f"Each pre-training recipe (a value of the searched pre-training knobs), scored by the fine-tuned "
-            f"result of its trials, as the paper compared recipes (reconstruction loss does not rank them).{where} "
-            f"{scores}")
+    return ("Each pre-training recipe (a value of the searched pre-training knobs), scored by the "
+            "fine-tuned result of its trials, as the paper compared recipes (reconstruction loss does not "
+            f"rank them).{where} {scores}")
 
 
 def _pretrain_cells(r: pd.Series) -> list[str]:

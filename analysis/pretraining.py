@@ -68,7 +68,8 @@ class Reuse:
     runs_no_reuse: int  # one pre-training per scored trial
     hours_no_reuse: float
     logged: bool  # the hours are the parent run's metrics (else computed from the runs)
-    reused_from: dict[str, list[str]] = field(default_factory=dict)  # another study -> the keys reused from it
+    # another study -> the keys reused from it
+    reused_from: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -87,7 +88,8 @@ class RecipeComparison:
     unit: str  # the cost unit, CPU-hours | GPU-hours
     reuse: Reuse | None = None
     notes: list[str] = field(default_factory=list)  # numbers not computed, and why
-    continuous: dict[str, int] = field(default_factory=dict)  # knob searched as a continuous range -> values seen
+    # knob searched as a continuous range -> values seen
+    continuous: dict[str, int] = field(default_factory=dict)
 
 
 def compare_recipes(study: StudyRecord, trials: pd.DataFrame) -> RecipeComparison | None:
@@ -117,8 +119,8 @@ def compare_recipes(study: StudyRecord, trials: pd.DataFrame) -> RecipeCompariso
     pairs = [p for k in knobs if k not in single for p in knob_pairs(table, k, knobs)]
     reuse = pretrain_reuse(study, trials)
     if study.missing_pretrain_runs:
-        notes.append(f"pre-training run(s) {', '.join(f'`{r}`' for r in study.missing_pretrain_runs)} linked from "
-                     f"trials are not in MLflow: their loss and cost are unknown")
+        notes.append(f"pre-training run(s) {', '.join(f'`{r}`' for r in study.missing_pretrain_runs)} linked "
+                     "from trials are not in MLflow: their loss and cost are unknown")
     unit = str(trials["cost_unit"].iloc[0]) if len(trials) else "CPU-hours"
     return RecipeComparison(kind, knobs, table, pairs, single, study.metric, study.mode, unit, reuse, notes,
                             continuous)
@@ -167,7 +169,8 @@ def knob_pairs(table: pd.DataFrame, knob: str, knobs: tuple[str, ...]) -> list[K
             first = rj[knob] == paper or (ri[knob] != paper and _numeric(ri[knob]) and _numeric(rj[knob])
                                           and rj[knob] > ri[knob])  # else the better row (i) first
             a, b = (j, i) if first else (i, j)
-            pairs.append(KnobPair(knob, table.loc[a, knob], table.loc[b, knob], {k: ri[k] for k in others}, a, b,
+            pairs.append(KnobPair(knob, table.loc[a, knob], table.loc[b, knob], {k: ri[k] for k in others}, a,
+                                  b,
                                   *welch(table.loc[a, "complete_scores"], table.loc[b, "complete_scores"],
                                          int(table.loc[a, "k"]))))
     best = table.index[0] if len(table) else None
@@ -230,7 +233,8 @@ def _row(study: StudyRecord, rows: pd.DataFrame, records: dict, knobs: tuple[str
     counts = rows["status"].value_counts()
     out: dict[str, Any] = {k_: _plain(rows[k_].dropna().iloc[0]) if k_ in rows and rows[k_].notna().any() else None
                            for k_ in knobs}
-    out.update(trials=len(rows), **{s: int(counts.get(s, 0)) for s in schema.TRIAL_STATUSES}, n_scored=len(scores),
+    out.update(trials=len(rows), **{s: int(counts.get(s, 0)) for s in schema.TRIAL_STATUSES},
+               n_scored=len(scores),
                best=float(ordered[0]) if len(ordered) else math.nan,
                best_trial=_best_trial(rows, ordered), complete_scores=complete, n_complete=len(complete))
     if kind == "encoder":
@@ -274,7 +278,8 @@ def _best_trial(rows: pd.DataFrame, ordered: np.ndarray) -> str | None:
 
 
 def _equal_n(rows: list[dict[str, Any]]) -> None:
-    """Every row's mean over its first n complete fine-tunes, n the same for all rows (`k`; 0 when a row has none:
+    """Every row's mean over its first n complete fine-tunes, n the same for all rows (`k`; 0 when a row has
+    none:
     then no row is compared), with a t-interval over those n (`topk_*` columns)."""
     n = min((r["n_complete"] for r in rows), default=0)
     for r in rows:

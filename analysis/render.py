@@ -63,8 +63,8 @@ def _html_block(block) -> str:
     if isinstance(block, FigureRef):
         data = base64.b64encode(block.path.read_bytes()).decode("ascii")
         return (f'<figure><img alt="{html.escape(block.title)}" src="data:image/png;base64,{data}">'
-                f"<figcaption><strong>{html.escape(block.title)}.</strong> {_inline(block.takeaway)}</figcaption>"
-                f"</figure>")
+                f"<figcaption><strong>{html.escape(block.title)}.</strong> "
+                f"{_inline(block.takeaway)}</figcaption></figure>")
     if isinstance(block, Table):
         head = "".join(f"<th>{_inline(h)}</th>" for h in block.header)
         rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block.rows)

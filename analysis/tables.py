@@ -19,7 +19,8 @@ from thoraxmae.study import schema
 
 SCORED = (schema.STATUS_COMPLETED, schema.STATUS_PRUNED)  # trials whose objective is final (ASHA: truncated)
 COST_UNITS = {schema.M_COST_GPU_HOURS: "GPU-hours", schema.M_COST_CPU_HOURS: "CPU-hours"}
-TRIAL_METRICS = (schema.M_TEST_MAUC, schema.M_TEST_MAUC_CI_LOW, schema.M_TEST_MAUC_CI_HIGH, schema.M_EPOCH_TIME,
+TRIAL_METRICS = (schema.M_TEST_MAUC, schema.M_TEST_MAUC_CI_LOW, schema.M_TEST_MAUC_CI_HIGH,
+                 schema.M_EPOCH_TIME,
                  schema.M_THROUGHPUT)
 LOG_DECADES = 2.0  # a positive float knob whose observed range spans >= 2 decades is read on a log scale
 
@@ -132,7 +133,8 @@ def cost_metric_of(study: StudyRecord) -> str:
 
 
 def linked_pretrain(study: StudyRecord, trial: TrialRecord) -> PretrainRecord | None:
-    """The pre-training run a trial fine-tuned from: the run its tag names, else the study's run of its key."""
+    """The pre-training run a trial fine-tuned from: the run its tag names, else the study's run of its
+    key."""
     if trial.pretrain_run:
         found = next((p for p in study.pretrains if p.run_id == trial.pretrain_run), None)
         if found is not None or trial.pretrain_run in study.missing_pretrain_runs:

@@ -61,7 +61,8 @@ def radiograph(source: int, noise: float = 3.0) -> np.ndarray:
 def crop_fine_detail(original: np.ndarray, size: int, crop_min: float, output: int, draws: int,
                      margin: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Over `draws` crops of a `size` px store of `original` read as the transforms read them with the half
-    copy at `margin`: (fine detail kept [n], read from the half copy [n] bool, half-copy side / output [n])."""
+    copy at `margin`: (fine detail kept [n], read from the half copy [n] bool, half-copy side / output
+    [n])."""
     full, half = levels(original, size)
     random.seed(0)
     crop = RandomResizedCrop(output, crop_scale(crop_min))
@@ -96,11 +97,13 @@ def print_fine_detail(sizes: list[int], source: int, output: int, draws: int) ->
         print(f"{size:>8} | " + " | ".join(cells))
     kept, ratio = [], []
     for out in (output, output // 2):
-        k, _, r = crop_fine_detail(original, 768, PAPER_CROP_MINS["fine-tuning"], out, draws, 0.0)  # all from half
+        # all from half
+        k, _, r = crop_fine_detail(original, 768, PAPER_CROP_MINS["fine-tuning"], out, draws, 0.0)
         kept.append(k)
         ratio.append(r)
     k, r = np.concatenate(kept), np.concatenate(ratio)
-    print(f"768 px store, crops read from the half copy, by box side in it / output ({output} and {output // 2} px):")
+    print(f"768 px store, crops read from the half copy, by box side in it / output ({output} and "
+          f"{output // 2} px):")
     for lo, hi in itertools.pairwise(RATIO_BINS):
         sel = (r >= lo) & (r < hi)
         if sel.any():
@@ -129,11 +132,14 @@ def main() -> None:
     parser.add_argument("--source", type=int, default=1024, help="the original's side (NIH: 1024)")
     parser.add_argument("--output", type=int, default=224, help="the model's input side")
     parser.add_argument("--draws", type=int, default=20000)
-    parser.add_argument("--fine-draws", type=int, default=300, help="crops per cell of the fine-detail section")
+    parser.add_argument("--fine-draws", type=int, default=300, help="crops per cell of the fine-detail "
+                                                                    "section")
     args = parser.parse_args()
     crops = {phase: drawn_crops(m, args.draws) for phase, m in PAPER_CROP_MINS.items()}
-    print(f"Detail kept vs the reference (crops of the {args.source} px original, resized to {args.output} px)")
-    print(f"{'store px':>8} | " + " | ".join(f"s={s:<4}" for s in SCALES) + " | s=0.08 3:4 | GB per 100k 1024 px images")
+    print(f"Detail kept vs the reference (crops of the {args.source} px original, resized to {args.output} "
+          "px)")
+    print(f"{'store px':>8} | " + " | ".join(f"s={s:<4}" for s in SCALES) + " | s=0.08 3:4 | GB per 100k "
+                                                                            "1024 px images")
     for size in args.sizes:
         cells = [f"{detail_kept(s, size, args.source, args.output):6.3f}" for s in SCALES]
         narrow = detail_kept(0.08, size, args.source, args.output, aspect=3 / 4)
@@ -149,7 +155,8 @@ def main() -> None:
             upsampled = (crops[phase] * min(size, args.source) < args.output).any(axis=1)
             half = (crops[phase] * (size // 2) >= HALF_COPY_MARGIN * args.output).all(axis=1) \
                 if size < args.source else upsampled & False
-            cells.append(f"{kept.mean():7.3f} {np.mean(kept < 0.9):8.1%} {upsampled.mean():9.1%} {half.mean():8.1%}")
+            cells.append(f"{kept.mean():7.3f} {np.mean(kept < 0.9):8.1%} {upsampled.mean():9.1%} "
+                         f"{half.mean():8.1%}")
         print(f"{size:>8} | " + " | ".join(cells))
     print()
     for phase, m in PAPER_CROP_MINS.items():

@@ -1,6 +1,7 @@
 """Loader throughput: the reference input path vs the prepared store, side by side on the same images.
 
-    .venv/bin/python benchmarks/loader.py [--images 64] [--epochs 2] [--repeats 3] [--batch 32] [--store-size 768 ...]
+    .venv/bin/python benchmarks/loader.py [--images 64] [--epochs 2] [--repeats 3] [--batch 32] [--store-size
+    768 ...]
         [--store s3://bucket/bench/nih768]
 
 (a) reference: decode a 1024x1024 PNG with PIL, convert to RGB, timm's training transform
@@ -78,7 +79,8 @@ def images_per_second(loader: DataLoader, epochs: int) -> tuple[float, float]:
 
 
 def remote_rates(local_store_dir: Path, args: argparse.Namespace, tmp: Path) -> tuple[float, float]:
-    """(first-epoch, steady-state) wall-clock images/s reading the store from args.store into an empty cache."""
+    """(first-epoch, steady-state) wall-clock images/s reading the store from args.store into an empty
+    cache."""
     from thoraxmae.datasets.remote import upload_store
 
     upload_store(local_store_dir, args.store)
@@ -99,33 +101,38 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path, alternating")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--store-size", type=int, nargs="+", default=[DEFAULT_SIZE],
-                        help=f"store side(s) to measure (default: the `data prepare` default, {DEFAULT_SIZE})")
+                        help="store side(s) to measure (default: the `data prepare` default, "
+                             f"{DEFAULT_SIZE})")
     parser.add_argument("--half-margins", type=float, nargs="+", default=[HALF_COPY_MARGIN, 1.0],
                         help="half-copy margins to measure (default: the transforms' and the old 1.0)")
-    parser.add_argument("--store", help="also read the first store from this object-store URI (s3://..., gs://...)")
+    parser.add_argument("--store", help="also read the first store from this object-store URI (s3://..., "
+                                        "gs://...)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "phantom"
         start = time.perf_counter()
         generate_phantom(root, n=args.images, size=SOURCE_SIZE, seed=0)
-        print(f"phantom generation: {args.images} images of {SOURCE_SIZE} px in {time.perf_counter() - start:.1f} s")
+        print(f"phantom generation: {args.images} images of {SOURCE_SIZE} px in "
+              f"{time.perf_counter() - start:.1f} s")
         table = load_source("nih", root)
         table.frame["split"] = "train"  # both paths read all images
         png_bytes = sum(Path(p).stat().st_size for p in table.frame["path"])
-        loaders = {"reference": DataLoader(ReferenceDataset(table.frame["path"].tolist()), batch_size=args.batch,
+        loaders = {"reference": DataLoader(ReferenceDataset(table.frame["path"].tolist()),
+                                           batch_size=args.batch,
                                            shuffle=True)}
         for size in args.store_size:
             store = Path(tmp) / f"store{size}"
             cpu = time.process_time()
             prepare_store(table, store, size=size, workers=1)
             store_bytes = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
-            print(f"store {size} px: prepared at {args.images / (time.process_time() - cpu):.1f} img/s per core "
-                  f"(one-off); disk per 100k images {store_bytes / args.images * 1e5 / 1e9:.1f} GB "
+            print(f"store {size} px: prepared at {args.images / (time.process_time() - cpu):.1f} img/s per "
+                  f"core (one-off); disk per 100k images {store_bytes / args.images * 1e5 / 1e9:.1f} GB "
                   f"(the phantom PNGs: {png_bytes / args.images * 1e5 / 1e9:.1f} GB)")
             for margin in args.half_margins:
                 transform = build_finetune_transform(IMG_SIZE, 0.08, MAGNITUDE, True, NIH_MEAN, NIH_STD)
-                transform.ops[0].half_margin = margin  # the crop: reads the half copy at >= margin x the output
+                # the crop: reads the half copy at >= margin x the output
+                transform.ops[0].half_margin = margin
                 ds = StoreDataset(store, "train", transform)
                 loaders[(size, margin)] = make_loader(ds, batch_size=args.batch, train=True)
         for loader in loaders.values():
@@ -143,14 +150,14 @@ def main() -> None:
     for size in args.store_size:
         for margin in args.half_margins:
             key = (size, margin)
-            print(f"(b) ours       store {size} px + gray transform, RandAug m{MAGNITUDE}, half copy at >= {margin:g}x: "
-                  f"{rate[key]:8.1f} img/s per core [{walls[key]}]  ratio (b)/(a) "
+            print(f"(b) ours       store {size} px + gray transform, RandAug m{MAGNITUDE}, half copy at >= "
+                  f"{margin:g}x: {rate[key]:8.1f} img/s per core [{walls[key]}]  ratio (b)/(a) "
                   f"{rate[key] / rate['reference']:.1f}x (target >= 10x)")
     if remote is not None:
         first, steady = remote
         local = statistics.median(r[1] for r in runs[(args.store_size[0], args.half_margins[0])])
-        print(f"(c) object store {args.store} ({args.store_size[0]} px), wall-clock img/s: first epoch (fetch "
-              f"included) {first:.1f}, steady state {steady:.1f}; local disk (b) {local:.1f}")
+        print(f"(c) object store {args.store} ({args.store_size[0]} px), wall-clock img/s: first epoch "
+              f"(fetch included) {first:.1f}, steady state {steady:.1f}; local disk (b) {local:.1f}")
 
 
 if __name__ == "__main__":

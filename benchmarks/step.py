@@ -1,7 +1,8 @@
 """Model step speed: MAE pre-training (mask 0.75 and 0.9) and fine-tuning, one optimizer step each.
 
     .venv/bin/python benchmarks/step.py [--device cpu|cuda] [--batch N] [--iters N] [--warmup N]
-                                        [--models vit_tiny_test vit_small_patch16] [--peak-tflops 989] [--compile]
+                                        [--models vit_tiny_test vit_small_patch16] [--peak-tflops 989]
+                                        [--compile]
 
 A step is forward + backward + AdamW step on random images (the data path is benchmarks/loader.py's job):
 pre-training = MAE loss with the paper's decoder (docs/paper.md: ViT-S 512-dim, 2 blocks), fine-tuning = the
@@ -61,7 +62,8 @@ def count_flops(loss_fn: Callable[[], torch.Tensor], autocast: contextlib.Abstra
     return counter.get_total_flops()
 
 
-def time_steps(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], phase: str, iters: int, warmup: int,
+def time_steps(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], phase: str, iters: int,
+               warmup: int,
                autocast_factory: Callable[[], contextlib.AbstractContextManager], device: torch.device) -> float:
     """Seconds per optimizer step, averaged over `iters` steps after `warmup` untimed ones."""
     groups = param_groups(model, weight_decay=0.05, layer_decay=0.55 if phase == "finetune" else None)
@@ -129,9 +131,11 @@ def run(args: argparse.Namespace) -> Table:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, default=None, help="images per step (default 8 on CPU, 256 on CUDA)")
+    parser.add_argument("--batch", type=int, default=None, help="images per step (default 8 on CPU, 256 on "
+                                                                "CUDA)")
     parser.add_argument("--iters", type=int, default=None, help="timed steps (default 5 on CPU, 20 on CUDA)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 CPU, 5 CUDA)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 CPU, 5 "
+                                                                 "CUDA)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="device peak for the %% column")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model before timing")

@@ -47,7 +47,8 @@ def study_trials(n: int, store: Path, root: Path) -> tuple[float, list[tuple[flo
     spec = parse_spec({
         "name": "overhead", "stage": "finetune", "data": {"store": str(store)},
         "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8, "depth": 2},
-        "finetune": {"epochs": 1, "warmup_epochs": 0, "batch_size": 16, "max_steps_per_epoch": 1, "bootstrap": 0},
+        "finetune": {"epochs": 1, "warmup_epochs": 0, "batch_size": 16, "max_steps_per_epoch": 1,
+                     "bootstrap": 0},
         "search": {"num_samples": n, "scheduler": {"type": "none"},
                    "space": {"finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}}},
         "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1},
@@ -61,7 +62,8 @@ def study_trials(n: int, store: Path, root: Path) -> tuple[float, list[tuple[flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--store", type=Path, default=None, help="a prepared store (default: a fresh phantom)")
+    parser.add_argument("--store", type=Path, default=None, help="a prepared store (default: a fresh "
+                                                                 "phantom)")
     args = parser.parse_args()
     import ray
 
@@ -77,10 +79,10 @@ def main() -> None:
         print(f"bare Tune function trial: {bare:.2f} s of study wall time per trial ({args.trials} trials)")
         wall, real = study_trials(args.trials, store, root)
         overhead = [total - epoch for total, epoch in real]
-        print(f"study trial (Tune driver + TorchTrainer, 1 worker): median wall {statistics.median(t for t, _ in real):.1f} s, "
-              f"median overhead beyond the epoch {statistics.median(overhead):.1f} s "
-              f"(min {min(overhead):.1f}, max {max(overhead):.1f}) over {len(real)}; "
-              f"{wall:.1f} s of study wall time per trial (with MLflow logging)")
+        print("study trial (Tune driver + TorchTrainer, 1 worker): median wall "
+              f"{statistics.median(t for t, _ in real):.1f} s, median overhead beyond the epoch "
+              f"{statistics.median(overhead):.1f} s (min {min(overhead):.1f}, max {max(overhead):.1f}) over "
+              f"{len(real)}; {wall:.1f} s of study wall time per trial (with MLflow logging)")
         ray.shutdown()
 
 

@@ -16,19 +16,24 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DataConfig": "thoraxmae.datasets.config", "NIH_MEAN": "thoraxmae.datasets.config", "NIH_STD": "thoraxmae.datasets.config",
+    "DataConfig": "thoraxmae.datasets.config", "NIH_MEAN": "thoraxmae.datasets.config",
+    "NIH_STD": "thoraxmae.datasets.config",
     "IMAGENET_MEAN": "thoraxmae.datasets.config", "IMAGENET_STD": "thoraxmae.datasets.config",
     "DataError": "thoraxmae.datasets.errors",
     "SourceTable": "thoraxmae.datasets.table", "concat_tables": "thoraxmae.datasets.table",
-    "load_source": "thoraxmae.datasets.sources", "SOURCES": "thoraxmae.datasets.sources", "NIH_LABELS": "thoraxmae.datasets.sources",
+    "load_source": "thoraxmae.datasets.sources", "SOURCES": "thoraxmae.datasets.sources",
+    "NIH_LABELS": "thoraxmae.datasets.sources",
     "generate_phantom": "thoraxmae.datasets.phantom",
     "load_gray": "thoraxmae.datasets.images",
-    "prepare_store": "thoraxmae.datasets.store", "open_store": "thoraxmae.datasets.store", "Store": "thoraxmae.datasets.store",
+    "prepare_store": "thoraxmae.datasets.store", "open_store": "thoraxmae.datasets.store",
+    "Store": "thoraxmae.datasets.store",
     "check_store": "thoraxmae.datasets.store_read", "verify_store": "thoraxmae.datasets.store",
     "check_store_use": "thoraxmae.datasets.store_check", "SplitNeed": "thoraxmae.datasets.store_check",
     "detail_kept": "thoraxmae.datasets.resolution", "DEFAULT_STORE_SIZE": "thoraxmae.datasets.resolution",
-    "build_pretrain_transform": "thoraxmae.datasets.transforms", "build_finetune_transform": "thoraxmae.datasets.transforms",
-    "build_eval_transform": "thoraxmae.datasets.transforms", "randaug_config": "thoraxmae.datasets.transforms",
+    "build_pretrain_transform": "thoraxmae.datasets.transforms",
+    "build_finetune_transform": "thoraxmae.datasets.transforms",
+    "build_eval_transform": "thoraxmae.datasets.transforms",
+    "randaug_config": "thoraxmae.datasets.transforms",
     "StoreDataset": "thoraxmae.datasets.loader", "make_loader": "thoraxmae.datasets.loader",
 }
 

@@ -1,7 +1,8 @@
 """`thoraxmae data ...`: phantom generation and store preparation.
 
     thoraxmae data phantom OUT --n 2000 --size 256 --seed 0
-    thoraxmae data prepare SOURCE_DIR --format nih --out STORE [--size 768] [--workers N] [--strict] [--split-seed S]
+    thoraxmae data prepare SOURCE_DIR --format nih --out STORE [--size 768] [--workers N] [--strict]
+    [--split-seed S]
         [--also FORMAT=DIR ...] [--keep-splits train[,val,test]]
     thoraxmae data verify STORE        # re-hash every shard against the manifest (datasets/store_verify.py)
 
@@ -75,11 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("source_dir", type=Path, help="dataset folder")
     r.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
     r.add_argument("--out", required=True, type=_store_location,
-                   help="store folder, or an object-store URI (s3://bucket/stores/nih768, gs://...): prepared in "
+                   help="store folder, or an object-store URI (s3://bucket/stores/nih768, gs://...): "
+                        "prepared in "
                    "a temp folder, then uploaded")
     r.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                   help=f"largest shorter side of a stored image in px, {MIN_SIZE}-{MAX_SIZE}; smaller images are kept "
-                        f"as they are (default {DEFAULT_SIZE})")
+                   help=f"largest shorter side of a stored image in px, {MIN_SIZE}-{MAX_SIZE}; smaller "
+                        f"images are kept as they are (default {DEFAULT_SIZE})")
     r.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="decoding processes (default: CPU count, at most 8)")
     r.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
@@ -93,10 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_prepare)
 
     v = dsub.add_parser("verify", help="re-hash a store's shards against its manifest (bit-level check)",
-                        description="Re-hash every shard of a prepared store and compare it with the sha256 its "
-                                    "manifest recorded; an intact store is recorded as verified in this node's "
-                                    "cache, so trainings on this node skip the check until a shard changes.")
-    v.add_argument("store", type=_store_location, help="store folder or object-store URI (fetched into the cache)")
+                        description="Re-hash every shard of a prepared store and compare it with the sha256 "
+                                    "its manifest recorded; an intact store is recorded as verified in this "
+                                    "node's cache, so trainings on this node skip the check until a shard "
+                                    "changes.")
+    v.add_argument("store", type=_store_location, help="store folder or object-store URI (fetched into the "
+                                                       "cache)")
     v.set_defaults(func=_verify)
 
 
@@ -108,7 +112,8 @@ def _source_options(r: argparse.ArgumentParser) -> None:
     g.add_argument("--split-seed", type=int, help="seed of the patient-level val (and test) split")
     g.add_argument("--val-fraction", type=float, help="fraction of training patients moved to val")
     g.add_argument("--test-fraction", type=float, help="dicom: fraction of patients for test")
-    g.add_argument("--split-files", type=Path, help="nih: folder with the paper's train/val/test_official.txt")
+    g.add_argument("--split-files", type=Path, help="nih: folder with the paper's "
+                                                    "train/val/test_official.txt")
     g.add_argument("--missing", choices=("error", "skip"), help="listed images absent on disk")
     g.add_argument("--csv", type=Path, help="nih: the Data_Entry csv")
     g.add_argument("--labels-csv", type=Path, help="dicom: labels csv")
@@ -142,7 +147,8 @@ def _parse_also(value: str) -> tuple[str, Path]:
     fmt, sep, folder = value.partition("=")
     fmt = fmt.strip()
     if not sep or not fmt or not folder.strip():
-        raise DataError(f"--also {value!r}: expected FORMAT=DIR, e.g. --also chexpert=/data/CheXpert-v1.0-small")
+        raise DataError(f"--also {value!r}: expected FORMAT=DIR, e.g. --also "
+                        "chexpert=/data/CheXpert-v1.0-small")
     if fmt not in FORMATS:
         raise DataError(f"--also {value!r}: unknown format {fmt!r}; expected one of {list(FORMATS)}")
     return fmt, Path(folder.strip())
@@ -162,7 +168,8 @@ def _flag(option: str) -> str:
 
 
 def _source_plans(args: argparse.Namespace) -> list[tuple[str, Path, dict]]:
-    """(format, folder, options) for the main source, then each --also source, with the options each accepts."""
+    """(format, folder, options) for the main source, then each --also source, with the options each
+    accepts."""
     from thoraxmae.datasets.sources import source_options
 
     sources = [(args.fmt, args.source_dir)] + [_parse_also(v) for v in args.also]
@@ -170,12 +177,14 @@ def _source_plans(args: argparse.Namespace) -> list[tuple[str, Path, dict]]:
     accepts = {fmt: source_options(fmt) for fmt, _ in sources}
     for name in given:
         if name in MAIN_ONLY_OPTIONS and name not in accepts[args.fmt]:
-            raise DataError(f"source option {name!r} ({_flag(name)}) names a file of the main source, and source "
-                            f"{args.fmt!r} does not accept it; valid options: {list(accepts[args.fmt])}")
+            raise DataError(f"source option {name!r} ({_flag(name)}) names a file of the main source, and "
+                            f"source {args.fmt!r} does not accept it; valid options: "
+                            f"{list(accepts[args.fmt])}")
         if not any(name in a for a in accepts.values()):
             which = f"source {args.fmt!r}" if len(accepts) == 1 else f"any of the sources {list(accepts)}"
             valid = "; ".join(f"{f}: {list(a)}" for f, a in accepts.items())
-            raise DataError(f"source option {name!r} ({_flag(name)}) is not accepted by {which}; valid options: {valid}")
+            raise DataError(f"source option {name!r} ({_flag(name)}) is not accepted by {which}; valid "
+                            f"options: {valid}")
     return [(fmt, root, {k: v for k, v in given.items() if k in accepts[fmt] and (i == 0 or k not in MAIN_ONLY_OPTIONS)})
             for i, (fmt, root) in enumerate(sources)]
 
@@ -261,7 +270,8 @@ def _prepare(args: argparse.Namespace) -> int:
             upload_store(out, args.out)
     console = Console()
     if "sources" in table.notes:
-        console.print("mixture of " + ", ".join(f"{p['name']} ({p['format']} {p['dir']}: {p['images']} images)"
+        console.print("mixture of " + ", ".join(f"{p['name']} ({p['format']} {p['dir']}: {p['images']} "
+                                                "images)"
                                                 for p in table.notes["sources"]), markup=False, soft_wrap=True)
     sides = manifest["shorter_side"]
     console.print(_summary(f"store {args.out} (shorter side {sides['min']}-{sides['max']} px, "
@@ -278,7 +288,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _check_out(out: Path) -> None:
-    """--out can take the store, checked before any source is read (a folder made for the check is removed)."""
+    """--out can take the store, checked before any source is read (a folder made for the check is
+    removed)."""
     from thoraxmae.datasets.output import output_folder, remove_if_empty
 
     missing = [p for p in (out, *out.parents) if not p.exists()]
@@ -299,14 +310,15 @@ def _verify(args: argparse.Namespace) -> int:
     content_hash = verify_store(args.store)
     seconds = time.monotonic() - t0
     manifest = check_store(args.store)
-    Console().print(f"store {args.store}: {len(manifest['shards'])} shard(s), {manifest.get('images', '?')} images "
-                    f"match the manifest's hashes (content hash {content_hash[:12]}; {seconds:.1f} s)",
+    Console().print(f"store {args.store}: {len(manifest['shards'])} shard(s), {manifest.get('images', '?')} "
+                    f"images match the manifest's hashes (content hash {content_hash[:12]}; {seconds:.1f} s)",
                     markup=False, soft_wrap=True)
     return 0
 
 
 def _table(args: argparse.Namespace):
-    """The table to prepare: the main source, or the mixture with the --also sources; --keep-splits applied."""
+    """The table to prepare: the main source, or the mixture with the --also sources; --keep-splits
+    applied."""
     from thoraxmae.datasets.sources import load_source
     from thoraxmae.datasets.table import concat_tables, keep_splits
 
@@ -320,7 +332,8 @@ def _table(args: argparse.Namespace):
     if keep is not None:
         tables = [keep_splits(t, keep) for t in tables]
         if sum(len(t) for t in tables) == 0:
-            raise DataError(f"--keep-splits {args.keep_splits}: no image is in split(s) {keep} (the source(s) hold "
+            raise DataError(f"--keep-splits {args.keep_splits}: no image is in split(s) {keep} (the "
+                            "source(s) hold "
                             + ", ".join(f"{s} {n}" for s, n in held.items()) + "); nothing to prepare")
     if len(tables) == 1:
         return tables[0]

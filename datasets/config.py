@@ -17,7 +17,8 @@ _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def is_uri(store: Path | str) -> bool:
-    """True for an object-store URI (`s3://...`, `gs://...`: any `scheme://`); a Path or a plain path is local."""
+    """True for an object-store URI (`s3://...`, `gs://...`: any `scheme://`); a Path or a plain path is
+    local."""
     return isinstance(store, str) and bool(_URI.match(store))
 
 

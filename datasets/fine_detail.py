@@ -27,14 +27,16 @@ FloatBox = tuple[float, float, float, float]  # left, top, right, bottom, in the
 def high_frequency_energy(img: np.ndarray) -> float:
     """Mean squared response of the 3x3 Laplacian over the interior of a gray image [H, W] (gray levels^2)."""
     if img.ndim != 2 or min(img.shape) < 3:
-        raise DataError(f"high-frequency energy needs a gray [H, W] image of at least 3x3 px, got {list(img.shape)}")
+        raise DataError("high-frequency energy needs a gray [H, W] image of at least 3x3 px, got "
+                        f"{list(img.shape)}")
     x = img.astype(np.float64)
     lap = 4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2] - x[1:-1, 2:]  # [H-2, W-2]
     return float(np.mean(lap * lap))
 
 
 def resized_crop(img: np.ndarray, box: FloatBox, output: int) -> np.ndarray:
-    """uint8 [output, output]: `box` of the uint8 [H, W] image resampled once (bicubic, antialiased) to `output`."""
+    """uint8 [output, output]: `box` of the uint8 [H, W] image resampled once (bicubic, antialiased) to
+    `output`."""
     return np.asarray(Image.fromarray(img).resize((output, output), BICUBIC, box=box), dtype=np.uint8)
 
 
@@ -50,5 +52,6 @@ def fine_detail_kept(crop: np.ndarray, reference: np.ndarray) -> float:
         raise DataError(f"crop {list(crop.shape)} and reference {list(reference.shape)} differ in shape")
     ref = high_frequency_energy(reference)
     if ref <= 0:
-        raise DataError("the reference crop is flat (no high-frequency energy): fine detail is undefined there")
+        raise DataError("the reference crop is flat (no high-frequency energy): fine detail is undefined "
+                        "there")
     return high_frequency_energy(crop) / ref

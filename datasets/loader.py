@@ -60,7 +60,8 @@ class ShardSampler(Sampler[int]):
     items, parts differ by at most one).
     """
 
-    def __init__(self, n: int, *, train: bool, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(self, n: int, *, train: bool, seed: int = 0, epoch: int = 0, rank: int = 0,
+                 world_size: int = 1):
         if world_size < 1 or not 0 <= rank < world_size:
             raise DataError(f"rank={rank} must lie in [0, world_size={world_size})")
         if train and n < world_size:
@@ -85,7 +86,8 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.n - (self.n % self.world_size if self.train else 0), self.world_size))
 
 
-def make_loader(dataset: StoreDataset, *, batch_size: int, train: bool, seed: int = 0, epoch: int = 0, rank: int = 0,
+def make_loader(dataset: StoreDataset, *, batch_size: int, train: bool, seed: int = 0, epoch: int = 0,
+                rank: int = 0,
                 world_size: int = 1, num_workers: int = 0) -> DataLoader:
     """A DataLoader over this rank's part of the split; shuffled per (seed, epoch) and drop_last when train.
 
@@ -95,11 +97,13 @@ def make_loader(dataset: StoreDataset, *, batch_size: int, train: bool, seed: in
     """
     if batch_size < 1:
         raise DataError(f"batch_size={batch_size} must be >= 1")
-    sampler = ShardSampler(len(dataset), train=train, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+    sampler = ShardSampler(len(dataset), train=train, seed=seed, epoch=epoch, rank=rank,
+                           world_size=world_size)
     if train and len(sampler) < batch_size:
-        raise DataError(f"{dataset.store.path}: rank {rank}'s part of split {dataset.split!r} has {len(sampler)} "
-                        f"images, fewer than batch_size={batch_size}; training drops incomplete batches, so it would "
-                        "see none (lower the batch size)")
+        raise DataError(f"{dataset.store.path}: rank {rank}'s part of split {dataset.split!r} has "
+                        f"{len(sampler)} images, fewer than batch_size={batch_size}; training drops "
+                        "incomplete batches, so it would see none (lower the batch size)")
     generator = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, rank]).integers(2**62)))
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=train, num_workers=num_workers,
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=train,
+                      num_workers=num_workers,
                       generator=generator)

@@ -29,16 +29,19 @@ log = logging.getLogger(__name__)
 
 # Images per label in the 112,120 NIH images (Data_Entry_2017); 60,361 are "No Finding".
 NIH_TOTAL, NIH_HEALTHY = 112_120, 60_361
-NIH_COUNTS = {"Atelectasis": 11559, "Cardiomegaly": 2776, "Effusion": 13317, "Infiltration": 19894, "Mass": 5782,
+NIH_COUNTS = {"Atelectasis": 11559, "Cardiomegaly": 2776, "Effusion": 13317, "Infiltration": 19894,
+              "Mass": 5782,
               "Nodule": 6331, "Pneumonia": 1431, "Pneumothorax": 5302, "Consolidation": 4667, "Edema": 2303,
               "Emphysema": 2516, "Fibrosis": 1686, "Pleural_Thickening": 3385, "Hernia": 227}
 # (label, given): the label's probability is multiplied by the factor when `given` is positive.
-CO_OCCURRENCE = {("Effusion", "Cardiomegaly"): 2.5, ("Edema", "Cardiomegaly"): 3.0, ("Effusion", "Edema"): 2.0,
+CO_OCCURRENCE = {("Effusion", "Cardiomegaly"): 2.5, ("Edema", "Cardiomegaly"): 3.0,
+                 ("Effusion", "Edema"): 2.0,
                  ("Atelectasis", "Effusion"): 2.0, ("Infiltration", "Pneumonia"): 2.0,
                  ("Consolidation", "Pneumonia"): 2.5, ("Mass", "Nodule"): 1.5, ("Infiltration", "Edema"): 1.5}
 # Drawn in this order, so each `given` of CO_OCCURRENCE is drawn before the labels it raises.
 DRAW_ORDER = ("Cardiomegaly", "Pneumonia", "Nodule", "Edema", "Effusion", "Atelectasis", "Infiltration",
-              "Consolidation", "Mass", "Pneumothorax", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+              "Consolidation", "Mass", "Pneumothorax", "Emphysema", "Fibrosis", "Pleural_Thickening",
+              "Hernia")
 CHRONIC = ("Cardiomegaly", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")  # persist over follow-ups
 CHRONIC_KEEP = 0.8
 TEST_FRACTION = 0.23  # official NIH split: 25,596 of 112,120 images are test
@@ -163,7 +166,8 @@ def generate_phantom(out: Path, n: int, size: int = 256, seed: int = 0, *,
     _write_csv(out / CSV_NAME, names, labels, patient, follow_up, rng)
     (out / "train_val_list.txt").write_text("".join(f"{m}\n" for m, t in zip(names, test, strict=True) if not t))
     (out / "test_list.txt").write_text("".join(f"{m}\n" for m, t in zip(names, test, strict=True) if t))
-    log.info("phantom: %d images of %d px, %d patients, %d test images -> %s", n, size, len(set(patient.tolist())),
+    log.info("phantom: %d images of %d px, %d patients, %d test images -> "
+             "%s", n, size, len(set(patient.tolist())),
              int(test.sum()), out)
     return out
 

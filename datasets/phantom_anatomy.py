@@ -109,7 +109,8 @@ class Chest:
         hx = anat.cx + 0.025  # the heart sits two-thirds on the patient's left
         ha = anat.ctr * anat.thorax
         self.heart = soft_inside(ellipse_dist(u, v, hx, anat.heart_cy, ha, anat.heart_hb), size, 0.01)
-        knob = soft_inside(ellipse_dist(u, v, anat.cx + anat.med + 0.01, anat.lung_top + 0.13, 0.035, 0.03), size)
+        knob = soft_inside(ellipse_dist(u, v, anat.cx + anat.med + 0.01, anat.lung_top + 0.13, 0.035, 0.03),
+                           size)
         self.tissue = np.maximum(self.heart, knob)  # mediastinal soft tissue over the lungs
         self.aerated = {s: self.lungs[s] * (1.0 - self.tissue) for s in SIDES}  # lung not behind the heart
         self.air = self.aerated[-1] + self.aerated[1]  # [S, S]
@@ -127,7 +128,8 @@ class Chest:
         """Ribs (posterior arcs), clavicles and the spine."""
         a, u, v = self.anat, self.u, self.v
         du = np.abs(u - a.cx)
-        phase = (v + 0.15 * du - 1.1 * du**2) / a.rib_spacing + a.rib_phase  # arcs rising, then falling laterally
+        # arcs rising, then falling laterally
+        phase = (v + 0.15 * du - 1.1 * du**2) / a.rib_spacing + a.rib_phase
         ribs = np.clip((np.cos(2 * np.pi * phase) - 0.45) * 3.0, 0.0, 1.0)
         cage = soft_inside(du - a.thorax - 0.02, self.size, 0.02) * soft_inside(a.lung_top - 0.02 - v, self.size)
         self.density += 0.06 * ribs * cage * soft_inside(v - max(a.dome_base) - 0.02, self.size, 0.02)

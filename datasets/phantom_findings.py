@@ -36,7 +36,8 @@ def _sides(side: int) -> tuple[int, ...]:
 
 def lung_point(c: Chest, side: int, rng: np.random.Generator, v_range: tuple[float, float] = (0.0, 1.0),
                reach: float = 0.7) -> tuple[float, float]:
-    """A random point well inside one lung's aerated part (not behind the heart), v in `v_range` if possible."""
+    """A random point well inside one lung's aerated part (not behind the heart), v in `v_range` if
+    possible."""
     lx, ly, a, b = c.anat.lung_ellipse(side)
     for _ in range(30):
         r, t = reach * np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
@@ -198,7 +199,8 @@ OPACITIES: dict[str, Draw] = {
     "Infiltration": infiltration, "Edema": edema, "Nodule": nodule, "Mass": mass, "Fibrosis": fibrosis,
     "Pleural_Thickening": pleural_thickening, "Hernia": hernia,
 }
-BILATERAL = {"Effusion": 0.3, "Atelectasis": 0.2, "Infiltration": 0.4, "Nodule": 0.3, "Pleural_Thickening": 0.3}
+BILATERAL = {"Effusion": 0.3, "Atelectasis": 0.2, "Infiltration": 0.4, "Nodule": 0.3,
+             "Pleural_Thickening": 0.3}
 
 
 def choose_sides(positive: Sequence[str], rng: np.random.Generator) -> dict[str, int]:

@@ -9,7 +9,8 @@ once into a node-local cache and returns that folder, which the memory-mapped re
 
 Cache: `$THORAXMAE_CACHE_DIR` (default ~/.cache/thoraxmae/stores), one folder per store named by its
 manifest's content hash (docs/data-formats.md "Prepared store") and one `file-<hash>` folder per fetched
-checkpoint (datasets.storage.local_file), at most `$THORAXMAE_CACHE_GB` GB (default 200) in all: before a store is fetched, whole stores are evicted, least recently used first.
+checkpoint (datasets.storage.local_file), at most `$THORAXMAE_CACHE_GB` GB (default 200) in all: before a
+store is fetched, whole stores are evicted, least recently used first.
 Each shard is downloaded to a temp name, checked against the manifest's per-shard sha256 and renamed
 into place; `fetched.json` records the size and mtime of each verified shard, so a later open re-checks
 only those (a shard changed on disk since is fetched again) and an interrupted fetch resumes. The
@@ -143,8 +144,8 @@ def local_store(store: Path | str) -> Path:
     uri = str(store).rstrip("/")
     manifest = read_manifest_uri(uri)
     if manifest.get("format_version") != FORMAT_VERSION or "content_hash" not in manifest:
-        raise DataError(f"{uri}: store format version {manifest.get('format_version')!r}, this thoraxmae reads "
-                        f"version {FORMAT_VERSION}; re-run `thoraxmae data prepare`")
+        raise DataError(f"{uri}: store format version {manifest.get('format_version')!r}, this thoraxmae "
+                        f"reads version {FORMAT_VERSION}; re-run `thoraxmae data prepare`")
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     folder = root / str(manifest["content_hash"])
@@ -157,7 +158,8 @@ def local_store(store: Path | str) -> Path:
 
 
 def upload_store(local: Path, uri: str) -> None:
-    """Copy a prepared store's shards, then its manifest (last: a store without one is incomplete), to a URI."""
+    """Copy a prepared store's shards, then its manifest (last: a store without one is incomplete), to a
+    URI."""
     from pyarrow import fs
 
     filesys, root = filesystem(uri)
@@ -167,7 +169,8 @@ def upload_store(local: Path, uri: str) -> None:
         for entry in manifest["shards"]:
             fs.copy_files(str(Path(local) / entry["file"]), f"{root}/{entry['file']}",
                           source_filesystem=fs.LocalFileSystem(), destination_filesystem=filesys)
-        fs.copy_files(str(Path(local) / MANIFEST), f"{root}/{MANIFEST}", source_filesystem=fs.LocalFileSystem(),
+        fs.copy_files(str(Path(local) / MANIFEST), f"{root}/{MANIFEST}",
+                      source_filesystem=fs.LocalFileSystem(),
                       destination_filesystem=filesys)
     except OSError as exc:
         raise DataError(f"{uri}: cannot upload the store ({exc})") from None
@@ -262,8 +265,8 @@ def _fetch(uri: str, manifest: dict, folder: Path) -> None:
         digest = shard_digest(open_shard(tmp))
         if digest != entry["sha256"]:
             tmp.unlink(missing_ok=True)
-            raise DataError(f"{uri}/{entry['file']}: contents do not match the manifest's sha256 (damaged upload); "
-                            "re-run `thoraxmae data prepare --out` to this URI")
+            raise DataError(f"{uri}/{entry['file']}: contents do not match the manifest's sha256 (damaged "
+                            "upload); re-run `thoraxmae data prepare --out` to this URI")
         os.replace(tmp, final)
         done[entry["file"]] = _stamp(final)
         fetched += 1

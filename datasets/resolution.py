@@ -34,8 +34,8 @@ PAPER_CROP_MINS = {"fine-tuning": 0.08, "pre-training": 0.5}  # docs/paper.md
 def check_size(size: int, what: str = "size") -> int:
     """`size` if it is a sane store side, else a one-line DataError (before anything is allocated)."""
     if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
-        raise DataError(f"{what}={size!r}: a store's image side must be an integer in [{MIN_SIZE}, {MAX_SIZE}] px "
-                        f"(default {DEFAULT_SIZE})")
+        raise DataError(f"{what}={size!r}: a store's image side must be an integer in [{MIN_SIZE}, "
+                        f"{MAX_SIZE}] px (default {DEFAULT_SIZE})")
     return size
 
 
@@ -50,7 +50,8 @@ def detail_kept(scale: float, store: int, source: int = REFERENCE_SOURCE, output
 
 
 def smallest_store(scale: float, keep: float = 0.9, source: int = REFERENCE_SOURCE, output: int = 224) -> int:
-    """The smallest store side whose square crops of `scale` keep at least `keep` of the reference's detail."""
+    """The smallest store side whose square crops of `scale` keep at least `keep` of the reference's
+    detail."""
     need = keep * min(math.sqrt(scale) * source, output) / math.sqrt(scale)
     return min(source, math.ceil(need - 1e-9))
 
@@ -65,7 +66,7 @@ def store_detail_warning(store: object, manifest: dict, crop_min: float, output:
     if size >= need or manifest.get("half_copies", 1) == 0:
         return None
     kept = detail_kept(crop_min, size, REFERENCE_SOURCE, output)
-    return (f"{store}: images stored at {size} px, below the {need} px that keeps >= {keep:g} of the reference's "
-            f"detail for {what} crops down to crop_min={crop_min:g} at {output} px (this store keeps {kept:.2f}; "
-            f"docs/paper.md \"Crops and stored resolution\"); re-prepare it with "
+    return (f"{store}: images stored at {size} px, below the {need} px that keeps >= {keep:g} of the "
+            f"reference's detail for {what} crops down to crop_min={crop_min:g} at {output} px (this store "
+            f"keeps {kept:.2f}; docs/paper.md \"Crops and stored resolution\"); re-prepare it with "
             f"`thoraxmae data prepare ... --size {max(need, DEFAULT_SIZE)}`")

@@ -140,7 +140,8 @@ class Location:
         self.fs.create_dir(self.fs_path, recursive=True)
 
     def write_bytes(self, data: bytes) -> None:
-        """Whole or not at all: a local file is written beside and renamed; an object store's PUT is atomic."""
+        """Whole or not at all: a local file is written beside and renamed; an object store's PUT is
+        atomic."""
         if self.is_local:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
@@ -195,7 +196,8 @@ def shown(target: Path | str, local: Path) -> Path | str:
 
 @contextmanager
 def local_dir(target: Path | str) -> Iterator[Path]:
-    """A folder (a checkpoint) as a local folder: a local one as it is; one on object storage (a URI) downloaded
+    """A folder (a checkpoint) as a local folder: a local one as it is; one on object storage (a URI)
+    downloaded
     into a temporary folder of the same name, removed afterwards. A folder that is not there is yielded as
     a path that does not exist."""
     if not is_uri(target):
@@ -216,7 +218,8 @@ def local_dir(target: Path | str) -> Iterator[Path]:
 def local_file(target: Path | str) -> Path:
     """A local path for a file that may be on object storage: a local path as it is; a URI's file fetched
     once into the node's cache (`<cache>/file-<hash of URI, size, mtime>/<name>`), so a file rewritten at
-    the same URI is fetched again. It shares the stores' bound and eviction (datasets.remote: THORAXMAE_CACHE_GB,
+    the same URI is fetched again. It shares the stores' bound and eviction (datasets.remote:
+    THORAXMAE_CACHE_GB,
     least recently used first) and their lock, so the processes of a node fetch it once. DataError names the
     URI when it cannot be read."""
     if not is_uri(target):

@@ -71,7 +71,8 @@ class ShardPlan:
         return f"{SHARD_DIR}/shard-{self.index:05d}.arrow"
 
 
-def prepare_store(table: SourceTable, out: Path, size: int = DEFAULT_SIZE, workers: int = 1, strict: bool = False,
+def prepare_store(table: SourceTable, out: Path, size: int = DEFAULT_SIZE, workers: int = 1,
+                  strict: bool = False,
                   progress: Progress | bool | None = None, shard_size: int = 1024) -> dict:
     """Decode every image of `table` once into a store at `out`; returns the manifest (also manifest.json).
 
@@ -92,7 +93,8 @@ def prepare_store(table: SourceTable, out: Path, size: int = DEFAULT_SIZE, worke
             remove_if_empty(out / SHARD_DIR, out)
         raise
     if manifest["failed"]:
-        log.warning("%s: %d image(s) could not be decoded and were skipped, e.g. %s", out, len(manifest["failed"]),
+        log.warning("%s: %d image(s) could not be decoded and were skipped, e.g. "
+                    "%s", out, len(manifest["failed"]),
                     manifest["failed"][0]["reason"])
     if manifest["images"] == 0:  # every image failed
         raise DataError(f"{out}: none of the {len(table)} images could be decoded, e.g. "
@@ -108,7 +110,8 @@ def _write_store(table: SourceTable, out: Path, size: int, workers: int, strict:
     digests = {p.index: d for p in plans if (d := _reusable(out / p.file, p)) is not None}
     todo = [p for p in plans if p.index not in digests]
     if digests:
-        log.info("%s: %d of %d shards already complete; preparing the other %d", out, len(digests), len(plans),
+        log.info("%s: %d of %d shards already complete; preparing the other "
+                 "%d", out, len(digests), len(plans),
                  len(todo))
     done = len(table) - sum(len(p.rows) for p in todo)
     report(done, len(table))
@@ -151,8 +154,8 @@ def _check_args(table: SourceTable, size: int, workers: int, shard_size: int) ->
     bad = sorted(set(table.frame["reader"]) - set(READERS))
     if bad:
         row = int(np.flatnonzero(table.frame["reader"].isin(bad).to_numpy())[0])
-        raise DataError(f"{table.name}: unknown reader {bad[0]!r} (row {row}, {table.frame['path'].iloc[row]}); "
-                        f"expected one of {READERS}")
+        raise DataError(f"{table.name}: unknown reader {bad[0]!r} (row {row}, "
+                        f"{table.frame['path'].iloc[row]}); expected one of {READERS}")
 
 
 def _reusable(path: Path, plan: ShardPlan) -> str | None:
@@ -166,7 +169,8 @@ def _reusable(path: Path, plan: ShardPlan) -> str | None:
     except DataError:
         digest = None
     if digest != meta.get("sha256"):
-        log.warning("%s: contents do not match the hash recorded when it was written (damaged); rebuilding it", path)
+        log.warning("%s: contents do not match the hash recorded when it was written (damaged); rebuilding "
+                    "it", path)
         return None
     return digest
 
@@ -248,8 +252,10 @@ def _assemble(table: SourceTable, plan: ShardPlan, parts: list) -> ShardData:
         offset += len(r)
     kept = rows[ok]
     pixels = [p for _, chunk, _ in parts for p in chunk]
-    return ShardData(pixels, table.labels[kept], table.mask[kept], f["image_id"].iloc[kept].astype(str).tolist(),
-                     f["patient_id"].iloc[kept].astype(str).tolist(), f["split"].iloc[kept].astype(str).tolist(),
+    return ShardData(pixels, table.labels[kept], table.mask[kept],
+                     f["image_id"].iloc[kept].astype(str).tolist(),
+                     f["patient_id"].iloc[kept].astype(str).tolist(),
+                     f["split"].iloc[kept].astype(str).tolist(),
                      failed)
 
 

@@ -63,14 +63,14 @@ def check_store_use(store: Path | str, needs: Iterable[SplitNeed], where: str | 
 def _check_sizes(store: Path | str, manifest: dict, label: str) -> None:
     size = manifest["size"]
     if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
-        raise DataError(f"{label}: {MANIFEST} size={size!r}, expected an image side in [{MIN_SIZE}, {MAX_SIZE}] px; "
-                        "re-run `thoraxmae data prepare`")
+        raise DataError(f"{label}: {MANIFEST} size={size!r}, expected an image side in [{MIN_SIZE}, "
+                        f"{MAX_SIZE}] px; re-run `thoraxmae data prepare`")
     actual = _shard_bytes(store, manifest)
     for entry in manifest["shards"]:
         found, recorded = actual.get(entry["file"]), entry.get("bytes")
         if recorded is not None and found != recorded:
-            raise DataError(f"{label}: {entry['file']} is {found} bytes, {MANIFEST} records {recorded} (truncated or "
-                            "replaced); re-run `thoraxmae data prepare`")
+            raise DataError(f"{label}: {entry['file']} is {found} bytes, {MANIFEST} records {recorded} "
+                            "(truncated or replaced); re-run `thoraxmae data prepare`")
         if recorded is None and not remote.is_uri(store):
             _check_footer(Path(store) / entry["file"], entry, label)
     rows = sum(int(e.get("rows", 0)) for e in manifest["shards"])
@@ -101,15 +101,17 @@ def _check_footer(path: Path, entry: dict, label: str) -> None:
             reader = pa.ipc.open_file(source)
             rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
-        raise DataError(f"{label}: {path}: cannot read store shard ({exc}); re-run `thoraxmae data prepare`") from None
+        raise DataError(f"{label}: {path}: cannot read store shard ({exc}); re-run `thoraxmae data "
+                        "prepare`") from None
     if rows != entry.get("rows"):
-        raise DataError(f"{label}: {path}: holds {rows} images but {MANIFEST} says {entry.get('rows')}; re-run "
-                        "`thoraxmae data prepare`")
+        raise DataError(f"{label}: {path}: holds {rows} images but {MANIFEST} says {entry.get('rows')}; "
+                        "re-run `thoraxmae data prepare`")
 
 
 def _check_split(need: SplitNeed, counts: dict | None, label: str) -> None:
     if need.split not in SPLITS:
-        raise DataError(f"{need.field}: {need.split!r} is not a split of a store; expected one of {list(SPLITS)}")
+        raise DataError(f"{need.field}: {need.split!r} is not a split of a store; expected one of "
+                        f"{list(SPLITS)}")
     if counts is None or need.batch_size == 0:
         return
     n = counts.get(need.split, 0)
@@ -119,6 +121,6 @@ def _check_split(need: SplitNeed, counts: dict | None, label: str) -> None:
                         f"prepare a store that has it, or set {need.field} to a split that has images")
     if need.batch_field and n // need.workers < need.batch_size:
         per = f"{n // need.workers} per worker ({need.workers} workers)" if need.workers > 1 else f"{n}"
-        raise DataError(f"{label}: {need.batch_field}={need.batch_size} is more than split {need.split!r} holds "
-                        f"({per}); training drops incomplete batches, so it would see none: lower "
+        raise DataError(f"{label}: {need.batch_field}={need.batch_size} is more than split {need.split!r} "
+                        f"holds ({per}); training drops incomplete batches, so it would see none: lower "
                         f"{need.batch_field} to at most {n // need.workers}")

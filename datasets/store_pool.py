@@ -31,7 +31,8 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
 def die_with_parent(parent: int) -> None:
     """Pool initializer: exit as soon as process `parent` is gone (see the module docstring)."""
     if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # no prctl in this libc: the watch thread alone does it
+        # no prctl in this libc: the watch thread alone does it
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)

@@ -74,7 +74,8 @@ class Store:
         return view.image(j)
 
     def levels(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """(the image, its half-resolution copy or None when the store holds the original), zero-copy views."""
+        """(the image, its half-resolution copy or None when the store holds the original), zero-copy
+        views."""
         view, j = self._locate(i)
         return view.image(j), view.half(j)
 
@@ -126,7 +127,8 @@ def check_store(path: Path | str) -> dict:
     for entry in manifest["shards"]:
         shard = path / entry["file"]
         if not shard.is_file():
-            raise DataError(f"{shard}: store shard missing (listed in {MANIFEST}); re-run `thoraxmae data prepare`")
+            raise DataError(f"{shard}: store shard missing (listed in {MANIFEST}); re-run `thoraxmae data "
+                            "prepare`")
     return manifest
 
 
@@ -134,8 +136,8 @@ def _checked(manifest: dict, path: Path | str, file: Path | str) -> dict:
     """The format version is the one this thoraxmae reads and the manifest has the keys readers need."""
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise DataError(f"{path}: store format version {version!r}, this thoraxmae reads version {FORMAT_VERSION}; "
-                        "re-run `thoraxmae data prepare` into a new folder")
+        raise DataError(f"{path}: store format version {version!r}, this thoraxmae reads version "
+                        f"{FORMAT_VERSION}; re-run `thoraxmae data prepare` into a new folder")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise DataError(f"{file}: manifest lacks {missing}")

@@ -30,8 +30,9 @@ from thoraxmae.datasets.output import reason
 FORMAT_VERSION = 2
 META_KEY = b"thoraxmae"
 READERS = ("image", "dicom")
-RESIZE_NOTE = ("shorter side scaled down to `size` px when larger (bicubic, antialiased), aspect ratio kept, plus a "
-               "copy at `size` // 2 px from the original; smaller images are stored as they are (never upscaled)")
+RESIZE_NOTE = ("shorter side scaled down to `size` px when larger (bicubic, antialiased), aspect ratio kept, "
+               "plus a copy at `size` // 2 px from the original; smaller images are stored as they are "
+               "(never upscaled)")
 
 
 def fit(img: np.ndarray, size: int) -> np.ndarray:
@@ -125,9 +126,11 @@ def write_shard(path: Path, d: ShardData, key: str) -> dict:
     k = d.labels.shape[1]
     image, sides, data = _binary_column([full for full, _ in d.pixels])
     half, half_sides, half_data = _binary_column([h for _, h in d.pixels])
-    sha = _digest(memoryview(data), memoryview(half_data), np.concatenate([sides, half_sides], axis=1), d.labels,
+    sha = _digest(memoryview(data), memoryview(half_data), np.concatenate([sides, half_sides], axis=1),
+                  d.labels,
                   d.mask, d.image_ids + d.patient_ids + d.splits)
-    meta = {"format_version": FORMAT_VERSION, "key": key, "rows": len(d.image_ids), "sha256": sha, "failed": d.failed}
+    meta = {"format_version": FORMAT_VERSION, "key": key, "rows": len(d.image_ids), "sha256": sha,
+            "failed": d.failed}
     columns = {
         "image": image, "height": _int32(sides[:, 0]), "width": _int32(sides[:, 1]),
         "half": half, "half_height": _int32(half_sides[:, 0]), "half_width": _int32(half_sides[:, 1]),
@@ -209,7 +212,8 @@ class ShardView:
 def _pixels(table: pa.Table, column: str, sides: tuple[str, str], path: Path) -> Pixels:
     col, n = table.column(column), table.num_rows
     if col.type != pa.large_binary():
-        raise DataError(f"{path}: {column} column is {col.type}, expected large_binary; re-run `thoraxmae data prepare`")
+        raise DataError(f"{path}: {column} column is {col.type}, expected large_binary; re-run `thoraxmae "
+                        "data prepare`")
     hw = np.stack([table.column(s).to_numpy().astype(np.int32) for s in sides], axis=1).reshape(n, 2)
     if n == 0:
         return Pixels(np.empty(0, np.uint8), np.zeros(1, np.int64), hw)

@@ -50,7 +50,8 @@ class SourceTable:
 
     def select(self, rows: np.ndarray) -> SourceTable:
         """A new table with only `rows` (bool mask or integer index)."""
-        return SourceTable(self.name, self.label_names, self.frame[rows].reset_index(drop=True) if rows.dtype == bool
+        return SourceTable(self.name, self.label_names,
+                           self.frame[rows].reset_index(drop=True) if rows.dtype == bool
                            else self.frame.iloc[rows].reset_index(drop=True),
                            self.labels[rows], self.mask[rows], self.task, dict(self.notes))
 
@@ -67,7 +68,8 @@ def validate_table(t: SourceTable, required_splits: Sequence[str] = ()) -> None:
         raise DataError(f"{t.name}: table lacks columns {missing}")
     n, k = len(f), len(t.label_names)
     if t.labels.shape != (n, k) or t.mask.shape != (n, k):
-        raise DataError(f"{t.name}: labels {t.labels.shape} / mask {t.mask.shape} do not match {n} rows x {k} labels")
+        raise DataError(f"{t.name}: labels {t.labels.shape} / mask {t.mask.shape} do not match {n} rows x "
+                        f"{k} labels")
     bad_split = sorted(set(f["split"]) - set(SPLITS))
     if bad_split:
         raise DataError(f"{t.name}: unknown split names {bad_split}; expected {SPLITS}")
@@ -117,14 +119,16 @@ def concat_tables(tables: Sequence[SourceTable], name: str = "mixture",
         raise DataError(f"concat_tables: cannot mix tasks {sorted(tasks)}")
     return SourceTable(name, tuple(names), pd.concat(frames, ignore_index=True), np.concatenate(labels),
                        np.concatenate(masks), tasks.pop(),
-                       {"parts": parts, "part_notes": {p: dict(t.notes) for p, t in zip(parts, tables, strict=True)}})
+                       {"parts": parts,
+                        "part_notes": {p: dict(t.notes) for p, t in zip(parts, tables, strict=True)}})
 
 
 def keep_splits(table: SourceTable, splits: Sequence[str]) -> SourceTable:
     """Only the rows of `splits` (e.g. ["train"] for a pre-training store); an emptied split is fine."""
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown or not splits:
-        raise DataError(f"keep_splits: unknown split name(s) {unknown or list(splits)}; expected some of {list(SPLITS)}")
+        raise DataError(f"keep_splits: unknown split name(s) {unknown or list(splits)}; expected some of "
+                        f"{list(SPLITS)}")
     out = table.select(table.frame["split"].isin(list(splits)).to_numpy())
     out.notes["kept_splits"] = [s for s in SPLITS if s in splits]
     return out

@@ -136,7 +136,8 @@ class TorchRandomResizedCrop(RandomResizedCrop):
 
 
 class HorizontalFlip:
-    """torchvision's RandomHorizontalFlip: flips when `torch.rand(1) < p` (the torch RNG, as the reference)."""
+    """torchvision's RandomHorizontalFlip: flips when `torch.rand(1) < p` (the torch RNG, as the
+    reference)."""
 
     def __init__(self, p: float):
         self.p = p
@@ -175,7 +176,8 @@ class ResizeCenterCrop:
 
 
 def rand_augment(magnitude: int, img_size: int, mean: float) -> Op:
-    """timm RandAugment on gray images with create_transform's hparams (fill = the mean gray level, bicubic)."""
+    """timm RandAugment on gray images with create_transform's hparams (fill = the mean gray level,
+    bicubic)."""
     from timm.data.auto_augment import rand_augment_transform
 
     # timm's inc1 posterize keeps 4 - int(level / 10 * 4) bits: 0 at level 10, which PIL rejects. With
@@ -195,7 +197,8 @@ def _per_channel(value: Stat, in_chans: int, what: str) -> torch.Tensor | float:
         return float(value)
     values = [float(v) for v in value]
     if len(values) != in_chans:
-        raise DataError(f"{what}={tuple(values)} has {len(values)} values; the model reads {in_chans} channel(s)")
+        raise DataError(f"{what}={tuple(values)} has {len(values)} values; the model reads {in_chans} "
+                        "channel(s)")
     return torch.tensor(values, dtype=torch.float32).view(in_chans, 1, 1)  # [C, 1, 1]
 
 
@@ -256,7 +259,8 @@ def build_finetune_transform(img_size: int, crop_min: float, randaug_magnitude: 
     """Fine-tuning (docs/paper.md), timm's create_transform: RandomResizedCrop(scale=(crop_min, 1)),
     horizontal flip (True = p 0.5, the reference's), RandAug m (0 disables it)."""
     if not 0 <= randaug_magnitude <= RANDAUG_MAX:
-        raise DataError(f"randaug_magnitude={randaug_magnitude} must lie in [0, {RANDAUG_MAX}] (timm's RandAugment scale)")
+        raise DataError(f"randaug_magnitude={randaug_magnitude} must lie in [0, {RANDAUG_MAX}] (timm's "
+                        "RandAugment scale)")
     ops: list[Op] = [RandomResizedCrop(img_size, crop_scale(crop_min))]
     if _flip_p(hflip) > 0:
         ops.append(HorizontalFlip(_flip_p(hflip)))

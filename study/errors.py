@@ -2,4 +2,5 @@
 
 
 class SpecError(ValueError):
-    """An invalid study spec: the message names the file and the field (e.g. `search.space.pretrain.mask_ratio`)."""
+    """An invalid study spec: the message names the file and the field (e.g.
+    `search.space.pretrain.mask_ratio`)."""

@@ -18,7 +18,8 @@ def gcs_emulator(log: Path) -> Iterator[dict[str, str]]:
     """Start gcp-storage-emulator on a free port with BUCKET; yields {"STORAGE_EMULATOR_HOST": ...}, also set
     in os.environ while it runs."""
     (port,) = free_ports(1)
-    cmd = [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port",
+    cmd = [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host", "127.0.0.1",
+           "--port",
            str(port), "--in-memory", "--default-bucket", BUCKET]
     with serve(cmd, f"http://127.0.0.1:{port}/storage/v1/b/{BUCKET}", log,
                {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}) as env:

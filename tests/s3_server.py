@@ -47,7 +47,8 @@ def moto_server(log: Path) -> Iterator[dict[str, str]]:
     """Start `moto_server` on a free port; yields the S3 environment (AWS_* variables) with BUCKET created."""
     (port,) = free_ports(1)
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
     cmd = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
     with serve(cmd, f"http://127.0.0.1:{port}/", log, env):
         from pyarrow import fs

@@ -16,7 +16,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ModelConfig": "thoraxmae.trainers.config", "PretrainConfig": "thoraxmae.trainers.config", "FinetuneConfig": "thoraxmae.trainers.config",
+    "ModelConfig": "thoraxmae.trainers.config", "PretrainConfig": "thoraxmae.trainers.config",
+    "FinetuneConfig": "thoraxmae.trainers.config",
     "PretrainJob": "thoraxmae.trainers.jobs", "FinetuneJob": "thoraxmae.trainers.jobs",
     "pretrain_trainer": "thoraxmae.trainers.api", "finetune_trainer": "thoraxmae.trainers.api",
     "pretrain_loop": "thoraxmae.trainers.pretrain", "finetune_loop": "thoraxmae.trainers.finetune",

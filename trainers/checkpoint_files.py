@@ -41,7 +41,8 @@ _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 # docs/paper.md: the class order of the paper's fine-tuned heads, by the released file's `args.dataset`.
 NIH_ORDER = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-             "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+             "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
+             "Hernia")
 CHEXPERT_REFERENCE_ORDER = ("Cardiomegaly", "Edema", "Consolidation", "Atelectasis", "Pleural Effusion")
 COVIDX_REFERENCE_ORDER = ("normal", "positive", "pneumonia", "COVID-19")
 RELEASED_CLASS_ORDERS = {"chestxray": NIH_ORDER, "chexpert": CHEXPERT_REFERENCE_ORDER,
@@ -85,16 +86,19 @@ def check_checkpoint(path: str | os.PathLike) -> str:
 
 def open_checkpoint(path: str | os.PathLike, fmt: str = "auto") -> CheckpointFile:
     """Read `path` safely and recognise its format; with an explicit `fmt` the content must be that format.
-    An object-store URI (`s3://...`) is fetched once into the node's cache first (datasets.storage.local_file)."""
+    An object-store URI (`s3://...`) is fetched once into the node's cache first
+    (datasets.storage.local_file)."""
     path = _local(path)
     if fmt != "auto" and fmt not in FORMATS:
-        raise CheckpointError(f"{path}: unknown checkpoint format {fmt!r}; expected 'auto' or one of {list(FORMATS)}")
+        raise CheckpointError(f"{path}: unknown checkpoint format {fmt!r}; expected 'auto' or one of "
+                              f"{list(FORMATS)}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     obj = _safe_load(path)
     found, what = classify(obj)
     if found is None:
-        raise CheckpointError(f"{path}: not a checkpoint of a known format (tried {', '.join(FORMATS)}): found {what}")
+        raise CheckpointError(f"{path}: not a checkpoint of a known format (tried {', '.join(FORMATS)}): "
+                              f"found {what}")
     if fmt != "auto" and fmt != found:
         raise CheckpointError(f"{path}: is a {found} checkpoint ({what}), not {fmt}; "
                               f"set the format to {found!r} or 'auto'")
@@ -158,8 +162,8 @@ def _why(err: BaseException, is_zip: bool) -> str:
     text = _ANSI.sub("", str(err))
     refused = _GLOBAL.search(text)
     if refused:
-        return (f"it pickles `{refused.group(1)}`, which a safe (weights-only) load never runs; only tensors, "
-                "numbers, strings, containers and argparse.Namespace are read")
+        return (f"it pickles `{refused.group(1)}`, which a safe (weights-only) load never runs; only "
+                "tensors, numbers, strings, containers and argparse.Namespace are read")
     if is_zip:
         return "found a zip archive that is not a torch.save file"
     if isinstance(err, EOFError) or not text.strip():

@@ -80,7 +80,8 @@ class LoadReport:
         if self.head == "reordered":
             out.append(f"head reordered from the file's class order {list(self.file_classes or ())}")
         elif self.head in ("unchecked", "dropped"):
-            out.append(f"head {self.head}" + (f" (file classes {list(self.file_classes)})" if self.file_classes else
+            out.append(f"head {self.head}" + (" (file classes "
+                                              f"{list(self.file_classes)})" if self.file_classes else
                                               " (the file does not say its class order)"))
         return out
 
@@ -142,11 +143,13 @@ def load_encoder(model: nn.Module, path: str | os.PathLike, fmt: str = "auto",
         raise CheckpointError(f"{path}: has no trained head for the classes {list(label_names or [])} "
                               f"(head {head_state}; file classes {list(file_classes or []) or 'not stated'})")
     model.load_state_dict(state, strict=False)
-    report = LoadReport(path, ck.format, frozenset(state), missing, frozenset(dropped), grid, head_state, file_classes)
+    report = LoadReport(path, ck.format, frozenset(state), missing, frozenset(dropped), grid, head_state,
+                        file_classes)
     for line in report.lines():
         logger.info("%s", line)
     if head_state == "unchecked" and label_names is not None:
-        logger.warning("%s: the file does not say its head's class order; assumed to be %s", path, list(label_names))
+        logger.warning("%s: the file does not say its head's class order; assumed to be "
+                       "%s", path, list(label_names))
     return report
 
 
@@ -188,7 +191,8 @@ def _check_fit(ck: CheckpointFile, model: nn.Module, state: Mapping[str, torch.T
     if shapes:
         problems.append(f"shape mismatches: {shapes}")
     if problems:
-        raise CheckpointError(f"{ck.path} ({ck.format}) does not fit {type(model).__name__}: " + "; ".join(problems))
+        raise CheckpointError(f"{ck.path} ({ck.format}) does not fit {type(model).__name__}: "
+                              "" + "; ".join(problems))
 
 
 def _other_grid(source: torch.Tensor | None, target: torch.Tensor | None) -> bool:

@@ -34,7 +34,8 @@ class ModelConfig(ConfigModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "vit_small_patch16"  # vit_small_patch16 | vit_base_patch16 | vit_tiny_test | densenet121 | resnet50
+    # vit_small_patch16 | vit_base_patch16 | vit_tiny_test | densenet121 | resnet50
+    name: str = "vit_small_patch16"
     img_size: int | None = Field(None, ge=16)
     patch_size: int | None = Field(None, ge=2)
     in_chans: int = Field(3, ge=1)
@@ -63,9 +64,11 @@ class PretrainConfig(ConfigModel):
 
     epochs: int = knob(800, "epochs", paper=False, ge=1)
     warmup_epochs: int = Field(40, ge=0)
-    batch_size: int = Field(256, ge=1, description="per-worker batch per optimizer step (before accumulation)")
+    batch_size: int = Field(256, ge=1, description="per-worker batch per optimizer step (before "
+                                                   "accumulation)")
     accum_iter: int = Field(1, ge=1)
-    blr: float = knob(1.5e-4, "base LR, log scale", gt=0, description="base LR; lr = blr * global_batch / 256")
+    blr: float = knob(1.5e-4, "base LR, log scale", gt=0,
+                      description="base LR; lr = blr * global_batch / 256")
     min_lr: float = Field(0.0, ge=0)
     weight_decay: float = knob(0.05, "AdamW coefficient", ge=0)
     mask_ratio: float = knob(0.90, "fraction of patches masked", gt=0, lt=1)
@@ -75,29 +78,36 @@ class PretrainConfig(ConfigModel):
     checkpoint_every: int = setting(1, ge=1, description="epochs between checkpoints")
     max_steps_per_epoch: int | None = setting(None, ge=1, description="cap for smoke runs")
     seed: int = 0
-    # LR after warm-up (trainers.optim.lr_at, docs/paper.md "Anytime schedules"): cosine (the paper's) depends on
-    # `epochs`; constant does not (a checkpoint at e is the same for every length); wsd = constant, then a linear
-    # decay over the last `decay_epochs`, a branch from the constant run's checkpoint at epochs - decay_epochs.
+    # LR after warm-up (trainers.optim.lr_at, docs/paper.md "Anytime schedules"): cosine (the paper's) depends
+    # on
+    # `epochs`; constant does not (a checkpoint at e is the same for every length); wsd = constant, then a
+    # linear
+    # decay over the last `decay_epochs`, a branch from the constant run's checkpoint at epochs -
+    # decay_epochs.
     schedule: Literal["cosine", "constant", "wsd"] = "cosine"
     decay_epochs: int | None = Field(None, ge=1, description="wsd: epochs of the final linear decay")
     continue_from: PathOrUri | None = setting(
-        None, description="a constant-schedule checkpoint.pt of this recipe to continue from (its epoch < epochs); "
+        None, description="a constant-schedule checkpoint.pt of this recipe to continue from (its epoch < "
+                          "epochs); "
         "trainers.continuation checks it")
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:
         if self.warmup_epochs >= self.epochs and self.epochs > 1 and self.schedule != "constant":
-            raise ValueError(f"pretrain.warmup_epochs={self.warmup_epochs} must be < pretrain.epochs={self.epochs}")
+            raise ValueError(f"pretrain.warmup_epochs={self.warmup_epochs} must be < "
+                             f"pretrain.epochs={self.epochs}")
         if self.schedule == "wsd":
             if self.decay_epochs is None or self.decay_epochs > self.epochs - self.warmup_epochs:
-                raise ValueError(f"pretrain.decay_epochs={self.decay_epochs}: schedule wsd needs 1 <= decay_epochs <= "
-                                 f"epochs - warmup_epochs = {self.epochs - self.warmup_epochs}")
+                raise ValueError(f"pretrain.decay_epochs={self.decay_epochs}: schedule wsd needs 1 <= "
+                                 "decay_epochs <= epochs - warmup_epochs = "
+                                 f"{self.epochs - self.warmup_epochs}")
         elif self.decay_epochs is not None:
             raise ValueError(f"pretrain.decay_epochs={self.decay_epochs} applies only to schedule wsd "
                              f"(pretrain.schedule={self.schedule})")
         if self.continue_from is not None and self.schedule == "cosine":
-            raise ValueError("pretrain.continue_from: a cosine schedule cannot be continued (its LR at every epoch "
-                             "depends on pretrain.epochs, so it is not horizon-free); use schedule constant or wsd")
+            raise ValueError("pretrain.continue_from: a cosine schedule cannot be continued (its LR at every "
+                             "epoch depends on pretrain.epochs, so it is not horizon-free); use schedule "
+                             "constant or wsd")
         return self
 
 
@@ -110,7 +120,8 @@ class FinetuneConfig(ConfigModel):
     warmup_epochs: int = Field(5, ge=0)
     batch_size: int = Field(128, ge=1, description="per-worker batch per optimizer step")
     accum_iter: int = Field(1, ge=1)
-    blr: float = knob(2.5e-4, "base LR, log scale", gt=0, description="base LR; lr = blr * global_batch / 256")
+    blr: float = knob(2.5e-4, "base LR, log scale", gt=0,
+                      description="base LR; lr = blr * global_batch / 256")
     min_lr: float = Field(1e-5, ge=0)
     weight_decay: float = knob(0.05, "AdamW coefficient", ge=0)
     layer_decay: float = knob(0.55, "LR factor per block", gt=0, le=1)
@@ -119,7 +130,8 @@ class FinetuneConfig(ConfigModel):
                                   description="timm rand-m{M}-mstd0.5-inc1 (scale 0-10); 0 disables")
     crop_min: float = knob(0.08, "min. crop scale", gt=0, le=1)
     hflip: bool = True  # docs/paper.md: timm's create_transform default, flip p=0.5
-    init: PathOrUri | None = Field(None, description="checkpoint to start from: a file (a Path) or an object-store "
+    init: PathOrUri | None = Field(None, description="checkpoint to start from: a file (a Path) or an "
+                                                     "object-store "
                                     "URI such as s3://bucket/ckpt/mae.pt (a str; fetched once per node)")
     init_format: Literal["auto", CheckpointFormat] = setting("auto", description="auto: recognised from the content")
     bootstrap: int = setting(1000, ge=0, description="bootstrap resamples for the test mAUC CI")
@@ -129,7 +141,8 @@ class FinetuneConfig(ConfigModel):
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
         if self.warmup_epochs >= self.epochs and self.epochs > 1:
-            raise ValueError(f"finetune.warmup_epochs={self.warmup_epochs} must be < finetune.epochs={self.epochs}")
+            raise ValueError(f"finetune.warmup_epochs={self.warmup_epochs} must be < "
+                             f"finetune.epochs={self.epochs}")
         return self
 
 

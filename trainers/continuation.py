@@ -18,7 +18,8 @@ from thoraxmae.trainers.errors import CheckpointError
 
 PRETRAIN_STATE = "pretrain"  # in CHECKPOINT_FILE: the PretrainConfig of the run that wrote it (JSON)
 # What may differ between the run that wrote the checkpoint and the run that continues it: its length and
-# where the decay starts, and bookkeeping. Everything else (LR, warm-up, batch, knobs, seed, step cap) must match.
+# where the decay starts, and bookkeeping. Everything else (LR, warm-up, batch, knobs, seed, step cap) must
+# match.
 LENGTH_FIELDS = frozenset({"epochs", "schedule", "decay_epochs", "continue_from", "checkpoint_every"})
 
 
@@ -40,19 +41,22 @@ def continuation_files(cfg: PretrainConfig, model: ModelConfig) -> dict[str, Any
     state = read_checkpoint(path, "thoraxmae")
     saved = state.get(PRETRAIN_STATE)
     if not isinstance(saved, dict):
-        raise CheckpointError(f"{path}: not a pre-training checkpoint with its schedule recorded; cannot continue it")
+        raise CheckpointError(f"{path}: not a pre-training checkpoint with its schedule recorded; cannot "
+                              "continue it")
     epoch = int(state.get("epoch", 0))
     if saved.get("schedule") != "constant":
-        raise CheckpointError(f"{path}: written by a {saved.get('schedule')!r} schedule; only a constant-schedule "
-                              "checkpoint is horizon-free and can be continued")
+        raise CheckpointError(f"{path}: written by a {saved.get('schedule')!r} schedule; only a "
+                              "constant-schedule checkpoint is horizon-free and can be continued")
     last_constant = cfg.epochs - (cfg.decay_epochs or 0) if cfg.schedule == "wsd" else cfg.epochs
     if not 0 < epoch <= last_constant or epoch >= cfg.epochs:
-        raise CheckpointError(f"{path}: its epoch {epoch} cannot be continued to pretrain.epochs={cfg.epochs} "
-                              f"(schedule {cfg.schedule}: needs 0 < epoch <= {min(last_constant, cfg.epochs - 1)})")
+        raise CheckpointError(f"{path}: its epoch {epoch} cannot be continued to "
+                              f"pretrain.epochs={cfg.epochs} (schedule {cfg.schedule}: needs 0 < epoch <= "
+                              f"{min(last_constant, cfg.epochs - 1)})")
     diff = recipe_mismatch(saved, cfg)
     if diff:
         shown = ", ".join(f"pretrain.{k}: {a!r} there, {b!r} here" for k, (a, b) in sorted(diff.items()))
         raise CheckpointError(f"{path}: another recipe ({shown}); cannot continue it")
     if state.get("model_config") != model.model_dump(mode="json"):
-        raise CheckpointError(f"{path}: written for another model ({state.get('model_config')}); cannot continue it")
+        raise CheckpointError(f"{path}: written for another model ({state.get('model_config')}); cannot "
+                              "continue it")
     return {R.CHECKPOINT_FILE: state}

@@ -75,8 +75,10 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
             with autocast(worker.device):
                 loss = loss_fn(model, (images, labels, mask))
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1} (lr {lr:.3g})")
-            group = min(sched.accum_iter, steps - i // sched.accum_iter * sched.accum_iter)  # last may be short
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1} (lr "
+                                         f"{lr:.3g})")
+            # last may be short
+            group = min(sched.accum_iter, steps - i // sched.accum_iter * sched.accum_iter)
             (loss / group).backward()
         if last_micro:
             optimizer.step()

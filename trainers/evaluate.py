@@ -106,18 +106,22 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, store: str | os.PathLike,
     report = load_encoder(model, ck.path, ck.format, label_names=names, require_head=True)
     transform = build_eval_transform(resolve_model(model_cfg).img_size, mean, std, model_cfg.in_chans)
     ds = StoreDataset(st, split, transform)
-    logits = predict_logits(model.to(torch_device).eval(), ds, batch_size, str(torch_device), num_workers, progress)
+    logits = predict_logits(model.to(torch_device).eval(), ds, batch_size, str(torch_device), num_workers,
+                            progress)
     if not np.isfinite(logits).all():
-        raise CheckpointError(f"{ck.path}: the model gives non-finite outputs on {int((~np.isfinite(logits)).any(1).sum())}"
-                              f" of {len(logits)} {split} images; its weights are unusable for evaluation")
+        raise CheckpointError(f"{ck.path}: the model gives non-finite outputs on "
+                              f"{int((~np.isfinite(logits)).any(1).sum())} of {len(logits)} {split} images; "
+                              "its weights are unusable for evaluation")
     labels, mask = ds.labels.numpy(), ds.mask.numpy()
     scores = _probabilities(logits, multiclass)
     aucs = per_class_auc(labels, scores, mask)
     ci = bootstrap_ci(labels, scores, mask, bootstrap, seed=seed, multiclass=multiclass,
                       patient_ids=st.patient_ids[ds.indices])
     shown_ck = shown(str(checkpoint), ck.path)
-    return Evaluation(shown_ck, ck.format, st.source or st.path, split, model_cfg, names, multiclass, logits, labels,
-                      mask, aucs, mean_auc(aucs), accuracy(labels, scores) if multiclass else None, ci, report,
+    return Evaluation(shown_ck, ck.format, st.source or st.path, split, model_cfg, names, multiclass, logits,
+                      labels,
+                      mask, aucs, mean_auc(aucs), accuracy(labels, scores) if multiclass else None, ci,
+                      report,
                       (mean, std))
 
 
@@ -125,7 +129,8 @@ def check_options(batch_size: int, bootstrap: int, num_workers: int, device: str
                   norm_stats: str = "auto") -> torch.device:
     """The torch device, after range checks of the other options; ValueError names the option and what
     is expected (before a file is read). A CUDA device must be present, not only named."""
-    for name, value, low in (("batch_size", batch_size, 1), ("bootstrap", bootstrap, 0), ("workers", num_workers, 0)):
+    for name, value, low in (("batch_size", batch_size, 1), ("bootstrap", bootstrap, 0),
+                             ("workers", num_workers, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}={value!r}: expected an integer >= {low}")
     if norm_stats not in NORM_CHOICES:
@@ -137,10 +142,11 @@ def check_options(batch_size: int, bootstrap: int, num_workers: int, device: str
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"device={device!r}: CUDA is not available on this machine (no GPU, or no driver); "
-                             f"use cpu")
+            raise ValueError(f"device={device!r}: CUDA is not available on this machine (no GPU, or no "
+                             "driver); use cpu")
         if dev.index is not None and dev.index >= count:
-            raise ValueError(f"device={device!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+            raise ValueError(f"device={device!r}: this machine has {count} CUDA device(s), "
+                             f"cuda:0..cuda:{count - 1}")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r}: MPS is not available on this machine; use cpu")
     elif dev.type not in ("cpu", "cuda", "mps"):
@@ -152,8 +158,9 @@ def check_finite(ck: CheckpointFile) -> None:
     """CheckpointError naming the first tensors that hold NaN or infinity (a diverged or damaged file)."""
     bad = [k for k, v in ck.state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        raise CheckpointError(f"{ck.path}: {len(bad)} of {len(ck.state)} weight tensors hold NaN or infinite values "
-                              f"(e.g. {', '.join(bad[:3])}); the weights are damaged or the run diverged")
+        raise CheckpointError(f"{ck.path}: {len(bad)} of {len(ck.state)} weight tensors hold NaN or infinite "
+                              f"values (e.g. {', '.join(bad[:3])}); the weights are damaged or the run "
+                              "diverged")
 
 
 @torch.inference_mode()
@@ -189,8 +196,9 @@ def normalization_of(ck: CheckpointFile, in_chans: int = 3, norm_stats: str = "a
     for name, value in (("mean", mean), ("std", std)):
         values = value if isinstance(value, tuple) else (value,)
         if len(values) not in (1, in_chans):
-            raise CheckpointError(f"{ck.path}: {where} gives {len(values)} {name} values for a model that reads "
-                                  f"{in_chans} channel(s); per-channel statistics need one value per channel")
+            raise CheckpointError(f"{ck.path}: {where} gives {len(values)} {name} values for a model that "
+                                  f"reads {in_chans} channel(s); per-channel statistics need one value per "
+                                  "channel")
         if not all(math.isfinite(v) for v in values) or (name == "std" and min(values) <= 0):
             raise CheckpointError(f"{ck.path}: {where} gives {name}={value!r}; expected finite values"
                                   + (" and a std > 0" if name == "std" else ""))
@@ -202,7 +210,8 @@ def _declared(ck: CheckpointFile) -> tuple[Stat, Stat, str]:
     norm = ck.content.get("normalization")
     if norm is not None:
         if not (isinstance(norm, dict) and {"mean", "std"} <= set(norm)):
-            raise CheckpointError(f"{ck.path}: its `normalization` entry is {type(norm).__name__} {norm!r:.80}; "
+            raise CheckpointError(f"{ck.path}: its `normalization` entry is {type(norm).__name__} "
+                                  f"{norm!r:.80}; "
                                   "expected {'mean': ..., 'std': ...}")
         try:
             return _stat(norm["mean"]), _stat(norm["std"]), "its `normalization`"
@@ -212,8 +221,8 @@ def _declared(ck: CheckpointFile) -> tuple[Stat, Stat, str]:
     if name is None:
         return NIH_MEAN, NIH_STD, "the paper's NIH statistics"
     if name not in NORM_STATS:
-        raise CheckpointError(f"{ck.path}: its args.norm_stats={name!r} names statistics this evaluation does not "
-                              f"know ({', '.join(NORM_STATS)}); pass --norm-stats to choose them")
+        raise CheckpointError(f"{ck.path}: its args.norm_stats={name!r} names statistics this evaluation "
+                              f"does not know ({', '.join(NORM_STATS)}); pass --norm-stats to choose them")
     mean, std = NORM_STATS[name]
     return mean, std, f"its args.norm_stats={name!r}"
 
@@ -236,15 +245,17 @@ def model_config_of(ck: CheckpointFile) -> ModelConfig:
     if "patch_embed.proj.weight" not in state:
         if PRESETS.get(name, {}).get("kind") == "cnn":
             return ModelConfig(name=name, in_chans=_cnn_in_chans(state))
-        raise CheckpointError(f"{ck.path}: cannot tell which model its weights belong to (no ViT patch_embed and no "
-                              f"CNN named in its args); a file saved by thoraxmae fine-tuning carries its model config")
+        raise CheckpointError(f"{ck.path}: cannot tell which model its weights belong to (no ViT patch_embed "
+                              "and no CNN named in its args); a file saved by thoraxmae fine-tuning carries "
+                              "its model config")
     w = state["patch_embed.proj.weight"]  # [D, C, p, p]
     embed_dim, in_chans, patch = int(w.shape[0]), int(w.shape[1]), int(w.shape[2])
     depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
     grid = round((state["pos_embed"].shape[1] - 1) ** 0.5)
     if PRESETS.get(name, {}).get("embed_dim") != embed_dim:
         name = _vit_preset_for(ck.path, embed_dim, depth)
-    return ModelConfig(name=name, img_size=grid * patch, patch_size=patch, in_chans=in_chans, embed_dim=embed_dim,
+    return ModelConfig(name=name, img_size=grid * patch, patch_size=patch, in_chans=in_chans,
+                       embed_dim=embed_dim,
                        depth=depth, global_pool="avg" if "fc_norm.weight" in state else "token")
 
 

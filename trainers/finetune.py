@@ -94,7 +94,8 @@ def finetune_loop(config: dict[str, Any]) -> None:
     init_report = None
     if files is None and cfg.init is not None:  # a restarted run takes its weights from the checkpoint
         init_report = load_encoder(model, cfg.init, cfg.init_format, label_names=names).as_dict()
-    run = resume(model, lambda m: torch.optim.AdamW(param_groups(m, cfg.weight_decay, cfg.layer_decay), lr=0.0),
+    run = resume(model,
+                 lambda m: torch.optim.AdamW(param_groups(m, cfg.weight_decay, cfg.layer_decay), lr=0.0),
                  job.resources, worker, cfg.seed, files)
     init_report = run.saved("load_report", init_report)
     best_state = run.files[R.BEST_MODEL_FILE]["model"] if run.files and R.BEST_MODEL_FILE in run.files else None
@@ -121,9 +122,11 @@ def finetune_loop(config: dict[str, Any]) -> None:
         done = epoch + 1
         if math.isfinite(val[select]) and val[select] > best:
             best, best_epoch = val[select], done
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrap(run.model).state_dict().items()}
+            best_state = {k: v.detach().to("cpu", copy=True) for k,
+                          v in unwrap(run.model).state_dict().items()}
         metrics = {R.M_EPOCH: done, R.M_TRAIN_LOSS: stats.loss, R.M_LR: stats.lr, **val,
-                   R.M_BEST_EPOCH: best_epoch, R.M_EPOCH_TIME: stats.seconds, R.M_THROUGHPUT: stats.images_per_s}
+                   R.M_BEST_EPOCH: best_epoch, R.M_EPOCH_TIME: stats.seconds,
+                   R.M_THROUGHPUT: stats.images_per_s}
         if done == cfg.epochs and test_ds is not None:
             metrics.update(_test_once(run.model, best_state, test_ds, cfg, worker, multiclass, names, data.num_workers))
         if init_report is not None and (epoch == run.start_epoch or done == cfg.epochs):

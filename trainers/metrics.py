@@ -83,7 +83,8 @@ def draw_rows(rng: np.random.Generator, order: np.ndarray, starts: np.ndarray) -
     n_units = len(starts) - 1
     drawn = rng.integers(0, n_units, n_units)  # [U]
     lengths = starts[drawn + 1] - starts[drawn]  # [U]
-    offsets = np.repeat(starts[drawn] - np.cumsum(lengths) + lengths, lengths)  # [R] unit start - its position
+    # [R] unit start - its position
+    offsets = np.repeat(starts[drawn] - np.cumsum(lengths) + lengths, lengths)
     return order[offsets + np.arange(lengths.sum())]
 
 
@@ -97,7 +98,8 @@ def bootstrap_ci(y: np.ndarray, scores: np.ndarray, mask: np.ndarray | None, n_b
     order, starts, unit = resampling_units(len(y), patient_ids)
     nan2 = (math.nan, math.nan)
     if n_boot <= 0 or len(y) == 0:
-        return BootstrapCI(unit, len(starts) - 1, 0, nan2, np.full((k, 2), math.nan), nan2 if multiclass else None)
+        return BootstrapCI(unit, len(starts) - 1, 0, nan2, np.full((k, 2), math.nan),
+                           nan2 if multiclass else None)
     rng = np.random.default_rng(seed)
     ranked = RankedScores(y, scores, mask)
     correct = (y.argmax(1) == scores.argmax(1)).astype(np.float64)  # [n]
@@ -153,4 +155,5 @@ def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
 
 def auc_metrics(prefix: str, label_names: Sequence[str], aucs: np.ndarray) -> dict[str, float]:
     """{prefix + label: auc} for the defined AUCs."""
-    return {f"{prefix}{name}": float(a) for name, a in zip(label_names, aucs, strict=True) if math.isfinite(a)}
+    return {f"{prefix}{name}": float(a) for name,
+            a in zip(label_names, aucs, strict=True) if math.isfinite(a)}

@@ -39,7 +39,8 @@ def _no_decay(name: str, param: torch.Tensor, skip: frozenset[str]) -> bool:
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None,
                  skip: frozenset[str] = NO_WEIGHT_DECAY) -> list[dict]:
     """Groups for torch.optim.AdamW: each has "params", "weight_decay" (0 on biases, 1-D parameters and
-    the names in `skip`, by default the tokens/embeddings of NO_WEIGHT_DECAY), "lr_scale" (LLRD; 1.0 without layer_decay) and "layer_id".
+    the names in `skip`, by default the tokens/embeddings of NO_WEIGHT_DECAY), "lr_scale" (LLRD; 1.0 without
+    layer_decay) and "layer_id".
     Frozen parameters (the MAE's fixed position embeddings) are left out. A model without `blocks`
     (a CNN) has no layers: layer_decay is ignored there with a warning. DDP / compiled wrappers are
     looked through."""
@@ -65,13 +66,15 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
 
 def lr_at(epoch: float, base_lr: float, min_lr: float, warmup: float, total: float, schedule: str = "cosine",
           decay: float = 0.0) -> float:
-    """LR at a fractional epoch (step / steps_per_epoch), after a linear warm-up from 0 to base_lr over `warmup`
+    """LR at a fractional epoch (step / steps_per_epoch), after a linear warm-up from 0 to base_lr over
+    `warmup`
     epochs (docs/paper.md):
     - "cosine" (the paper's): half-cosine from base_lr down to min_lr at `total` epochs (min_lr afterwards);
     - "constant": base_lr from the end of warm-up on; `total` plays no part, so the weights at epoch e are the
       same whatever length the run was meant to have (horizon-free, docs/paper.md "Anytime schedules");
     - "wsd" (warm-up, stable, decay): constant until `total - decay`, then linear from base_lr to min_lr at
-      `total`. Up to `total - decay` it is the constant schedule, so a wsd run is a branch of a constant one."""
+      `total`. Up to `total - decay` it is the constant schedule, so a wsd run is a branch of a constant
+      one."""
     if epoch < warmup:
         return base_lr * epoch / warmup
     if schedule == "constant":
@@ -94,5 +97,6 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def absolute_lr(blr: float, batch_size: int, accum_iter: int, workers: int) -> float:
-    """docs/paper.md: lr = blr * global_batch / 256, global batch = per-worker batch * accumulation * workers."""
+    """docs/paper.md: lr = blr * global_batch / 256, global batch = per-worker batch * accumulation *
+    workers."""
     return blr * batch_size * accum_iter * workers / 256

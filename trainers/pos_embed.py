@@ -23,7 +23,8 @@ def sincos_2d(embed_dim: int, grid_size: int, cls_token: bool = False) -> torch.
     """Fixed embedding for a grid_size x grid_size patch grid: [(1 +) G*G, D] float32, row-major patches."""
     if embed_dim % 4:
         raise ValueError(f"2-D sin-cos embedding needs embed_dim divisible by 4, got {embed_dim}")
-    rows, cols = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij")  # [G, G] each
+    # [G, G] each
+    rows, cols = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij")
     emb = torch.cat([sincos_1d(embed_dim // 2, cols.flatten()),
                      sincos_1d(embed_dim // 2, rows.flatten())], dim=1)  # [G*G, D]
     if cls_token:

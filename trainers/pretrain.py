@@ -4,7 +4,8 @@ AdamW (0.9, 0.95), lr = blr * global batch / 256, per-iteration warm-up then `pr
 constant or wsd; trainers.optim.lr_at), weight decay 0.05 (none on 1-D params, biases, tokens), bf16 autocast
 on GPU, gradient accumulation. Reports `pretrain/loss` (mean masked-patch MSE) each epoch; a checkpoint every
 `checkpoint_every` epochs and at the last, from which a restarted worker group resumes. A run with
-`pretrain.continue_from` starts from an earlier run's checkpoint (trainers.continuation). Every epoch e reseeds
+`pretrain.continue_from` starts from an earlier run's checkpoint (trainers.continuation). Every epoch e
+reseeds
 from (seed, rank, e), so masks, crops and data order depend on the epoch only, never on where a run started.
 """
 from __future__ import annotations
@@ -36,7 +37,8 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     cfg, data = job.pretrain, job.data
     worker = start_worker(job.resources, cfg.seed)
     r = resolve_model(job.model)
-    transform = build_pretrain_transform(r.img_size, cfg.crop_min, cfg.hflip, data.mean, data.std, data.in_chans)
+    transform = build_pretrain_transform(r.img_size, cfg.crop_min, cfg.hflip, data.mean, data.std,
+                                         data.in_chans)
     dataset = StoreDataset(data.store, data.train_split, transform)
     files = restore_files()
     if files is None and cfg.continue_from is not None:  # a new run continuing an earlier one's checkpoint
@@ -44,7 +46,8 @@ def pretrain_loop(config: dict[str, Any]) -> None:
         LINEAGE.restart(files[R.CHECKPOINT_FILE].get(HISTORY_STATE, []))
         LINEAGE.unsent = False  # kept in this run's checkpoints; its reports are its own epochs only
     run = resume(build_mae(job.model, cfg.norm_pix_loss, cfg.mask_ratio),
-                 lambda m: torch.optim.AdamW(param_groups(m, cfg.weight_decay, skip=frozenset()), lr=0.0, betas=BETAS),
+                 lambda m: torch.optim.AdamW(param_groups(m, cfg.weight_decay, skip=frozenset()), lr=0.0,
+                                             betas=BETAS),
                  job.resources, worker, cfg.seed, files)
     sched = schedule(cfg, worker)
     if worker.is_main:
@@ -63,7 +66,9 @@ def pretrain_loop(config: dict[str, Any]) -> None:
                              rank=worker.rank, world_size=worker.world_size, num_workers=data.num_workers)
         stats = train_epoch(run.model, loader, run.optimizer, loss_fn, epoch, sched, worker)
         done = epoch + 1
-        metrics = {R.M_EPOCH: done, R.M_PRETRAIN_LOSS: stats.loss, R.M_LR: stats.lr, R.M_EPOCH_TIME: stats.seconds,
+        metrics = {R.M_EPOCH: done, R.M_PRETRAIN_LOSS: stats.loss, R.M_LR: stats.lr,
+                   R.M_EPOCH_TIME: stats.seconds,
                    R.M_THROUGHPUT: stats.images_per_s, run.clock.key: run.clock.hours()}
         checkpoint = done % cfg.checkpoint_every == 0 or done == cfg.epochs
-        report(worker, metrics, {R.CHECKPOINT_FILE: run.state_dict(done, job.model, **{PRETRAIN_STATE: pretrain_state(cfg)})} if checkpoint else None)
+        report(worker, metrics,
+               {R.CHECKPOINT_FILE: run.state_dict(done, job.model, **{PRETRAIN_STATE: pretrain_state(cfg)})} if checkpoint else None)

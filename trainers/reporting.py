@@ -28,7 +28,8 @@ M_TEST_ACC_CI_HIGH = "test/acc_ci_high"
 
 # reported strings (tags or artifacts for the tracker, not metrics)
 TEST_CI_UNIT = "test/ci_unit"  # "patient" or "image": what the test bootstrap resampled
-INIT_LOAD_REPORT = "init/load_report"  # JSON of finetune.init's LoadReport: first report after a start, and last
+# JSON of finetune.init's LoadReport: first report after a start, and last
+INIT_LOAD_REPORT = "init/load_report"
 
 CHECKPOINT_FILE = "checkpoint.pt"  # full training state (model, optimizer, epoch, ...), thoraxmae format
 BEST_MODEL_FILE = "best_model.pt"  # fine-tuning: best-on-validation weights, timm names

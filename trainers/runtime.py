@@ -94,7 +94,8 @@ def restore_files() -> dict[str, Any] | None:
         raise FileNotFoundError(f"{ckpt.path}: checkpoint has no {reporting.CHECKPOINT_FILE}")
     state = files[reporting.CHECKPOINT_FILE]
     LINEAGE.restart(state.get(HISTORY_STATE, []))
-    log.info("resuming from %s (epoch %s, %d epochs of history)", ckpt.path, state.get("epoch"), len(LINEAGE.epochs))
+    log.info("resuming from %s (epoch %s, %d epochs of "
+             "history)", ckpt.path, state.get("epoch"), len(LINEAGE.epochs))
     return files
 
 
@@ -105,7 +106,8 @@ def report(worker: Worker, metrics: Mapping[str, Any], files: Mapping[str, Any] 
 
     metrics = LINEAGE.record(metrics, send=worker.is_main)
     if worker.is_main:
-        faults.hold("worker", _train_run_name(), metrics.get(reporting.M_EPOCH))  # tests only; no-op otherwise
+        # tests only; no-op otherwise
+        faults.hold("worker", _train_run_name(), metrics.get(reporting.M_EPOCH))
     if files is None:
         ray.train.report(metrics)
         return

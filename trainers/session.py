@@ -67,7 +67,8 @@ class Run:
 
     def state_dict(self, epoch: int, model_config: ModelConfig, **extra: Any) -> dict[str, Any]:
         """What CHECKPOINT_FILE holds: weights (reference names), optimizer, epoch, cost, `extra`."""
-        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch,
+        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                "epoch": epoch,
                 "cost_hours": self.clock.hours(), "model_config": model_config.model_dump(mode="json"), **extra}
 
 

@@ -41,7 +41,8 @@ SOURCES: dict[str, Callable[..., SourceTable]] = {
 # CheXpert / MIMIC name -> NIH (canonical) name, for findings that are the same in both vocabularies.
 LABEL_ALIASES: dict[str, str] = {"Pleural Effusion": "Effusion"}
 
-__all__ = ["CHEXPERT_LABELS", "CHEXPERT_TASKS", "COVIDX_CLASSES", "LABEL_ALIASES", "MIMIC_LABELS", "MIXED_POLICY",
+__all__ = ["CHEXPERT_LABELS", "CHEXPERT_TASKS", "COVIDX_CLASSES", "LABEL_ALIASES", "MIMIC_LABELS",
+           "MIXED_POLICY",
            "NIH_LABELS", "SOURCES", "harmonise_labels", "load_source", "read_dicom", "source_options"]
 
 

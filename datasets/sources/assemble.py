@@ -54,7 +54,8 @@ def drop_missing(rows: Rows, exists: np.ndarray, *, missing: str, where: str) ->
     if missing == "error":
         raise DataError(f"{where}: {n} of {len(rows.paths)} listed image(s) not found on disk, e.g. {first}; "
                         "pass missing='skip' (CLI: --missing skip) to drop them")
-    log.warning("%s: skipping %d of %d listed image(s) not found on disk, e.g. %s", where, n, len(rows.paths), first)
+    log.warning("%s: skipping %d of %d listed image(s) not found on disk, e.g. "
+                "%s", where, n, len(rows.paths), first)
     rows.notes["skipped_missing"] = n
     return rows.take(exists)
 

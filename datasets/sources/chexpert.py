@@ -65,14 +65,16 @@ def load_chexpert(root: Path, *, labels: str | Sequence[str] = "5task", uncertai
     parts = [_read_part(root / file_name, split, names, frontal) for split, file_name in CSV_FILES.items()]
     ids, patients, raw = (np.concatenate([p[k] for p in parts]) for k in range(3))
     splits = np.concatenate([np.full(len(p[0]), split, dtype=object) for split, p in zip(CSV_FILES, parts, strict=True)])
-    splits = carve_val(patients, splits, seed=split_seed, val_fraction=val_fraction, where=str(root / "train.csv"),
+    splits = carve_val(patients, splits, seed=split_seed, val_fraction=val_fraction,
+                       where=str(root / "train.csv"),
                        allow_zero=True)
     lab, mask = apply_policy(raw, names, policy)
     paths = np.array([str(root / i) for i in ids.tolist()], dtype=object)
     rows = Rows(ids, paths, patients, splits, lab, mask,
                 {"uncertainty": policy, "frontal": frontal, "val_fraction": float(val_fraction)})
     rows = drop_missing(rows, files_exist(paths), missing=missing, where=str(root))
-    return build_table("chexpert", names, rows, required_splits=("train", "test") if val_fraction == 0 else SPLITS)
+    return build_table("chexpert", names, rows,
+                       required_splits=("train", "test") if val_fraction == 0 else SPLITS)
 
 
 def _label_names(labels: str | Sequence[str]) -> tuple[str, ...]:
@@ -82,7 +84,8 @@ def _label_names(labels: str | Sequence[str]) -> tuple[str, ...]:
         return LABEL_SETS[labels]
     unknown = [n for n in labels if n not in CHEXPERT_LABELS]
     if unknown or not labels:
-        raise DataError(f"option labels names unknown observation(s) {unknown}; choose from {list(CHEXPERT_LABELS)}")
+        raise DataError(f"option labels names unknown observation(s) {unknown}; choose from "
+                        f"{list(CHEXPERT_LABELS)}")
     return tuple(labels)
 
 

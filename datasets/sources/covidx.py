@@ -59,7 +59,8 @@ def _read_list(path: Path, split: str) -> tuple[np.ndarray, ...]:
             raise DataError(f"{path}: line {line}: expected 'patient_id filename label source', got {text!r}")
         label = fields[-2]
         if label.lower() not in _CLASS_INDEX:
-            raise DataError(f"{path}: line {line}: unknown label {label!r}; expected one of {list(COVIDX_CLASSES)}")
+            raise DataError(f"{path}: line {line}: unknown label {label!r}; expected one of "
+                            f"{list(COVIDX_CLASSES)}")
         ids.append(f"{SPLIT_DIRS[split]}/{' '.join(fields[1:-2])}")
         patients.append(fields[0])
         classes.append(_CLASS_INDEX[label.lower()])

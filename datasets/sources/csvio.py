@@ -32,7 +32,8 @@ def read_csv_checked(path: Path, required: Sequence[str]) -> pd.DataFrame:
     df.columns = [str(c).strip() for c in df.columns]
     for c in required:
         if c not in df.columns:
-            raise DataError(f"{path}: missing column {c!r} (required: {list(required)}; found: {list(df.columns)})")
+            raise DataError(f"{path}: missing column {c!r} (required: {list(required)}; found: "
+                            f"{list(df.columns)})")
     return df
 
 
@@ -71,7 +72,8 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def check_unique(values: np.ndarray, path: Path, column: str, lines: np.ndarray | None = None) -> None:
-    """DataError naming the line of the first repeated value of `column` (`lines`: file line of each value)."""
+    """DataError naming the line of the first repeated value of `column` (`lines`: file line of each
+    value)."""
     seen: dict[str, int] = {}
     for i, v in enumerate(values.tolist()):
         line = int(lines[i]) if lines is not None else csv_line(i)

@@ -61,8 +61,8 @@ def read_dicom(path: Path | str) -> np.ndarray:
         raise DataError(f"{path}: cannot read as DICOM ({e})") from e
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if photometric not in GRAYSCALE:
-        raise DataError(f"{path}: PhotometricInterpretation {photometric!r} is not supported; expected one of "
-                        f"{GRAYSCALE} (a grayscale radiograph)")
+        raise DataError(f"{path}: PhotometricInterpretation {photometric!r} is not supported; expected one "
+                        f"of {GRAYSCALE} (a grayscale radiograph)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1 or int(ds.get("SamplesPerPixel", 1)) != 1:
         raise DataError(f"{path}: {frames} frame(s) x {ds.get('SamplesPerPixel', 1)} sample(s) per pixel; "
@@ -118,10 +118,12 @@ def _voi_lut(values: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
     return (mapped - low) / (high - low) if high > low else np.zeros_like(mapped)
 
 
-def load_dicom(root: Path, *, labels_csv: Path | str | None = None, split_seed: int = 0, val_fraction: float = 0.1,
+def load_dicom(root: Path, *, labels_csv: Path | str | None = None, split_seed: int = 0,
+               val_fraction: float = 0.1,
                test_fraction: float = 0.2, missing: str = "error") -> SourceTable:
     """A DICOM folder with a labels CSV (module docstring); reader "dicom", labels = the CSV's label columns.
-    labels_csv: a path like any other (a relative one from the working directory); default `root`/labels.csv."""
+    labels_csv: a path like any other (a relative one from the working directory); default
+    `root`/labels.csv."""
     root = Path(root).resolve()
     check_missing_option(missing)
     csv_path = root / DEFAULT_LABELS_CSV if labels_csv is None else Path(labels_csv).expanduser().absolute()
@@ -142,10 +144,12 @@ def load_dicom(root: Path, *, labels_csv: Path | str | None = None, split_seed: 
         if not (splits == "val").any():
             splits = carve_val(patients, splits, seed=split_seed, val_fraction=val_fraction, where=where)
     else:
-        splits = random_split(patients, seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction,
+        splits = random_split(patients, seed=split_seed, val_fraction=val_fraction,
+                              test_fraction=test_fraction,
                               where=where)
     paths = np.array([str(root / f) for f in files.tolist()], dtype=object)
-    rows = Rows(files, paths, patients, splits, np.nan_to_num(raw, nan=0.0), (~np.isnan(raw)).astype(np.uint8),
+    rows = Rows(files, paths, patients, splits, np.nan_to_num(raw, nan=0.0),
+                (~np.isnan(raw)).astype(np.uint8),
                 {"labels_csv": csv_path.name})
     rows = drop_missing(rows, files_exist(paths), missing=missing, where=where)
     return build_table("dicom", names, rows, reader="dicom")

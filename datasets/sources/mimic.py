@@ -29,7 +29,8 @@ from thoraxmae.datasets.table import SourceTable
 log = logging.getLogger(__name__)
 
 # The 14 CheXpert-labeller observations, in the chexpert.csv.gz column order (alphabetical).
-MIMIC_LABELS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
+MIMIC_LABELS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum",
+                "Fracture",
                 "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
                 "Pneumothorax", "Support Devices")
 LABELS_FILE = "mimic-cxr-2.0.0-chexpert.csv.gz"
@@ -94,6 +95,7 @@ def _official_split(path: Path) -> dict[str, str]:
 def _labels(path: Path) -> tuple[dict[tuple[str, str], int], np.ndarray]:
     """(subject_id, study_id) -> row, and the raw label matrix [S, 14] (1 / 0 / -1 / NaN)."""
     df = read_csv_checked(path, ("subject_id", "study_id", *MIMIC_LABELS))
-    keys = [(s, t) for s, t in zip(strings(df["subject_id"]).tolist(), strings(df["study_id"]).tolist(), strict=True)]
+    keys = [(s, t) for s,
+            t in zip(strings(df["subject_id"]).tolist(), strings(df["study_id"]).tolist(), strict=True)]
     check_unique(np.array([f"{s}/{t}" for s, t in keys], dtype=object), path, "subject_id/study_id")
     return {k: i for i, k in enumerate(keys)}, parse_label_values(df, MIMIC_LABELS, path)

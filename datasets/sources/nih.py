@@ -1,5 +1,6 @@
 """ChestX-ray14 (NIH): `Data_Entry_2017[_v2020].csv`, PNGs in `images/` or `images_0XX/images/`,
-the official `train_val_list.txt` / `test_list.txt`, optionally the paper's split files (docs/data-formats.md)."""
+the official `train_val_list.txt` / `test_list.txt`, optionally the paper's split files
+(docs/data-formats.md)."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 
 # docs/data-formats.md: the canonical order (index 0..13) of the paper and its split files.
 NIH_LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-              "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+              "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
+              "Hernia")
 NO_FINDING = "No Finding"
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")  # first found wins
 OFFICIAL_LISTS = {"trainval": "train_val_list.txt", "test": "test_list.txt"}
@@ -26,7 +28,8 @@ PAPER_SPLIT_FILES = {"train": "train_official.txt", "val": "val_official.txt", "
 REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 
 
-def load_nih(root: Path, *, split_seed: int = 0, val_fraction: float = 0.1, split_files: Path | str | None = None,
+def load_nih(root: Path, *, split_seed: int = 0, val_fraction: float = 0.1,
+             split_files: Path | str | None = None,
              missing: str = "error", csv: Path | str | None = None) -> SourceTable:
     """The ChestX-ray14 table, labels in NIH_LABELS order.
 
@@ -85,9 +88,9 @@ def parse_findings(findings: np.ndarray, csv_path: Path) -> np.ndarray:
                 for part in text.split("|"):
                     j = column.get(part.strip())
                     if j is None:
-                        raise DataError(f"{csv_path}: line {csv_line(i)}: unknown finding {part.strip()!r} in "
-                                        f"'Finding Labels' {text!r}; expected {NO_FINDING!r} or '|'-joined names "
-                                        f"from {list(NIH_LABELS)}")
+                        raise DataError(f"{csv_path}: line {csv_line(i)}: unknown finding {part.strip()!r} "
+                                        f"in 'Finding Labels' {text!r}; expected {NO_FINDING!r} or "
+                                        f"'|'-joined names from {list(NIH_LABELS)}")
                     row[j] = 1.0
             cache[text] = row
         out[i] = cache[text]
@@ -132,10 +135,11 @@ def _official_splits(root: Path, names: np.ndarray, patients: np.ndarray, *, see
         for line, name in read_lines(path):
             i = _row_of(name, position, path, line)
             if splits[i]:
-                raise DataError(f"{path}: line {line}: {name} is listed twice (train_val_list.txt and test_list.txt "
-                                "must be disjoint)")
+                raise DataError(f"{path}: line {line}: {name} is listed twice (train_val_list.txt and "
+                                "test_list.txt must be disjoint)")
             splits[i] = "train" if part == "trainval" else "test"
-    return carve_val(patients, splits, seed=seed, val_fraction=val_fraction, where=str(root / OFFICIAL_LISTS["trainval"]))
+    return carve_val(patients, splits, seed=seed, val_fraction=val_fraction,
+                     where=str(root / OFFICIAL_LISTS["trainval"]))
 
 
 def _row_of(name: str, position: dict[str, int], path: Path, line: int) -> int:
@@ -153,8 +157,8 @@ def _paper_splits(folder: Path, names: np.ndarray, labels: np.ndarray, csv_path:
         for line, text in read_lines(path):
             fields = text.split()
             if len(fields) != 1 + len(NIH_LABELS) or any(f not in ("0", "1") for f in fields[1:]):
-                raise DataError(f"{path}: line {line}: expected an image name and {len(NIH_LABELS)} labels 0/1, "
-                                f"got {text!r}")
+                raise DataError(f"{path}: line {line}: expected an image name and {len(NIH_LABELS)} labels "
+                                f"0/1, got {text!r}")
             i = _row_of(fields[0], position, path, line)
             given = np.array(fields[1:], dtype=np.float32)
             if not np.array_equal(given, labels[i]):

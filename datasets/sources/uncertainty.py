@@ -24,7 +24,8 @@ def resolve_policy(option: UncertaintyOption, label_names: Sequence[str],
     else:
         extra = sorted(set(option or {}) - set(label_names))
         if extra:
-            raise DataError(f"option uncertainty names unknown label(s) {extra}; labels are {list(label_names)}")
+            raise DataError(f"option uncertainty names unknown label(s) {extra}; labels are "
+                            f"{list(label_names)}")
         chosen = {n: (option or {}).get(n, default.get(n, fallback)) for n in label_names}
     for name, policy in chosen.items():
         if policy not in POLICIES:

@@ -20,7 +20,8 @@ USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"  # Ray's own switch; "0" unless the 
 
 def init_ray(**local_options) -> float:
     """Join RAY_ADDRESS when set (or inside a Ray job), else start a local Ray that listens on 127.0.0.1
-    only, with its dashboard (which also frees the placement groups of trials that ASHA stops). Returns seconds.
+    only, with its dashboard (which also frees the placement groups of trials that ASHA stops). Returns
+    seconds.
 
     Loopback only: Ray binds its GCS, raylet, worker and agent ports to the node's IP address, which
     Ray takes from the network unless clusters are off for the process (as Ray does on macOS and

@@ -4,7 +4,8 @@ The job's working_dir is a staging folder holding the resolved spec (`spec.yaml`
 which must be valid on the cluster: a shared data store and storage path, a tracking URI the head
 node can reach); the `thoraxmae` package (its four sub-packages assembled under one folder, exactly as
 a wheel lays them out) travels as one py_module, so the cluster runs this exact code and nothing named
-`datasets` or `study` is shadowed there. The entrypoint is `python -m thoraxmae study run spec.yaml`; inside a job RAY_ADDRESS is set, so the
+`datasets` or `study` is shadowed there. The entrypoint is `python -m thoraxmae study run spec.yaml`; inside a
+job RAY_ADDRESS is set, so the
 study joins the cluster. Token authentication (Ray >= 2.59 clusters) is handled by Ray's client
 from RAY_AUTH_MODE=token plus RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
 """
@@ -28,8 +29,10 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def stage_package(dest: Path) -> Path:
-    """Copy the installed `thoraxmae` (shell + its four sub-packages, wherever each folder lives) to dest/thoraxmae.
-    The folders are located (importlib.util.find_spec), not imported: only thoraxmae/cli/__init__.py composes packages."""
+    """Copy the installed `thoraxmae` (shell + its four sub-packages, wherever each folder lives) to
+    dest/thoraxmae.
+    The folders are located (importlib.util.find_spec), not imported: only thoraxmae/cli/__init__.py composes
+    packages."""
     import importlib.util
     import shutil
 
@@ -59,15 +62,18 @@ def runtime_env(spec: StudySpec, staging: Path) -> dict:
 
 def submit_study(spec_path: Path | str, address: str, overrides: list[str] | None = None,
                  python: str = "python") -> str:
-    """Validate the spec here (except the data store, which lives on the cluster), submit, return the job id."""
+    """Validate the spec here (except the data store, which lives on the cluster), submit, return the job
+    id."""
     spec = load_spec(spec_path, overrides, check_files=False)
     check_scheme(spec.tracking.uri)  # a folder or an unknown scheme fails here, not on the cluster
     if spec.tracking.uri.startswith("sqlite:"):
-        log.warning("tracking.uri %s is a SQLite file: it must be on a path the cluster's head node can write",
+        log.warning("tracking.uri %s is a SQLite file: it must be on a path the cluster's head node can "
+                    "write",
                     spec.tracking.uri)
     client = connect(address)
     with tempfile.TemporaryDirectory(prefix="thoraxmae-job-") as tmp:
-        job_id = client.submit_job(entrypoint=job_entrypoint(python), runtime_env=runtime_env(spec, Path(tmp)),
+        job_id = client.submit_job(entrypoint=job_entrypoint(python),
+                                   runtime_env=runtime_env(spec, Path(tmp)),
                                    submission_id=f"thoraxmae-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                                    metadata={"thoraxmae.study": spec.name})
     log.info("submitted study %s as job %s to %s", spec.name, job_id, address)
@@ -102,9 +108,9 @@ def connect(address: str):
     try:
         return JobSubmissionClient(address)
     except AuthenticationError:
-        raise SpecError(f"--address {address}: the cluster requires token authentication; set RAY_AUTH_MODE=token "
-                        f"and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH; a cluster started on this machine uses "
-                        f"~/.ray/auth_token)") from None
+        raise SpecError(f"--address {address}: the cluster requires token authentication; set "
+                        "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH; a cluster started "
+                        "on this machine uses ~/.ray/auth_token)") from None
     except ConnectionError as exc:
         raise SpecError(f"--address {address}: no Ray dashboard answers there ({exc})") from None
 

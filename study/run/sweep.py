@@ -8,7 +8,8 @@ from pathlib import Path
 from thoraxmae.datasets.storage import Location
 
 log = logging.getLogger(__name__)
-CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's registered checkpoints
+# Ray Train's record of a run's registered checkpoints
+CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"
 CHECKPOINT_DIR = re.compile(r"checkpoint_[0-9][0-9_.-]*[0-9]")  # Ray Train's checkpoint folder names
 
 

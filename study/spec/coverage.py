@@ -63,7 +63,8 @@ def coverage_problems(spec: StudySpec) -> list[str]:
             problems.append(f"search.space.{knob}: a {spec.stage} study covers every value of `{knob}` "
                             f"(search.coverage={k}), so it needs a finite set of values: use "
                             f"{{type: categorical, choices: [...]}} or add `step` (e.g. step: "
-                            f"{_suggest_step(dist)}); or set search.coverage: 0 to let the sampler pick freely")
+                            f"{_suggest_step(dist)}); or set search.coverage: 0 to let the sampler pick "
+                            "freely")
     if problems:
         return problems
     n = len(combinations(spec))
@@ -72,7 +73,8 @@ def coverage_problems(spec: StudySpec) -> list[str]:
                         f"use fewer values or set search.coverage: 0")
     elif n * k > spec.search.num_samples:
         problems.append(f"search.num_samples={spec.search.num_samples} is below {n} combinations of "
-                        f"{', '.join(knobs)} x search.coverage={k} = {n * k}; raise num_samples or lower coverage")
+                        f"{', '.join(knobs)} x search.coverage={k} = {n * k}; raise num_samples or lower "
+                        "coverage")
     return problems
 
 

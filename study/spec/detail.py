@@ -10,7 +10,8 @@ Spec = Any  # study.spec.model.StudySpec
 
 
 def smallest_crop_min(spec: Spec, phase: str, searched: bool = True) -> float:
-    """The smallest crop scale a phase draws: its fixed `crop_min`, or the lowest one the search space holds."""
+    """The smallest crop scale a phase draws: its fixed `crop_min`, or the lowest one the search space
+    holds."""
     values = [getattr(spec, phase).crop_min]
     dist = spec.search.space.get(f"{phase}.crop_min") if searched else None
     if dist is not None:

@@ -153,9 +153,11 @@ def _resolve_paths(raw: dict, base: Path, overridden: set[tuple[str, ...]]) -> N
         for f in fields[:-1]:
             node = node.get(f) if isinstance(node, dict) else None
         value = node.get(fields[-1]) if isinstance(node, dict) else None
-        if not isinstance(value, str) or value.startswith("registry:"):  # a registered pre-training (study/registry.py)
+        # a registered pre-training (study/registry.py)
+        if not isinstance(value, str) or value.startswith("registry:"):
             continue
-        node[fields[-1]] = str(absolute(value, Path.cwd() if fields in overridden else base))  # a URI stays as it is
+        # a URI stays as it is
+        node[fields[-1]] = str(absolute(value, Path.cwd() if fields in overridden else base))
     init = ((raw.get("search") or {}).get("space") or {}).get("finetune.init") if isinstance(raw.get("search"), dict) else None
     if isinstance(init, dict) and isinstance(init.get("choices"), list):  # an encoder study's checkpoints
         init["choices"] = [str(absolute(c, base)) if isinstance(c, str) and not c.startswith("registry:") else c

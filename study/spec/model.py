@@ -89,11 +89,14 @@ class SearchConfig(ConfigModel):
     points_to_evaluate: list[dict[str, Any] | Literal["paper"]] = Field(default_factory=list)
     space: dict[str, KnobSpace] = Field(default_factory=dict)
     coverage: int = Field(2, ge=0, description="trials per pre-training recipe (pipeline) or encoder "
-                          "(finetune.init) before the sampler exploits; 0 turns coverage off (study/spec/coverage.py)")
+                          "(finetune.init) before the sampler exploits; 0 turns coverage off "
+                          "(study/spec/coverage.py)")
     reuse_pretraining: bool = Field(True, description="pipeline: pre-train each recipe once per storage "
                                     "and fine-tune every trial of that recipe from it (study/registry.py)")
-    tournament: TournamentConfig | None = Field(None, description="pipeline: compare the pre-training recipes by "
-                                                "successive halving over pre-training epochs (study/spec/tournament.py)")
+    tournament: TournamentConfig | None = Field(None, description="pipeline: compare the pre-training "
+                                                                  "recipes by "
+                                                "successive halving over pre-training epochs "
+                                                "(study/spec/tournament.py)")
 
 
 class ResourcesConfig(ConfigModel):
@@ -121,9 +124,11 @@ class ConfirmConfig(ConfigModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    top: int = Field(3, ge=1, description="recipes to confirm: the top-k median, then the best smoothed estimates")
+    top: int = Field(3, ge=1, description="recipes to confirm: the top-k median, then the best smoothed "
+                                          "estimates")
     seeds: int = Field(3, ge=2, description="fresh seeds per recipe, the same for every recipe (paired)")
-    reference: Path | None = Field(None, description="reference recipe YAML (knob: value); default the paper's")
+    reference: Path | None = Field(None, description="reference recipe YAML (knob: value); default the "
+                                                     "paper's")
 
 
 class TrackingConfig(ConfigModel):
@@ -139,7 +144,8 @@ class StudySpec(ConfigModel):
     name: str = Field(pattern=rf"^{schema.STUDY_NAME.pattern}$", max_length=100)
     stage: Stage
     data: DataConfig
-    pretrain_data: DataConfig | None = Field(None, description="pre-training store when it differs from `data`")
+    pretrain_data: DataConfig | None = Field(None, description="pre-training store when it differs from "
+                                                               "`data`")
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig | None = None
     finetune: FinetuneConfig | None = None
@@ -147,7 +153,8 @@ class StudySpec(ConfigModel):
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
     confirm: ConfirmConfig | None = None
-    storage_path: PathOrUri | None = Field(None, description="Tune storage: a folder every node reaches, or an "
+    storage_path: PathOrUri | None = Field(None, description="Tune storage: a folder every node reaches, or "
+                                                             "an "
                                             "object-store URI (s3://bucket/tune); default <cwd>/studies")
 
     # --- derived values (never written back) ----------------------------------------------------

@@ -73,7 +73,8 @@ class MlflowStudyCallback(Callback):
                     or tags.get(schema.TAG_STATUS) != schema.STATUS_RUNNING):
                 continue
             if run.data.metrics:
-                log.warning("trial %s is unknown to Tune's saved state; its run ends failed", tags.get(schema.TAG_TRIAL_ID))
+                log.warning("trial %s is unknown to Tune's saved state; its run ends "
+                            "failed", tags.get(schema.TAG_TRIAL_ID))
                 self.tracker.end_trial(run.info.run_id, schema.STATUS_FAILED, error=LOST_TRIAL)
             else:
                 log.info("trial %s never reached Tune's saved state and logged nothing; its run is deleted",
@@ -93,7 +94,8 @@ class MlflowStudyCallback(Callback):
         """The run of the shared pre-training `key` that this trial runs (study/registry.py)."""
         run_id = self._pretrain_runs.get(key)
         if run_id is None:
-            params = {k: v for k, v in trial_params(self.spec, {"pretrain": self.plan(trial).phase("pretrain")}).items()
+            params = {k: v for k,
+                      v in trial_params(self.spec, {"pretrain": self.plan(trial).phase("pretrain")}).items()
                       if not k.startswith("data.")}
             run_id = self.tracker.start_pretrain(key, params)
             self._pretrain_runs[key] = run_id
@@ -152,7 +154,8 @@ class MlflowStudyCallback(Callback):
     def _log_new(self, run_id: str, rows: list[tuple[int, dict[str, float]]]) -> None:
         """Log only the (metric, step) pairs the run lacks (see the module docstring)."""
         logged = self._logged[run_id]
-        if run_id in self._pretrain_runs.values():  # the pre-training's own run: its metrics under their own names
+        # the pre-training's own run: its metrics under their own names
+        if run_id in self._pretrain_runs.values():
             rows = [(step, {k if k == schema.M_PRETRAIN_LOSS else k.removeprefix("pretrain/"): v
                             for k, v in metrics.items()}) for step, metrics in rows]
         fresh = []

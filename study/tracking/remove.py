@@ -50,8 +50,9 @@ class Leftovers:
         lines = []
         if self.run_ids:
             lines.append(f"MLflow ({self.uri}): {len(self.parent_ids)} parent run(s) "
-                         f"{', '.join(self.parent_ids) or '-'} and {len(self.run_ids) - len(self.parent_ids)} "
-                         f"other run(s) (soft-deleted; `mlflow gc --backend-store-uri {self.uri}` frees their artifacts)")
+                         f"{', '.join(self.parent_ids) or '-'} and "
+                         f"{len(self.run_ids) - len(self.parent_ids)} other run(s) (soft-deleted; `mlflow gc "
+                         f"--backend-store-uri {self.uri}` frees their artifacts)")
         lines += [f"Tune folder: {folder} (deleted)" for folder in self.folders]
         return lines
 
@@ -109,7 +110,8 @@ def _spec_storage(runs: StudyRuns) -> Path | str | None:
     try:
         return read_spec(runs).storage_path
     except SpecError as exc:  # a half-written parent run: its runs can still go
-        log.warning("study %s: spec not readable (%s); give --storage-path to remove its Tune folder", runs.name, exc)
+        log.warning("study %s: spec not readable (%s); give --storage-path to remove its Tune "
+                    "folder", runs.name, exc)
         return None
 
 

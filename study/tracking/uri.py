@@ -18,7 +18,8 @@ from pathlib import Path
 
 from thoraxmae.study.errors import SpecError
 
-DB_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's database stores besides SQLite (driver-checked by MLflow)
+# MLflow's database stores besides SQLite (driver-checked by MLflow)
+DB_SCHEMES = ("postgresql", "mysql", "mssql")
 HTTP_TIMEOUT_S = 5.0
 
 
@@ -60,8 +61,8 @@ def check_scheme(uri: str) -> str:
     nothing but the text (`study submit` checks this much; the store itself is the cluster's)."""
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme in ("", "file"):
-        raise SpecError(f"tracking URI {uri}: a folder (MLflow's file store) is not supported by MLflow 3; use "
-                        f"sqlite:///ABSOLUTE/PATH/mlflow.db or an http(s):// tracking server")
+        raise SpecError(f"tracking URI {uri}: a folder (MLflow's file store) is not supported by MLflow 3; "
+                        "use sqlite:///ABSOLUTE/PATH/mlflow.db or an http(s):// tracking server")
     if scheme not in ("sqlite", "http", "https", *DB_SCHEMES):
         raise SpecError(f"tracking URI {uri}: unknown scheme `{scheme}://`; use sqlite:///PATH/mlflow.db, "
                         f"http(s)://HOST:PORT or a database URI ({', '.join(s + '://' for s in DB_SCHEMES)})")
@@ -82,7 +83,8 @@ def _check_sqlite(uri: str, path: Path, write: bool) -> None:
         with _connect(path, "rw" if write else "ro") as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not write and "experiments" not in tables:  # MLflow would write its tables into it
-                raise SpecError(f"tracking URI {uri}: {path} is not an MLflow database (no experiments table)")
+                raise SpecError(f"tracking URI {uri}: {path} is not an MLflow database (no experiments "
+                                "table)")
             if write:  # takes the write lock, so a read-only file or file system fails here
                 db.execute("BEGIN IMMEDIATE")
                 db.rollback()
@@ -107,7 +109,8 @@ def _check_folder_writable(uri: str, folder: Path, what: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise SpecError(f"tracking URI {uri}: {what}: {folder} is not writable ({exc.strerror or exc})") from None
+        raise SpecError(f"tracking URI {uri}: {what}: {folder} is not writable "
+                        f"({exc.strerror or exc})") from None
 
 
 def _check_server(uri: str) -> None:
@@ -132,7 +135,8 @@ def mlflow_errors(uri: str) -> Iterator[None]:
         yield
     except MlflowException as exc:
         first = (exc.message or str(exc)).strip().splitlines()
-        raise SpecError(f"tracking URI {uri}: MLflow failed: {first[0] if first else type(exc).__name__}") from None
+        raise SpecError(f"tracking URI {uri}: MLflow failed: "
+                        f"{first[0] if first else type(exc).__name__}") from None
     except OSError as exc:
         raise SpecError(f"tracking URI {uri}: {exc}") from None
 

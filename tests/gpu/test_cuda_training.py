@@ -51,7 +51,8 @@ def test_classifier_step_under_bf16_autocast():
     model = build_classifier(VIT_S, 14, drop_path=0.2).to(device)
     with autocast(device):
         logits = model(torch.randn(4, 3, 224, 224, device=device))
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), torch.ones(4, 14, device=device))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(),
+                                                                torch.ones(4, 14, device=device))
     loss.backward()
     assert torch.isfinite(loss)
 

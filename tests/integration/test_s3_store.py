@@ -54,7 +54,8 @@ def test_finetune_study_lives_on_s3(phantom_store, tmp_path):
         assert confirmed.returncode == 0, (confirmed.stdout + confirmed.stderr)[-4000:]
         root = Location.of(storage)
         markers = (root / "s3store" / "train").walk_files("thoraxmae_final.json")
-        checkpoints = [json.loads(m.read_text())["checkpoint"] for m in markers]  # 2 trials, 4 confirmation runs
+        # 2 trials, 4 confirmation runs
+        checkpoints = [json.loads(m.read_text())["checkpoint"] for m in markers]
         assert len(markers) == 6 and all(c.startswith(f"{storage}/s3store/train/train-") for c in checkpoints)
         assert all((Location.of(c) / "checkpoint.pt").is_file() for c in checkpoints)
         assert (root / "s3store" / "thoraxmae_spec.yaml").is_file()

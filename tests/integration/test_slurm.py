@@ -63,8 +63,9 @@ def test_sbatch_starts_two_nodes_and_runs_the_study(phantom_store, tmp_path):
         SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="fake-node-[1-2]", SLURM_CPUS_PER_TASK="1",
         SRUN_LOG=str(tmp_path / "srun.log"), THORAXMAE_TOKEN_DIR=str(tmp_path / "tokens"),
         THORAXMAE_RAY_PORT=str(gcs), THORAXMAE_RAY_TMP=f"{ray_tmp}/r", THORAXMAE_RAY_WAIT_S="120",
-        THORAXMAE_RAY_HEAD_ARGS=(f"--dashboard-host=127.0.0.1 --dashboard-port={dash} --ray-client-server-port="
-                                 f"{client} --dashboard-agent-listen-port={head_agent} "
+        THORAXMAE_RAY_HEAD_ARGS=(f"--dashboard-host=127.0.0.1 --dashboard-port={dash} "
+                                 f"--ray-client-server-port={client} "
+                                 f"--dashboard-agent-listen-port={head_agent} "
                                  f"--metrics-export-port={head_metrics}"),
         THORAXMAE_RAY_WORKER_ARGS=f"--dashboard-agent-listen-port={agent} --metrics-export-port={metrics}")
     env.pop("RAY_AUTH_TOKEN", None)

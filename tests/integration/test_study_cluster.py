@@ -63,7 +63,8 @@ def ray_head(tmp_path):
 
 def test_submit_runs_a_study_on_a_cluster(ray_head, phantom_store, tmp_path):
     url, env = ray_head
-    spec = write_spec(tiny_spec(phantom_store, tmp_path, "submitted", num_samples=2, concurrent=2), tmp_path / "s.yaml")
+    spec = write_spec(tiny_spec(phantom_store, tmp_path, "submitted", num_samples=2, concurrent=2),
+                      tmp_path / "s.yaml")
 
     no_token = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     no_token["RAY_AUTH_MODE"] = "disabled"
@@ -86,7 +87,8 @@ def test_resume_after_the_driver_is_killed(phantom_store, tmp_path):
     spec = write_spec(tiny_spec(phantom_store, tmp_path, "resumed", num_samples=4), tmp_path / "s.yaml")
     env = subprocess_env()
     log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 (outlives the Popen call; closed below)
-    driver = subprocess.Popen([*CLI, "study", "run", str(spec)], env=env, stdout=log, stderr=subprocess.STDOUT,
+    driver = subprocess.Popen([*CLI, "study", "run", str(spec)], env=env, stdout=log,
+                              stderr=subprocess.STDOUT,
                               cwd=tmp_path, start_new_session=True)
     finished: dict[str, str] = {}
     try:

@@ -56,7 +56,8 @@ def learnable_store(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("learnable")
     generate_phantom(root / "nih", n=1000, size=96, seed=1)
-    prepare_store(load_source("nih", root / "nih", split_seed=0), root / "store", size=64, workers=2, progress=False)
+    prepare_store(load_source("nih", root / "nih", split_seed=0), root / "store", size=64, workers=2,
+                  progress=False)
     return root / "store"
 
 
@@ -82,7 +83,8 @@ def test_finetune_on_the_phantom_learns_well_above_chance(study_ray, learnable_s
     assert {R.CHECKPOINT_FILE, R.BEST_MODEL_FILE} <= files
 
 
-def test_pretrain_resumes_from_its_checkpoint_after_a_worker_failure(study_ray, phantom_store, tmp_path, monkeypatch):
+def test_pretrain_resumes_from_its_checkpoint_after_a_worker_failure(study_ray, phantom_store, tmp_path,
+                                                                     monkeypatch):
     cfg = PretrainConfig(epochs=3, warmup_epochs=1, batch_size=16, max_steps_per_epoch=6, mask_ratio=0.75,
                          blr=1.5e-3)
     monkeypatch.setenv(faults.ENV, faults.fail_entry("pretrain", 2))  # passed to the workers by trainers.api
@@ -105,7 +107,8 @@ def test_finetune_resumes_and_still_tests_the_best_epoch(study_ray, phantom_stor
     init = tmp_path / "vit-s_CXR_0.3M_mae.pth"  # the paper's released layout, found by init_format auto
     torch.save({"model": build_mae(TINY).state_dict(), "optimizer": {}, "epoch": 799, "scaler": {},
                 "args": argparse.Namespace(model="mae_vit_small_patch16_dec512d2b")}, init)
-    cfg = FinetuneConfig(epochs=3, warmup_epochs=1, batch_size=16, max_steps_per_epoch=4, blr=1e-3, bootstrap=10,
+    cfg = FinetuneConfig(epochs=3, warmup_epochs=1, batch_size=16, max_steps_per_epoch=4, blr=1e-3,
+                         bootstrap=10,
                          init=init)
     monkeypatch.setenv(faults.ENV, faults.fail_entry("finetune", 3))
     job = FinetuneJob(model=TINY, data=DataConfig(store=phantom_store), finetune=cfg)
@@ -131,7 +134,8 @@ def test_two_worker_ddp_finetune_from_the_cli_reaches_mlflow(study_ray, phantom_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = {"name": "ddp-run", "stage": "finetune", "data": {"store": str(phantom_store)},
             "model": TINY.model_dump(exclude_none=True),
-            "finetune": {"epochs": 2, "warmup_epochs": 1, "batch_size": 8, "max_steps_per_epoch": 3, "bootstrap": 10},
+            "finetune": {"epochs": 2, "warmup_epochs": 1, "batch_size": 8, "max_steps_per_epoch": 3,
+                         "bootstrap": 10},
             "resources": {"workers_per_trial": 2, "cpus_per_worker": 1},
             "tracking": {"uri": uri}, "storage_path": str(tmp_path / "studies")}
     assert cli_main(["finetune", str(write_spec(spec, tmp_path / "spec.yaml"))]) == 0

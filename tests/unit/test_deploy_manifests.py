@@ -1,6 +1,7 @@
 """The KubeRay manifests in deploy/: the object-storage variant (rayjob-s3.yaml) must stay free of shared
 volumes, give every Ray container the S3 credentials from a Secret and a node cache on an emptyDir, and
-both manifests' entrypoints must be specs our parser accepts (the files are never run by the suite). Both run the
+both manifests' entrypoints must be specs our parser accepts (the files are never run by the suite). Both run
+the
 image of deploy/image/Dockerfile at this version's tag, on the Ray and Python the lock was made for."""
 from __future__ import annotations
 

@@ -154,7 +154,8 @@ def violations(imports: list[Import]) -> list[str]:
             out.append(f"{where} imports `{imp.target}`: study room {src_room} may not import {dst_room} "
                        f"(rooms: {' <- '.join(ROOMS[:-1])})")
         elif dst == SHELL and src != SHELL:
-            out.append(f"{where} imports the shell `{imp.target}`; only thoraxmae/cli/__init__.py composes the packages")
+            out.append(f"{where} imports the shell `{imp.target}`; only thoraxmae/cli/__init__.py composes "
+                       "the packages")
         elif LAYER[dst] > LAYER[src]:
             allowed = dst in ALLOWED_UPWARD.get(imp.source, ()) and imp.context == "function"
             if not allowed:
@@ -257,7 +258,8 @@ def import_all(root: Path, modules: list[str], forbidden: str = "ray", timeout: 
     """Import `modules` in order in a fresh interpreter; which failed, which one first loaded `forbidden`, and
     which modules were loaded from the repository under a name outside thoraxmae.* (`strays`)."""
     mapping = {name: str(folder) for name, folder in package_dirs(root).items()}
-    proc = subprocess.run([sys.executable, "-c", _RUNTIME, str(root), json.dumps(mapping), json.dumps(modules),
+    proc = subprocess.run([sys.executable, "-c", _RUNTIME, str(root), json.dumps(mapping),
+                           json.dumps(modules),
                            forbidden], check=False, capture_output=True, text=True, cwd=root, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -299,7 +301,8 @@ def test_no_unknown_cycle_with_deferred_imports():
 
 
 @pytest.mark.parametrize("circle", sorted(KNOWN_CIRCLES))
-@pytest.mark.xfail(strict=True, reason="known circle, being opened under issue 10; delete it from KNOWN_CIRCLES")
+@pytest.mark.xfail(strict=True, reason="known circle, being opened under issue 10; delete it from "
+                                       "KNOWN_CIRCLES")
 def test_known_circle_is_open(circle):
     found = cycles(import_graph(ROOT), CONTEXTS)
     assert not any(KNOWN_CIRCLES[circle] <= c for c in found), circle
@@ -320,7 +323,8 @@ def test_analysis_never_loads_ray():
 
 def _plant(root: Path) -> Path:
     """A tiny tree laid out like this repository, with one violation of every kind."""
-    (root / "pyproject.toml").write_text('[tool.setuptools.package-dir]\n"thoraxmae" = "thoraxmae"\n' + "".join(
+    (root / "pyproject.toml").write_text('[tool.setuptools.package-dir]\n"thoraxmae" = '
+                                         '"thoraxmae"\n' + "".join(
         f'"thoraxmae.{p}" = "{p}"\n' for p in PACKAGES))
     files = {
         "thoraxmae/__init__.py": "", "thoraxmae/cli/__init__.py": "from thoraxmae.analysis import report\n",
@@ -349,10 +353,10 @@ def test_checks_catch_planted_violations(tmp_path):
     assert sorted(found) == [
         ("thoraxmae.study.run.trial:1 (module) imports bare `datasets.config`; write "
          "`thoraxmae.datasets.config`"),
-        ("thoraxmae.study.spec.checks:2 (function) imports `thoraxmae.study.run.tune`: study room spec may not "
-         "import run (rooms: base <- spec <- tracking <- run)"),
-        ("thoraxmae.trainers.loop:2 (function) imports `thoraxmae.study.schema`: trainers may not import study "
-         "(layers: datasets <- trainers <- study <- analysis)")]
+        ("thoraxmae.study.spec.checks:2 (function) imports `thoraxmae.study.run.tune`: study room spec may "
+         "not import run (rooms: base <- spec <- tracking <- run)"),
+        ("thoraxmae.trainers.loop:2 (function) imports `thoraxmae.study.schema`: trainers may not import "
+         "study (layers: datasets <- trainers <- study <- analysis)")]
     assert cycles(imports, ("module",)) == [frozenset({"thoraxmae.study.spec.model", "thoraxmae.study.spec.space"})]
     result = import_all(root, importable(root), forbidden="wave")
     assert result["failed"] == {} and result["strays"] == ["datasets", "datasets.config"]

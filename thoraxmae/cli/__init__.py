@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="thoraxmae",
-        description="Find and explain ViT training recipes for chest X-rays with Ray Tune, Optuna and MLflow.",
+        description="Find and explain ViT training recipes for chest X-rays with Ray Tune, Optuna and "
+                    "MLflow.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -20,10 +20,12 @@ LOAD_REPORT_ARTIFACT = "load_report.json"
 def register(sub: argparse._SubParsersAction) -> None:
     from thoraxmae.datasets.config import path_or_uri
 
-    q = sub.add_parser("evaluate", help="evaluate a fine-tuned checkpoint on a store split (AUC table, 95%% CI)",
+    q = sub.add_parser("evaluate", help="evaluate a fine-tuned checkpoint on a store split (AUC table, 95%% "
+                                        "CI)",
                        description=__doc__.split("\n\n")[1])
     q.add_argument("checkpoint", type=path_or_uri,
-                   help="fine-tuned weights: best_model.pt, a released .pth, a timm file (a path or s3://, gs://)")
+                   help="fine-tuned weights: best_model.pt, a released .pth, a timm file (a path or s3://, "
+                        "gs://)")
     q.add_argument("--store", type=path_or_uri, required=True,
                    help="prepared store (thoraxmae data prepare): a folder or an object-store URI")
     q.add_argument("--split", default="test", help="store split to evaluate (default: test)")
@@ -35,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cuda (default: cpu)")
     q.add_argument("--workers", type=_at_least(0), default=0, metavar="N", help="DataLoader worker processes")
     q.add_argument("--norm-stats", default="auto", choices=("auto", "nih", "imagenet"),
-                   help="input statistics: auto (default) = what the checkpoint declares, NIH when it declares "
-                        "none; nih or imagenet to override")
+                   help="input statistics: auto (default) = what the checkpoint declares, NIH when it "
+                        "declares none; nih or imagenet to override")
     q.set_defaults(func=cmd_evaluate)
     q.error = _one_line(q)  # type: ignore[method-assign]
 
@@ -119,7 +121,8 @@ def print_table(ev) -> None:
         table.add_row(name, f"{int(pos)}", _num(auc), f"{_num(lo)}-{_num(hi)}")
     table.add_row("mean AUC", "", _num(ev.mauc), f"{_num(ev.ci.mauc[0])}-{_num(ev.ci.mauc[1])}", style="bold")
     if ev.accuracy is not None:
-        table.add_row("accuracy", "", _num(ev.accuracy), f"{_num(ev.ci.acc[0])}-{_num(ev.ci.acc[1])}", style="bold")
+        table.add_row("accuracy", "", _num(ev.accuracy), f"{_num(ev.ci.acc[0])}-{_num(ev.ci.acc[1])}",
+                      style="bold")
     Console().print(table)
     print(f"95% CIs: {ev.ci.n_boot} bootstrap resamples of {ev.ci.unit}s")
 
@@ -151,7 +154,8 @@ def log_evaluation(ev, uri: str, experiment: str) -> str:
     metrics = [Metric(k, v, now, 0) for k, v in ev.metrics(f"{ev.split}/").items()]
     client.log_batch(run_id, metrics=metrics[:1000], params=[Param(k, str(v)) for k, v in params.items()])
     rows = ["label,auc,ci_low,ci_high"] + [
-        f"{n},{a:.6f},{lo:.6f},{hi:.6f}" for n, a, (lo, hi) in zip(ev.label_names, ev.per_class_auc, ev.ci.per_class,
+        f"{n},{a:.6f},{lo:.6f},{hi:.6f}" for n, a, (lo, hi) in zip(ev.label_names, ev.per_class_auc,
+                                                                   ev.ci.per_class,
                                                                    strict=True)]
     client.log_text(run_id, "\n".join(rows) + "\n", schema.ARTIFACT_AUC_TABLE)
     with tempfile.TemporaryDirectory() as tmp:

@@ -101,7 +101,8 @@ class StudyProgress(Callback):
         from rich.table import Table
 
         c = self.counts()
-        table = Table(title=f"study {self.spec.name} ({self.spec.stage}, {self.spec.search.num_samples} trials)")
+        table = Table(title=f"study {self.spec.name} ({self.spec.stage}, {self.spec.search.num_samples} "
+                            "trials)")
         for col in ("running", "completed", "pruned", "failed", f"best {self.spec.metric}"):
             table.add_column(col, justify="right")
         best = f"{self.best[0]:.4f} ({self.best[1]})" if self.best else "-"
@@ -121,8 +122,8 @@ class StudyProgress(Callback):
             c = self.counts()
             best = f"; best {self.spec.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
             print(f"[study {self.spec.name}] {event} | running {c[schema.STATUS_RUNNING]}, completed "
-                  f"{c[schema.STATUS_COMPLETED]}, pruned {c[schema.STATUS_PRUNED]}, failed {c[schema.STATUS_FAILED]}"
-                  f"{best}", flush=True)
+                  f"{c[schema.STATUS_COMPLETED]}, pruned {c[schema.STATUS_PRUNED]}, failed "
+                  f"{c[schema.STATUS_FAILED]}{best}", flush=True)
 
 
 @dataclass

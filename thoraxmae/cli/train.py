@@ -32,7 +32,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     mlflow_cli_defaults()
     spec = load_spec(args.spec, args.overrides)
     if getattr(spec, args.phase) is None:
-        raise SpecError(f"{args.spec}: {args.phase}: this spec (stage {spec.stage}) has no {args.phase} section")
+        raise SpecError(f"{args.spec}: {args.phase}: this spec (stage {spec.stage}) has no {args.phase} "
+                        "section")
     check_tracking_uri(spec.tracking.uri, write=True)  # before Ray starts
     warn_store_detail(spec, (args.phase,), searched=False)  # the run ignores the search space
     console = Console()

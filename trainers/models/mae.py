@@ -23,7 +23,8 @@ DEFAULTS = PretrainConfig()  # the paper's mask ratio and norm-pix setting, writ
 
 
 def num_visible(num_patches: int, mask_ratio: float) -> int:
-    """Patches the encoder sees: floor(L * (1 - mask_ratio)), e.g. 19 of 196 at 0.9 (docs/paper.md), 49 at 0.75.
+    """Patches the encoder sees: floor(L * (1 - mask_ratio)), e.g. 19 of 196 at 0.9 (docs/paper.md), 49 at
+    0.75.
 
     The reference computes `int(L * (1 - mask_ratio))` in floating point, which drops one patch when the
     product lands just under an integer (L=100, 0.9 -> 9.999... -> 9); the 1e-6 slack here keeps the
@@ -52,7 +53,8 @@ class MaskedAutoencoderViT(nn.Module):
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim), requires_grad=False)  # fixed
+        # fixed
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim), requires_grad=False)
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
                                      for _ in range(depth)])
         self.norm = norm_layer(embed_dim)
@@ -61,7 +63,8 @@ class MaskedAutoencoderViT(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, decoder_embed_dim),
                                               requires_grad=False)  # fixed
-        self.decoder_blocks = nn.ModuleList([Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, qkv_bias=True,
+        self.decoder_blocks = nn.ModuleList([Block(decoder_embed_dim, decoder_num_heads, mlp_ratio,
+                                                   qkv_bias=True,
                                                    norm_layer=norm_layer) for _ in range(decoder_depth)])
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans)
@@ -132,7 +135,8 @@ class MaskedAutoencoderViT(nn.Module):
         """latent [N, 1 + L_keep, D], ids_restore [N, L] -> pred [N, L, p*p*C] (class token dropped)."""
         x = self.decoder_embed(latent)  # [N, 1 + L_keep, Dd]
         n, length, dim = x.shape[0], ids_restore.shape[1], x.shape[2]
-        mask_tokens = self.mask_token.to(x.dtype).expand(n, length + 1 - x.shape[1], -1)  # [N, L - L_keep, Dd]
+        # [N, L - L_keep, Dd]
+        mask_tokens = self.mask_token.to(x.dtype).expand(n, length + 1 - x.shape[1], -1)
         patches = torch.cat([x[:, 1:, :], mask_tokens], dim=1)  # [N, L, Dd], shuffled order
         patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))  # patch order
         x = torch.cat([x[:, :1, :], patches], dim=1) + self.decoder_pos_embed  # [N, 1 + L, Dd]
@@ -153,7 +157,8 @@ class MaskedAutoencoderViT(nn.Module):
     def forward(self, imgs: torch.Tensor, mask_ratio: float | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """mask_ratio: None -> the model's own (pretrain.mask_ratio it was built with)."""
-        latent, mask, ids_restore = self.forward_encoder(imgs, self.mask_ratio if mask_ratio is None else mask_ratio)
+        latent, mask, ids_restore = self.forward_encoder(imgs,
+                                                         self.mask_ratio if mask_ratio is None else mask_ratio)
         pred = self.forward_decoder(latent, ids_restore)  # [N, L, p*p*C]
         return self.forward_loss(imgs, pred, mask), pred, mask
 
@@ -166,7 +171,8 @@ def build_mae(model: ModelConfig, norm_pix_loss: bool = DEFAULTS.norm_pix_loss,
     if r.kind != "vit":
         raise ValueError(f"model.name={model.name!r}: MAE pre-training needs a ViT")
     sizes = {f: getattr(r, f) for f in VIT_FIELDS}
-    return MaskedAutoencoderViT(**sizes, in_chans=r.in_chans, mlp_ratio=r.mlp_ratio, norm_pix_loss=norm_pix_loss,
+    return MaskedAutoencoderViT(**sizes, in_chans=r.in_chans, mlp_ratio=r.mlp_ratio,
+                                norm_pix_loss=norm_pix_loss,
                                 mask_ratio=mask_ratio)
 
 

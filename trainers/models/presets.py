@@ -22,9 +22,11 @@ VIT_FIELDS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads",
 # docs/paper.md: ViT-S/16 decoder 512-dim, 2 blocks, 16 heads; ViT-B/16 decoder 512-dim, 8 blocks, 16 heads.
 PRESETS: dict[str, dict] = {
     "vit_small_patch16": {"kind": "vit", "img_size": 224, "patch_size": 16, "embed_dim": 384, "depth": 12,
-                          "num_heads": 6, "decoder_embed_dim": 512, "decoder_depth": 2, "decoder_num_heads": 16},
+                          "num_heads": 6, "decoder_embed_dim": 512, "decoder_depth": 2,
+                          "decoder_num_heads": 16},
     "vit_base_patch16": {"kind": "vit", "img_size": 224, "patch_size": 16, "embed_dim": 768, "depth": 12,
-                         "num_heads": 12, "decoder_embed_dim": 512, "decoder_depth": 8, "decoder_num_heads": 16},
+                         "num_heads": 12, "decoder_embed_dim": 512, "decoder_depth": 8,
+                         "decoder_num_heads": 16},
     # a few-second-per-epoch model for tests and the demo on 2 CPU cores
     "vit_tiny_test": {"kind": "vit", "img_size": 64, "patch_size": 8, "embed_dim": 64, "depth": 4,
                       "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2},
@@ -90,10 +92,13 @@ def preset_sizes(name: str) -> dict[str, int]:
 
 
 def _check_divisible(r: ResolvedModel) -> None:
-    pairs = [("img_size", "patch_size"), ("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")]
+    pairs = [("img_size", "patch_size"), ("embed_dim", "num_heads"),
+             ("decoder_embed_dim", "decoder_num_heads")]
     for num, den in pairs:
         if getattr(r, num) % getattr(r, den):
-            raise ValueError(f"model.{num}={getattr(r, num)} is not a multiple of model.{den}={getattr(r, den)}")
+            raise ValueError(f"model.{num}={getattr(r, num)} is not a multiple of "
+                             f"model.{den}={getattr(r, den)}")
     for field in ("embed_dim", "decoder_embed_dim"):
         if getattr(r, field) % 4:
-            raise ValueError(f"model.{field}={getattr(r, field)} must be a multiple of 4 (2-D sin-cos embedding)")
+            raise ValueError(f"model.{field}={getattr(r, field)} must be a multiple of 4 (2-D sin-cos "
+                             "embedding)")

@@ -13,7 +13,8 @@ from PIL import Image
 NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
               "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
 NIH_LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-              "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+              "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
+              "Hernia")
 NIH_FINDINGS = ("No Finding", "Cardiomegaly", "Effusion|Infiltration", "Atelectasis|Mass|Nodule", "Hernia",
                 "Pneumothorax|Edema", "Fibrosis|Pleural_Thickening|Emphysema", "Pneumonia|Consolidation")
 CHEXPERT_LABELS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
@@ -110,7 +111,8 @@ def chexpert_value(row: int, label: int) -> str:
 
 
 def write_chexpert(root: Path, *, prefix: str = "CheXpert-v1.0-small", n_patients: int = 10) -> Path:
-    """train.csv (each patient: 2 studies, a frontal and a lateral view each) + valid.csv (3 patients, 0/1 only).
+    """train.csv (each patient: 2 studies, a frontal and a lateral view each) + valid.csv (3 patients, 0/1
+    only).
 
     Data row r of train.csv is patient r // 4 + 1, study (r // 2) % 2 + 1, frontal when r is even; its label
     cells are `chexpert_value(r, j)`. `prefix` "" writes paths without the `CheXpert-v1.0*/` folder.
@@ -172,7 +174,8 @@ def write_mimic(root: Path) -> Path:
                 meta.append(f"{dicom_id},{subject},{study},CHEST (PA AND LAT),{view},3056,2544,21800506,"
                             f"213014.531,CHEST (PA AND LAT),postero-anterior,Erect")
                 split.append(f"{dicom_id},{study},{subject},{part}")
-                _put(root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom_id}.jpg", JPEG)
+                _put(root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom_id}.jpg",
+                     JPEG)
                 k += 1
     root.mkdir(parents=True, exist_ok=True)
     _gz(root / "mimic-cxr-2.0.0-metadata.csv.gz", meta)
@@ -207,7 +210,8 @@ def write_covidx(root: Path, version: str = "9A") -> Path:
 
 # ---------------------------------------------------------------- DICOM
 
-def write_dicom_file(path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored: int = 12,
+def write_dicom_file(path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2",
+                     bits_stored: int = 12,
                      **elements: object) -> Path:
     """A minimal valid DICOM file (explicit VR little endian) holding `pixels` ([H,W], [H,W,3] or [F,H,W])."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -230,7 +234,8 @@ def write_dicom_file(path: Path, pixels: np.ndarray, *, photometric: str = "MONO
 
 
 def write_dicom_folder(root: Path, *, with_split: bool = True, with_patient: bool = True) -> Path:
-    """labels.csv (`file`, `patient_id`, `split`, Effusion, Nodule) + 12 tiny 12-bit DICOM files in sub-folders."""
+    """labels.csv (`file`, `patient_id`, `split`, Effusion, Nodule) + 12 tiny 12-bit DICOM files in
+    sub-folders."""
     header = ["file"] + (["patient_id"] if with_patient else []) + (["split"] if with_split else [])
     lines = [",".join(header + ["Effusion", "Nodule"])]
     splits = {0: "train", 1: "train", 2: "train", 3: "validate", 4: "test", 5: "test"}

@@ -88,7 +88,8 @@ def test_prepare_size_out_of_range_is_one_line_before_anything_is_read(tmp_path,
 
 
 def test_prepare_draws_its_progress_bar_on_stderr(phantom_dir, tmp_path, capsys):
-    rc = main(["data", "prepare", str(phantom_dir), "--format", "nih", "--out", str(tmp_path / "s"), "--size", "16",
+    rc = main(["data", "prepare", str(phantom_dir), "--format", "nih", "--out", str(tmp_path / "s"), "--size",
+               "16",
                "--workers", "1"])
     assert rc == 0 and "40/40" in capsys.readouterr().err
 

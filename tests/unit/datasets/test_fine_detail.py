@@ -1,4 +1,5 @@
-"""Fine detail (datasets/fine_detail.py), the half copy's margin that keeps it (datasets/transforms.py), and the
+"""Fine detail (datasets/fine_detail.py), the half copy's margin that keeps it (datasets/transforms.py), and
+the
 store-size warning (datasets/resolution.py store_detail_warning), on a real radiograph where pixels matter."""
 from __future__ import annotations
 
@@ -66,9 +67,12 @@ def test_the_half_copy_softens_crops_below_twice_the_output_and_keeps_098_above(
     full, half = levels(radiograph, 768)  # [768, 768] and [384, 384], as a store keeps them
     assert full.shape == (768, 768) and half.shape == (384, 384)
     near = (100.0, 200.0, 100.0 + 2 * 240, 200.0 + 2 * 240)  # 240 px across in the half copy: 1.07x of 224
-    assert _kept(radiograph, full, near, 224) == pytest.approx(0.974, abs=0.005)  # the 768 copy: 2.1x the output
-    assert _kept(radiograph, half, near, 224) == pytest.approx(0.804, abs=0.005)  # the half copy at 1.07x: softer
-    wide = (50.0, 60.0, 50.0 + 2 * 240, 60.0 + 2 * 240)  # the same boxes at 112 px output: 2.14x in the half copy
+    # the 768 copy: 2.1x the output
+    assert _kept(radiograph, full, near, 224) == pytest.approx(0.974, abs=0.005)
+    # the half copy at 1.07x: softer
+    assert _kept(radiograph, half, near, 224) == pytest.approx(0.804, abs=0.005)
+    # the same boxes at 112 px output: 2.14x in the half copy
+    wide = (50.0, 60.0, 50.0 + 2 * 240, 60.0 + 2 * 240)
     assert _kept(radiograph, half, wide, 112) == pytest.approx(0.981, abs=0.005)
     assert HALF_COPY_MARGIN == 2.0
 
@@ -102,9 +106,9 @@ def test_eval_at_224_reads_the_768_copy_not_the_half_copy(radiograph):
 def test_store_size_warning_names_the_store_its_size_and_the_size_needed():
     assert smallest_store(0.08) == 713 and smallest_store(0.5) == 286
     line = store_detail_warning("/data/nih256", {"size": 256, "half_copies": 9}, 0.08, 224, "fine-tuning")
-    assert line == ("/data/nih256: images stored at 256 px, below the 713 px that keeps >= 0.9 of the reference's "
-                    "detail for fine-tuning crops down to crop_min=0.08 at 224 px (this store keeps 0.32; "
-                    "docs/paper.md \"Crops and stored resolution\"); re-prepare it with "
+    assert line == ("/data/nih256: images stored at 256 px, below the 713 px that keeps >= 0.9 of the "
+                    "reference's detail for fine-tuning crops down to crop_min=0.08 at 224 px (this store "
+                    "keeps 0.32; docs/paper.md \"Crops and stored resolution\"); re-prepare it with "
                     "`thoraxmae data prepare ... --size 768`")
     pre = store_detail_warning("s3://b/cxr224", {"size": 224, "half_copies": 9}, 0.5, 224, "pre-training")
     assert pre is not None and "below the 286 px" in pre and "keeps 0.71" in pre
@@ -113,7 +117,8 @@ def test_store_size_warning_names_the_store_its_size_and_the_size_needed():
     # a store that shrank nothing holds the originals: that is the reference's detail, whatever its cap
     assert store_detail_warning("/data/small", {"size": 256, "half_copies": 0}, 0.08, 224, "fine-tuning") is None
     # a smaller model input needs fewer pixels: 112 px output at crop_min 0.08 needs 357 px
-    assert "below the 357 px" in store_detail_warning("x", {"size": 256, "half_copies": 1}, 0.08, 112, "fine-tuning")
+    assert "below the 357 px" in store_detail_warning("x", {"size": 256, "half_copies": 1}, 0.08, 112,
+                                                      "fine-tuning")
 
 
 def test_per_channel_statistics_normalise_each_channel_as_timm_does_on_the_rgb_copy():
@@ -130,5 +135,6 @@ def test_per_channel_statistics_normalise_each_channel_as_timm_does_on_the_rgb_c
     assert ours.shape == (3, 64, 64)
     torch.testing.assert_close(ours, ref, atol=2e-5, rtol=0)
     assert float((ours[0] - ours[2]).abs().max()) > 0.1  # the channels really differ
-    with pytest.raises(DataError, match=r"mean=\(0.485, 0.456, 0.406\) has 3 values; the model reads 1 channel"):
+    with pytest.raises(DataError, match=r"mean=\(0.485, 0.456, 0.406\) has 3 values; the model reads 1 "
+                                        r"channel"):
         build_eval_transform(64, IMAGENET_MEAN, IMAGENET_STD, in_chans=1)

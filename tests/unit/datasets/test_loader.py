@@ -22,7 +22,8 @@ def masked_store(tmp_path_factory):
     for i in range(12):
         path = root / f"{i}.png"
         Image.fromarray(np.full((20, 20), 10 * i, np.uint8)).save(path)
-        rows.append({"image_id": str(i), "path": str(path), "patient_id": str(i), "split": "train" if i < 8 else
+        rows.append({"image_id": str(i), "path": str(path), "patient_id": str(i),
+                     "split": "train" if i < 8 else
                      ("val" if i < 10 else "test"), "reader": "image"})
     labels = np.zeros((12, 2), np.float32)
     labels[:, 0] = np.arange(12) % 2

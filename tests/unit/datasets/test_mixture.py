@@ -1,4 +1,5 @@
-"""Mixtures of sources: `concat_tables` / `keep_splits`, and `thoraxmae data prepare --also ... --keep-splits ...`."""
+"""Mixtures of sources: `concat_tables` / `keep_splits`, and `thoraxmae data prepare --also ...
+--keep-splits ...`."""
 from __future__ import annotations
 
 import json
@@ -44,7 +45,8 @@ def test_keep_splits_keeps_only_the_listed_splits(phantoms):
     kept = keep_splits(table, ["val", "test"])
     assert kept.split_counts() == {**table.split_counts(), "train": 0}
     assert kept.notes["kept_splits"] == ["val", "test"]
-    np.testing.assert_array_equal(kept.labels, table.labels[table.frame["split"].isin(["val", "test"]).to_numpy()])
+    np.testing.assert_array_equal(kept.labels,
+                                  table.labels[table.frame["split"].isin(["val", "test"]).to_numpy()])
     with pytest.raises(DataError, match="trian"):
         keep_splits(table, ["trian"])
 
@@ -74,7 +76,8 @@ def test_mixture_store_holds_the_train_rows_of_both_parts(phantoms, tmp_path, ca
 def test_shared_source_options_reach_every_part(phantoms, tmp_path):
     a, b = phantoms
     store = tmp_path / "store"
-    rc = main(PREPARE + [str(a), "--format", "nih", "--also", f"nih={b}", "--split-seed", "3", "--val-fraction", "0.3",
+    rc = main(PREPARE + [str(a), "--format", "nih", "--also", f"nih={b}", "--split-seed", "3",
+                         "--val-fraction", "0.3",
                          "--out", str(store)])
     assert rc == 0
     parts = [load_source("nih", p, split_seed=3, val_fraction=0.3).split_counts() for p in (a, b)]
@@ -94,17 +97,20 @@ def _official(folder, split) -> set[str]:
 
 def test_xrays_0_3m_keeps_all_chexpert_train_frontal_and_only_nih_train_official(tmp_path):
     """X-rays 0.3M in miniature, by the documented command: NIH train_official (split files) + every
-    CheXpert train frontal image (191,027 + 75,312 at full size), no NIH val/test and no CheXpert valid image."""
+    CheXpert train frontal image (191,027 + 75,312 at full size), no NIH val/test and no CheXpert valid
+    image."""
     nih, chex = write_nih(tmp_path / "nih"), write_chexpert(tmp_path / "chexpert")
     splits = write_nih_paper_splits(tmp_path / "splits")
     store = tmp_path / "store"
-    rc = main(PREPARE + [str(nih), "--format", "nih", "--split-files", str(splits), "--also", f"chexpert={chex}",
+    rc = main(PREPARE + [str(nih), "--format", "nih", "--split-files", str(splits), "--also",
+                         f"chexpert={chex}",
                          "--keep-splits", "train", "--out", str(store)])
     assert rc == 0
     ids = set(open_store(store).image_ids)
     chex_ids = {i.split("/", 1)[1] for i in ids if i.startswith("chexpert/")}
     nih_ids = {i.split("/", 1)[1] for i in ids if i.startswith("nih/")}
-    assert chex_ids == _chexpert_train_frontal(chex) and len(chex_ids) == 20  # 10 patients x 2 frontal studies
+    # 10 patients x 2 frontal studies
+    assert chex_ids == _chexpert_train_frontal(chex) and len(chex_ids) == 20
     assert nih_ids == _official(splits, "train") and len(nih_ids) == 13
     assert not nih_ids & (_official(splits, "val") | _official(splits, "test"))
     m = _manifest(store)
@@ -130,7 +136,8 @@ def test_without_split_files_nih_still_keeps_its_val_out_of_pre_training(tmp_pat
 def test_an_explicit_val_fraction_is_honoured_for_chexpert(tmp_path):
     nih, chex = write_nih(tmp_path / "nih"), write_chexpert(tmp_path / "chexpert")
     splits = write_nih_paper_splits(tmp_path / "splits")
-    rc = main(PREPARE + [str(nih), "--format", "nih", "--split-files", str(splits), "--also", f"chexpert={chex}",
+    rc = main(PREPARE + [str(nih), "--format", "nih", "--split-files", str(splits), "--also",
+                         f"chexpert={chex}",
                          "--val-fraction", "0.2", "--keep-splits", "train", "--out", str(tmp_path / "store")])
     assert rc == 0
     kept = load_source("chexpert", chex, val_fraction=0.2).split_counts()["train"]
@@ -141,7 +148,8 @@ def test_harmonised_recipe_with_u_zeros(tmp_path):
     nih, chex = write_nih(tmp_path / "nih"), write_chexpert(tmp_path / "chexpert")
     splits = write_nih_paper_splits(tmp_path / "splits")
     store = tmp_path / "store"
-    rc = main(PREPARE + [str(nih), "--format", "nih", "--split-files", str(splits), "--also", f"chexpert={chex}",
+    rc = main(PREPARE + [str(nih), "--format", "nih", "--split-files", str(splits), "--also",
+                         f"chexpert={chex}",
                          "--uncertainty", "zeros", "--harmonise", "--keep-splits", "train", "--out", str(store)])
     assert rc == 0  # --uncertainty goes to chexpert (nih lacks it), --split-files to nih only
     m = _manifest(store)
@@ -150,7 +158,8 @@ def test_harmonised_recipe_with_u_zeros(tmp_path):
 
 
 def test_main_only_options_do_not_reach_the_extra_parts(tmp_path):
-    a, b = write_nih(tmp_path / "a"), write_nih(tmp_path / "b", n_patients=8)  # b lacks images the split files list
+    # b lacks images the split files list
+    a, b = write_nih(tmp_path / "a"), write_nih(tmp_path / "b", n_patients=8)
     splits = write_nih_paper_splits(tmp_path / "splits")
     rc = main(PREPARE + [str(a), "--format", "nih", "--split-files", str(splits), "--also", f"nih={b}",
                          "--out", str(tmp_path / "store")])
@@ -177,7 +186,8 @@ def test_keep_splits_that_empties_the_table_is_an_error(phantoms, tmp_path, caps
         return t.select((t.frame["split"] != "val").to_numpy())
 
     monkeypatch.setattr(thoraxmae.datasets.sources, "load_source", no_val)
-    rc = main(PREPARE + [str(phantoms[0]), "--format", "nih", "--also", f"nih={phantoms[1]}", "--keep-splits", "val",
+    rc = main(PREPARE + [str(phantoms[0]), "--format", "nih", "--also", f"nih={phantoms[1]}", "--keep-splits",
+                         "val",
                          "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err
     assert rc == 2 and "--keep-splits val" in err and "val 0" in err and err.count("\n") == 1

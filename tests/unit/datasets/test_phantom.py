@@ -38,7 +38,8 @@ def small(tmp_path_factory):
 def test_writes_the_nih_layout(small):
     lines = (small / CSV_NAME).read_text().splitlines()
     assert lines[0] == ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
-                        "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]") == CSV_HEADER
+                        "View "
+                        "Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]") == CSV_HEADER
     rows = [line.split(",") for line in lines[1:]]
     assert len(rows) == 60 and all(len(r) == 11 for r in rows)
     files = sorted(p.name for p in (small / "images").iterdir())
@@ -96,7 +97,8 @@ def test_findings_co_occur():
         has = labels[:, col[given]] > 0
         return labels[has, col[label]].mean(), labels[~has, col[label]].mean()
 
-    for label, given in (("Effusion", "Cardiomegaly"), ("Atelectasis", "Effusion"), ("Edema", "Cardiomegaly")):
+    for label, given in (("Effusion", "Cardiomegaly"), ("Atelectasis", "Effusion"),
+                         ("Edema", "Cardiomegaly")):
         with_given, without = conditional(label, given)
         assert with_given > 2 * without, (label, given)
 
@@ -141,7 +143,8 @@ def test_generated_labels_carry_signal(tmp_path):
     for j in range(len(NIH_LABELS)):
         y = table.labels[:, j]
         if y.sum() >= 8:
-            s = cross_val_predict(LogisticRegression(C=0.1, max_iter=2000), x, y, cv=4, method="decision_function")
+            s = cross_val_predict(LogisticRegression(C=0.1, max_iter=2000), x, y, cv=4,
+                                  method="decision_function")
             aucs.append(roc_auc_score(y, s))
     assert len(aucs) >= 10 and np.mean(aucs) > 0.65
 

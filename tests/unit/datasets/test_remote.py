@@ -26,7 +26,8 @@ def cache(tmp_path, monkeypatch):
 
 
 def _prepare(phantom_nih, uri: str, size: int = 64) -> None:
-    assert main(["data", "prepare", str(phantom_nih), "--format", "nih", "--size", str(size), "--shard-size", "64",
+    assert main(["data", "prepare", str(phantom_nih), "--format", "nih", "--size", str(size), "--shard-size",
+                 "64",
                  "--out", uri, "--quiet"]) == 0
 
 
@@ -61,7 +62,8 @@ def test_a_cache_hit_fetches_no_shard(s3, phantom_nih, cache):
     filesys.delete_dir_contents(f"{root}/shards")  # only the manifest is left on the server
     again = open_store(uri)
     assert again.path == first.path and np.array_equal(again.image(3), first.image(3))
-    with pytest.raises(DataError, match=r"/shards/shard-00000.arrow: store shard missing \(listed in manifest"):
+    with pytest.raises(DataError, match=r"/shards/shard-00000.arrow: store shard missing \(listed in "
+                                        r"manifest"):
         check_store(uri)
 
 
@@ -100,12 +102,14 @@ def test_least_recently_used_stores_are_evicted(s3, s3_store, phantom_nih, cache
     assert b.is_dir() and not a.exists()
     monkeypatch.setenv("THORAXMAE_CACHE_GB", str(size_a / 10 / 1e9))
     local_store(small)  # cached: no room needed
-    with pytest.raises(DataError, match=r"the store needs [\d.e-]+ GB, more than the cache's limit THORAXMAE_CACHE_GB="):
+    with pytest.raises(DataError, match=r"the store needs [\d.e-]+ GB, more than the cache's limit "
+                                        r"THORAXMAE_CACHE_GB="):
         local_store(s3_store)
 
 
 def test_uri_errors_name_the_uri(s3, cache):
-    with pytest.raises(DataError, match=rf"^s3://{BUCKET}/stores/none: not a prepared store \(no manifest.json\)"):
+    with pytest.raises(DataError, match=rf"^s3://{BUCKET}/stores/none: not a prepared store \(no "
+                                        r"manifest.json\)"):
         open_store(f"s3://{BUCKET}/stores/none")
     with pytest.raises(DataError, match=r"^bogus://x/y: cannot open this URI"):
         check_store("bogus://x/y")

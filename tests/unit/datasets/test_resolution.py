@@ -41,7 +41,8 @@ def test_default_store_keeps_nine_tenths_at_the_papers_crop_scales():
 
 @pytest.mark.parametrize("bad", [0, 7, MAX_SIZE + 1, 100000, 256.0, True, "768"])
 def test_check_size_rejects_insane_sides(bad):
-    with pytest.raises(DataError, match=rf"^--size={bad!r}: a store's image side must be an integer in \[8, 4096\] px"):
+    with pytest.raises(DataError, match=rf"^--size={bad!r}: a store's image side must be an integer in \[8, "
+                                        r"4096\] px"):
         check_size(bad, "--size")
 
 

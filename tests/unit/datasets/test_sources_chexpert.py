@@ -18,7 +18,8 @@ def root(tmp_path_factory):
 
 
 def _raw(table, names) -> np.ndarray:
-    """The raw train.csv cells (1 / 0 / -1 / NaN) of the table's train+val rows, from the fixture's formula."""
+    """The raw train.csv cells (1 / 0 / -1 / NaN) of the table's train+val rows, from the fixture's
+    formula."""
     rows = []
     for image_id in table.frame.loc[table.frame["split"] != "test", "image_id"]:
         patient, study, view = image_id.split("/")[1:]
@@ -82,7 +83,8 @@ def test_mixed_policy_is_the_default(root):
     assert (raw == -1).any(axis=0).all() and np.isnan(raw).any()  # the fixture exercises every case
     np.testing.assert_array_equal(table.labels[train], expected)
     assert table.mask.all()
-    assert table.notes["uncertainty"] == {"Atelectasis": "ones", "Cardiomegaly": "zeros", "Consolidation": "zeros",
+    assert table.notes["uncertainty"] == {"Atelectasis": "ones", "Cardiomegaly": "zeros",
+                                          "Consolidation": "zeros",
                                           "Edema": "ones", "Pleural Effusion": "zeros"}
 
 
@@ -157,7 +159,8 @@ def test_path_without_patient_folder(tmp_path):
 def test_duplicate_path_and_missing_image(tmp_path):
     root = write_chexpert(tmp_path)
     (root / "train/patient00003/study2/view1_frontal.jpg").unlink()
-    with pytest.raises(DataError, match=r"1 of 23 listed image\(s\) not found.*patient00003/study2/view1_frontal"):
+    with pytest.raises(DataError, match=r"1 of 23 listed image\(s\) not "
+                                        r"found.*patient00003/study2/view1_frontal"):
         load_source("chexpert", root)
     assert len(load_source("chexpert", root, missing="skip")) == 22
     lines = (root / "valid.csv").read_text().splitlines()

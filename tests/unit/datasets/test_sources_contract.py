@@ -98,14 +98,16 @@ def test_mixture_of_chexpert_and_nih_matches_labels_by_name(roots):
     chex, nih = load_source("chexpert", roots["chexpert"]), load_source("nih", roots["nih"])
     mix = concat_tables([chex, nih])
     assert len(mix) == len(chex) + len(nih)
-    # CheXpert's 5 tasks come first, then the NIH labels they lack; "Pleural Effusion" stays apart from "Effusion".
+    # CheXpert's 5 tasks come first, then the NIH labels they lack; "Pleural Effusion" stays apart from
+    # "Effusion".
     assert mix.label_names[:5] == chex.label_names and len(mix.label_names) == 5 + 14 - 4
     from_chex = mix.frame["image_id"].str.startswith("chexpert/").to_numpy()
     j_pe, j_eff = mix.label_names.index("Pleural Effusion"), mix.label_names.index("Effusion")
     assert mix.mask[from_chex, j_eff].sum() == 0 and mix.mask[~from_chex, j_pe].sum() == 0
     j_card = mix.label_names.index("Cardiomegaly")
     assert mix.mask[:, j_card].all()
-    np.testing.assert_array_equal(mix.labels[~from_chex, j_card], nih.labels[:, nih.label_names.index("Cardiomegaly")])
+    np.testing.assert_array_equal(mix.labels[~from_chex, j_card],
+                                  nih.labels[:, nih.label_names.index("Cardiomegaly")])
 
 
 def test_harmonised_mixture_shares_the_effusion_column(roots):

@@ -16,7 +16,8 @@ def _append(path, line: str) -> None:
 
 def test_classes_are_one_hot_multiclass(tmp_path):
     table = load_source("covidx", write_covidx(tmp_path))
-    assert table.task == "multiclass" and table.label_names == COVIDX_CLASSES == ("normal", "pneumonia", "COVID-19")
+    assert table.task == "multiclass" and table.label_names == COVIDX_CLASSES == ("normal", "pneumonia",
+                                                                                  "COVID-19")
     assert len(table) == 30
     assert table.positives() == {"normal": 10, "pneumonia": 10, "COVID-19": 10}
     row = table.frame.index[table.frame["image_id"] == "train/COVID-0002.png"][0]
@@ -53,14 +54,16 @@ def test_unknown_label_names_file_line_and_string(tmp_path):
 def test_short_line(tmp_path):
     root = write_covidx(tmp_path)
     _append(root / "train_COVIDx9A.txt", "P1 only-two-fields.png")
-    with pytest.raises(DataError, match=r"train_COVIDx9A\.txt: line 25: expected 'patient_id filename label source'"):
+    with pytest.raises(DataError, match=r"train_COVIDx9A\.txt: line 25: expected 'patient_id filename label "
+                                        r"source'"):
         load_source("covidx", root)
 
 
 def test_duplicate_filename(tmp_path):
     root = write_covidx(tmp_path)
     _append(root / "train_COVIDx9A.txt", "7 img-0001.png normal rsna")
-    with pytest.raises(DataError, match=r"train_COVIDx9A\.txt: line 25: duplicate filename 'train/img-0001\.png'"):
+    with pytest.raises(DataError, match=r"train_COVIDx9A\.txt: line 25: duplicate filename "
+                                        r"'train/img-0001\.png'"):
         load_source("covidx", root)
 
 

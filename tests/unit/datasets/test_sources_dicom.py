@@ -56,7 +56,8 @@ def test_real_radiograph_is_inverted_to_bright_bone(rg1, radiograph, tmp_path):
 @pytest.mark.parametrize("photometric", ["RGB", "PALETTE COLOR"])
 def test_unsupported_photometric_interpretation(radiograph, tmp_path, photometric):
     bad = _modified_copy(radiograph, tmp_path / "bad_pi.dcm", PhotometricInterpretation=photometric)
-    with pytest.raises(DataError, match=rf"bad_pi\.dcm: PhotometricInterpretation '{photometric}' is not supported"):
+    with pytest.raises(DataError, match=rf"bad_pi\.dcm: PhotometricInterpretation '{photometric}' is not "
+                                        r"supported"):
         read_dicom(bad)
 
 
@@ -98,7 +99,8 @@ def test_eight_bit_values_pass_through(tmp_path):
 
 
 def test_rgb_and_multiframe_are_rejected(tmp_path):
-    rgb = write_dicom_file(tmp_path / "colour.dcm", np.zeros((4, 4, 3), np.uint8), photometric="RGB", bits_stored=8)
+    rgb = write_dicom_file(tmp_path / "colour.dcm", np.zeros((4, 4, 3), np.uint8), photometric="RGB",
+                           bits_stored=8)
     with pytest.raises(DataError, match=r"colour\.dcm: PhotometricInterpretation 'RGB'"):
         read_dicom(rgb)
     frames = write_dicom_file(tmp_path / "cine.dcm", np.zeros((3, 4, 4), np.uint16))

@@ -44,7 +44,8 @@ def test_labels_are_the_alphabetical_fourteen():
 def test_join_keeps_ap_pa_images_with_split_and_labels(root):
     table = load_source("mimic", root)
     kept = sorted(_k(d) for d in table.frame["image_id"])
-    expected = [k for k in range(28) if MIMIC_VIEWS[k % 5] in ("AP", "PA") and k != 26]  # 26: study without labels
+    # 26: study without labels
+    expected = [k for k in range(28) if MIMIC_VIEWS[k % 5] in ("AP", "PA") and k != 26]
     assert kept == expected
     assert table.notes["no_labels"] == 1 and table.notes["no_split"] == 0
 
@@ -68,19 +69,22 @@ def test_uncertainty_policies(root, policy):
     raw = _raw(table)
     assert (raw == -1).any() and np.isnan(raw).any()
     uncertain_value = 1.0 if policy == "ones" else 0.0
-    np.testing.assert_array_equal(table.labels, np.where(raw == -1, uncertain_value, raw == 1).astype(np.float32))
+    np.testing.assert_array_equal(table.labels,
+                                  np.where(raw == -1, uncertain_value, raw == 1).astype(np.float32))
     np.testing.assert_array_equal(table.mask, (raw != -1) if policy == "ignore" else np.ones_like(raw))
 
 
 def test_views_option(root):
     table = load_source("mimic", root, views=("AP", "PA", "LATERAL"))
-    assert len(table) == len(load_source("mimic", root)) + 5  # LATERAL images k = 2, 7, 12, 17, 22 (27: no labels)
+    # LATERAL images k = 2, 7, 12, 17, 22 (27: no labels)
+    assert len(table) == len(load_source("mimic", root)) + 5
 
 
 def test_missing_column_names_the_file(tmp_path):
     root = write_mimic(tmp_path)
     _edit_gz(root / "mimic-cxr-2.0.0-metadata.csv.gz", "ViewPosition", "View")
-    with pytest.raises(DataError, match=r"mimic-cxr-2\.0\.0-metadata\.csv\.gz: missing column 'ViewPosition'"):
+    with pytest.raises(DataError, match=r"mimic-cxr-2\.0\.0-metadata\.csv\.gz: missing column "
+                                        r"'ViewPosition'"):
         load_source("mimic", root)
 
 

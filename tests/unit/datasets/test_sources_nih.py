@@ -31,7 +31,8 @@ def test_labels_follow_the_canonical_order():
 @pytest.mark.parametrize("csv_name, trailing, sex", [("Data_Entry_2017_v2020.csv", False, False),
                                                      ("Data_Entry_2017.csv", True, True)])
 def test_both_csv_variants_give_the_same_labels(tmp_path, csv_name, trailing, sex):
-    table = load_source("nih", write_nih(tmp_path, csv_name=csv_name, trailing_comma=trailing, sex_header=sex))
+    table = load_source("nih",
+                        write_nih(tmp_path, csv_name=csv_name, trailing_comma=trailing, sex_header=sex))
     entries = nih_entries()
     assert len(table) == len(entries) == 24
     row = _by_name(table)
@@ -97,7 +98,8 @@ def test_paper_split_labels_must_agree_with_the_csv(tmp_path):
     bits[1] = "1" if bits[1] == "0" else "0"  # flip Cardiomegaly
     lines[1] = " ".join([name, *bits])
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=rf"train_official\.txt: line 2: labels of {name} disagree .*Cardiomegaly"):
+    with pytest.raises(DataError, match=rf"train_official\.txt: line 2: labels of {name} disagree "
+                                        r".*Cardiomegaly"):
         load_source("nih", root, split_files=splits)
 
 
@@ -139,7 +141,8 @@ def test_missing_images_error_names_file_and_count_or_skip(tmp_path):
 def test_duplicate_image_index(tmp_path):
     entries = nih_entries()
     root = write_nih(tmp_path, entries=entries + [entries[3]])
-    with pytest.raises(DataError, match=rf"line 26: duplicate Image Index '{entries[3].name}' \(first on line 5\)"):
+    with pytest.raises(DataError, match=rf"line 26: duplicate Image Index '{entries[3].name}' \(first on "
+                                        r"line 5\)"):
         load_source("nih", root)
 
 
@@ -171,7 +174,8 @@ def test_list_entry_not_in_csv(tmp_path):
     root = write_nih(tmp_path)
     with (root / "test_list.txt").open("a") as fh:
         fh.write("99999999_000.png\n")
-    with pytest.raises(DataError, match=r"test_list\.txt: line 7: image '99999999_000\.png' is not in the Data_Entry"):
+    with pytest.raises(DataError, match=r"test_list\.txt: line 7: image '99999999_000\.png' is not in the "
+                                        r"Data_Entry"):
         load_source("nih", root)
 
 

@@ -37,7 +37,8 @@ def test_nih_split_ignores_csv_row_order(tmp_path):
 def test_carve_val_only_touches_train_rows():
     split = np.array(["train"] * 30 + ["test"] * 30, dtype=object)
     out = carve_val(PATIENTS, split, seed=0, val_fraction=0.3, where="x")
-    assert (out[30:] == "test").all() and (out == "val").sum() == 3 * 3  # 3 of 10 train patients, 3 images each
+    # 3 of 10 train patients, 3 images each
+    assert (out[30:] == "test").all() and (out == "val").sum() == 3 * 3
 
 
 def test_too_few_patients_and_bad_fractions():

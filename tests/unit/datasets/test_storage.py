@@ -34,7 +34,8 @@ def test_location_reads_writes_lists_and_deletes(root, tmp_path):
         # one-level GCS listing relies (real GCS returns the folder markers that write_bytes creates)
         assert [c.name for c in (base / "study").iterdir()] == ["spec.yaml", "train"]
     assert [str(m.parent.name) for m in base.walk_files("thoraxmae_final.json")] == ["run-a", "run-b"]
-    assert base.child_uri(spec.fs_path) == str(spec)  # Ray's path inside the filesystem, back to what users see
+    # Ray's path inside the filesystem, back to what users see
+    assert base.child_uri(spec.fs_path) == str(spec)
     assert spec.parent.parent.uri == base.uri
     (base / "study" / "train").rmtree()
     assert [c.name for c in (base / "study").iterdir()] == ["spec.yaml"] and not (base / "study" / "train").exists()

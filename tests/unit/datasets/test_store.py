@@ -263,11 +263,13 @@ def test_image_gone_since_listing_is_skipped_and_named(tmp_path):
 def test_progress_goes_to_the_callback_and_counts_the_reused_shards(tmp_path, capsys):
     table = make_table(tmp_path, n=12)
     calls = []
-    prepare_store(table, tmp_path / "s", size=16, shard_size=4, progress=lambda done, total: calls.append((done, total)))
+    prepare_store(table, tmp_path / "s", size=16, shard_size=4, progress=lambda done,
+                  total: calls.append((done, total)))
     assert calls == [(0, 12), (4, 12), (8, 12), (12, 12)]
     os.remove(tmp_path / "s" / "shards" / "shard-00002.arrow")
     calls.clear()
-    prepare_store(table, tmp_path / "s", size=16, shard_size=4, progress=lambda done, total: calls.append((done, total)))
+    prepare_store(table, tmp_path / "s", size=16, shard_size=4, progress=lambda done,
+                  total: calls.append((done, total)))
     assert calls == [(8, 12), (12, 12)]
     prepare_store(table, tmp_path / "s", size=16, shard_size=4, progress=True)  # a bool: no callback, no bar
     captured = capsys.readouterr()
@@ -302,7 +304,8 @@ def test_the_content_hash_is_computed_from_the_pixels(tmp_path):
     (tmp_path / "b").mkdir()
     a = prepare_store(make_table(tmp_path / "a"), tmp_path / "sa", size=16, shard_size=4)
     table = make_table(tmp_path / "b")
-    Image.fromarray(np.full((24, 24), 21, np.uint8)).save(table.frame["path"].iloc[1])  # one pixel value 20 -> 21
+    # one pixel value 20 -> 21
+    Image.fromarray(np.full((24, 24), 21, np.uint8)).save(table.frame["path"].iloc[1])
     b = prepare_store(table, tmp_path / "sb", size=16, shard_size=4)
     assert [s["sha256"] for s in a["shards"]][1:] == [s["sha256"] for s in b["shards"]][1:]
     assert a["shards"][0]["sha256"] != b["shards"][0]["sha256"] and a["content_hash"] != b["content_hash"]
@@ -310,7 +313,8 @@ def test_the_content_hash_is_computed_from_the_pixels(tmp_path):
 
 @pytest.mark.parametrize("size", [100000, 4097, 7, 0, -1])
 def test_size_is_bounded_before_anything_is_allocated(tmp_path, size):
-    with pytest.raises(DataError, match=rf"^size={size}: a store's image side must be an integer in \[8, 4096\] px"):
+    with pytest.raises(DataError, match=rf"^size={size}: a store's image side must be an integer in \[8, "
+                                        r"4096\] px"):
         prepare_store(make_table(tmp_path), tmp_path / "s", size=size)
     assert not (tmp_path / "s").exists()
 
@@ -320,7 +324,8 @@ def test_an_image_that_shrinks_keeps_a_half_resolution_copy_from_the_original(tm
     m = prepare_store(_one_image_table(tmp_path, big), tmp_path / "s", size=20)
     full, half = open_store(tmp_path / "s").levels(0)
     assert full.shape == (25, 20) and half.shape == (12, 10) and m["half_copies"] == 1
-    np.testing.assert_array_equal(half, np.asarray(Image.fromarray(big).resize((10, 12), Image.Resampling.BICUBIC)))
+    np.testing.assert_array_equal(half,
+                                  np.asarray(Image.fromarray(big).resize((10, 12), Image.Resampling.BICUBIC)))
     assert not half.flags.writeable and not half.flags.owndata  # a view of the shard file too
     m = prepare_store(_one_image_table(tmp_path, big), tmp_path / "t", size=40)  # the original: no copy
     assert open_store(tmp_path / "t").levels(0)[1] is None and m["half_copies"] == 0

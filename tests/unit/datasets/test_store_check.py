@@ -66,20 +66,24 @@ def test_an_intact_store_passes_and_records_its_shard_sizes(store):
 
 
 @pytest.mark.parametrize(("damage", "needs", "message"), [
-    (truncate, [TRAIN], (r"data\.store \(.*store\): shards/shard-00000\.arrow is \d+ bytes, manifest\.json records "
+    (truncate, [TRAIN], (r"data\.store \(.*store\): shards/shard-00000\.arrow is \d+ bytes, manifest\.json "
+                         r"records "
                         r"\d+ \(truncated or replaced\)")),
     (truncate_old_store, [TRAIN], r"data\.store \(.*store\): .*shard-00000\.arrow: cannot read store shard"),
     (lambda s: edit_manifest(s, images=999), [TRAIN],
      r"manifest\.json counts 240 images by split and 999 in all, but its shards hold 240"),
-    (lambda s: edit_manifest(s, size=True), [TRAIN], r"manifest\.json size=True, expected an image side in \[8, 4096\]"),
+    (lambda s: edit_manifest(s, size=True), [TRAIN],
+     r"manifest\.json size=True, expected an image side in \[8, 4096\]"),
     (lambda s: None, [SplitNeed("train", "data.train_split", 10_000, 1, "finetune.batch_size")],
-     (r"finetune\.batch_size=10000 is more than split 'train' holds \((\d+)\); .* lower finetune\.batch_size to at "
+     (r"finetune\.batch_size=10000 is more than split 'train' holds \((\d+)\); .* lower finetune\.batch_size "
+      r"to at "
      r"most \1$")),
     (lambda s: None, [SplitNeed("train", "data.train_split", 100, 2, "pretrain.batch_size")],
      r"pretrain\.batch_size=100 is more than split 'train' holds \(\d+ per worker \(2 workers\)\)"),
     (lambda s: None, [SplitNeed("training", "data.train_split")],
      r"^data\.train_split: 'training' is not a split of a store; expected one of \['train', 'val', 'test'\]"),
-    (lambda s: shutil.rmtree(s), [TRAIN], r"^data\.store: .*store: not a prepared store \(folder not found\)"),
+    (lambda s: shutil.rmtree(s), [TRAIN], (r"^data\.store: .*store: not a prepared store \(folder not "
+                                          r"found\)")),
 ])
 def test_a_store_a_run_cannot_use_is_refused_from_its_manifest(store, damage, needs, message):
     damage(store)
@@ -88,13 +92,16 @@ def test_a_store_a_run_cannot_use_is_refused_from_its_manifest(store, damage, ne
 
 
 @pytest.mark.parametrize(("kept", "need", "message"), [
-    (["test"], TRAIN, (r"split 'train' \(data\.train_split\) is empty \(images per split: train 0, val 0, test \d+\); "
+    (["test"], TRAIN, (r"split 'train' \(data\.train_split\) is empty \(images per split: train 0, val 0, "
+                       r"test \d+\); "
                       r"prepare a store that has it, or set data\.train_split")),
-    (["train"], VAL, r"split 'val' \(data\.val_split\) is empty \(images per split: train \d+, val 0, test 0\)"),
+    (["train"], VAL, (r"split 'val' \(data\.val_split\) is empty \(images per split: train \d+, val 0, test "
+                     r"0\)")),
 ])
 def test_an_empty_split_is_refused(phantom_nih, tmp_path, kept, need, message):
     out = tmp_path / "kept"
-    prepare_store(keep_splits(load_source("nih", phantom_nih, split_seed=0), kept), out, size=32, progress=False)
+    prepare_store(keep_splits(load_source("nih", phantom_nih, split_seed=0), kept), out, size=32,
+                  progress=False)
     with pytest.raises(DataError, match=message):
         check_store_use(out, [need])
     check_store_use(out, [SplitNeed(need.split, need.field, batch_size=0)])  # an optional split may be empty
@@ -110,7 +117,8 @@ def flip_a_bit(store: Path) -> None:
 def test_a_flipped_bit_passes_the_manifest_checks_and_is_caught_on_first_use(store):
     flip_a_bit(store)
     check_store_use(store, [TRAIN, VAL])  # sizes and counts are unchanged: only the hashes can tell
-    with pytest.raises(DataError, match=r"shard-00000\.arrow: contents do not match the hash recorded when it was "
+    with pytest.raises(DataError, match=r"shard-00000\.arrow: contents do not match the hash recorded when "
+                                        r"it was "
                                         r"written \(damaged\)"):
         open_store(store)
 
@@ -154,10 +162,12 @@ def test_data_verify_checks_a_store_on_demand(store, capsys, node_cache):
 
     assert main(["data", "verify", str(store)]) == 0
     out = capsys.readouterr().out
-    assert re.search(rf"store {re.escape(str(store))}: 1 shard\(s\), 240 images match the manifest's hashes", out), out
+    assert re.search(rf"store {re.escape(str(store))}: 1 shard\(s\), 240 images match the manifest's "
+                     r"hashes", out), out
     assert marker_path(store).is_file()  # recorded: the next open on this node skips the hashing
     flip_a_bit(store)
     assert main(["data", "verify", str(store)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [(f"error: {store / SHARD}: contents do not match the hash recorded when it was written (damaged); "
+    assert err == [(f"error: {store / SHARD}: contents do not match the hash recorded when it was written "
+                    "(damaged); "
                    "re-run `thoraxmae data prepare` to rebuild it")]

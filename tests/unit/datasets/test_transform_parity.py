@@ -140,7 +140,8 @@ def test_finetune_without_flip_equals_timms_hflip_zero():
 def test_pretrain_transform_equals_torchvisions(shape):
     img = xray(*shape)
     ours = build_pretrain_transform(64, 0.5, True, NIH_MEAN, NIH_STD)
-    ref = T.Compose([T.RandomResizedCrop(64, scale=(0.5, 1.0), interpolation=BICUBIC), T.RandomHorizontalFlip(),
+    ref = T.Compose([T.RandomResizedCrop(64, scale=(0.5, 1.0), interpolation=BICUBIC),
+                     T.RandomHorizontalFlip(),
                      T.ToTensor(), T.Normalize([NIH_MEAN] * 3, [NIH_STD] * 3)])
     for s in range(30):
         seed_all(s)
@@ -191,8 +192,10 @@ def test_big_crops_read_the_half_copy_small_crops_the_image(tmp_path):
             used_half += 1
             box = (left / 2, top / 2, right / 2, bottom / 2)
             expected = np.asarray(Image.fromarray(half).resize((16, 16), Image.Resampling.BICUBIC, box=box))
-            torch.testing.assert_close(a[0], torch.from_numpy(expected / 255.0 * 2 - 1).float(), atol=1e-5, rtol=0)
-            assert float((a - b).abs().mean()) * 255 / 2 < 1.5  # within about a gray level of the full-size crop
+            torch.testing.assert_close(a[0], torch.from_numpy(expected / 255.0 * 2 - 1).float(), atol=1e-5,
+                                       rtol=0)
+            # within about a gray level of the full-size crop
+            assert float((a - b).abs().mean()) * 255 / 2 < 1.5
         else:
             assert torch.equal(a, b)
     assert 10 <= used_half <= 50
@@ -205,7 +208,8 @@ def test_eval_reads_the_half_copy_when_it_holds_twice_the_pixels():
     full, half = fit(original, 300), fit(original, 150)
     t = build_eval_transform(64, 0.5, 0.5, in_chans=1)  # resizes the shorter side to 73 px first
     expected = np.asarray(Image.fromarray(half).resize((73, 73), Image.Resampling.BICUBIC).crop((4, 4, 68, 68)))
-    torch.testing.assert_close(t(full, half)[0], torch.from_numpy(expected / 255.0 * 2 - 1).float(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(t(full, half)[0], torch.from_numpy(expected / 255.0 * 2 - 1).float(),
+                               atol=1e-5, rtol=0)
     assert float((t(full, half) - t(full)).abs().mean()) * 255 / 2 < 1.0
     small = fit(original, 140)  # 140 < 2 x 73: the half copy would soften it, the image itself is used
     assert torch.equal(t(full, small), t(full))
@@ -221,7 +225,8 @@ def test_the_loader_hands_both_copies_to_the_transform(tmp_path):
     rows = []
     for i in range(3):
         Image.fromarray(xray(200, 180, seed=i)).save(tmp_path / f"{i}.png")
-        rows.append({"image_id": str(i), "path": str(tmp_path / f"{i}.png"), "patient_id": str(i), "split": "train",
+        rows.append({"image_id": str(i), "path": str(tmp_path / f"{i}.png"), "patient_id": str(i),
+                     "split": "train",
                      "reader": "image"})
     table = SourceTable("t", ("A",), pd.DataFrame(rows), np.zeros((3, 1)), np.ones((3, 1)))
     prepare_store(table, tmp_path / "s", size=96)

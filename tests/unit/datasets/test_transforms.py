@@ -44,7 +44,8 @@ def test_output_shape_dtype_and_identical_channels(build, chans):
 @pytest.mark.parametrize("value", [0, 129, 255])
 def test_normalisation_uses_mean_and_std(value):
     x = build_eval_transform(32, NIH_MEAN, NIH_STD)(np.full((64, 64), value, np.uint8))
-    torch.testing.assert_close(x, torch.full((3, 32, 32), (value / 255 - NIH_MEAN) / NIH_STD), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x, torch.full((3, 32, 32), (value / 255 - NIH_MEAN) / NIH_STD), atol=1e-5,
+                               rtol=0)
 
 
 def test_knob_translations():

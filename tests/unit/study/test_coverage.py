@@ -61,7 +61,8 @@ def test_coverage_zero_turns_it_off(load):
 def test_continuous_pretraining_knob_is_a_spec_error_naming_the_fix(load):
     d = _pipeline()
     d["search"]["space"]["pretrain.blr"] = {"type": "float", "low": 1e-4, "high": 5e-4, "log": True}
-    with pytest.raises(SpecError, match=r"search\.space\.pretrain\.blr: a pipeline study covers every value .*"
+    with pytest.raises(SpecError, match=r"search\.space\.pretrain\.blr: a pipeline study covers every value "
+                                        r".*"
                                         r"categorical.*search\.coverage: 0"):
         load(d)
 
@@ -74,7 +75,8 @@ def test_float_with_step_is_discretised(load):
 
 
 def test_too_few_samples_for_the_coverage_names_both_numbers(load):
-    with pytest.raises(SpecError, match=r"search\.num_samples=6 is below 4 combinations .* x search\.coverage=2 = 8"):
+    with pytest.raises(SpecError, match=r"search\.num_samples=6 is below 4 combinations .* x "
+                                        r"search\.coverage=2 = 8"):
         load(_pipeline(num_samples=6))
 
 

@@ -1,4 +1,5 @@
-"""CoverageASHA: the study's enqueued points (paper + coverage) run to the end; later trials are cut as by ASHA."""
+"""CoverageASHA: the study's enqueued points (paper + coverage) run to the end; later trials are cut as by
+ASHA."""
 from __future__ import annotations
 
 from ray.tune.experiment import Trial

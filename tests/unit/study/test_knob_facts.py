@@ -6,7 +6,8 @@ from thoraxmae.study.spec.space import NOT_SEARCHABLE, split_knob
 
 
 def test_paper_recipe_is_the_papers_vit_s_values():
-    # docs/paper.md: pre-training mask 0.9, crop 0.5-1, blr 1.5e-4, wd 0.05, norm-pix off; fine-tuning LLRD 0.55,
+    # docs/paper.md: pre-training mask 0.9, crop 0.5-1, blr 1.5e-4, wd 0.05, norm-pix off; fine-tuning LLRD
+    # 0.55,
     # RandAug m6, DropPath 0.2, blr 2.5e-4, timm crop 0.08-1, wd 0.05
     assert schema.PAPER_RECIPE == {
         "pretrain.mask_ratio": 0.9, "pretrain.crop_min": 0.5, "pretrain.blr": 1.5e-4,

@@ -30,7 +30,8 @@ from thoraxmae.study.tracking.writer import StudyTracker
 def _spec(tmp_path: Path, name: str, uri: str, stage: str = "finetune", storage: str = "studies"):
     raw = {"name": name, "stage": stage, "data": {"store": str(write_store_manifest(tmp_path / "store"))},
            "model": {"name": "vit_tiny_test"},
-           "search": {"num_samples": 2, "space": {f"{'pretrain' if stage == 'pretrain' else 'finetune'}.blr": {
+           "search": {"num_samples": 2,
+                      "space": {f"{'pretrain' if stage == 'pretrain' else 'finetune'}.blr": {
                "type": "float", "low": 1e-5, "high": 1e-3, "log": True}}},
            "tracking": {"uri": uri}, "storage_path": str(tmp_path / storage)}
     raw[stage] = {"epochs": 3, "warmup_epochs": 1}
@@ -65,7 +66,8 @@ def test_filter_value_quotes_what_mlflow_can_match(value, quoted):
 
 
 def test_filter_value_refuses_both_quotes():
-    with pytest.raises(SpecError, match="a value with both ' and \" cannot be written in an MLflow search filter"):
+    with pytest.raises(SpecError, match="a value with both ' and \" cannot be written in an MLflow search "
+                                        "filter"):
         filter_value("a'b\"c")
 
 
@@ -83,9 +85,11 @@ def test_quoted_values_match_exactly_in_mlflow(uri):
     (lambda t: str(t / "mlruns"), True, r"a folder \(MLflow's file store\) is not supported by MLflow 3"),
     (lambda t: "bogus://x", False, r"unknown scheme `bogus://`"),
     (lambda t: "sqlite://", True, r"expected sqlite:///PATH/mlflow.db"),
-    (lambda t: f"sqlite:///{t}/none/mlflow.db", False, r"no MLflow database at .*/none/mlflow.db \(nothing created"),
+    (lambda t: f"sqlite:///{t}/none/mlflow.db", False, (r"no MLflow database at .*/none/mlflow.db \(nothing "
+                                                       r"created")),
     (lambda t: f"sqlite:///{t}", True, r"is a folder, not a database file"),
-    (lambda t: "sqlite:////proc/thoraxmae/m.db", True, r"cannot create /proc/thoraxmae/m.db: /proc is not writable"),
+    (lambda t: "sqlite:////proc/thoraxmae/m.db", True, (r"cannot create /proc/thoraxmae/m.db: /proc is not "
+                                                       r"writable")),
     (lambda t: "http://127.0.0.1:9", False, r"no MLflow server answers"),
 ])
 def test_unusable_tracking_uris_are_one_line_errors(tmp_path, make_uri, write, message):
@@ -99,7 +103,8 @@ def test_unusable_tracking_uris_are_one_line_errors(tmp_path, make_uri, write, m
 def test_a_file_that_is_not_an_mlflow_database_is_named(tmp_path):
     garbage = tmp_path / "mlflow.db"
     garbage.write_bytes(os.urandom(4096))
-    with pytest.raises(SpecError, match=r"mlflow.db cannot be read as an SQLite database \(file is not a database\)"):
+    with pytest.raises(SpecError, match=r"mlflow.db cannot be read as an SQLite database \(file is not a "
+                                        r"database\)"):
         check_tracking_uri(f"sqlite:///{garbage}", write=False)
     other = tmp_path / "other.db"
     sqlite3.connect(other).close()
@@ -135,7 +140,8 @@ def test_status_shows_the_best_value_over_every_epoch_and_never_a_failed_trial(t
 
 def test_a_pretraining_study_is_scored_by_its_own_metric_and_mode(tmp_path, uri):
     spec = _spec(tmp_path, "pre", uri, stage="pretrain")
-    _study(spec, {"a": (schema.STATUS_COMPLETED, [0.9, 0.4, 0.6]), "b": (schema.STATUS_COMPLETED, [0.8, 0.5])})
+    _study(spec,
+           {"a": (schema.STATUS_COMPLETED, [0.9, 0.4, 0.6]), "b": (schema.STATUS_COMPLETED, [0.8, 0.5])})
     st = study_status("pre", uri)
     assert (st.metric, st.mode) == ("pretrain/loss", "min") and st.best[:2] == ("a", 0.4)
 
@@ -155,9 +161,12 @@ def test_find_study_reads_parent_and_trials_without_creating_anything(tmp_path, 
 def test_a_name_is_taken_whatever_the_storage_path(tmp_path, uri):
     _study(_spec(tmp_path, "taken", uri), {"t1": (schema.STATUS_COMPLETED, [0.6])})
     again = _spec(tmp_path, "taken", uri, storage="elsewhere")
-    with pytest.raises(SpecError, match=r"name: study `taken` already exists in sqlite:///.*\(parent run \w+\); "
-                                        r"continue it with `thoraxmae study resume taken --tracking-uri sqlite:///.*`, "
-                                        r"delete it with `thoraxmae study remove taken --tracking-uri .* --yes`"):
+    with pytest.raises(SpecError,
+                       match=r"name: study `taken` already exists in sqlite:///.*\(parent run \w+\); "
+                                        r"continue it with `thoraxmae study resume taken --tracking-uri "
+                                        r"sqlite:///.*`, "
+                                        r"delete it with `thoraxmae study remove taken --tracking-uri .* "
+                                        r"--yes`"):
         check_new_study(again)
     check_new_study(_spec(tmp_path, "free", uri))
 
@@ -167,8 +176,10 @@ def test_a_failed_start_is_named_with_the_commands_that_clear_it(tmp_path, uri):
     folder = spec.storage_path / "half"
     folder.mkdir(parents=True)
     (folder / TUNER_FILE).write_bytes(b"")
-    with pytest.raises(SpecError, match=r"study `half` has a Tune folder .*/studies/half but no parent run in .*; "
-                                        r"resume it with `thoraxmae study resume half --storage-path .*/studies` or "
+    with pytest.raises(SpecError, match=r"study `half` has a Tune folder .*/studies/half but no parent run "
+                                        r"in .*; "
+                                        r"resume it with `thoraxmae study resume half --storage-path "
+                                        r".*/studies` or "
                                         r"delete it with `thoraxmae study remove half"):
         check_new_study(spec)
 
@@ -176,7 +187,8 @@ def test_a_failed_start_is_named_with_the_commands_that_clear_it(tmp_path, uri):
 def test_a_deleted_experiment_is_named_before_ray_starts(tmp_path, uri):
     client = MlflowClient(uri)
     client.delete_experiment(client.create_experiment("gone"))
-    with pytest.raises(SpecError, match=r"tracking.experiment: experiment `gone` is deleted .*mlflow experiments "
+    with pytest.raises(SpecError, match=r"tracking.experiment: experiment `gone` is deleted .*mlflow "
+                                        r"experiments "
                                         r"restore --experiment-id"):
         check_new_study(_spec(tmp_path, "gone", uri))
 
@@ -203,7 +215,8 @@ def test_remove_deletes_runs_and_tune_folder_and_frees_the_name(tmp_path, uri):
         find_study("gone", uri)
     assert len(find_study("kept", uri).trials) == 1  # another study is untouched
     check_new_study(spec)  # the name is free again
-    with pytest.raises(SpecError, match=r"study `gone`: nothing to remove: no runs of it in MLflow at .* and no "
+    with pytest.raises(SpecError, match=r"study `gone`: nothing to remove: no runs of it in MLflow at .* and "
+                                        r"no "
                                         r"Tune folder at"):
         find_leftovers("gone", uri, spec.storage_path)
 
@@ -228,7 +241,8 @@ def test_remove_keeps_a_pre_training_another_study_fine_tuned_from(tmp_path, uri
 def test_remove_never_deletes_a_folder_that_is_not_a_study(tmp_path, uri):
     (tmp_path / "studies" / "mine").mkdir(parents=True)
     (tmp_path / "studies" / "mine" / "thesis.tex").write_text("keep me")
-    with pytest.raises(SpecError, match=r"holds neither Tune state nor thoraxmae_spec.yaml; not a study folder"):
+    with pytest.raises(SpecError, match=r"holds neither Tune state nor thoraxmae_spec.yaml; not a study "
+                                        r"folder"):
         find_leftovers("mine", uri, tmp_path / "studies")
 
 
@@ -239,5 +253,6 @@ def test_the_lookup_is_ray_free_and_light():
 
     code = ("import sys, thoraxmae.study.tracking.lookup, thoraxmae.study.tracking.remove; "
             "print(sorted(m for m in ('ray', 'mlflow', 'torch') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          timeout=120)
     assert done.stdout.strip() == "[]"

@@ -30,7 +30,8 @@ def result(trial_id: str, error: Exception | None = None, **metrics):
 
 
 def test_every_trial_failed_is_a_failure_with_the_first_error(spec):
-    grid = [result("a", RuntimeError("Traceback (most recent call last):\n  ...\nValueError: batch_size=5000")),
+    grid = [result("a", RuntimeError("Traceback (most recent call last):\n  ...\nValueError: "
+                                     "batch_size=5000")),
             result("b", RuntimeError("boom"))]
     out = outcome(spec, grid)
     assert not out.ok and out.scored == [] and out.failed[0] == ("a", "ValueError: batch_size=5000")
@@ -50,9 +51,11 @@ def test_the_best_trial_is_never_a_failed_one(spec, capsys):
     for tid, values in {"a": [0.50, 0.5753, 0.5719], "b": [0.9]}.items():
         progress.on_trial_start(0, [], SimpleNamespace(trial_id=tid))
         for v in values:
-            progress.on_trial_result(0, [], SimpleNamespace(trial_id=tid), {schema.M_VAL_MAUC: v, PHASE_KEY: "finetune"})
+            progress.on_trial_result(0, [], SimpleNamespace(trial_id=tid),
+                                     {schema.M_VAL_MAUC: v, PHASE_KEY: "finetune"})
     assert progress.best == (0.9, "b")
-    failed = SimpleNamespace(trial_id="b", error_file=None, get_error=lambda: "Traceback ...\nValueError: boom")
+    failed = SimpleNamespace(trial_id="b", error_file=None,
+                             get_error=lambda: "Traceback ...\nValueError: boom")
     progress.on_trial_error(0, [], failed)
     assert progress.best == (0.5753, "a")  # the best epoch of a, not its last, and never the failed b
     assert "[study o] trial b failed: ValueError: boom | running 1" in capsys.readouterr().out

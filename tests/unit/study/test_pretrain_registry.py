@@ -1,4 +1,5 @@
-"""The pre-training registry: content keys, finished entries, damaged checkpoints, the per-study coordinator."""
+"""The pre-training registry: content keys, finished entries, damaged checkpoints, the per-study
+coordinator."""
 from __future__ import annotations
 
 import json
@@ -31,7 +32,8 @@ def test_key_covers_the_recipe_and_the_store_content_not_bookkeeping(store, tmp_
     base = _key(store, mask_ratio=0.9)
     assert base == _key(store, mask_ratio=0.9)
     assert base != _key(store, mask_ratio=0.75)
-    assert base == _key(store, mask_ratio=0.9, checkpoint_every=5)  # how often it saves does not change weights
+    # how often it saves does not change weights
+    assert base == _key(store, mask_ratio=0.9, checkpoint_every=5)
     (store / "manifest.json").write_text(json.dumps({"content_hash": "other"}))
     assert base != _key(store, mask_ratio=0.9)  # a rebuilt store is another pre-training
     moved = tmp_path / "moved"
@@ -63,7 +65,8 @@ def test_record_lookup_resolve(tmp_path):
     assert entry.recipe == {"mask_ratio": 0.9} and entry.source["trial_id"] == "t1"
     assert registry.resolve("registry:k1ab").key == "k1abcdef"
     assert registry.lookup("nosuch") is None
-    with pytest.raises(SpecError, match=r"'registry:zz' matches no registered pre-training .*registered: k1abcdef"):
+    with pytest.raises(SpecError, match=r"'registry:zz' matches no registered pre-training .*registered: "
+                                        r"k1abcdef"):
         registry.resolve("registry:zz")
 
 

@@ -35,7 +35,8 @@ def _finished(registry: Registry, key: str) -> str:
     ckpt = registry.run_dir(key) / "checkpoint_000001" / "checkpoint.pt"
     ckpt.write_bytes(_checkpoint())
     registry.prepare(key, {"pretrain": {"mask_ratio": 0.9}})
-    registry.record(key, ckpt.uri, {"pretrain/loss": 0.5, "cost/cpu_hours": 0.01}, {"study": "s", "trial_id": "t1"})
+    registry.record(key, ckpt.uri, {"pretrain/loss": 0.5, "cost/cpu_hours": 0.01},
+                    {"study": "s", "trial_id": "t1"})
     return ckpt.uri
 
 

@@ -35,10 +35,12 @@ def test_what_pretraining_never_reads_is_not_in_the_key(store):
     from thoraxmae.trainers.models.presets import resolve_model
 
     r = resolve_model(ModelConfig(name="vit_tiny_test"))
-    explicit = ModelConfig(name="vit_tiny_test", embed_dim=r.embed_dim, depth=r.depth, decoder_depth=r.decoder_depth)
+    explicit = ModelConfig(name="vit_tiny_test", embed_dim=r.embed_dim, depth=r.depth,
+                           decoder_depth=r.decoder_depth)
     assert base == _key(store, model=explicit)  # a preset's value written out is the same model
     assert base != _key(store, model=ModelConfig(name="vit_tiny_test", depth=r.depth + 1))
-    assert base != _key(store, seed=1) and base != _key(store, epochs=5)  # cosine: the length decides the weights
+    # cosine: the length decides the weights
+    assert base != _key(store, seed=1) and base != _key(store, epochs=5)
 
 
 def test_a_constant_key_has_no_length_and_its_entries_do(store):
@@ -57,7 +59,8 @@ def test_latest_entry_is_the_longest_below_the_target(tmp_path):
         ckpt = tmp_path / f"c{n}.pt"
         torch.save({"model": {}}, ckpt)
         registry.prepare(f"kk-e{n}", {})
-        reg._write_json(registry.folder(f"kk-e{n}") / reg.ENTRY_FILE, {"key": f"kk-e{n}", "checkpoint": str(ckpt)})
+        reg._write_json(registry.folder(f"kk-e{n}") / reg.ENTRY_FILE,
+                        {"key": f"kk-e{n}", "checkpoint": str(ckpt)})
     found = registry.latest("kk", 3)
     assert found is not None and found[0] == 2 and found[1].key == "kk-e2"
     assert registry.latest("kk", 0) is None
@@ -77,7 +80,8 @@ def test_code_version_follows_code_not_prose(tmp_path, monkeypatch):
         return reg.code_version()
 
     first = version()
-    (pkg / "loop.py").write_text('"""The loop, reworded."""\ndef step(x):\n    """Another."""\n    return x + 1\n')
+    (pkg / "loop.py").write_text('"""The loop, reworded."""\ndef step(x):\n    """Another."""\n    return x '
+                                 '+ 1\n')
     assert version() == first
     (pkg / "loop.py").write_text('"""A loop."""\ndef step(x):\n    return x + 2\n')
     assert version() != first

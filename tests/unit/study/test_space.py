@@ -45,7 +45,8 @@ def test_contains_respects_type_and_range():
 
 @pytest.mark.parametrize("knob, match", [
     ("mask_ratio", "not a knob"), ("finetune.drop_paht", "not a finetune knob"),
-    ("finetune.init_format", "not a finetune knob"), ("model.depth", "not a knob"), ("pretrain.a.b", "not a knob"),
+    ("finetune.init_format", "not a finetune knob"), ("model.depth", "not a knob"),
+    ("pretrain.a.b", "not a knob"),
 ])
 def test_split_knob_rejects_non_knobs(knob, match):
     with pytest.raises(ValueError, match=match):

@@ -140,9 +140,11 @@ def test_impossible_fixed_values_are_named(write, stage, where, value, field):
      r"search\.space\.finetune\.epochs\.low: .*warmup_epochs"),
     ("finetune", "finetune.drop_paht", {"type": "float", "low": 0.0, "high": 0.3},
      r"search\.space\.finetune\.drop_paht: .*not a finetune knob"),
-    ("finetune", "finetune.init", {"type": "categorical", "choices": ["a.pt"]},  # searched encoders: files checked
+    # searched encoders: files checked
+    ("finetune", "finetune.init", {"type": "categorical", "choices": ["a.pt"]},
      r"finetune\.init: /\S*/a\.pt: no such checkpoint file"),
-    ("finetune", "dropout", {"type": "float", "low": 0.0, "high": 0.3}, r"search\.space\.dropout: .*not a knob"),
+    ("finetune", "dropout", {"type": "float", "low": 0.0, "high": 0.3},
+     r"search\.space\.dropout: .*not a knob"),
     ("finetune", "pretrain.mask_ratio", {"type": "float", "low": 0.6, "high": 0.9},
      r"search\.space\.pretrain\.mask_ratio: stage `finetune` does not run pretrain"),
     ("pretrain", "finetune.layer_decay", {"type": "float", "low": 0.4, "high": 0.9},
@@ -179,7 +181,8 @@ def test_pipeline_sets_finetune_init_itself(write):
 
 def test_missing_data_store_is_named(write, tmp_path):
     d = _set(_spec_dict(), "data/store", "elsewhere")
-    with pytest.raises(SpecError, match=r"data\.store: no prepared store at .*elsewhere \(manifest\.json missing\)"):
+    with pytest.raises(SpecError, match=r"data\.store: no prepared store at .*elsewhere \(manifest\.json "
+                                        r"missing\)"):
         load_spec(write(d))
     assert load_spec(write(d), check_files=False).data.store == (tmp_path / "elsewhere").resolve()
 
@@ -187,7 +190,8 @@ def test_missing_data_store_is_named(write, tmp_path):
 def test_points_to_evaluate_must_lie_in_the_space(write):
     d = _spec_dict()
     d["search"]["points_to_evaluate"] = [{"finetune.layer_decay": 0.95}]
-    with pytest.raises(SpecError, match=r"search\.points_to_evaluate\[0\]\.finetune\.layer_decay: 0\.95 is outside"):
+    with pytest.raises(SpecError, match=r"search\.points_to_evaluate\[0\]\.finetune\.layer_decay: 0\.95 is "
+                                        r"outside"):
         load_spec(write(d))
     d["search"]["points_to_evaluate"] = [{"finetune.drop_path": 0.1}]
     with pytest.raises(SpecError, match=r"points_to_evaluate\[0\]\.finetune\.drop_path: not a searched knob"):
@@ -218,7 +222,8 @@ def test_max_t_follows_a_searched_epochs_knob(write):
 
 def test_overrides_are_typed_by_yaml(write):
     spec = load_spec(write(_spec_dict()), ["finetune.drop_path=0.1", "search.num_samples=8",
-                                           "finetune.hflip=true", "search.space.finetune.layer_decay.high=0.8",
+                                           "finetune.hflip=true",
+                                           "search.space.finetune.layer_decay.high=0.8",
                                            "resources.gpus_per_worker=0.5"])
     assert spec.finetune.drop_path == 0.1 and isinstance(spec.finetune.drop_path, float)
     assert spec.search.num_samples == 8 and spec.finetune.hflip is True
@@ -257,7 +262,8 @@ def test_partial_points_take_the_fixed_values(write):
     d["search"]["points_to_evaluate"] = [{"finetune.layer_decay": 0.5}]
     assert study_points(load_spec(write(d))) == [{"finetune.layer_decay": 0.5, "finetune.drop_path": 0.1}]
     d["finetune"]["drop_path"] = 0.4
-    with pytest.raises(SpecError, match=r"points_to_evaluate\[0\]\.finetune\.drop_path: 0\.4 \(the point leaves it out"):
+    with pytest.raises(SpecError, match=r"points_to_evaluate\[0\]\.finetune\.drop_path: 0\.4 \(the point "
+                                        r"leaves it out"):
         load_spec(write(d))
 
 

@@ -16,7 +16,8 @@ def test_store_uris_stay_uris(tmp_path):
     spec = load_spec(spec_file, check_files=False)
     assert spec.data.store == "s3://bucket/stores/nih64"
     assert spec.pretrain_data.store == (tmp_path / "local" / "mix").resolve()
-    spec = load_spec(spec_file, ["data.store=gs://other/x", "pretrain_data.store=s3://b/mix"], check_files=False)
+    spec = load_spec(spec_file, ["data.store=gs://other/x", "pretrain_data.store=s3://b/mix"],
+                     check_files=False)
     assert (spec.data.store, spec.pretrain_data.store) == ("gs://other/x", "s3://b/mix")
     again = tmp_path / "again.yaml"
     again.write_text(dump_spec(spec))

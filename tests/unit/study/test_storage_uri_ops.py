@@ -35,9 +35,11 @@ def storage(s3, request) -> str:
 
 
 def _spec(tmp_path: Path, name: str, storage: str, **finetune):
-    raw = {"name": name, "stage": "finetune", "data": {"store": str(write_store_manifest(tmp_path / "store"))},
+    raw = {"name": name, "stage": "finetune",
+           "data": {"store": str(write_store_manifest(tmp_path / "store"))},
            "model": {"name": "vit_tiny_test"}, "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-           "search": {"num_samples": 2, "space": {"finetune.blr": {"type": "float", "low": 1e-5, "high": 1e-3}}},
+           "search": {"num_samples": 2,
+                      "space": {"finetune.blr": {"type": "float", "low": 1e-5, "high": 1e-3}}},
            "finetune": {"epochs": 3, "warmup_epochs": 1, **finetune}, "storage_path": storage}
     return with_defaults(parse_spec(raw))
 
@@ -62,11 +64,13 @@ def test_a_failed_start_on_s3_is_named_and_resumable(tmp_path, storage):
         check_resumable(spec)
     check_new_study(spec)  # nothing there yet
     (study_dir(storage, "half") / "error.txt").write_text("a start that failed early")
-    with pytest.raises(SpecError, match=rf"study `half` has a Tune folder {storage}/half but no parent run in "
+    with pytest.raises(SpecError, match=rf"study `half` has a Tune folder {storage}/half but no parent run "
+                                        r"in "
                                         rf"sqlite:///.*; delete it with `thoraxmae study remove half "):
         check_new_study(spec)
     (study_dir(storage, "half") / TUNER_FILE).write_bytes(b"")
-    with pytest.raises(SpecError, match=rf"resume it with `thoraxmae study resume half --storage-path {storage}`"):
+    with pytest.raises(SpecError, match=r"resume it with `thoraxmae study resume half --storage-path "
+                                        rf"{storage}`"):
         check_new_study(spec)
     check_resumable(spec)
 
@@ -110,7 +114,8 @@ def _checkpoint() -> bytes:
 
 def test_an_s3_init_must_be_there_and_a_checkpoint(tmp_path, storage):
     missing = f"{storage}/ckpt/none.pth"
-    with pytest.raises(SpecError, match=rf"<spec>: finetune.init: {missing}: no such file on the object store"):
+    with pytest.raises(SpecError, match=rf"<spec>: finetune.init: {missing}: no such file on the object "
+                                        r"store"):
         validate.check_files(_spec(tmp_path, "init", storage, init=missing))
     garbage = Location.of(f"{storage}/ckpt/garbage.pth")
     garbage.write_bytes(b"not a checkpoint")
@@ -140,7 +145,8 @@ def test_a_checkpoint_folder_on_s3_is_a_local_copy_while_needed(tmp_path, storag
 
 
 def test_a_trial_checkpoint_on_s3_reaches_mlflow(tmp_path, storage):
-    """Ray names a checkpoint inside the storage's filesystem (no scheme); the callback logs it all the same."""
+    """Ray names a checkpoint inside the storage's filesystem (no scheme); the callback logs it all the
+    same."""
     from types import SimpleNamespace
 
     from thoraxmae.study import schema

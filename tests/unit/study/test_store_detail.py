@@ -1,4 +1,5 @@
-"""Stores at full detail: `study run`, `finetune` and `pretrain` warn before Ray when a store is smaller than the
+"""Stores at full detail: `study run`, `finetune` and `pretrain` warn before Ray when a store is smaller than
+the
 spec's smallest crops need (study/spec/detail.py over datasets.resolution.store_detail_warning)."""
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def test_a_fine_tuning_store_below_the_size_its_smallest_crop_needs_is_named_wit
     spec = load_spec(_spec(tmp_path, "finetune", 64, finetune={"epochs": 2, "warmup_epochs": 1, "crop_min": 0.08}))
     store = tmp_path / "store"
     assert store_detail_warnings(spec) == [
-        (f"data.store: {store}: images stored at 64 px, below the 204 px that keeps >= 0.9 of the reference's "
+        (f"data.store: {store}: images stored at 64 px, below the 204 px that keeps >= 0.9 of the "
+         "reference's "
         "detail for fine-tuning crops down to crop_min=0.08 at 64 px (this store keeps 0.28; docs/paper.md "
         "\"Crops and stored resolution\"); re-prepare it with `thoraxmae data prepare ... --size 768`")]
 
@@ -48,7 +50,8 @@ def test_a_fine_tuning_store_below_the_size_its_smallest_crop_needs_is_named_wit
     (203, 10, ["below the 204 px"]),
     (64, 0, []),  # no image shrank: the store holds the originals, the reference's own detail
 ])
-def test_the_warning_threshold_and_stores_that_hold_the_originals(tmp_path, store_size, half_copies, expected):
+def test_the_warning_threshold_and_stores_that_hold_the_originals(tmp_path, store_size, half_copies,
+                                                                  expected):
     spec = load_spec(_spec(tmp_path, "finetune", store_size, half_copies=half_copies, finetune={"epochs": 2, "warmup_epochs": 1}))
     lines = store_detail_warnings(spec)
     assert len(lines) == len(expected) and all(e in line for e, line in zip(expected, lines, strict=True))
@@ -60,13 +63,15 @@ def test_a_searched_crop_min_counts_its_lowest_value_and_a_single_run_its_fixed_
     assert smallest_crop_min(spec, "finetune") == 0.2 and smallest_crop_min(spec, "finetune", searched=False) == 0.5
     (line,) = store_detail_warnings(spec)  # a study draws crops down to 0.2: 129 px needed
     assert "below the 129 px" in line and "crop_min=0.2 " in line
-    assert store_detail_warnings(spec, ("finetune",), searched=False) == []  # `finetune` runs 0.5: 82 px suffice
+    # `finetune` runs 0.5: 82 px suffice
+    assert store_detail_warnings(spec, ("finetune",), searched=False) == []
 
 
 def test_one_store_serving_both_phases_is_named_once_for_the_neediest(tmp_path, capsys):
     from thoraxmae.cli.study import warn_store_detail
 
-    spec = load_spec(_spec(tmp_path, "pipeline", 64, pretrain={"epochs": 2, "warmup_epochs": 1, "crop_min": 0.5},
+    spec = load_spec(_spec(tmp_path, "pipeline", 64,
+                           pretrain={"epochs": 2, "warmup_epochs": 1, "crop_min": 0.5},
                            finetune={"epochs": 2, "warmup_epochs": 1, "crop_min": 0.08}))
     (line,) = store_detail_warnings(spec)
     assert "below the 204 px" in line and "fine-tuning" in line

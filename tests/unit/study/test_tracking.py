@@ -34,13 +34,15 @@ def _spec(uri: str, tmp_path, name: str):
 
 
 def test_absolute_lr_matches_the_paper():
-    # docs/paper.md: fine-tuning blr 2.5e-4 at total batch 1024 -> lr 1e-3; pre-training 1.5e-4 at 2048 -> 1.2e-3
+    # docs/paper.md: fine-tuning blr 2.5e-4 at total batch 1024 -> lr 1e-3; pre-training 1.5e-4 at 2048 ->
+    # 1.2e-3
     assert math.isclose(absolute_lr(2.5e-4, 128, 1, 8), 1e-3)
     assert math.isclose(absolute_lr(1.5e-4, 256, 1, 8), 1.2e-3)
 
 
 def test_schema_metrics_keeps_only_finite_schema_numbers():
-    result = {"val/mauc": 0.7, "val/auc/Hernia": 0.6, "epoch": 2, "training_iteration": 2, "phase": "finetune",
+    result = {"val/mauc": 0.7, "val/auc/Hernia": 0.6, "epoch": 2, "training_iteration": 2,
+              "phase": "finetune",
               "pretrain/epoch": 3, "pretrain/loss": math.nan, "cost/cpu_hours": 1, "done": False,
               "test/mauc": True}
     assert schema_metrics(result) == {"val/mauc": 0.7, "val/auc/Hernia": 0.6, "cost/cpu_hours": 1.0}

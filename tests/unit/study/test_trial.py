@@ -33,7 +33,8 @@ def test_finetune_reports_pass_through_with_the_pretraining_cost_added():
     from thoraxmae.study.run.trial import phase_metrics
 
     report = {"epoch": 1, "val/mauc": 0.7, "cost/cpu_hours": 0.5}
-    out = phase_metrics(report, "finetune", schema.M_VAL_MAUC, pipeline=True, cost_offset={"cost/cpu_hours": 0.25})
+    out = phase_metrics(report, "finetune", schema.M_VAL_MAUC, pipeline=True,
+                        cost_offset={"cost/cpu_hours": 0.25})
     assert out["epoch"] == 1 and out["val/mauc"] == 0.7 and out["cost/cpu_hours"] == 0.75
     alone = phase_metrics(report, "finetune", schema.M_VAL_MAUC, pipeline=False, cost_offset={})
     assert alone == {**report, "phase": "finetune"}

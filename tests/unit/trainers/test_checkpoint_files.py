@@ -22,7 +22,8 @@ from thoraxmae.trainers.errors import CheckpointError
 from thoraxmae.trainers.models import build_classifier, build_mae
 
 TINY = ModelConfig(name="vit_tiny_test", depth=2)
-STORE_ORDER = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")  # our CheXpert store
+# our CheXpert store
+STORE_ORDER = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
 
 class Payload:
@@ -52,7 +53,8 @@ def test_the_format_list_is_the_literal_type_and_auto_is_the_default():
 
 
 def test_all_three_formats_are_recognised_from_the_content(tmp_path, mae_state):
-    ours = save_model(tmp_path / "checkpoint.pt", mae_state, epoch=3, model_config=TINY.model_dump(mode="json"))
+    ours = save_model(tmp_path / "checkpoint.pt", mae_state, epoch=3,
+                      model_config=TINY.model_dump(mode="json"))
     paper = tmp_path / "vit-s_CXR_0.3M_mae.pth"
     torch.save(released(mae_state, model="mae_vit_small_patch16_dec512d2b"), paper)
     plain = tmp_path / "timm.pth"
@@ -64,7 +66,8 @@ def test_all_three_formats_are_recognised_from_the_content(tmp_path, mae_state):
     ck = open_checkpoint(plain)
     assert ck.format == "timm" and set(ck.state) == set(ck.content["model"]) and ck.label_names(14) is None
     assert open_checkpoint(paper, "medical_mae").args.model == "mae_vit_small_patch16_dec512d2b"
-    with pytest.raises(CheckpointError, match=r"timm.pth: is a timm checkpoint \(a state dict of \d+ tensors\), "
+    with pytest.raises(CheckpointError, match=r"timm.pth: is a timm checkpoint \(a state dict of \d+ "
+                                              r"tensors\), "
                                               r"not thoraxmae; set the format to 'timm' or 'auto'"):
         open_checkpoint(plain, "thoraxmae")
 
@@ -102,7 +105,8 @@ def test_a_malicious_pickle_is_refused_and_never_runs(tmp_path, mae_state, how):
     with pytest.raises(CheckpointError) as err:
         load_encoder(build_classifier(TINY, 2, 0.0), path)
     message = str(err.value)
-    assert message.startswith(f"{path}: cannot be read as a checkpoint (tried thoraxmae, medical_mae, timm): ")
+    assert message.startswith(f"{path}: cannot be read as a checkpoint (tried thoraxmae, medical_mae, timm): "
+                              "")
     assert "it pickles `posix.system`, which a safe (weights-only) load never runs" in message
     assert_clean(message)
     assert not marker.exists()
@@ -110,8 +114,10 @@ def test_a_malicious_pickle_is_refused_and_never_runs(tmp_path, mae_state, how):
 
 def test_a_dict_of_something_else_is_described(tmp_path):
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "stats.pth")
-    with pytest.raises(CheckpointError, match=r"stats.pth: not a checkpoint of a known format \(tried thoraxmae, "
-                                              r"medical_mae, timm\): found a dict with keys \['epoch', 'lr'\] and no 'model'"):
+    with pytest.raises(CheckpointError, match=r"stats.pth: not a checkpoint of a known format \(tried "
+                                              r"thoraxmae, "
+                                              r"medical_mae, timm\): found a dict with keys \['epoch', "
+                                              r"'lr'\] and no 'model'"):
         check_checkpoint(tmp_path / "stats.pth")
     torch.save({"model": {"w": 1.0}}, tmp_path / "odd.pth")
     with pytest.raises(CheckpointError, match=r"odd.pth: .*'model' entry has non-tensor entries \['w'\]"):
@@ -152,7 +158,8 @@ def test_our_head_keeps_its_stored_order_and_other_classes_are_dropped_or_reject
     model = build_classifier(TINY, 5, 0.0)
     report = load_encoder(model, path, label_names=other)  # fine-tuning on other classes: a fresh head
     assert report.head == "dropped" and report.missing == {"head.weight", "head.bias"}
-    with pytest.raises(CheckpointError, match=r"best_model.pt: has no trained head for the classes \['A', 'B', 'C', "
+    with pytest.raises(CheckpointError, match=r"best_model.pt: has no trained head for the classes \['A', "
+                                              r"'B', 'C', "
                                               r"'D', 'E'\] \(head dropped; file classes \['Atelectasis'"):
         load_encoder(model, path, label_names=other, require_head=True)
 
@@ -173,7 +180,8 @@ def test_the_load_report_says_what_was_loaded_missing_dropped_and_resized(tmp_pa
     d = json.loads(json.dumps(report.as_dict()))
     decoder = sorted(k for k in mae_state if k.startswith(("decoder_", "mask_token", "norm.")))
     assert d == {"path": str(path), "format": "medical_mae", "loaded": sorted(set(mae_state) - set(decoder)),
-                 "missing": ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"], "dropped": decoder,
+                 "missing": ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"],
+                 "dropped": decoder,
                  "pos_embed_resized": {"from": [8, 8], "to": [12, 12]}, "head": "absent", "file_classes": None}
     assert report.lines() == [
         f"loaded {path} (medical_mae): {len(d['loaded'])} tensors",

@@ -48,13 +48,15 @@ def test_medical_mae_file_with_a_pickled_namespace_loads_safely(tmp_path, mae_st
     assert torch.equal(model.patch_embed.proj.weight, mae_state["patch_embed.proj.weight"])
     assert read_checkpoint(path, "medical_mae")["args"].mask_ratio == 0.9
     assert load_encoder(model, path).format == "medical_mae"  # auto (the default) recognises it
-    with pytest.raises(CheckpointError, match=r"vit-s_CXR_0.3M_mae.pth: is a medical_mae checkpoint .*not thoraxmae"):
+    with pytest.raises(CheckpointError, match=r"vit-s_CXR_0.3M_mae.pth: is a medical_mae checkpoint .*not "
+                                              r"thoraxmae"):
         load_encoder(model, path, fmt="thoraxmae")  # an explicit format must be the file's
 
 
 def test_pos_embed_is_resized_from_64_to_96_px(tmp_path, mae_state):
     path = save_model(tmp_path / "mae64.pt", mae_state)
-    model = build_classifier(ModelConfig(**{**TINY.model_dump(), "img_size": 96}), num_classes=3, drop_path=0.0)
+    model = build_classifier(ModelConfig(**{**TINY.model_dump(), "img_size": 96}), num_classes=3,
+                             drop_path=0.0)
     report = load_encoder(model, path, fmt="thoraxmae")
     assert report.pos_embed_grid == ((8, 8), (12, 12)) and report.missing == HEAD
     assert model.pos_embed.shape == (1, 1 + 12 * 12, 64)
@@ -66,7 +68,8 @@ def test_pos_embed_is_resized_from_64_to_96_px(tmp_path, mae_state):
 
 
 def test_interpolation_keeps_a_constant_grid_constant():
-    pos = torch.cat([torch.full((1, 1, 4), 7.0), torch.ones(1, 16, 4) * torch.arange(4.0)], dim=1)  # [1, 17, 4]
+    # [1, 17, 4]
+    pos = torch.cat([torch.full((1, 1, 4), 7.0), torch.ones(1, 16, 4) * torch.arange(4.0)], dim=1)
     out = interpolate_pos_embed(pos, (6, 6))
     assert out.shape == (1, 37, 4) and torch.equal(out[0, 0], torch.full((4,), 7.0))
     assert torch.allclose(out[0, 1:], torch.arange(4.0).expand(36, -1), atol=1e-5)
@@ -96,7 +99,8 @@ def test_bad_files_raise_checkpoint_error_naming_the_file(tmp_path, mae_state):
     with pytest.raises(CheckpointError, match="list.pth: not a checkpoint of a known format .*found a list"):
         load_encoder(model, tmp_path / "list.pth", fmt="thoraxmae")
     torch.save({"state_dict": mae_state}, tmp_path / "nomodel.pth")
-    with pytest.raises(CheckpointError, match=r"nomodel.pth: .*found a dict with keys \['state_dict'\] and no 'model'"):
+    with pytest.raises(CheckpointError, match=r"nomodel.pth: .*found a dict with keys \['state_dict'\] and "
+                                              r"no 'model'"):
         load_encoder(model, tmp_path / "nomodel.pth", fmt="thoraxmae")
     with pytest.raises(CheckpointError, match="unknown checkpoint format 'pytorch'"):
         load_encoder(model, garbage, fmt="pytorch")
@@ -111,7 +115,8 @@ def test_key_and_shape_problems_name_the_keys(tmp_path, mae_state):
     with pytest.raises(CheckpointError, match="does not have: \\['blocks.9.attn.qkv.weight'\\]"):
         load_encoder(model, save_model(tmp_path / "foreign.pt", foreign), fmt="thoraxmae")
     wider = build_mae(ModelConfig(**{**TINY.model_dump(), "embed_dim": 32}), norm_pix_loss=False).state_dict()
-    with pytest.raises(CheckpointError, match="wide.pt.*blocks.0.attn.qkv.weight: file \\(96, 32\\) vs model \\(192, 64\\)"):
+    with pytest.raises(CheckpointError,
+                       match="wide.pt.*blocks.0.attn.qkv.weight: file \\(96, 32\\) vs model \\(192, 64\\)"):
         load_encoder(model, save_model(tmp_path / "wide.pt", wider), fmt="thoraxmae")
 
 

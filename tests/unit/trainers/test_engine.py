@@ -51,7 +51,8 @@ def test_accumulation_steps_the_optimizer_once_per_accum_batches(accum, steps):
 def test_max_steps_caps_the_epoch():
     model = torch.nn.Linear(4, 1)
     opt = CountingAdamW(model.parameters(), lr=0.0)
-    stats = train_epoch(model, loader(), opt, bce, 0, Schedule(1e-2, 0.0, 0, 1, 1, max_steps_per_epoch=3), CPU)
+    stats = train_epoch(model, loader(), opt, bce, 0, Schedule(1e-2, 0.0, 0, 1, 1, max_steps_per_epoch=3),
+                        CPU)
     assert opt.steps == 3 and stats.images == 6
 
 
@@ -59,7 +60,8 @@ def test_non_finite_loss_stops_with_the_step():
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.AdamW(model.parameters())
     with pytest.raises(FloatingPointError, match="epoch 1, step 1"):
-        train_epoch(model, loader(), opt, lambda m, b: m(b[0]).sum() * float("nan"), 0, Schedule(1e-3, 0, 0, 1), CPU)
+        train_epoch(model, loader(), opt, lambda m, b: m(b[0]).sum() * float("nan"), 0,
+                    Schedule(1e-3, 0, 0, 1), CPU)
 
 
 def test_ddp_with_accumulation_uses_no_sync_and_trains():

@@ -56,7 +56,8 @@ def test_a_paper_format_checkpoint_reproduces_its_logits_and_logs_an_evaluation_
     assert ev.format == "medical_mae" and ev.load.head == "loaded" and ev.load.missing == frozenset()
     assert ev.model.name == "vit_tiny_test" and (ev.model.img_size, ev.model.depth) == (64, 2)
     np.testing.assert_allclose(ev.logits, expected, rtol=0, atol=1e-5)
-    saved_aucs = per_class_auc(ds.labels.numpy(), torch.from_numpy(expected).sigmoid().numpy(), ds.mask.numpy())
+    saved_aucs = per_class_auc(ds.labels.numpy(), torch.from_numpy(expected).sigmoid().numpy(),
+                               ds.mask.numpy())
     np.testing.assert_allclose(ev.per_class_auc, saved_aucs, rtol=0, atol=1e-9)
     assert ev.mauc == pytest.approx(mean_auc(saved_aucs), abs=1e-9) and ev.ci.unit == "patient"
     assert ev.ci.mauc[0] < ev.mauc < ev.ci.mauc[1]
@@ -80,7 +81,8 @@ def test_our_best_model_uses_its_stored_config_normalisation_and_class_order(pha
     state = model.state_dict()
     order = list(reversed(names))  # stored in another class order: evaluate puts it back
     state["head.weight"], state["head.bias"] = state["head.weight"].flip(0), state["head.bias"].flip(0)
-    path = save_model(tmp_path / "best_model.pt", state, label_names=order, model_config=TINY.model_dump(mode="json"),
+    path = save_model(tmp_path / "best_model.pt", state, label_names=order,
+                      model_config=TINY.model_dump(mode="json"),
                       normalization={"mean": 0.4, "std": 0.3})
     ev = evaluate_checkpoint(path, phantom_store, bootstrap=0)
     assert ev.format == "thoraxmae" and ev.load.head == "reordered" and ev.model == TINY
@@ -92,7 +94,8 @@ def test_a_timm_state_dict_is_matched_to_a_preset_by_its_shapes(phantom_store, t
     model = finetuned(phantom_store)
     torch.save(model.state_dict(), tmp_path / "timm.pth")
     cfg = model_config_of(open_checkpoint(tmp_path / "timm.pth"))
-    assert cfg == ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8, in_chans=3, embed_dim=64, depth=2,
+    assert cfg == ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8, in_chans=3, embed_dim=64,
+                              depth=2,
                               global_pool="avg")
     expected, _ = logits_on(model, phantom_store, split="val")
     ev = evaluate_checkpoint(tmp_path / "timm.pth", phantom_store, "val", bootstrap=0)
@@ -101,7 +104,8 @@ def test_a_timm_state_dict_is_matched_to_a_preset_by_its_shapes(phantom_store, t
 
 
 def test_a_checkpoint_without_a_head_is_one_error_line(phantom_store, tmp_path, capsys):
-    path = save_model(tmp_path / "checkpoint.pt", build_mae(TINY).state_dict(), model_config=TINY.model_dump())
+    path = save_model(tmp_path / "checkpoint.pt", build_mae(TINY).state_dict(),
+                      model_config=TINY.model_dump())
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert cli_main(["evaluate", str(path), "--store", str(phantom_store), "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
@@ -122,7 +126,8 @@ def test_the_init_load_report_can_be_previewed_before_a_run(phantom_store, tmp_p
     init = save_model(tmp_path / "checkpoint.pt", build_mae(TINY).state_dict())
     job = FinetuneJob(model=TINY, data=DataConfig(store=phantom_store), finetune=FinetuneConfig(init=init))
     report = preview_init(job)
-    assert report.format == "thoraxmae" and report.missing == {"fc_norm.weight", "fc_norm.bias", "head.weight",
+    assert report.format == "thoraxmae" and report.missing == {"fc_norm.weight", "fc_norm.bias",
+                                                               "head.weight",
                                                                 "head.bias"}
     assert preview_init(job.model_copy(update={"finetune": FinetuneConfig()})) is None
     wide = job.model_copy(update={"model": ModelConfig(name="vit_tiny_test", depth=3)})

@@ -1,5 +1,6 @@
 """`evaluate` normalises with the statistics the checkpoint declares (ours: `normalization`; a released file:
-`args.norm_stats`, "imagenet" = ImageNet's per-channel mean/std on the gray image copied to RGB), or refuses in
+`args.norm_stats`, "imagenet" = ImageNet's per-channel mean/std on the gray image copied to RGB), or refuses
+in
 one line saying why; weights holding NaN are refused before any image is read."""
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from thoraxmae.trainers.evaluate import check_options, evaluate_checkpoint, norm
 
 def released(model: torch.nn.Module, path: Path, **args) -> Path:
     """The paper's released layout: {'model', 'optimizer', 'epoch', 'scaler', 'args'} (docs/paper.md)."""
-    namespace = argparse.Namespace(model="vit_small_patch16", input_size=64, nb_classes=14, dataset="chestxray",
+    namespace = argparse.Namespace(model="vit_small_patch16", input_size=64, nb_classes=14,
+                                   dataset="chestxray",
                                    global_pool=True, **args)
-    torch.save({"model": model.state_dict(), "optimizer": {}, "epoch": 74, "scaler": {}, "args": namespace}, path)
+    torch.save({"model": model.state_dict(), "optimizer": {}, "epoch": 74, "scaler": {}, "args": namespace},
+               path)
     return path
 
 
@@ -47,7 +50,8 @@ def test_a_released_file_trained_with_imagenet_statistics_is_evaluated_with_them
     ({"norm_stats": "imagenet"}, (IMAGENET_MEAN, IMAGENET_STD)),
 ])
 def test_the_statistics_a_released_file_declares(tmp_path, declared, expected):
-    ck = CheckpointFile(tmp_path / "f.pth", "medical_mae", {"model": {}, "args": argparse.Namespace(**declared)})
+    ck = CheckpointFile(tmp_path / "f.pth", "medical_mae",
+                        {"model": {}, "args": argparse.Namespace(**declared)})
     assert normalization_of(ck, 3) == expected
 
 
@@ -57,7 +61,8 @@ def test_the_statistics_a_released_file_declares(tmp_path, declared, expected):
      r"imagenet\); pass --norm-stats")),
     ({"args": argparse.Namespace(norm_stats="imagenet")}, 1,
      r"f.pth: its args.norm_stats='imagenet' gives 3 mean values for a model that reads 1 channel\(s\)"),
-    ({"normalization": {"mean": 0.5, "std": 0.0}}, 3, (r"f.pth: its `normalization` gives std=0.0; expected finite "
+    ({"normalization": {"mean": 0.5, "std": 0.0}}, 3, (r"f.pth: its `normalization` gives std=0.0; expected "
+                                                       r"finite "
                                                       r"values and a std > 0")),
     ({"normalization": {"mean": float("nan"), "std": 0.2}}, 3, r"gives mean=nan; expected finite values$"),
     ({"normalization": {"mean": 0.5}}, 3, r"its `normalization` entry is dict .*expected \{'mean'"),
@@ -72,10 +77,12 @@ def test_statistics_that_cannot_be_honoured_are_refused_in_one_line(tmp_path, co
 
 
 def test_our_files_per_channel_statistics_are_used_as_stored(tmp_path):
-    ck = CheckpointFile(tmp_path / "f.pt", "thoraxmae", {"model": {}, "normalization": {"mean": [0.4, 0.5, 0.6],
+    ck = CheckpointFile(tmp_path / "f.pt", "thoraxmae", {"model": {},
+                                                         "normalization": {"mean": [0.4, 0.5, 0.6],
                                                                                       "std": [0.2, 0.2, 0.3]}})
     assert normalization_of(ck, 3) == ((0.4, 0.5, 0.6), (0.2, 0.2, 0.3))
-    one = CheckpointFile(tmp_path / "f.pt", "thoraxmae", {"model": {}, "normalization": {"mean": [0.4], "std": 0.2}})
+    one = CheckpointFile(tmp_path / "f.pt", "thoraxmae",
+                         {"model": {}, "normalization": {"mean": [0.4], "std": 0.2}})
     assert normalization_of(one, 1) == (0.4, 0.2)
 
 
@@ -87,7 +94,8 @@ def test_weights_holding_nan_are_refused_before_any_image_is_read(phantom_store,
     path = tmp_path / "diverged.pt"
     torch.save({"model": state, "model_config": TINY.model_dump(), "label_names": ["x"]}, path)
     assert open_checkpoint(path).format == "thoraxmae"
-    with pytest.raises(CheckpointError, match=r"diverged.pt: 2 of \d+ weight tensors hold NaN or infinite values "
+    with pytest.raises(CheckpointError, match=r"diverged.pt: 2 of \d+ weight tensors hold NaN or infinite "
+                                              r"values "
                                               r"\(e.g. blocks.1.mlp.fc2.weight, head.bias\)"):
         evaluate_checkpoint(path, tmp_path / "no-store-needed", "test")
 
@@ -99,7 +107,8 @@ def test_weights_holding_nan_are_refused_before_any_image_is_read(phantom_store,
     ({"num_workers": True}, r"workers=True: expected an integer >= 0"),
     ({"device": "gpu7"}, r"device='gpu7': not a torch device"),
     ({"device": "meta"}, r"device='meta': evaluate runs on cpu, cuda or mps"),
-    ({"norm_stats": "cifar"}, r"norm_stats='cifar': expected one of \['auto', 'chestx-ray', 'nih', 'imagenet'\]"),
+    ({"norm_stats": "cifar"}, (r"norm_stats='cifar': expected one of \['auto', 'chestx-ray', 'nih', "
+                              r"'imagenet'\]")),
 ])
 def test_options_are_range_checked_before_any_file_is_read(kwargs, message):
     options = {"batch_size": 8, "bootstrap": 10, "num_workers": 0, "device": "cpu", **kwargs}

@@ -25,7 +25,8 @@ def structured_images(n: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor
 
 # docs/paper.md: 19 of 196 patches visible at mask 0.9 (196 * 0.1 = 19.6 truncated); 49 at 0.75
 @pytest.mark.parametrize(("length", "ratio", "visible"), [
-    (196, 0.9, 19), (196, 0.75, 49), (196, 0.85, 29), (196, 0.5, 98), (64, 0.9, 6), (64, 0.75, 16), (100, 0.9, 10),
+    (196, 0.9, 19), (196, 0.75, 49), (196, 0.85, 29), (196, 0.5, 98), (64, 0.9, 6), (64, 0.75, 16),
+    (100, 0.9, 10),
 ])
 def test_num_visible_truncates_like_the_reference(length, ratio, visible):
     assert num_visible(length, ratio) == visible

@@ -73,7 +73,8 @@ def test_patient_intervals_are_wider_than_image_intervals_when_patients_repeat()
     by_image = metrics.bootstrap_ci(y, s, None, 300, seed=0)
     assert (by_patient.unit, by_patient.n_units, by_image.unit, by_image.n_units) == ("patient", 40, "image", 400)
     assert by_patient.mauc[1] - by_patient.mauc[0] > 2 * (by_image.mauc[1] - by_image.mauc[0])
-    assert all(p[1] - p[0] > i[1] - i[0] for p, i in zip(by_patient.per_class, by_image.per_class, strict=True))
+    assert all(p[1] - p[0] > i[1] - i[0] for p,
+               i in zip(by_patient.per_class, by_image.per_class, strict=True))
 
 
 def test_one_image_per_patient_gives_the_image_level_intervals_exactly():
@@ -138,7 +139,8 @@ def test_multilabel_loss_ignores_masked_labels():
 
 def test_multiclass_loss_is_cross_entropy_on_the_one_hot_label():
     logits = torch.tensor([[2.0, 0.0, 0.0]])
-    loss = multiclass_loss(_Fixed(logits), (torch.zeros(1, 1), torch.tensor([[1.0, 0.0, 0.0]]), torch.ones(1, 3)))
+    loss = multiclass_loss(_Fixed(logits),
+                           (torch.zeros(1, 1), torch.tensor([[1.0, 0.0, 0.0]]), torch.ones(1, 3)))
     assert loss.item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 2)))
 
 
@@ -165,4 +167,5 @@ def test_patient_ids_follow_the_order_ranks_gather_the_test_split():
     store = SimpleNamespace(patient_ids=np.array([f"p{i}" for i in range(10)], dtype=object))
     ds = Split(store=store, indices=np.array([1, 3, 4, 6, 9]))
     assert gathered_patient_ids(ds, 1).tolist() == ["p1", "p3", "p4", "p6", "p9"]
-    assert gathered_patient_ids(ds, 2).tolist() == ["p1", "p4", "p9", "p3", "p6"]  # rank 0: 0, 2, 4; rank 1: 1, 3
+    # rank 0: 0, 2, 4; rank 1: 1, 3
+    assert gathered_patient_ids(ds, 2).tolist() == ["p1", "p4", "p9", "p3", "p6"]

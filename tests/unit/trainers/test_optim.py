@@ -40,7 +40,8 @@ def test_llrd_on_vit_small_matches_the_paper():
 
 
 def test_without_layer_decay_every_scale_is_one_and_frozen_params_are_left_out():
-    mae = build_mae(ModelConfig(name="vit_tiny_test", img_size=32, patch_size=8, depth=2), norm_pix_loss=False)
+    mae = build_mae(ModelConfig(name="vit_tiny_test", img_size=32, patch_size=8, depth=2),
+                    norm_pix_loss=False)
     groups = param_groups(mae, weight_decay=0.05, skip=frozenset())  # as MAE pre-training builds them
     table = scales_by_name(mae, groups)
     assert {scale for scale, _ in table.values()} == {1.0}

@@ -45,20 +45,24 @@ def test_a_constant_run_may_stop_inside_its_warm_up():
 
 
 def _checkpoint(tmp_path, cfg: PretrainConfig, epoch: int, model: ModelConfig = TINY):
-    return save_model(tmp_path / "checkpoint.pt", {"cls_token": torch.zeros(1, 1, 4)}, optimizer={}, epoch=epoch,
+    return save_model(tmp_path / "checkpoint.pt", {"cls_token": torch.zeros(1, 1, 4)}, optimizer={},
+                      epoch=epoch,
                       model_config=model.model_dump(mode="json"), **{PRETRAIN_STATE: pretrain_state(cfg)})
 
 
 def test_continuation_accepts_a_shorter_constant_run_of_the_same_recipe(tmp_path):
     ckpt = _checkpoint(tmp_path, PretrainConfig(epochs=2, warmup_epochs=1, schedule="constant"), 2)
     for later in (PretrainConfig(epochs=4, warmup_epochs=1, schedule="constant", continue_from=ckpt),
-                  PretrainConfig(epochs=4, warmup_epochs=1, schedule="wsd", decay_epochs=2, continue_from=ckpt)):
+                  PretrainConfig(epochs=4, warmup_epochs=1, schedule="wsd", decay_epochs=2,
+                                 continue_from=ckpt)):
         assert continuation_files(later, TINY)["checkpoint.pt"]["epoch"] == 2
 
 
 @pytest.mark.parametrize(("written", "wanted", "match"), [
-    ({"schedule": "cosine", "epochs": 2}, {"schedule": "constant", "epochs": 4}, "written by a 'cosine' schedule"),
-    ({"schedule": "constant", "epochs": 2}, {"schedule": "constant", "epochs": 2}, "its epoch 2 cannot be continued"),
+    ({"schedule": "cosine", "epochs": 2}, {"schedule": "constant", "epochs": 4},
+     "written by a 'cosine' schedule"),
+    ({"schedule": "constant", "epochs": 2}, {"schedule": "constant", "epochs": 2},
+     "its epoch 2 cannot be continued"),
     ({"schedule": "constant", "epochs": 3}, {"schedule": "wsd", "epochs": 4, "decay_epochs": 2},
      "its epoch 3 cannot be continued"),
     ({"schedule": "constant", "epochs": 2, "mask_ratio": 0.75}, {"schedule": "constant", "epochs": 4},
@@ -74,4 +78,5 @@ def test_continuation_refuses_another_model(tmp_path):
     ckpt = _checkpoint(tmp_path, PretrainConfig(epochs=2, warmup_epochs=1, schedule="constant"), 2,
                        ModelConfig(name="vit_tiny_test", depth=1))
     with pytest.raises(CheckpointError, match="written for another model"):
-        continuation_files(PretrainConfig(epochs=4, warmup_epochs=1, schedule="constant", continue_from=ckpt), TINY)
+        continuation_files(PretrainConfig(epochs=4, warmup_epochs=1, schedule="constant", continue_from=ckpt),
+                           TINY)
