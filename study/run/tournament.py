@@ -46,6 +46,7 @@ from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.spec.plan import TrialPlan
 from thoraxmae.study.spec.space import CategoricalSpace, apply_knobs
 from thoraxmae.study.spec.tournament_plan import planned_epochs, recipes, scoring_epochs, scoring_points
+from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.tracking.callback import MlflowStudyCallback
 from thoraxmae.study.tracking.results import PHASE_KEY
 
@@ -93,7 +94,7 @@ def tournament_trial(config: dict[str, Any], spec: StudySpec) -> None:
     then one complete fine-tune. Runs are named by the task (module docstring)."""
     task = config[TASK_NAME]
     plan = TrialPlan.from_config(spec, config)
-    runs_dir = Location.of(spec.storage_path) / spec.name / "train"
+    runs_dir = StudyStorage(spec.storage_path).train_runs(spec.name)
     done, link, ran_here = _shared_pretrain(plan, task)
     prior = (done.get("history") or [done["metrics"]]) if ran_here else []
     _phase("finetune", plan, f"train-{task}-finetune", runs_dir, pipeline=True,
@@ -241,7 +242,7 @@ def _closed(rspec: StudySpec, task: Task) -> bool:
 
 def task_score(rspec: StudySpec, task: Task) -> float:
     """The best validation score of the task's complete fine-tune (its Train run's final marker)."""
-    marker = Location.of(rspec.storage_path) / rspec.name / "train" / f"train-{task.name}-finetune" / FINAL_MARKER
+    marker = StudyStorage(rspec.storage_path).train_runs(rspec.name) / f"train-{task.name}-finetune" / FINAL_MARKER
     done = read_marker(marker)
     if done is None:
         raise TournamentError(f"scoring task {task.name} did not finish (no {marker}); `thoraxmae study resume "
