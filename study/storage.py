@@ -10,9 +10,14 @@ Every path is a datasets.storage.Location, so the same code serves a folder and 
 """
 from __future__ import annotations
 
+import os
+import re
+import tempfile
+import uuid
 from pathlib import Path
 
 from thoraxmae.datasets.storage import Location
+from thoraxmae.study.errors import SpecError
 
 TRAIN_DIR = "train"
 CONFIRM_SUFFIX = "-confirm"
@@ -43,3 +48,43 @@ class StudyStorage:
     def of_study(self, name: str) -> list[Location]:
         """Everything that belongs to study `name` alone (the registry is shared): what `study remove` deletes."""
         return [self.study(name), self.confirm(name)]
+
+    def check_writable(self) -> None:
+        """Before Ray: can this storage take a study? A file is written and deleted at the root (an object
+        store: credentials, endpoint, bucket) or in the nearest existing folder above it (a local path: a
+        regular file in the way, a read-only or pseudo file system), and nothing is left or created.
+        SpecError names `storage_path`, the location and the reason."""
+        try:
+            if self.root.is_local:
+                _probe_local(self.root.path)
+            else:
+                probe = self.root / f".thoraxmae-write-check-{uuid.uuid4().hex}"
+                with self.root.fs.open_output_stream(probe.fs_path) as f:  # no folder markers
+                    f.write(b"")
+                self.root.fs.delete_file(probe.fs_path)
+        except OSError as exc:  # pyarrow's file-system errors are OSErrors too
+            raise SpecError(f"storage_path: cannot write to {self.root} ({_reason(exc)}); give a folder or "
+                            f"object-store URI this machine and every node can write (--set storage_path=...)") \
+                from None
+
+
+def _probe_local(path: Path) -> None:
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{existing} is a file, not a folder")
+    with tempfile.NamedTemporaryFile(dir=existing, prefix=".thoraxmae-write-check-"):
+        pass
+    if existing != path and not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot create folders in {existing}")
+
+
+def _reason(exc: OSError) -> str:
+    """The reason of a file-system error in one short line: the system's words, or the object store's error
+    and message without pyarrow's preamble and request id."""
+    if exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split())
+    aws = re.search(r"AWS Error (.*?)(?: \(Request ID: [^)]*\))?$", text)
+    return (aws.group(1) if aws else text)[:300]

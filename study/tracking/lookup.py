@@ -235,9 +235,10 @@ def has_tune_state(folder: Location | Path | str) -> bool:
 
 
 def check_new_study(spec: StudySpec) -> None:
-    """Before `study run` starts Ray: the tracking store is writable, no parent run there has the study's
-    name (whatever its storage path) and Tune's folder for it is free. SpecError names the commands that
-    resume or remove what is there."""
+    """Before `study run` starts Ray: the tracking store and the storage are writable, no parent run there
+    has the study's name (whatever its storage path) and Tune's folder for it is free. SpecError names the
+    commands that resume or remove what is there."""
+    StudyStorage(spec.storage_path).check_writable()
     check_tracking_uri(spec.tracking.uri, write=True)
     taken = name_taken(spec)
     if taken:
@@ -276,7 +277,9 @@ def name_taken(spec: StudySpec) -> str | None:
 
 
 def check_resumable(spec: StudySpec) -> None:
-    """Before `study resume` starts Ray: Tune's state of the study is where its spec says."""
+    """Before `study resume` starts Ray: the storage takes writes and Tune's state of the study is where its
+    spec says."""
+    StudyStorage(spec.storage_path).check_writable()
     folder = study_dir(spec.storage_path, spec.name)
     if spec.search.tournament is not None and (folder / SPEC_FILE).is_file():
         return  # a tournament keeps one Tune experiment per rung under its folder (study/run/tournament.py)

@@ -4,14 +4,21 @@ where the refusal comes before it (init_ray is a tripwire). Real file systems (t
 one is needed), a real S3 server (moto), real sockets."""
 from __future__ import annotations
 
+import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import write_store_manifest
 from tests.reliability.test_bad_inputs import spec_dict, write_spec
+from tests.reliability.test_bad_outputs import tmpfs
+from tests.s3_server import BUCKET, moto_server, serve
 from thoraxmae.cli import main
+from thoraxmae.study.run.ray_local import free_ports, restore_env
 
 
 @pytest.fixture(autouse=True)
@@ -58,3 +65,89 @@ def test_a_spec_nested_thousands_of_levels_deep_is_one_line(work, capsys, text, 
     code = main(["study", "run", str(spec), *(["--set", override] if override else [])])
     line = one_line(capsys)
     assert code == 2 and line.startswith("error: ") and re.search(message, line), line
+
+
+# --- storage_path: checked before Ray, creating nothing -------------------------------------------------------
+@contextmanager
+def moto_with_auth(log: Path) -> Iterator[dict[str, str]]:
+    """A moto S3 server that checks credentials (no request is let through unsigned by a known key): the
+    AWS_* keys the study uses are wrong for it."""
+    (port,) = free_ports(1)
+    cmd = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    saved = os.environ.get("INITIAL_NO_AUTH_ACTION_COUNT")
+    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # read by the server process at its start
+    try:
+        with serve(cmd, f"http://127.0.0.1:{port}/moto-api/", log, s3_env(port)) as env:
+            yield env
+    finally:
+        restore_env({"INITIAL_NO_AUTH_ACTION_COUNT": saved})
+
+
+def s3_env(port: int) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@contextmanager
+def read_only_mount(tmp: Path) -> Iterator[str]:
+    with tmpfs(tmp / "ro", "ro,size=1m") as mount:
+        yield str(mount / "studies")
+
+
+@contextmanager
+def place(value: str) -> Iterator[str]:
+    yield value
+
+
+@contextmanager
+def moto_bucket(tmp: Path, bucket: str) -> Iterator[str]:
+    with moto_server(tmp / "moto.log"):
+        yield f"s3://{bucket}/studies"
+
+
+@contextmanager
+def moto_wrong_credentials(tmp: Path) -> Iterator[str]:
+    with moto_with_auth(tmp / "moto.log"):
+        yield f"s3://{BUCKET}/studies"
+
+
+@contextmanager
+def endpoint_down(tmp: Path) -> Iterator[str]:
+    (port,) = free_ports(1)
+    saved = {k: os.environ.get(k) for k in s3_env(port)}
+    os.environ.update(s3_env(port))
+    try:
+        yield f"s3://{BUCKET}/studies"
+    finally:
+        restore_env(saved)
+
+
+STORAGE_CASES = {
+    "read-only": (read_only_mount, r"ro/studies \(Read-only file system\)"),
+    "sys": (lambda tmp: place("/sys/studies"), r"/sys/studies \((Permission denied|Read-only file system)\)"),
+    "a-file": (lambda tmp: place(str(tmp / "store" / "manifest.json")),
+               r"manifest\.json \(\S+/manifest\.json is a file, not a folder\)"),
+    "under-a-file": (lambda tmp: place(str(tmp / "store" / "manifest.json" / "studies")),
+                     r"manifest\.json/studies \(\S+/manifest\.json is a file, not a folder\)"),
+    "s3-wrong-credentials": (moto_wrong_credentials,
+                             r"s3://thoraxmae-test/studies \((INVALID_ACCESS_KEY_ID|ACCESS_DENIED) .*not exist in"),
+    "s3-endpoint-down": (endpoint_down,
+                         r"s3://thoraxmae-test/studies \(NETWORK_CONNECTION .*Could not connect to server\)"),
+    "s3-missing-bucket": (lambda tmp: moto_bucket(tmp, "nobucket"),
+                          r"s3://nobucket/studies \(NO_SUCH_BUCKET .*bucket does not exist\)"),
+}
+
+
+@pytest.mark.parametrize("case", STORAGE_CASES)
+def test_an_unusable_storage_path_is_one_line_before_ray(work, capsys, case):
+    where, message = STORAGE_CASES[case]
+    with where(work) as storage:
+        spec = write_spec(work / "s.yaml", spec_dict(work, storage_path=storage))
+        before = sorted(p.name for p in work.iterdir())
+        code = main(["study", "run", str(spec)])
+        line = one_line(capsys)
+    assert code == 2, line
+    assert line.startswith("error: storage_path: cannot write to ") and re.search(message, line), line
+    assert line.endswith("give a folder or object-store URI this machine and every node can write "
+                         "(--set storage_path=...)"), line
+    assert sorted(p.name for p in work.iterdir()) == before  # no MLflow database, no Tune folder
