@@ -15,7 +15,8 @@ from pathlib import Path
 # The specs the wheel ships (thoraxmae/configs/), or a checkout's configs/ (an editable install).
 CONFIGS = next(p for p in (Path(__file__).resolve().parent / "configs", Path(__file__).resolve().parents[1] / "configs")
                if p.is_dir())
-DEMO_SPEC = CONFIGS / "demo.yaml"
+DEMO_SPEC = CONFIGS / "demo.yaml"  # the pipeline search: `thoraxmae demo --spec .../demo.yaml`
+TOURNAMENT_SPEC = CONFIGS / "demo-tournament.yaml"  # what `thoraxmae demo` runs: the recipe tournament
 PHANTOM_MARKER = ".thoraxmae-phantom.json"
 
 
@@ -24,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for everything (default ./demo-out)")
     q.add_argument("--n", type=int, default=1200, help="phantom images (default 1200)")
     q.add_argument("--trials", type=int, default=None, help="trials (default: the demo spec's num_samples)")
-    q.add_argument("--spec", type=Path, default=DEMO_SPEC, help=f"study spec (default {DEMO_SPEC.name})")
+    q.add_argument("--spec", type=Path, default=TOURNAMENT_SPEC,
+                   help=f"study spec (default {TOURNAMENT_SPEC.name}, a recipe tournament; {DEMO_SPEC.name}: the "
+                        "pipeline search with TPE + ASHA and a confirmation)")
     q.add_argument("--confirm-seeds", type=int, default=None, metavar="N",
                    help="seeds of the confirmation of the best recipe vs the paper's (default: the spec's; 0: none)")
     q.set_defaults(func=cmd_demo)
@@ -44,11 +47,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     phantom = ensure_phantom(out / "phantom", args.n, console)
     store = ensure_store(phantom, out / "store", console)
     spec = demo_spec(args.spec, out, store, args.trials, args.confirm_seeds)
-    console.print(f"[bold][3/4][/] study [bold]{spec.name}[/]: {spec.search.num_samples} pipeline trials, TPE + ASHA, "
-                  f"{spec.resources.max_concurrent_trials} at a time; each pre-training recipe pre-trained once "
-                  f"and covered by {spec.search.coverage} fine-tuning trials first"
-                  + (f"; then the best recipe and the paper's re-run with {spec.confirm.seeds} seeds each"
-                     if spec.confirm else ""))
+    from thoraxmae.study.spec.coverage import combinations
+
+    t = spec.search.tournament
+    if t is not None:
+        console.print(f"[bold][3/4][/] recipe tournament [bold]{spec.name}[/]: {len(combinations(spec))} pre-training "
+                      f"recipes, rungs {t.rungs} pre-training epochs (constant LR, survivors continue), each recipe "
+                      f"scored by {t.scoring.trials} paired fine-tunes per rung, top {t.keep:.0%} kept")
+    else:
+        console.print(f"[bold][3/4][/] study [bold]{spec.name}[/]: {spec.search.num_samples} pipeline trials, "
+                      f"TPE + ASHA, {spec.resources.max_concurrent_trials} at a time; each pre-training recipe "
+                      f"pre-trained once and covered by {spec.search.coverage} fine-tuning trials first"
+                      + (f"; then the best recipe and the paper's re-run with {spec.confirm.seeds} seeds each"
+                         if spec.confirm else ""))
     from thoraxmae.cli.study import _run
 
     code = _run(spec, resume=False)
