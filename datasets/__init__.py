@@ -1,10 +1,11 @@
 """thoraxmae datasets: public data sources -> a prepared store -> transforms and loaders for training.
 
-    table = load_source("nih", "/data/ChestX-ray14")            # a validated SourceTable
-    prepare_store(table, Path("store/nih768"), size=768)          # decode once, uint8 Arrow shards
-    check_store("store/nih768")                                   # cheap: manifest, format version, shard files
+    table = load_source("nih", "/data/ChestX-ray14")          # a validated SourceTable
+    prepare_store(table, Path("store/nih768"), size=768)        # decode once, uint8 Arrow shards
+    check_store("store/nih768")                                 # cheap: manifest, format version, shard files
     check_store_use("store/nih768", [SplitNeed("train", "data.train_split", batch_size=128)])  # before Ray
-    ds = StoreDataset("store/nih768", "train", build_finetune_transform(224, 0.08, 6, True, NIH_MEAN, NIH_STD))
+    ds = StoreDataset("store/nih768", "train",
+                      build_finetune_transform(224, 0.08, 6, True, NIH_MEAN, NIH_STD))
     loader = make_loader(ds, batch_size=128, train=True, epoch=0, rank=0, world_size=1)
 
 `generate_phantom` writes a synthetic ChestX-ray14 in the real NIH layout (tests, demo). Names are

@@ -185,7 +185,8 @@ def _source_plans(args: argparse.Namespace) -> list[tuple[str, Path, dict]]:
             valid = "; ".join(f"{f}: {list(a)}" for f, a in accepts.items())
             raise DataError(f"source option {name!r} ({_flag(name)}) is not accepted by {which}; valid "
                             f"options: {valid}")
-    return [(fmt, root, {k: v for k, v in given.items() if k in accepts[fmt] and (i == 0 or k not in MAIN_ONLY_OPTIONS)})
+    return [(fmt, root, {k: v for k, v in given.items()
+                         if k in accepts[fmt] and (i == 0 or k not in MAIN_ONLY_OPTIONS)})
             for i, (fmt, root) in enumerate(sources)]
 
 
@@ -272,7 +273,8 @@ def _prepare(args: argparse.Namespace) -> int:
     if "sources" in table.notes:
         console.print("mixture of " + ", ".join(f"{p['name']} ({p['format']} {p['dir']}: {p['images']} "
                                                 "images)"
-                                                for p in table.notes["sources"]), markup=False, soft_wrap=True)
+                                                for p in table.notes["sources"]),
+                      markup=False, soft_wrap=True)
     sides = manifest["shorter_side"]
     console.print(_summary(f"store {args.out} (shorter side {sides['min']}-{sides['max']} px, "
                            f"{len(manifest['shards'])} shards)", manifest["counts"], manifest["positives"]))
@@ -340,7 +342,8 @@ def _table(args: argparse.Namespace):
     table = concat_tables(tables)
     table.notes["sources"] = [{"name": part, "format": fmt, "dir": str(root.resolve()), "images": len(t),
                                "counts": t.split_counts()}
-                              for part, (fmt, root, _), t in zip(table.notes["parts"], plans, tables, strict=True)]
+                              for part, (fmt, root, _), t
+                              in zip(table.notes["parts"], plans, tables, strict=True)]
     if keep is not None:
         table.notes["kept_splits"] = [s for s in SPLIT_NAMES if s in keep]
     return table

@@ -43,7 +43,8 @@ def _to_uint8(img: Image.Image, path: Path) -> np.ndarray:
     if img.mode == "F":
         a = np.asarray(img, dtype=np.float64)
         lo, hi = float(a.min()), float(a.max())
-        return np.zeros(a.shape, np.uint8) if hi <= lo else ((a - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8)
+        return (np.zeros(a.shape, np.uint8) if hi <= lo
+                else ((a - lo) * (255.0 / (hi - lo)) + 0.5).astype(np.uint8))
     if img.mode in ("RGB", "RGBA", "P", "PA", "LA", "1", "CMYK", "YCbCr", "L;16"):
         return np.array(img.convert("L"), dtype=np.uint8)
     raise DataError(f"{path}: unsupported image mode {img.mode!r}; expected gray, RGB(A) or 16-bit")

@@ -83,7 +83,8 @@ class ShardSampler(Sampler[int]):
         return iter(self.order().tolist())
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.n - (self.n % self.world_size if self.train else 0), self.world_size))
+        end = self.n - (self.n % self.world_size if self.train else 0)
+        return len(range(self.rank, end, self.world_size))
 
 
 def make_loader(dataset: StoreDataset, *, batch_size: int, train: bool, seed: int = 0, epoch: int = 0,

@@ -164,7 +164,8 @@ def generate_phantom(out: Path, n: int, size: int = 256, seed: int = 0, *,
         if progress is not None:
             progress(1)
     _write_csv(out / CSV_NAME, names, labels, patient, follow_up, rng)
-    (out / "train_val_list.txt").write_text("".join(f"{m}\n" for m, t in zip(names, test, strict=True) if not t))
+    (out / "train_val_list.txt").write_text("".join(f"{m}\n" for m, t in zip(names, test, strict=True)
+                                                    if not t))
     (out / "test_list.txt").write_text("".join(f"{m}\n" for m, t in zip(names, test, strict=True) if t))
     log.info("phantom: %d images of %d px, %d patients, %d test images -> "
              "%s", n, size, len(set(patient.tolist())),
@@ -184,6 +185,7 @@ def _write_csv(path: Path, names: list[str], labels: np.ndarray, patient: np.nda
     lines = [CSV_HEADER]
     for i, name in enumerate(names):
         p = int(patient[i])
-        lines.append(f"{name},{finding_text(labels[i])},{int(follow_up[i])},{p},{int(age[p]) + int(follow_up[i]) // 3},"
+        lines.append(f"{name},{finding_text(labels[i])},{int(follow_up[i])},{p},"
+                     f"{int(age[p]) + int(follow_up[i]) // 3},"
                      f"{sex[p]},{view[i]},{int(width[i])},{int(height[i])},{spacing[i]:.3f},{spacing[i]:.3f}")
     path.write_text("\n".join(lines) + "\n")

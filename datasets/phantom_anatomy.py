@@ -131,7 +131,8 @@ class Chest:
         # arcs rising, then falling laterally
         phase = (v + 0.15 * du - 1.1 * du**2) / a.rib_spacing + a.rib_phase
         ribs = np.clip((np.cos(2 * np.pi * phase) - 0.45) * 3.0, 0.0, 1.0)
-        cage = soft_inside(du - a.thorax - 0.02, self.size, 0.02) * soft_inside(a.lung_top - 0.02 - v, self.size)
+        cage = (soft_inside(du - a.thorax - 0.02, self.size, 0.02)
+                * soft_inside(a.lung_top - 0.02 - v, self.size))
         self.density += 0.06 * ribs * cage * soft_inside(v - max(a.dome_base) - 0.02, self.size, 0.02)
         for side in SIDES:
             self.density += 0.12 * soft_inside(segment_dist(u, v, (a.cx + side * 0.04, a.lung_top + 0.04),

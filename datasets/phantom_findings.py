@@ -51,7 +51,8 @@ def lung_point(c: Chest, side: int, rng: np.random.Generator, v_range: tuple[flo
 
 # ---------------------------------------------------------------- anatomy changes
 
-def shape_anatomy(anat: Anatomy, positive: Sequence[str], sides: dict[str, int], rng: np.random.Generator) -> Anatomy:
+def shape_anatomy(anat: Anatomy, positive: Sequence[str], sides: dict[str, int],
+                  rng: np.random.Generator) -> Anatomy:
     """The anatomy with the label-driven changes applied."""
     if "Cardiomegaly" in positive:
         anat = replace(anat, ctr=rng.uniform(0.57, 0.68))

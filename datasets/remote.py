@@ -121,7 +121,8 @@ def missing_shards(uri: str, manifest: dict) -> list[str]:
 
     filesys, root = filesystem(uri)
     infos = filesys.get_file_info([f"{root}/{e['file']}" for e in manifest["shards"]])
-    return [e["file"] for e, info in zip(manifest["shards"], infos, strict=True) if info.type != fs.FileType.File]
+    return [e["file"] for e, info in zip(manifest["shards"], infos, strict=True)
+            if info.type != fs.FileType.File]
 
 
 def shard_sizes(uri: str, manifest: dict) -> dict[str, int | None]:

@@ -201,7 +201,8 @@ def _decode_shards(table: SourceTable, plans: list[ShardPlan], size: int, worker
     """Decode the planned shards in order (in a process pool when workers > 1); yields each full shard."""
     paths = table.frame["path"].astype(str).to_numpy()
     readers = table.frame["reader"].astype(str).to_numpy()
-    tasks = [(plan, rows) for plan in plans for rows in np.array_split(plan.rows, -(-len(plan.rows) // CHUNK))]
+    tasks = [(plan, rows) for plan in plans
+             for rows in np.array_split(plan.rows, -(-len(plan.rows) // CHUNK))]
     pool = worker_pool(workers) if workers > 1 and tasks else None
     try:
         current, parts = None, []
@@ -266,7 +267,8 @@ def _content_hash(size: int, label_names, digests: dict[int, str]) -> str:
     return h.hexdigest()
 
 
-def _manifest(table: SourceTable, out: Path, plans: list[ShardPlan], size: int, digests: dict[int, str]) -> dict:
+def _manifest(table: SourceTable, out: Path, plans: list[ShardPlan], size: int,
+              digests: dict[int, str]) -> dict:
     """Counts and positives are read back from the shards, so they describe what is stored."""
     shards, failed, shorter, halves = [], [], [], 0
     counts = dict.fromkeys(SPLITS, 0)

@@ -68,7 +68,8 @@ def decode(path: str, reader: str, size: int) -> Levels:
     raise DataError(f"{path}: unknown reader {reader!r}; expected one of {READERS}")
 
 
-def decode_chunk(paths: list[str], readers: list[str], size: int) -> tuple[list[Levels], list[tuple[int, str]]]:
+def decode_chunk(paths: list[str], readers: list[str],
+                 size: int) -> tuple[list[Levels], list[tuple[int, str]]]:
     """Decode a chunk of files (runs in a pool worker). Returns (the images that decoded, in order;
     [(position in the chunk, reason)] of those that did not)."""
     pixels: list[Levels] = []
@@ -219,8 +220,10 @@ def _pixels(table: pa.Table, column: str, sides: tuple[str, str], path: Path) ->
         return Pixels(np.empty(0, np.uint8), np.zeros(1, np.int64), hw)
     chunk = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     offsets = np.frombuffer(chunk.buffers()[1], np.int64, count=n + 1, offset=chunk.offset * 8)
-    data = np.frombuffer(chunk.buffers()[2], np.uint8) if chunk.buffers()[2] is not None else np.empty(0, np.uint8)
-    if np.any(np.diff(offsets) != hw[:, 0].astype(np.int64) * hw[:, 1]) or offsets[0] < 0 or offsets[-1] > len(data):
+    data = (np.frombuffer(chunk.buffers()[2], np.uint8) if chunk.buffers()[2] is not None
+            else np.empty(0, np.uint8))
+    if (np.any(np.diff(offsets) != hw[:, 0].astype(np.int64) * hw[:, 1])
+            or offsets[0] < 0 or offsets[-1] > len(data)):
         raise DataError(f"{path}: image sizes do not match the stored pixels (damaged shard); "
                         "re-run `thoraxmae data prepare`")
     return Pixels(data, offsets, hw)
@@ -250,6 +253,6 @@ def shard_digest(view: ShardView) -> str:
 
 def fixed_list(col: pa.ChunkedArray, dtype: type, k: int) -> np.ndarray:
     """A fixed-size-list column -> [n, k] numpy array."""
-    values = np.concatenate([c.flatten().to_numpy(zero_copy_only=False) for c in col.chunks]) if col.num_chunks \
-        else np.empty(0)
+    values = (np.concatenate([c.flatten().to_numpy(zero_copy_only=False) for c in col.chunks])
+              if col.num_chunks else np.empty(0))
     return values.astype(dtype, copy=False).reshape(-1, k)

@@ -64,7 +64,8 @@ def load_chexpert(root: Path, *, labels: str | Sequence[str] = "5task", uncertai
     policy = resolve_policy(uncertainty, names, MIXED_POLICY, "zeros")
     parts = [_read_part(root / file_name, split, names, frontal) for split, file_name in CSV_FILES.items()]
     ids, patients, raw = (np.concatenate([p[k] for p in parts]) for k in range(3))
-    splits = np.concatenate([np.full(len(p[0]), split, dtype=object) for split, p in zip(CSV_FILES, parts, strict=True)])
+    splits = np.concatenate([np.full(len(p[0]), split, dtype=object)
+                             for split, p in zip(CSV_FILES, parts, strict=True)])
     splits = carve_val(patients, splits, seed=split_seed, val_fraction=val_fraction,
                        where=str(root / "train.csv"),
                        allow_zero=True)

@@ -34,7 +34,8 @@ def load_covidx(root: Path, *, version: str = "9A", split_seed: int = 0, val_fra
     check_missing_option(missing)
     parts = [_read_list(root / f"{split}_COVIDx{version}.txt", split) for split in SPLIT_DIRS]
     ids, patients, classes, lines = (np.concatenate([p[k] for p in parts]) for k in range(4))
-    splits = np.concatenate([np.full(len(p[0]), split, dtype=object) for split, p in zip(SPLIT_DIRS, parts, strict=True)])
+    splits = np.concatenate([np.full(len(p[0]), split, dtype=object)
+                             for split, p in zip(SPLIT_DIRS, parts, strict=True)])
     for split in SPLIT_DIRS:
         rows = splits == split
         check_unique(ids[rows], root / f"{split}_COVIDx{version}.txt", "filename", lines[rows])

@@ -58,7 +58,8 @@ def load_mimic(root: Path, *, uncertainty: UncertaintyOption = "zeros", views: S
     split_of = _official_split(root / SPLIT_FILE)
     splits = np.array([split_of.get(d, "") for d in dicom_ids.tolist()], dtype=object)
     label_row, raw_all = _labels(root / LABELS_FILE)
-    rows_idx = np.array([label_row.get((s, t), -1) for s, t in zip(subjects.tolist(), studies.tolist(), strict=True)])
+    rows_idx = np.array([label_row.get((s, t), -1)
+                         for s, t in zip(subjects.tolist(), studies.tolist(), strict=True)])
     notes = {"views": list(views), "uncertainty": policy,
              "no_split": int((keep & (splits == "")).sum()), "no_labels": int((keep & (rows_idx < 0)).sum())}
     for what, n in (("no split entry", notes["no_split"]), ("no labels for their study", notes["no_labels"])):
@@ -69,7 +70,8 @@ def load_mimic(root: Path, *, uncertainty: UncertaintyOption = "zeros", views: S
         raise DataError(f"{meta_path}: no image with ViewPosition in {list(views)} has a split and labels")
     labels, mask = apply_policy(raw_all[rows_idx[keep]], MIMIC_LABELS, policy)
     paths = np.array([str(_image_path(root, s, t, d)) for s, t, d in
-                      zip(subjects[keep].tolist(), studies[keep].tolist(), dicom_ids[keep].tolist(), strict=True)], dtype=object)
+                      zip(subjects[keep].tolist(), studies[keep].tolist(), dicom_ids[keep].tolist(),
+                          strict=True)], dtype=object)
     rows = Rows(dicom_ids[keep], paths, subjects[keep], splits[keep], labels, mask, notes)
     rows = drop_missing(rows, files_exist(paths), missing=missing, where=str(meta_path))
     return build_table("mimic", MIMIC_LABELS, rows)
