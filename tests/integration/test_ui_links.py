@@ -4,6 +4,7 @@ server. A real `mlflow server` and the real CLI; the link opened in a browser: t
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_store_manifest
+from tests.integration import browser
 from tests.integration.study_helpers import free_ports, stop_process, subprocess_env
 from tests.integration.test_study_mlflow_server import mlflow_server  # noqa: F401  (the fixture)
 from thoraxmae.cli import main
@@ -80,3 +82,35 @@ def test_server_commands_print_the_study_trials_link(mlflow_server, tmp_path, ca
                  "--bootstrap", "0", "--no-log")
     assert f"trials: {link}\n" in report
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"  # the report command keeps MLflow's telemetry off
+
+
+def test_the_printed_link_shows_the_trials_by_name_best_first(tmp_path):
+    """`thoraxmae ui` on a store with a study (written by the run-schema writer, no Ray): the link it
+    prints, rendered by headless Chromium, lists the study's trial runs by name, best val/mauc first,
+    and nothing else (the study run itself is filtered out)."""
+    browser.chromium()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    write_store_manifest(tmp_path / "store")
+    raw = {"name": "browsed", "stage": "finetune", "data": {"store": str(tmp_path / "store")},
+           "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8},
+           "finetune": {"epochs": 1, "warmup_epochs": 0},
+           "search": {"num_samples": 3, "space": {"finetune.drop_path": {"type": "float", "low": 0.0, "high": 0.3}}},
+           "tracking": {"uri": uri}, "storage_path": str(tmp_path / "studies")}
+    tracker = StudyTracker(with_defaults(parse_spec(raw)))
+    tracker.start_study()
+    for trial_id, mauc in (("t1", 0.61), ("t2", 0.83), ("t3", 0.72)):
+        run = tracker.start_trial(trial_id, {"finetune.drop_path": "0.1"})
+        tracker.log_epoch(run, {schema.M_VAL_MAUC: mauc}, 1)
+        tracker.end_trial(run, schema.STATUS_COMPLETED)
+    tracker.end_study()
+    (port,) = free_ports(1)
+    with browser.serving_ui(uri, port, tmp_path / "ui.log", env=subprocess_env()) as base:
+        said = (tmp_path / "ui.log").read_text()
+        link = trials_url(base, tracker.experiment_id(), schema.M_VAL_MAUC, "max")
+        assert f"  browsed: {link}\n" in said, said
+        names = ["browsed-t2", "browsed-t3", "browsed-t1"]  # best val/mauc first
+        dom = browser.dom_showing(link, names)
+    text = re.sub(r"<[^>]+>", " ", dom)
+    assert all(n in text for n in names), f"{names} not all on the page the link opens"
+    assert [text.index(n) for n in names] == sorted(text.index(n) for n in names), "not best val/mauc first"
+    assert "3 matching runs" in re.sub(r"<[^>]+>", "", dom)
