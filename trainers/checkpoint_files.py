@@ -132,7 +132,8 @@ def classify(obj: Any) -> tuple[str | None, str]:
     keys = sorted(map(str, obj))
     if isinstance(model, Mapping) and _is_state_dict(model):
         if isinstance(obj.get("args"), argparse.Namespace):
-            return "medical_mae", f"a dict {keys[:8]} with a state dict of {len(model)} tensors and argparse args"
+            return ("medical_mae",
+                    f"a dict {keys[:8]} with a state dict of {len(model)} tensors and argparse args")
         return "thoraxmae", f"a dict {keys[:8]} with a state dict of {len(model)} tensors"
     if isinstance(model, Mapping):
         bad = [str(k) for k, v in model.items() if not isinstance(v, torch.Tensor)]

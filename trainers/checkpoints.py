@@ -67,7 +67,8 @@ class LoadReport:
         return {"path": str(self.path), "format": self.format, "loaded": sorted(self.loaded),
                 "missing": sorted(self.missing), "dropped": sorted(self.dropped),
                 "pos_embed_resized": None if grid is None else {"from": list(grid[0]), "to": list(grid[1])},
-                "head": self.head, "file_classes": None if self.file_classes is None else list(self.file_classes)}
+                "head": self.head,
+                "file_classes": None if self.file_classes is None else list(self.file_classes)}
 
     def lines(self) -> list[str]:
         """A short human summary, one fact per line (for logs and the console)."""
@@ -168,7 +169,8 @@ def _fit_head(ck: CheckpointFile, state: dict[str, torch.Tensor], target: Mappin
     if label_names is not None and file_classes is not None:
         if tuple(label_names) == file_classes:
             return state, "loaded", file_classes
-        if set(label_names) <= set(file_classes) and all(state[k].shape[1:] == target[k].shape[1:] for k in present):
+        if (set(label_names) <= set(file_classes)
+                and all(state[k].shape[1:] == target[k].shape[1:] for k in present)):
             rows = torch.tensor([file_classes.index(n) for n in label_names])
             return {**state, **{k: state[k][rows] for k in present}}, "reordered", file_classes
         fits = False

@@ -133,7 +133,8 @@ class FinetuneConfig(ConfigModel):
     init: PathOrUri | None = Field(None, description="checkpoint to start from: a file (a Path) or an "
                                                      "object-store "
                                     "URI such as s3://bucket/ckpt/mae.pt (a str; fetched once per node)")
-    init_format: Literal["auto", CheckpointFormat] = setting("auto", description="auto: recognised from the content")
+    init_format: Literal["auto", CheckpointFormat] = setting("auto",
+                                                             description="auto: recognised from the content")
     bootstrap: int = setting(1000, ge=0, description="bootstrap resamples for the test mAUC CI")
     max_steps_per_epoch: int | None = setting(None, ge=1, description="cap for smoke runs")
     seed: int = 0
@@ -152,7 +153,8 @@ def knob_fields(cls: type[BaseModel]) -> dict[str, dict[str, Any]]:
     for name, info in cls.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if extra.get("knob"):
-            bound = {a: getattr(m, a) for m in info.metadata for a in ("ge", "gt", "le", "lt") if hasattr(m, a)}
+            bound = {a: getattr(m, a) for m in info.metadata for a in ("ge", "gt", "le", "lt")
+                     if hasattr(m, a)}
             out[name] = {"unit": extra["unit"], "paper": extra["paper"], "default": info.default,
                          "low": bound.get("ge", bound.get("gt")), "high": bound.get("le", bound.get("lt"))}
     return out
@@ -161,4 +163,5 @@ def knob_fields(cls: type[BaseModel]) -> dict[str, dict[str, Any]]:
 def unsearchable_fields(cls: type[BaseModel]) -> frozenset[str]:
     """Fields marked `setting()`: not recipe knobs, never searched."""
     return frozenset(name for name, info in cls.model_fields.items()
-                     if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("searchable") is False)
+                     if isinstance(info.json_schema_extra, dict)
+                     and info.json_schema_extra.get("searchable") is False)

@@ -98,7 +98,8 @@ def finetune_loop(config: dict[str, Any]) -> None:
                  lambda m: torch.optim.AdamW(param_groups(m, cfg.weight_decay, cfg.layer_decay), lr=0.0),
                  job.resources, worker, cfg.seed, files)
     init_report = run.saved("load_report", init_report)
-    best_state = run.files[R.BEST_MODEL_FILE]["model"] if run.files and R.BEST_MODEL_FILE in run.files else None
+    best_state = (run.files[R.BEST_MODEL_FILE]["model"] if run.files and R.BEST_MODEL_FILE in run.files
+                  else None)
     best, best_epoch = float(run.saved("best_value", -math.inf)), int(run.saved("best_epoch", 0))
     select = R.M_VAL_ACC if multiclass else R.M_VAL_MAUC  # docs/paper.md: COVIDx is scored by accuracy
     about = {"label_names": list(names), "normalization": {"mean": data.mean, "std": data.std},
@@ -109,7 +110,8 @@ def finetune_loop(config: dict[str, Any]) -> None:
                              world_size=worker.world_size, num_workers=data.num_workers)
     if worker.is_main:
         log.info("fine-tuning %s on %s: %d train / %d val images, %d labels, lr %.3g, epochs %d-%d", r.name,
-                 store.path, len(train_ds), len(val_ds), len(names), sched.base_lr, run.start_epoch + 1, cfg.epochs)
+                 store.path, len(train_ds), len(val_ds), len(names), sched.base_lr, run.start_epoch + 1,
+                 cfg.epochs)
 
     for epoch in range(run.start_epoch, cfg.epochs):
         faults.fail("finetune", epoch + 1, run.restored, config.get(faults.CONFIG_KEY, ""))
@@ -128,11 +130,13 @@ def finetune_loop(config: dict[str, Any]) -> None:
                    R.M_BEST_EPOCH: best_epoch, R.M_EPOCH_TIME: stats.seconds,
                    R.M_THROUGHPUT: stats.images_per_s}
         if done == cfg.epochs and test_ds is not None:
-            metrics.update(_test_once(run.model, best_state, test_ds, cfg, worker, multiclass, names, data.num_workers))
+            metrics.update(_test_once(run.model, best_state, test_ds, cfg, worker, multiclass, names,
+                                      data.num_workers))
         if init_report is not None and (epoch == run.start_epoch or done == cfg.epochs):
             metrics[R.INIT_LOAD_REPORT] = json.dumps(init_report)
         metrics[run.clock.key] = run.clock.hours()
-        out = {R.CHECKPOINT_FILE: run.state_dict(done, job.model, best_value=best, best_epoch=best_epoch, **about)}
+        out = {R.CHECKPOINT_FILE: run.state_dict(done, job.model, best_value=best, best_epoch=best_epoch,
+                                                 **about)}
         if best_state is not None:
             out[R.BEST_MODEL_FILE] = {"model": best_state, "epoch": best_epoch, select: best,
                                       "model_config": job.model.model_dump(mode="json"), **about}

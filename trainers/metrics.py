@@ -103,7 +103,8 @@ def bootstrap_ci(y: np.ndarray, scores: np.ndarray, mask: np.ndarray | None, n_b
     rng = np.random.default_rng(seed)
     ranked = RankedScores(y, scores, mask)
     correct = (y.argmax(1) == scores.argmax(1)).astype(np.float64)  # [n]
-    maucs, per_class, accs = np.full(n_boot, math.nan), np.full((n_boot, k), math.nan), np.full(n_boot, math.nan)
+    maucs, per_class, accs = (np.full(n_boot, math.nan), np.full((n_boot, k), math.nan),
+                              np.full(n_boot, math.nan))
     for b in range(n_boot):
         weights = np.bincount(draw_rows(rng, order, starts), minlength=len(y)).astype(np.float64)  # [n]
         per_class[b] = ranked.aucs(weights)

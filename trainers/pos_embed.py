@@ -32,7 +32,8 @@ def sincos_2d(embed_dim: int, grid_size: int, cls_token: bool = False) -> torch.
     return emb.float()
 
 
-def interpolate_pos_embed(pos_embed: torch.Tensor, grid_size: tuple[int, int], num_prefix: int = 1) -> torch.Tensor:
+def interpolate_pos_embed(pos_embed: torch.Tensor, grid_size: tuple[int, int],
+                          num_prefix: int = 1) -> torch.Tensor:
     """Resize pos_embed [1, P + Gs*Gs, D] to [1, P + Gh*Gw, D] (bicubic over the grid; the P prefix
     tokens, i.e. the class token, are kept as they are). The source grid must be square."""
     prefix, patches = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]  # [1, P, D], [1, Gs*Gs, D]

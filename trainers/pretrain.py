@@ -70,5 +70,8 @@ def pretrain_loop(config: dict[str, Any]) -> None:
                    R.M_EPOCH_TIME: stats.seconds,
                    R.M_THROUGHPUT: stats.images_per_s, run.clock.key: run.clock.hours()}
         checkpoint = done % cfg.checkpoint_every == 0 or done == cfg.epochs
-        report(worker, metrics,
-               {R.CHECKPOINT_FILE: run.state_dict(done, job.model, **{PRETRAIN_STATE: pretrain_state(cfg)})} if checkpoint else None)
+        saved = None
+        if checkpoint:
+            state = run.state_dict(done, job.model, **{PRETRAIN_STATE: pretrain_state(cfg)})
+            saved = {R.CHECKPOINT_FILE: state}
+        report(worker, metrics, saved)

@@ -89,7 +89,8 @@ def restore_files() -> dict[str, Any] | None:
         LINEAGE.restart([])
         return None
     with ckpt.as_directory() as folder:
-        files = {p.name: torch.load(p, map_location="cpu", weights_only=True) for p in Path(folder).glob("*.pt")}
+        files = {p.name: torch.load(p, map_location="cpu", weights_only=True)
+                 for p in Path(folder).glob("*.pt")}
     if reporting.CHECKPOINT_FILE not in files:
         raise FileNotFoundError(f"{ckpt.path}: checkpoint has no {reporting.CHECKPOINT_FILE}")
     state = files[reporting.CHECKPOINT_FILE]

@@ -3,8 +3,8 @@ model and optimizer from the latest checkpoint, the cost clock, the LR schedule 
 
     worker = start_worker(job.resources, cfg.seed)
     files = restore_files()
-    run = resume(build_model(...), lambda m: torch.optim.AdamW(param_groups(m, ...)), job.resources, worker, seed,
-                 files)
+    run = resume(build_model(...), lambda m: torch.optim.AdamW(param_groups(m, ...)), job.resources, worker,
+                 seed, files)
     for epoch in range(run.start_epoch, cfg.epochs): ...
         report(worker, metrics, {CHECKPOINT_FILE: run.state_dict(epoch + 1, job.model)})
 """
@@ -69,7 +69,8 @@ class Run:
         """What CHECKPOINT_FILE holds: weights (reference names), optimizer, epoch, cost, `extra`."""
         return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                 "epoch": epoch,
-                "cost_hours": self.clock.hours(), "model_config": model_config.model_dump(mode="json"), **extra}
+                "cost_hours": self.clock.hours(), "model_config": model_config.model_dump(mode="json"),
+                **extra}
 
 
 def resume(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],

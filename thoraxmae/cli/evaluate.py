@@ -117,7 +117,8 @@ def print_table(ev) -> None:
     for col in ("label", "positives", "AUC", "95% CI"):
         table.add_column(col, justify="left" if col == "label" else "right")
     positives = (ev.labels * ev.mask).sum(0)
-    for name, pos, auc, (lo, hi) in zip(ev.label_names, positives, ev.per_class_auc, ev.ci.per_class, strict=True):
+    for name, pos, auc, (lo, hi) in zip(ev.label_names, positives, ev.per_class_auc, ev.ci.per_class,
+                                        strict=True):
         table.add_row(name, f"{int(pos)}", _num(auc), f"{_num(lo)}-{_num(hi)}")
     table.add_row("mean AUC", "", _num(ev.mauc), f"{_num(ev.ci.mauc[0])}-{_num(ev.ci.mauc[1])}", style="bold")
     if ev.accuracy is not None:

@@ -63,9 +63,11 @@ class StudyProgress(Callback):
         self._refresh()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self.status[trial.trial_id] = trial_status(TrialPlan.from_config(self.spec, trial.config), trial.last_result or {})
+        self.status[trial.trial_id] = trial_status(TrialPlan.from_config(self.spec, trial.config),
+                                                   trial.last_result or {})
         value = (trial.last_result or {}).get(self.spec.metric)
-        shown = f", {self.spec.metric} {value:.4f}" if isinstance(value, int | float) and math.isfinite(value) else ""
+        shown = (f", {self.spec.metric} {value:.4f}"
+                 if isinstance(value, int | float) and math.isfinite(value) else "")
         self._refresh(f"trial {trial.trial_id} {self.status[trial.trial_id]} at "
                       f"{self.epoch.get(trial.trial_id, '-')}{shown}")
 

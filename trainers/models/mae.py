@@ -55,7 +55,8 @@ class MaskedAutoencoderViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         # fixed
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim), requires_grad=False)
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True,
+                                           norm_layer=norm_layer)
                                      for _ in range(depth)])
         self.norm = norm_layer(embed_dim)
         # decoder
@@ -74,7 +75,8 @@ class MaskedAutoencoderViT(nn.Module):
         """Reference MAE init: fixed sin-cos positions, xavier-uniform linears (the patch projection
         treated as a linear), normal(0.02) class and mask tokens, unit LayerNorms."""
         self.pos_embed.data.copy_(sincos_2d(self.pos_embed.shape[-1], grid_size, cls_token=True)[None])
-        self.decoder_pos_embed.data.copy_(sincos_2d(self.decoder_pos_embed.shape[-1], grid_size, cls_token=True)[None])
+        self.decoder_pos_embed.data.copy_(sincos_2d(self.decoder_pos_embed.shape[-1], grid_size,
+                                                    cls_token=True)[None])
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
@@ -103,7 +105,8 @@ class MaskedAutoencoderViT(nn.Module):
         x = torch.einsum("nhwpqc->nchpwq", x)  # [N, C, h, p, w, p]
         return x.reshape(n, c, g * p, g * p)
 
-    def random_masking(self, x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def random_masking(self, x: torch.Tensor,
+                       mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Keep a random num_visible(L, mask_ratio) patches per sample (argsort of uniform noise).
 
         x: [N, L, D] -> x_visible [N, L_keep, D], mask [N, L] (0 keep, 1 masked), ids_restore [N, L]."""
@@ -157,8 +160,8 @@ class MaskedAutoencoderViT(nn.Module):
     def forward(self, imgs: torch.Tensor, mask_ratio: float | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """mask_ratio: None -> the model's own (pretrain.mask_ratio it was built with)."""
-        latent, mask, ids_restore = self.forward_encoder(imgs,
-                                                         self.mask_ratio if mask_ratio is None else mask_ratio)
+        ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        latent, mask, ids_restore = self.forward_encoder(imgs, ratio)
         pred = self.forward_decoder(latent, ids_restore)  # [N, L, p*p*C]
         return self.forward_loss(imgs, pred, mask), pred, mask
 

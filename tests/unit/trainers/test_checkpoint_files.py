@@ -182,7 +182,8 @@ def test_the_load_report_says_what_was_loaded_missing_dropped_and_resized(tmp_pa
     assert d == {"path": str(path), "format": "medical_mae", "loaded": sorted(set(mae_state) - set(decoder)),
                  "missing": ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"],
                  "dropped": decoder,
-                 "pos_embed_resized": {"from": [8, 8], "to": [12, 12]}, "head": "absent", "file_classes": None}
+                 "pos_embed_resized": {"from": [8, 8], "to": [12, 12]}, "head": "absent",
+                 "file_classes": None}
     assert report.lines() == [
         f"loaded {path} (medical_mae): {len(d['loaded'])} tensors",
         "missing (trained from scratch): ['fc_norm.bias', 'fc_norm.weight', 'head.bias', 'head.weight']",

@@ -65,12 +65,14 @@ def test_a_paper_format_checkpoint_reproduces_its_logits_and_logs_an_evaluation_
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("evaluations").experiment_id])
     assert run.data.tags[schema.TAG_ROLE] == "evaluation" and run.data.tags["test/ci_unit"] == "patient"
-    assert run.data.params["checkpoint"] == str(path) and run.data.params["checkpoint.format"] == "medical_mae"
+    assert (run.data.params["checkpoint"] == str(path)
+            and run.data.params["checkpoint.format"] == "medical_mae")
     assert run.data.params["store"] == str(phantom_store) and run.data.params["split"] == "test"
     assert run.data.metrics[schema.M_TEST_MAUC] == pytest.approx(ev.mauc, abs=1e-9)
     assert run.data.metrics[schema.M_TEST_MAUC_CI_LOW] == pytest.approx(ev.ci.mauc[0])
     assert run.data.metrics["test/auc/Cardiomegaly"] == pytest.approx(saved_aucs[1], abs=1e-9)
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {schema.ARTIFACT_AUC_TABLE, "load_report.json"}
+    assert ({a.path for a in client.list_artifacts(run.info.run_id)}
+            == {schema.ARTIFACT_AUC_TABLE, "load_report.json"})
     assert run.info.status == "FINISHED"
 
 
@@ -113,7 +115,8 @@ def test_a_checkpoint_without_a_head_is_one_error_line(phantom_store, tmp_path, 
     (tmp_path / "random.pth").write_bytes(b"\x00\x01" * 100)
     assert cli_main(["evaluate", str(tmp_path / "random.pth"), "--store", str(phantom_store),
                      "--tracking-uri", uri]) == 2
-    assert "random.pth: cannot be read as a checkpoint (tried thoraxmae, medical_mae, timm)" in capsys.readouterr().err
+    assert ("random.pth: cannot be read as a checkpoint (tried thoraxmae, medical_mae, timm)"
+            in capsys.readouterr().err)
 
 
 def test_the_init_load_report_can_be_previewed_before_a_run(phantom_store, tmp_path):

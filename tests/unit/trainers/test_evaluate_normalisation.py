@@ -79,7 +79,7 @@ def test_statistics_that_cannot_be_honoured_are_refused_in_one_line(tmp_path, co
 def test_our_files_per_channel_statistics_are_used_as_stored(tmp_path):
     ck = CheckpointFile(tmp_path / "f.pt", "thoraxmae", {"model": {},
                                                          "normalization": {"mean": [0.4, 0.5, 0.6],
-                                                                                      "std": [0.2, 0.2, 0.3]}})
+                                                                           "std": [0.2, 0.2, 0.3]}})
     assert normalization_of(ck, 3) == ((0.4, 0.5, 0.6), (0.2, 0.2, 0.3))
     one = CheckpointFile(tmp_path / "f.pt", "thoraxmae",
                          {"model": {}, "normalization": {"mean": [0.4], "std": 0.2}})

@@ -71,7 +71,8 @@ def test_patient_intervals_are_wider_than_image_intervals_when_patients_repeat()
     y, s, ids = repeated_patients(40, 10)
     by_patient = metrics.bootstrap_ci(y, s, None, 300, seed=0, patient_ids=ids)
     by_image = metrics.bootstrap_ci(y, s, None, 300, seed=0)
-    assert (by_patient.unit, by_patient.n_units, by_image.unit, by_image.n_units) == ("patient", 40, "image", 400)
+    assert ((by_patient.unit, by_patient.n_units, by_image.unit, by_image.n_units)
+            == ("patient", 40, "image", 400))
     assert by_patient.mauc[1] - by_patient.mauc[0] > 2 * (by_image.mauc[1] - by_image.mauc[0])
     assert all(p[1] - p[0] > i[1] - i[0] for p,
                i in zip(by_patient.per_class, by_image.per_class, strict=True))
@@ -109,8 +110,9 @@ def test_multiclass_accuracy_has_an_interval_and_the_metrics_are_named():
     out = ci.metrics("test/", ["normal", "pneumonia", "COVID-19"])
     assert out["test/ci_unit"] == "patient" and out["test/acc_ci_low"] == ci.acc[0]
     assert sorted(out) == sorted(["test/mauc_ci_low", "test/mauc_ci_high", "test/ci_unit", "test/acc_ci_low",
-                                  "test/acc_ci_high"] + [f"test/auc_ci_{e}/{n}" for n in ["normal", "pneumonia", "COVID-19"]
-                                                         for e in ("low", "high")])
+                                  "test/acc_ci_high"]
+                                 + [f"test/auc_ci_{e}/{n}" for n in ["normal", "pneumonia", "COVID-19"]
+                                    for e in ("low", "high")])
 
 
 def test_accuracy_is_top1():

@@ -80,7 +80,8 @@ def test_set_lr_applies_each_groups_scale():
     (80.0, 1e-5),                              # past the end
 ])
 def test_lr_at_warmup_then_cosine(epoch, expected):
-    assert lr_at(epoch, base_lr=1e-3, min_lr=1e-5, warmup=5, total=75) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    assert (lr_at(epoch, base_lr=1e-3, min_lr=1e-5, warmup=5, total=75)
+            == pytest.approx(expected, rel=1e-9, abs=1e-15))
 
 
 def test_lr_at_is_continuous_and_decreasing_after_warmup():
@@ -95,7 +96,8 @@ def test_wrapped_models_get_the_same_groups():
     model = build_classifier(ModelConfig(name="vit_tiny_test", img_size=32, patch_size=8, depth=2), 2, 0.0)
     plain = [(g["lr_scale"], g["weight_decay"], len(g["params"])) for g in param_groups(model, 0.05, 0.5)]
     compiled = torch.compile(model)  # lazy: nothing is compiled until called
-    assert [(g["lr_scale"], g["weight_decay"], len(g["params"])) for g in param_groups(compiled, 0.05, 0.5)] == plain
+    assert [(g["lr_scale"], g["weight_decay"], len(g["params"]))
+            for g in param_groups(compiled, 0.05, 0.5)] == plain
     # layers 0..3 (embeddings, 2 blocks, head), each with a decayed and a non-decayed group
     assert plain == [(0.125, 0.05, 1), (0.125, 0.0, 3), (0.25, 0.05, 4), (0.25, 0.0, 8),
                      (0.5, 0.05, 4), (0.5, 0.0, 8), (1.0, 0.05, 1), (1.0, 0.0, 3)]

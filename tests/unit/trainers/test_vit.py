@@ -127,5 +127,6 @@ def test_shipped_configs_take_their_geometry_from_the_presets():
     for name, model in models.items():
         assert not {"img_size", "patch_size", "decoder_depth", "decoder_num_heads"} & set(model), name
     paper = resolve_model(ModelConfig(**models["paper-pretrain.yaml"]))  # mae_vit_small_patch16_dec512d2b
-    assert (paper.img_size, paper.patch_size, paper.embed_dim, paper.depth, paper.num_heads) == (224, 16, 384, 12, 6)
+    assert ((paper.img_size, paper.patch_size, paper.embed_dim, paper.depth, paper.num_heads)
+            == (224, 16, 384, 12, 6))
     assert (paper.decoder_embed_dim, paper.decoder_depth, paper.decoder_num_heads) == (512, 2, 16)
