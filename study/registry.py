@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 KEY_VERSION = 2  # 2: resolved model, code version, horizon-free keys without their length
 KEY_FILE = "key.json"
 ENTRY_FILE = "entry.json"
-RUN_NAME = "pretrain"  # the Train run's name (it ends like every pre-training run: `...-pretrain` / `pretrain`)
+# the Train run's name (it ends like every pre-training run: `...-pretrain` / `pretrain`)
+RUN_NAME = "pretrain"
 REF_PREFIX = "registry:"  # finetune.init: registry:<key or unique key prefix>
 LEASE_S = 60.0
 # Fields that do not change the weights a pre-training produces (`continue_from`: where it resumed from).
@@ -88,11 +89,12 @@ def store_content_hash(store: Path | str) -> str:
 
 
 def key_payload(model: Any, data: Any, pretrain: Any, workers: int) -> dict[str, Any]:
-    """Everything that decides a pre-training's weights, as plain JSON (pydantic configs in), and nothing else:
-    the model as resolved from its preset (writing a preset's value out gives the same key) without
+    """Everything that decides a pre-training's weights, as plain JSON (pydantic configs in), and nothing
+    else: the model as resolved from its preset (writing a preset's value out gives the same key) without
     `global_pool` (fine-tuning only), the data config without the splits pre-training never reads, the
-    pre-training config without bookkeeping and, for a horizon-free (constant) schedule, without its length:
-    such a key's entries are the epochs it reached (`entry_id`). `code` changes when the training code does."""
+    pre-training config without bookkeeping and, for a horizon-free (constant) schedule, without its
+    length: such a key's entries are the epochs it reached (`entry_id`). `code` changes when the training
+    code does."""
     from thoraxmae.trainers.models.presets import resolve_model
 
     resolved = {k: v for k, v in asdict(resolve_model(model)).items() if k not in MODEL_NOT_IN_KEY}
@@ -104,12 +106,14 @@ def key_payload(model: Any, data: Any, pretrain: Any, workers: int) -> dict[str,
 
 
 def horizon_free(pretrain: Any) -> bool:
-    """A constant schedule: its checkpoint at epoch e does not depend on the planned length (trainers.continuation)."""
+    """A constant schedule: its checkpoint at epoch e does not depend on the planned length
+    (trainers.continuation)."""
     return getattr(pretrain, "schedule", "cosine") == "constant"
 
 
 def entry_id(key: str, pretrain: Any) -> str:
-    """The registry folder of a pre-training: its key, and for a horizon-free key the epochs reached (`<key>-e<n>`)."""
+    """The registry folder of a pre-training: its key, and for a horizon-free key the epochs reached
+    (`<key>-e<n>`)."""
     return f"{key}{EPOCHS_SEP}{pretrain.epochs}" if horizon_free(pretrain) else key
 
 
@@ -122,7 +126,8 @@ def entry_epochs(name: str, key: str) -> int | None:
 @functools.cache
 def code_version() -> str:
     """A hash of the code that decides pre-trained weights (CODE_MODULES), docstrings and comments left out
-    (parsed with `ast`), so a change to the training code gives new keys and a change to its prose does not."""
+    (parsed with `ast`), so a change to the training code gives new keys and a change to its prose does
+    not."""
     digest = hashlib.sha256()
     for name in CODE_MODULES:
         spec = importlib.util.find_spec(name)
@@ -187,14 +192,16 @@ class Registry:
             recipe = json.loads(key_file.read_text()).get("pretrain", {})
         ckpt = Location.of(checkpoint)
         entry = PretrainEntry(key=key, checkpoint=checkpoint, metrics=_jsonable(metrics), cost=cost,
-                              source={**source, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, recipe=recipe,
+                              source={**source, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                              recipe=recipe,
                               history=[_jsonable(h) for h in history or []],
                               checkpoint_bytes=ckpt.size() if ckpt.is_file() else None)
         _write_json(self.folder(key) / ENTRY_FILE, asdict(entry))
         return entry
 
     def latest(self, key: str, at_most: int) -> tuple[int, PretrainEntry] | None:
-        """The finished entry of the horizon-free `key` with the most epochs <= at_most, as (epochs, entry)."""
+        """The finished entry of the horizon-free `key` with the most epochs <= at_most, as (epochs,
+        entry)."""
         if not self.root.is_dir():
             return None
         found = sorted((n, p.name) for p in self.root.iterdir()
@@ -224,7 +231,8 @@ class Registry:
         return entry
 
     def _discard(self, key: str, why: str) -> None:
-        log.warning("pre-training %s in %s: %s; discarding it, it will be pre-trained again", key, self.root, why)
+        log.warning("pre-training %s in %s: %s; discarding it, it will be pre-trained again", key, self.root,
+                    why)
         try:
             self.folder(key).rmtree()
         except OSError as exc:  # gone already, or not ours to delete: the next pre-training overwrites it

@@ -58,11 +58,11 @@ def run_single(spec: StudySpec, phase: str) -> tuple[str, ray.train.Result]:
         failure_config=ray.train.FailureConfig(max_failures=spec.resources.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1))
     if phase == "pretrain":
-        trainer = api.pretrain_trainer(api.PretrainJob(model=spec.model, data=spec.data_for(phase), pretrain=cfg),
-                                       scaling_config(spec), run_config)
+        job = api.PretrainJob(model=spec.model, data=spec.data_for(phase), pretrain=cfg)
+        trainer = api.pretrain_trainer(job, scaling_config(spec), run_config)
     else:
-        trainer = api.finetune_trainer(api.FinetuneJob(model=spec.model, data=spec.data_for(phase), finetune=cfg),
-                                       scaling_config(spec), run_config)
+        job = api.FinetuneJob(model=spec.model, data=spec.data_for(phase), finetune=cfg)
+        trainer = api.finetune_trainer(job, scaling_config(spec), run_config)
     try:
         result = trainer.fit()
     except Exception as exc:

@@ -27,7 +27,8 @@ def sweep_checkpoints(root: Location | Path | str) -> list[Location]:
         run = snapshot.parent
         try:
             children = run.iterdir()
-            named = {m for f in children if f.name.endswith(".json") for m in CHECKPOINT_DIR.findall(f.read_text())}
+            named = {m for f in children if f.name.endswith(".json")
+                     for m in CHECKPOINT_DIR.findall(f.read_text())}
         except OSError as exc:
             log.warning("%s: not swept (%s)", run, exc)
             continue

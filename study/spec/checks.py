@@ -35,6 +35,9 @@ def semantic_problems(spec: StudySpec) -> list[str]:
     if spec.stage == "pipeline" and spec.finetune.init is not None:
         problems.append("finetune.init: set by the pipeline (each trial fine-tunes its own pre-trained "
                         "encoder)")
+    if spec.confirm is not None and spec.confirm.pretrain_seeds > 1 and spec.stage != "pipeline":
+        problems.append(f"confirm.pretrain_seeds: {spec.confirm.pretrain_seeds} needs stage pipeline "
+                        f"(stage `{spec.stage}` pre-trains nothing to repeat); set it to 1")
     if spec.model.name in ("densenet121", "resnet50") and "pretrain" in spec.phases:
         problems.append(f"model.name: MAE pre-training needs a ViT, got `{spec.model.name}`")
     for section in ("data", "pretrain_data"):
@@ -105,7 +108,8 @@ def _point_problems(spec: StudySpec, i: int, raw: Any, point: dict[str, Any]) ->
     for knob, value in point.items():
         path = f"search.points_to_evaluate[{i}].{knob}"
         dist = spec.search.space.get(knob)
-        origin = "" if isinstance(raw, dict) and knob in raw else " (the point leaves it out: the fixed value)"
+        origin = ("" if isinstance(raw, dict) and knob in raw
+                  else " (the point leaves it out: the fixed value)")
         if dist is None:
             problems.append(f"{path}: not a searched knob (space has {sorted(spec.search.space)})")
         elif not dist.contains(value):

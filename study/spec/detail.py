@@ -19,7 +19,8 @@ def smallest_crop_min(spec: Spec, phase: str, searched: bool = True) -> float:
     return float(min(values))
 
 
-def store_detail_warnings(spec: Spec, phases: tuple[str, ...] | None = None, searched: bool = True) -> list[str]:
+def store_detail_warnings(spec: Spec, phases: tuple[str, ...] | None = None,
+                          searched: bool = True) -> list[str]:
     """One line per store smaller than its phases' smallest crops need (the neediest phase when a store
     serves two), naming the spec field, the store, its size and the size needed. A store that cannot be
     read is left to the file checks (study.spec.checks.check_files), which run first."""

@@ -66,7 +66,8 @@ def parse_spec(raw: Any, source: str = "<spec>") -> StudySpec:
 
 def with_defaults(spec: StudySpec) -> StudySpec:
     """Fill tracking.uri, tracking.experiment and storage_path (absolute) where the spec left them out."""
-    uri = spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    uri = (spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+           or f"sqlite:///{Path.cwd() / 'mlflow.db'}")
     tracking = spec.tracking.model_copy(update={"uri": uri, "experiment": spec.experiment})
     storage = absolute(spec.storage_path or Path.cwd() / "studies")
     return spec.model_copy(update={"tracking": tracking, "storage_path": storage})
@@ -158,9 +159,11 @@ def _resolve_paths(raw: dict, base: Path, overridden: set[tuple[str, ...]]) -> N
             continue
         # a URI stays as it is
         node[fields[-1]] = str(absolute(value, Path.cwd() if fields in overridden else base))
-    init = ((raw.get("search") or {}).get("space") or {}).get("finetune.init") if isinstance(raw.get("search"), dict) else None
+    init = (((raw.get("search") or {}).get("space") or {}).get("finetune.init")
+            if isinstance(raw.get("search"), dict) else None)
     if isinstance(init, dict) and isinstance(init.get("choices"), list):  # an encoder study's checkpoints
-        init["choices"] = [str(absolute(c, base)) if isinstance(c, str) and not c.startswith("registry:") else c
+        init["choices"] = [str(absolute(c, base))
+                           if isinstance(c, str) and not c.startswith("registry:") else c
                            for c in init["choices"]]
     tracking = raw.get("tracking")
     if isinstance(tracking, dict) and isinstance(tracking.get("uri"), str):

@@ -141,7 +141,8 @@ def check_value(base: BaseModel, field: str, value: Any) -> str | None:
     try:
         type(base).model_validate({**base.model_dump(), field: value})
     except ValidationError as exc:
-        return "; ".join(str(e["ctx"]["error"]) if e["type"] == "value_error" else e["msg"] for e in exc.errors())
+        return "; ".join(str(e["ctx"]["error"]) if e["type"] == "value_error" else e["msg"]
+                         for e in exc.errors())
     return None
 
 

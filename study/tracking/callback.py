@@ -204,7 +204,8 @@ class MlflowStudyCallback(Callback):
                         self.tracker.log_checkpoint(run_id, local)
                     else:
                         log.warning("trial %s: checkpoint %s is not on %s; not logged", trial.trial_id, uri,
-                                    "this machine's file system" if Location.of(uri).is_local else "the object store")
+                                    ("this machine's file system" if Location.of(uri).is_local
+                                     else "the object store"))
             self.tracker.log_auc_table(run_id, self.spec.metric, self.spec.mode)
         except OSError as exc:  # an artifact problem must not lose the trial's status
             log.warning("trial %s: artifacts not logged: %s", trial.trial_id, exc)
@@ -225,7 +226,8 @@ def pretrain_costs(spec: StudySpec, trial_keys: dict[str, str]) -> dict[str, flo
             continue
         spent = sum(v or 0.0 for k, v in cost.items() if entries[k].source.get("study") == spec.name)
         out[schema.M_PRETRAIN_COST_SPENT.format(unit=name)] = spent
-        out[schema.M_PRETRAIN_COST_NO_REUSE.format(unit=name)] = sum(cost.get(k) or 0.0 for k in trial_keys.values())
+        out[schema.M_PRETRAIN_COST_NO_REUSE.format(unit=name)] = sum(cost.get(k) or 0.0
+                                                                     for k in trial_keys.values())
     return out
 
 
@@ -234,7 +236,8 @@ def trial_status(plan: TrialPlan, last_result: dict) -> str:
     ASHA's max_t), pruned when ASHA stopped it earlier."""
     fwd = Forwarded.of(last_result, plan.spec.scored_phase)
     reached = last_result.get(schema.M_EPOCH) if fwd.phase == plan.spec.scored_phase else None
-    return schema.STATUS_COMPLETED if reached is not None and reached >= plan.scored_epochs() else schema.STATUS_PRUNED
+    return (schema.STATUS_COMPLETED if reached is not None and reached >= plan.scored_epochs()
+            else schema.STATUS_PRUNED)
 
 
 def trial_error(trial) -> str:

@@ -79,7 +79,8 @@ def find_leftovers(name: str, uri: str, storage_path: Path | str | None = None) 
         for folder in storage.of_study(name):
             if not folder.is_dir():
                 continue
-            marked = has_tune_state(folder) or (folder == storage.study(name) and (folder / SPEC_FILE).is_file())
+            marked = (has_tune_state(folder)
+                      or (folder == storage.study(name) and (folder / SPEC_FILE).is_file()))
             if not marked:
                 raise SpecError(f"study `{name}`: {folder} holds neither Tune state nor {SPEC_FILE}; "
                                 f"not a study folder, not deleted")

@@ -46,7 +46,8 @@ def test_every_pretraining_recipe_is_covered_k_times_round_robin(load):
     points = study_points(spec)
     # the paper's point (0.9, 0.5) counts toward its recipe: 1 + 7 enqueued = 2 x 4 recipes
     assert len(points) == 8
-    assert Counter(_recipe(p) for p in points) == {(0.75, 0.2): 2, (0.75, 0.5): 2, (0.9, 0.2): 2, (0.9, 0.5): 2}
+    assert Counter(_recipe(p) for p in points) == {(0.75, 0.2): 2, (0.75, 0.5): 2, (0.9, 0.2): 2,
+                                                   (0.9, 0.5): 2}
     # the first round starts four different pre-trainings before any recipe repeats
     assert len({_recipe(p) for p in points[:4]}) == 4
     for p in points[1:]:

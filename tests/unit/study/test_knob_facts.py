@@ -20,7 +20,8 @@ def test_knob_lists_and_labels_come_from_the_fields():
     assert "pretrain.mask_ratio" in schema.PRETRAIN_KNOBS and "finetune.epochs" in schema.FINETUNE_KNOBS
     assert "finetune.max_steps_per_epoch" not in schema.KNOWN_KNOBS
     # the range is the field's own bound (le=10), so the label cannot drift from the validation
-    assert schema.knob_label("finetune.randaug_magnitude") == "finetune.randaug_magnitude (RandAug magnitude, 0-10)"
+    assert (schema.knob_label("finetune.randaug_magnitude")
+            == "finetune.randaug_magnitude (RandAug magnitude, 0-10)")
     assert schema.knob_label("pretrain.mask_ratio") == "pretrain.mask_ratio (fraction of patches masked)"
     assert schema.knob_label("finetune.unknown") == "finetune.unknown"
 

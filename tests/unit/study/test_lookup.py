@@ -226,9 +226,12 @@ def test_remove_keeps_a_pre_training_another_study_fine_tuned_from(tmp_path, uri
     other = _study(_spec(tmp_path, "other", uri), {"o1": (schema.STATUS_COMPLETED, [0.7])})
     client = mine.client
     child = {schema.TAG_PARENT: mine.parent_id, schema.TAG_STUDY: "mine"}
-    shared = client.create_run(mine.experiment_id(), tags={**child, schema.TAG_ROLE: schema.ROLE_PRETRAIN}).info.run_id
-    alone = client.create_run(mine.experiment_id(), tags={**child, schema.TAG_ROLE: schema.ROLE_PRETRAIN}).info.run_id
-    confirm = client.create_run(mine.experiment_id(), tags={**child, schema.TAG_ROLE: schema.ROLE_CONFIRM}).info.run_id
+    shared = client.create_run(mine.experiment_id(),
+                               tags={**child, schema.TAG_ROLE: schema.ROLE_PRETRAIN}).info.run_id
+    alone = client.create_run(mine.experiment_id(),
+                              tags={**child, schema.TAG_ROLE: schema.ROLE_PRETRAIN}).info.run_id
+    confirm = client.create_run(mine.experiment_id(),
+                                tags={**child, schema.TAG_ROLE: schema.ROLE_CONFIRM}).info.run_id
     client.set_tag(other.find_trial("o1"), schema.TAG_PRETRAIN_RUN, shared)  # `other` fine-tuned from it
 
     found = find_leftovers("mine", uri)

@@ -25,7 +25,8 @@ def store(tmp_path):
 
 def _key(store, **pretrain) -> str:
     model = ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8)
-    return pretrain_key(key_payload(model, DataConfig(store=store), PretrainConfig(epochs=2, warmup_epochs=1, **pretrain), workers=1))
+    return pretrain_key(key_payload(model, DataConfig(store=store),
+                                    PretrainConfig(epochs=2, warmup_epochs=1, **pretrain), workers=1))
 
 
 def test_key_covers_the_recipe_and_the_store_content_not_bookkeeping(store, tmp_path):

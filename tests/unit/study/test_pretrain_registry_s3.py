@@ -106,4 +106,5 @@ def test_pretrain_once_runs_in_the_registry_on_s3_then_reuses(registry, monkeypa
     assert (key, reused) == ("k4", False) and seen == [registry.folder("k4")]
     assert registry.lookup("k4").checkpoint == f"{done['checkpoint']}/{pipeline.CHECKPOINT_FILE}"
     again, _, reused = pipeline.pretrain_once(spec, None, "t2", run_phase)
-    assert reused and again["checkpoint"] == done["checkpoint"] and again["trial_id"] == "t1" and len(seen) == 1
+    assert (reused and again["checkpoint"] == done["checkpoint"] and again["trial_id"] == "t1"
+            and len(seen) == 1)

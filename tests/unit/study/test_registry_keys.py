@@ -25,7 +25,8 @@ def store(tmp_path):
 def _key(store, model=None, data=None, **pretrain) -> str:
     model = model or ModelConfig(name="vit_tiny_test")
     fields = {"epochs": 4, "warmup_epochs": 1, **pretrain}
-    return pretrain_key(key_payload(model, DataConfig(store=store, **(data or {})), PretrainConfig(**fields), workers=1))
+    return pretrain_key(key_payload(model, DataConfig(store=store, **(data or {})), PretrainConfig(**fields),
+                                    workers=1))
 
 
 def test_what_pretraining_never_reads_is_not_in_the_key(store):

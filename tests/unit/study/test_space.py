@@ -16,7 +16,8 @@ def test_spaces_become_optuna_distributions():
     space = {
         "finetune.layer_decay": _adapter.validate_python({"type": "float", "low": 0.4, "high": 0.9}),
         "finetune.blr": _adapter.validate_python({"type": "float", "low": 1e-4, "high": 1e-3, "log": True}),
-        "finetune.randaug_magnitude": _adapter.validate_python({"type": "int", "low": 0, "high": 12, "step": 3}),
+        "finetune.randaug_magnitude": _adapter.validate_python({"type": "int", "low": 0, "high": 12,
+                                                                "step": 3}),
         "pretrain.mask_ratio": _adapter.validate_python({"type": "categorical", "choices": [0.75, 0.9]}),
     }
     dists = to_optuna_space(space)

@@ -36,7 +36,8 @@ def _spec(tmp_path: Path, stage: str, store_size: int, space: dict | None = None
 
 
 def test_a_fine_tuning_store_below_the_size_its_smallest_crop_needs_is_named_with_both_sizes(tmp_path):
-    spec = load_spec(_spec(tmp_path, "finetune", 64, finetune={"epochs": 2, "warmup_epochs": 1, "crop_min": 0.08}))
+    spec = load_spec(_spec(tmp_path, "finetune", 64,
+                           finetune={"epochs": 2, "warmup_epochs": 1, "crop_min": 0.08}))
     store = tmp_path / "store"
     assert store_detail_warnings(spec) == [
         (f"data.store: {store}: images stored at 64 px, below the 204 px that keeps >= 0.9 of the "
@@ -52,15 +53,18 @@ def test_a_fine_tuning_store_below_the_size_its_smallest_crop_needs_is_named_wit
 ])
 def test_the_warning_threshold_and_stores_that_hold_the_originals(tmp_path, store_size, half_copies,
                                                                   expected):
-    spec = load_spec(_spec(tmp_path, "finetune", store_size, half_copies=half_copies, finetune={"epochs": 2, "warmup_epochs": 1}))
+    spec = load_spec(_spec(tmp_path, "finetune", store_size, half_copies=half_copies,
+                           finetune={"epochs": 2, "warmup_epochs": 1}))
     lines = store_detail_warnings(spec)
     assert len(lines) == len(expected) and all(e in line for e, line in zip(expected, lines, strict=True))
 
 
 def test_a_searched_crop_min_counts_its_lowest_value_and_a_single_run_its_fixed_one(tmp_path):
     space = {"finetune.crop_min": {"type": "float", "low": 0.2, "high": 0.6}}
-    spec = load_spec(_spec(tmp_path, "finetune", 100, space, finetune={"epochs": 2, "warmup_epochs": 1, "crop_min": 0.5}))
-    assert smallest_crop_min(spec, "finetune") == 0.2 and smallest_crop_min(spec, "finetune", searched=False) == 0.5
+    spec = load_spec(_spec(tmp_path, "finetune", 100, space,
+                           finetune={"epochs": 2, "warmup_epochs": 1, "crop_min": 0.5}))
+    assert (smallest_crop_min(spec, "finetune") == 0.2
+            and smallest_crop_min(spec, "finetune", searched=False) == 0.5)
     (line,) = store_detail_warnings(spec)  # a study draws crops down to 0.2: 129 px needed
     assert "below the 129 px" in line and "crop_min=0.2 " in line
     # `finetune` runs 0.5: 82 px suffice

@@ -1,4 +1,5 @@
-"""search.tournament: one-line spec errors before Ray starts, the recipes and paired scoring points, the cut."""
+"""search.tournament: one-line spec errors before Ray starts, the recipes and paired scoring points, the
+cut."""
 from __future__ import annotations
 
 import pytest
@@ -10,20 +11,23 @@ from thoraxmae.study.spec.tournament_plan import alive_counts, planned_epochs, r
 
 
 def raw(**tournament) -> dict:
-    return {"name": "t", "stage": "pipeline", "data": {"store": "/tmp/store"}, "model": {"name": "vit_tiny_test"},
+    return {"name": "t", "stage": "pipeline", "data": {"store": "/tmp/store"},
+            "model": {"name": "vit_tiny_test"},
             "pretrain": {"epochs": 4, "warmup_epochs": 1, "schedule": "constant"},
             "finetune": {"epochs": 3, "warmup_epochs": 1},
             "search": {"scheduler": {"type": "none"},
                        "space": {"pretrain.mask_ratio": {"type": "categorical", "choices": [0.75, 0.9]},
                                  "pretrain.crop_min": {"type": "categorical", "choices": [0.2, 0.5]},
                                  "finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}},
-                       "tournament": {"rungs": [1, 2, 4], "keep": 0.5, "scoring": {"trials": 3}, **tournament}}}
+                       "tournament": {"rungs": [1, 2, 4], "keep": 0.5, "scoring": {"trials": 3},
+                                      **tournament}}}
 
 
 def test_a_valid_tournament_spec_has_its_recipes_and_paired_points():
     spec = parse_spec(raw())
     rs = recipes(spec)
-    assert len(rs) == 4 and rs[0] == {"pretrain.crop_min": 0.5, "pretrain.mask_ratio": 0.9}  # the paper's first
+    # the paper's first
+    assert len(rs) == 4 and rs[0] == {"pretrain.crop_min": 0.5, "pretrain.mask_ratio": 0.9}
     points = scoring_points(spec)
     assert [p["finetune.seed"] for p in points] == [1000, 1001, 1002]
     assert points[0]["finetune.layer_decay"] == 0.55  # the paper's fine-tuning point first
@@ -53,7 +57,8 @@ def test_cosine_outside_pipeline_and_one_recipe_are_refused():
     one["search"]["space"]["pretrain.crop_min"]["choices"] = [0.5]
     with pytest.raises(SpecError, match="search.space: a tournament needs at least 2 pre-training recipes"):
         parse_spec(one)
-    ft = {"name": "t", "stage": "finetune", "data": {"store": "/tmp/store"}, "finetune": {"epochs": 3, "warmup_epochs": 1},
+    ft = {"name": "t", "stage": "finetune", "data": {"store": "/tmp/store"},
+          "finetune": {"epochs": 3, "warmup_epochs": 1},
           "search": {"tournament": {"rungs": [1]}}}
     with pytest.raises(SpecError, match="search.tournament: only a pipeline study runs a tournament"):
         parse_spec(ft)
@@ -68,7 +73,8 @@ def test_planned_epochs_follow_successive_halving():
 def test_the_cut_keeps_the_top_half_and_exact_ties():
     labels = {i: f"r{i}" for i in range(4)}
     s = decide({0: [0.70, 0.72], 1: [0.60, 0.61], 2: [0.65, 0.66], 3: [0.50, 0.52]}, labels, 0.5)
-    assert [x.recipe for x in s] == ["r0", "r2", "r1", "r3"] and [x.kept for x in s] == [True, True, False, False]
+    assert ([x.recipe for x in s] == ["r0", "r2", "r1", "r3"]
+            and [x.kept for x in s] == [True, True, False, False])
     assert s[0].diff_to_leader == 0 and s[1].diff_to_leader == pytest.approx(-0.055)
     tied = decide({0: [0.7, 0.7], 1: [0.6, 0.6], 2: [0.6, 0.6], 3: [0.5, 0.5]}, labels, 0.5)
     assert [x.recipe for x in tied if x.kept] == ["r0", "r1", "r2"]  # r1 and r2 tie at the cut: both go on
@@ -85,8 +91,10 @@ def test_the_paper_tournament_config_is_the_papers_length_at_about_one_and_a_hal
 
     spec = load_spec(Path(__file__).parents[3] / "configs" / "paper-tournament-study.yaml", check_files=False)
     t = spec.search.tournament
-    assert spec.model.name == "vit_small_patch16" and spec.pretrain.epochs == t.rungs[-1] == 800 and t.rungs[0] == 50
+    assert (spec.model.name == "vit_small_patch16" and spec.pretrain.epochs == t.rungs[-1] == 800
+            and t.rungs[0] == 50)
     rs = recipes(spec)
-    assert len(rs) >= 6 and rs[0] == {"pretrain.crop_min": 0.5, "pretrain.mask_ratio": 0.9}  # the paper's, first
+    # the paper's, first
+    assert len(rs) >= 6 and rs[0] == {"pretrain.crop_min": 0.5, "pretrain.mask_ratio": 0.9}
     assert planned_epochs(len(rs), t.rungs, t.keep) == 1250  # 1.56 x 800, before scoring
     assert scoring_points(spec)[0]["finetune.layer_decay"] == 0.55

@@ -91,13 +91,15 @@ def test_parent_and_child_runs_follow_the_schema(uri, tmp_path):
     assert [(m.step, m.value) for m in client.get_metric_history(run, schema.M_VAL_MAUC)] == [
         (1, 0.6), (2, 0.8), (3, 0.7)]
     table = client.download_artifacts(run, schema.ARTIFACT_AUC_TABLE, str(tmp_path))
-    assert Path(table).read_text().splitlines() == ["label,val_auc,test_auc,best_epoch", "Hernia,0.900000,0.850000,2"]
+    assert Path(table).read_text().splitlines() == ["label,val_auc,test_auc,best_epoch",
+                                                    "Hernia,0.900000,0.850000,2"]
     f = client.get_run(failed)
     assert (f.data.tags[schema.TAG_STATUS], f.info.status) == (schema.STATUS_FAILED, "FAILED")
     assert "boom" in f.data.tags[schema.TAG_ERROR]
 
     st = study_status("schema", uri)
-    assert st.counts[schema.STATUS_COMPLETED] == st.counts[schema.STATUS_PRUNED] == st.counts[schema.STATUS_FAILED] == 1
+    assert (st.counts[schema.STATUS_COMPLETED] == st.counts[schema.STATUS_PRUNED]
+            == st.counts[schema.STATUS_FAILED] == 1)
     assert st.finished == 3 and st.num_samples == 3
     assert st.best[:2] == ("t2", 0.9)  # failed trials never count as best
     assert st.best[2] == {"finetune.layer_decay": "0.4"}
