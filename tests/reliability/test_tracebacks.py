@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -151,3 +152,24 @@ def test_an_unusable_storage_path_is_one_line_before_ray(work, capsys, case):
     assert line.endswith("give a folder or object-store URI this machine and every node can write "
                          "(--set storage_path=...)"), line
     assert sorted(p.name for p in work.iterdir()) == before  # no MLflow database, no Tune folder
+
+
+# --- ui: the port, checked before MLflow starts ----------------------------------------------------------------
+@pytest.mark.parametrize(("port", "message"), [
+    ("-1", r"--port -1: expected a port from 1 to 65535"),
+    ("70000", r"--port 70000: expected a port from 1 to 65535"),
+    ("in-use", (r"--port (\d+): 127\.0\.0\.1:\1 is in use \(another `thoraxmae ui` or MLflow server\?\); choose a "
+               r"free port with --port")),
+])
+def test_ui_on_an_unusable_port_is_one_line_and_exit_2(work, capsys, monkeypatch, port, message):
+    from thoraxmae.cli import ui as cli_ui
+
+    monkeypatch.setattr(cli_ui, "serve", lambda cmd, env: pytest.fail(f"MLflow started: {cmd}"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        if port == "in-use":
+            port = str(taken.getsockname()[1])
+        code = main(["ui", "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}", "--port", port])
+        line = one_line(capsys)
+    assert code == 2 and re.fullmatch(f"error: {message}", line), line
