@@ -55,7 +55,8 @@ def verdict_text(r: RecipeRuns, c: Confirmation) -> str:
     if p.verdict in (BETTER, WORSE):
         return f"{p.verdict} than the reference recipe on {metric} by {p.mean:+.4f} ({stats})"
     if p.verdict == SAME:
-        return f"not distinguishable from the reference recipe on {metric} (difference {p.mean:+.4f}, {stats})"
+        return (f"not distinguishable from the reference recipe on {metric} (difference {p.mean:+.4f}, "
+                f"{stats})")
     return f"not compared on {metric} (difference {p.mean:+.4f})"
 
 
@@ -98,7 +99,8 @@ def _design_note(c: Confirmation, varied: str) -> str:
 
 def noise_text(c: Confirmation) -> str:
     if not math.isfinite(c.noise_sd):
-        return "Seed-to-seed spread (the noise floor): not measured; it needs a recipe with 2 completed seeds."
+        return ("Seed-to-seed spread (the noise floor): not measured; it needs a recipe with 2 completed "
+                "seeds.")
     sized = sum(r.n > 1 for r in c.recipes)
     return (f"Seed-to-seed spread (the study's noise floor): SD {c.noise_sd:.4f} of `{c.metric}` over seeds, "
             f"pooled across {sized} recipe(s) ({c.noise_dof} degrees of freedom).")
@@ -128,7 +130,8 @@ def confirmation_blocks(c: Confirmation, knobs: list[str]) -> list[Block]:
         for r in c.recipes:
             test = "–" if not r.test else f"{r.test_mean:.4f}" + (
                 f" ({r.test_ci[0]:.4f}–{r.test_ci[1]:.4f})" if math.isfinite(r.test_ci[0]) else "")
-            val = f"{r.mean:.4f}" + (f" ({r.ci[0]:.4f}–{r.ci[1]:.4f})" if math.isfinite(r.ci[0]) else " (one seed)")
+            val = f"{r.mean:.4f}" + (f" ({r.ci[0]:.4f}–{r.ci[1]:.4f})" if math.isfinite(r.ci[0])
+                                     else " (one seed)")
             holm = "–" if r.paired is None or not math.isfinite(r.paired.p_holm) else f"{r.paired.p_holm:.3g}"
             label = f"`{r.label}`" + (" (recommended)" if r.label == c.recommended else "")
             if r.label == schema.RECIPE_REFERENCE and r.trial_id is not None:
@@ -143,7 +146,8 @@ def confirmation_blocks(c: Confirmation, knobs: list[str]) -> list[Block]:
         shown = [k for k in knobs if any(k in r.params for r in c.recipes)]
         if shown:
             blocks.append(Table(["recipe", *[f"`{k}`" for k in shown]],
-                                [[f"`{r.label}`", *[fmt(r.params.get(k)) for k in shown]] for r in c.recipes]))
+                                [[f"`{r.label}`", *[fmt(r.params.get(k)) for k in shown]]
+                                 for r in c.recipes]))
     if c.notes:
         blocks.append(Bullets([f"Not used or not computed: {n}." for n in c.notes]))
     return blocks

@@ -90,4 +90,5 @@ def _asha_savings(trials: pd.DataFrame) -> tuple[float, float, float, int]:
     per_epoch = own.loc[pruned.index].to_numpy(dtype=float) / np.where(ran > 0, ran, np.nan)
     per_epoch = np.where(np.isfinite(per_epoch), per_epoch, fallback)
     missing = np.clip(full - ran, 0, None)
-    return float((missing * per_epoch).sum()), float(ran.sum()), float(np.maximum(full, ran).sum()), len(pruned)
+    return (float((missing * per_epoch).sum()), float(ran.sum()), float(np.maximum(full, ran).sum()),
+            len(pruned))

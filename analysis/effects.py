@@ -112,7 +112,8 @@ def fit_surrogate(scored: pd.DataFrame, infos: list[KnobInfo], seed: int = 0):
 
 
 def marginal_effects(scored: pd.DataFrame, infos: list[KnobInfo], mode: str, n_bootstrap: int = 200,
-                     seed: int = 0, surrogate=None, features: np.ndarray | None = None) -> list[MarginalEffect]:
+                     seed: int = 0, surrogate=None,
+                     features: np.ndarray | None = None) -> list[MarginalEffect]:
     """One MarginalEffect per knob (in the order of `infos`)."""
     rng = np.random.default_rng(seed)
     y = scored["objective"].to_numpy(dtype=float)
@@ -123,7 +124,8 @@ def marginal_effects(scored: pd.DataFrame, infos: list[KnobInfo], mode: str, n_b
         if surrogate is not None and info.varied:
             pd_x, pd_y = _partial_1d(surrogate, features, j, info)
         means = [b.mean for b in bins]
-        best = (bins[int(np.argmax(means))] if mode == "max" else bins[int(np.argmin(means))]) if bins else None
+        best = ((bins[int(np.argmax(means))] if mode == "max" else bins[int(np.argmin(means))])
+                if bins else None)
         swing = float(max(means) - min(means)) if bins else 0.0
         out.append(MarginalEffect(info.name, info, bins, pd_x, pd_y, best, swing))
     return out
@@ -147,7 +149,8 @@ def interaction(infos: list[KnobInfo], knobs: tuple[str, str], mode: str, surrog
                        [_label(v) for v in xv], [_label(v) for v in yv])
 
 
-def _bins(values: list, y: np.ndarray, info: KnobInfo, rng: np.random.Generator, n_boot: int) -> list[EffectBin]:
+def _bins(values: list, y: np.ndarray, info: KnobInfo, rng: np.random.Generator,
+          n_boot: int) -> list[EffectBin]:
     present = [k for k, v in enumerate(values) if not is_missing(v)]
     if not present:
         return []
@@ -155,7 +158,8 @@ def _bins(values: list, y: np.ndarray, info: KnobInfo, rng: np.random.Generator,
     ys = y[present]
     distinct = sorted(set(vals), key=lambda v: (str(type(v)), v))
     if not info.numeric or len(distinct) <= FEW_VALUES:
-        groups = [(_label(v), float(v) if info.numeric else float(c), ys[[k for k, x in enumerate(vals) if x == v]])
+        groups = [(_label(v), float(v) if info.numeric else float(c),
+                   ys[[k for k, x in enumerate(vals) if x == v]])
                   for c, v in enumerate(distinct)]
     else:
         x = np.array(vals, dtype=float)

@@ -155,7 +155,8 @@ def _stability_note(asked: int, used: int, skipped: int) -> str:
     if asked <= 0:
         return "no bootstrap resamples were asked for (--bootstrap 0)"
     if used == 0:
-        return f"each of the {asked} bootstrap resamples drew only trials with one objective value (tied trials)"
+        return (f"each of the {asked} bootstrap resamples drew only trials with one objective value (tied "
+                "trials)")
     if skipped:
         return (f"{skipped} of {asked} resamples drew only trials with one objective value (tied trials) and "
                 "were left out")

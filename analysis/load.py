@@ -142,7 +142,8 @@ def environment_of(parent_params: dict[str, str]) -> dict[str, str]:
     order = ["python", *schema.ENV_PACKAGES]
     found = {k[len(schema.ENV_PARAM_PREFIX):]: v for k, v in parent_params.items()
              if k.startswith(schema.ENV_PARAM_PREFIX)}
-    return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
+    return dict(sorted(found.items(),
+                       key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
 
 
 def objective_of(spec: dict | None, parent_params: dict[str, str], stage: str) -> tuple[str, str]:
@@ -288,7 +289,8 @@ def _confirm_record(client, run, metric: str) -> ConfirmRecord:
 
 
 def _status(run, what: str) -> str:
-    status = run.data.tags.get(schema.TAG_STATUS) or schema.FROM_MLFLOW_STATUS.get(run.info.status, schema.STATUS_RUNNING)
+    status = (run.data.tags.get(schema.TAG_STATUS)
+              or schema.FROM_MLFLOW_STATUS.get(run.info.status, schema.STATUS_RUNNING))
     if status not in schema.TRIAL_STATUSES:
         log.warning("%s: unknown status %r; treated as running", what, status)
         status = schema.STATUS_RUNNING
@@ -296,7 +298,8 @@ def _status(run, what: str) -> str:
 
 
 def _history(client, run, metric: str) -> dict[str, list[tuple[int, float]]]:
-    return {metric: sorted((int(m.step), float(m.value)) for m in client.get_metric_history(run.info.run_id, metric))}
+    return {metric: sorted((int(m.step), float(m.value))
+                           for m in client.get_metric_history(run.info.run_id, metric))}
 
 
 def _searched_knobs(space: dict, parent_params: dict[str, str], trials: list[TrialRecord]) -> tuple[str, ...]:

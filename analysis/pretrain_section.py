@@ -106,7 +106,8 @@ def topk_text(r: pd.Series) -> str:
         return "–"
     if r["k"] == 1:
         return f"{r['topk_mean']:.4f} (n = 1 complete: no interval)"
-    return f"{r['topk_mean']:.4f} ({r['topk_low']:.4f}–{r['topk_high']:.4f}), n = {r['k']} of {r['n_complete']} complete"
+    return (f"{r['topk_mean']:.4f} ({r['topk_low']:.4f}–{r['topk_high']:.4f}), "
+            f"n = {r['k']} of {r['n_complete']} complete")
 
 
 def pair_text(c: RecipeComparison, p: KnobPair) -> str:

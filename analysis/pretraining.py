@@ -104,7 +104,8 @@ def compare_recipes(study: StudyRecord, trials: pd.DataFrame) -> RecipeCompariso
     notes: list[str] = []
     records = {t.trial_id: t for t in study.trials}
     keyed = any(t.pretrain_key for t in study.trials)
-    continuous = {k: int(trials[k].nunique()) for k in knobs if not keyed and not _discrete(study.space.get(k))}
+    continuous = {k: int(trials[k].nunique()) for k in knobs
+                  if not keyed and not _discrete(study.space.get(k))}
     groups = [] if continuous else _groups(trials, records, knobs, kind)
     rows = [_row(study, trials.loc[idx], records, knobs, kind, notes) for idx in groups]
     _equal_n(rows)
@@ -191,8 +192,8 @@ def reuse_summary(study: StudyRecord, trials: pd.DataFrame) -> Reuse:
     unit = str(trials["cost_unit"].iloc[0]) if len(trials) else "CPU-hours"
     own = [p for p in study.pretrains if p.own]
     spent = float(sum(p.metrics.get(metric, 0.0) for p in own))
-    scored_ids = set(trials.loc[trials["status"].isin(SCORED) & np.isfinite(trials["objective"].to_numpy(dtype=float)),
-                                "trial_id"])
+    finished = trials["status"].isin(SCORED) & np.isfinite(trials["objective"].to_numpy(dtype=float))
+    scored_ids = set(trials.loc[finished, "trial_id"])
     scored = [t for t in study.trials if t.pretrain_key and t.trial_id in scored_ids]
     costs = [linked_pretrain(study, t) for t in scored]
     no_reuse = float(sum(p.metrics.get(metric, math.nan) if p is not None else math.nan for p in costs))
@@ -231,7 +232,8 @@ def _row(study: StudyRecord, rows: pd.DataFrame, records: dict, knobs: tuple[str
     done = rows[(rows["status"] == schema.STATUS_COMPLETED)].sort_values("trial_id")
     complete = [float(v) for v in done["objective"].to_numpy(dtype=float) if math.isfinite(v)]
     counts = rows["status"].value_counts()
-    out: dict[str, Any] = {k_: _plain(rows[k_].dropna().iloc[0]) if k_ in rows and rows[k_].notna().any() else None
+    out: dict[str, Any] = {k_: (_plain(rows[k_].dropna().iloc[0]) if k_ in rows and rows[k_].notna().any()
+                                else None)
                            for k_ in knobs}
     out.update(trials=len(rows), **{s: int(counts.get(s, 0)) for s in schema.TRIAL_STATUSES},
                n_scored=len(scores),

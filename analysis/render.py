@@ -67,7 +67,8 @@ def _html_block(block) -> str:
                 f"{_inline(block.takeaway)}</figcaption></figure>")
     if isinstance(block, Table):
         head = "".join(f"<th>{_inline(h)}</th>" for h in block.header)
-        rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+        rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>"
+                       for row in block.rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
     raise TypeError(f"unknown report block {type(block).__name__}")
 

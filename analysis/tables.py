@@ -72,7 +72,8 @@ def trial_table(study: StudyRecord) -> pd.DataFrame:
     rows = [_trial_row(study, t, cost_metric, shares.get(t.trial_id, 0.0)) for t in study.trials]
     df = pd.DataFrame(rows)
     for knob in study.knobs:
-        df[knob] = _typed_column([parse_value(t.params[knob]) if knob in t.params else None for t in study.trials])
+        df[knob] = _typed_column([parse_value(t.params[knob]) if knob in t.params else None
+                                  for t in study.trials])
     order = ["trial_id", "run_id", "status", *study.knobs]
     df = df[order + [c for c in df.columns if c not in order]]
     df.attrs.update(metric=study.metric, mode=study.mode, study=study.name)
@@ -96,7 +97,8 @@ def scored_trials(trials: pd.DataFrame) -> pd.DataFrame:
 
 def rank_trials(scored: pd.DataFrame, mode: str) -> pd.DataFrame:
     """Best first (ties broken by trial id, so the order is reproducible)."""
-    return scored.sort_values(["objective", "trial_id"], ascending=[mode == "min", True]).reset_index(drop=True)
+    ranked = scored.sort_values(["objective", "trial_id"], ascending=[mode == "min", True])
+    return ranked.reset_index(drop=True)
 
 
 def knob_infos(trials: pd.DataFrame, knobs: tuple[str, ...], space: dict[str, dict]) -> list[KnobInfo]:
@@ -186,7 +188,8 @@ def _trial_row(study: StudyRecord, t: TrialRecord, cost_metric: str, share: floa
     row["own_cost_hours"] = t.metrics.get(cost_metric, math.nan)
     row["pretrain_share_hours"] = share
     own = row["own_cost_hours"]
-    row["cost_hours"] = (own if math.isfinite(own) else 0.0) + share if math.isfinite(share) and share else own
+    row["cost_hours"] = ((own if math.isfinite(own) else 0.0) + share if math.isfinite(share) and share
+                         else own)
     row.update(pretrain_key=t.pretrain_key, pretrain_run=t.pretrain_run, pretrain_reused=t.pretrain_reused)
     row["cost_unit"] = COST_UNITS[cost_metric]
     row["start_time"] = pd.Timestamp(t.start_time, unit="s", tz="UTC") if t.start_time else pd.NaT

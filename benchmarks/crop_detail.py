@@ -71,10 +71,11 @@ def crop_fine_detail(original: np.ndarray, size: int, crop_min: float, output: i
     for _ in range(draws):
         box = tuple(float(v) for v in crop.box(side, side))
         reference = resized_crop(original, scaled_box(box, original.shape[0] / side), output)
-        r = min(box[2] - box[0], box[3] - box[1]) * (half.shape[0] / side) / output if half is not None else 0.0
+        r = (min(box[2] - box[0], box[3] - box[1]) * (half.shape[0] / side) / output if half is not None
+             else 0.0)
         use_half = half is not None and r >= margin
-        ours = resized_crop(half, scaled_box(box, half.shape[0] / side), output) if use_half else \
-            resized_crop(full, box, output)
+        ours = (resized_crop(half, scaled_box(box, half.shape[0] / side), output) if use_half
+                else resized_crop(full, box, output))
         kept.append(fine_detail_kept(ours, reference))
         from_half.append(use_half)
         ratio.append(r)
@@ -86,7 +87,8 @@ def print_fine_detail(sizes: list[int], source: int, output: int, draws: int) ->
     print(f"\nFine detail kept (high-frequency energy vs the reference crop), {draws} drawn crops of a real "
           f"radiograph ({source} px, noise sigma 3): mean (5th percentile) / share read from the half copy, "
           f"half copy at >= {HALF_COPY_MARGIN:g}x the output [old margin 1.0]")
-    print(f"{'store px':>8} | " + " | ".join(f"{p + ' ' + str(crop_scale(m)):^44}" for p, m in PAPER_CROP_MINS.items()))
+    print(f"{'store px':>8} | " + " | ".join(f"{p + ' ' + str(crop_scale(m)):^44}"
+                                             for p, m in PAPER_CROP_MINS.items()))
     for size in sizes:
         cells = []
         for m in PAPER_CROP_MINS.values():
@@ -147,7 +149,8 @@ def main() -> None:
         print(f"{size:>8} | " + " | ".join(cells) + f" | {narrow:10.3f} | {pixels * 1e5 / 1e9:6.1f}")
     print(f"\nOver {args.draws} drawn crops: mean detail kept, share keeping < 0.9, share upsampled, "
           "share read from the half copy")
-    print(f"{'store px':>8} | " + " | ".join(f"{p + ' ' + str(crop_scale(m)):^36}" for p, m in PAPER_CROP_MINS.items()))
+    print(f"{'store px':>8} | " + " | ".join(f"{p + ' ' + str(crop_scale(m)):^36}"
+                                             for p, m in PAPER_CROP_MINS.items()))
     for size in args.sizes:
         cells = []
         for phase in PAPER_CROP_MINS:

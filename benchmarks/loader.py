@@ -141,7 +141,8 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, loader in loaders.items():
                 runs[name].append(images_per_second(loader, args.epochs))
-        remote = remote_rates(Path(tmp) / f"store{args.store_size[0]}", args, Path(tmp)) if args.store else None
+        remote = (remote_rates(Path(tmp) / f"store{args.store_size[0]}", args, Path(tmp)) if args.store
+                  else None)
     rate = {name: statistics.median(r[0] for r in rs) for name, rs in runs.items()}
     walls = {name: ", ".join(f"{r[1]:.1f}" for r in rs) for name, rs in runs.items()}
     print("images per CPU second (= per core), median of the runs; wall-clock rates of the runs in brackets")

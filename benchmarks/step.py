@@ -64,7 +64,8 @@ def count_flops(loss_fn: Callable[[], torch.Tensor], autocast: contextlib.Abstra
 
 def time_steps(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], phase: str, iters: int,
                warmup: int,
-               autocast_factory: Callable[[], contextlib.AbstractContextManager], device: torch.device) -> float:
+               autocast_factory: Callable[[], contextlib.AbstractContextManager],
+               device: torch.device) -> float:
     """Seconds per optimizer step, averaged over `iters` steps after `warmup` untimed ones."""
     groups = param_groups(model, weight_decay=0.05, layer_decay=0.55 if phase == "finetune" else None)
     betas = (0.9, 0.95) if phase == "pretrain" else (0.9, 0.999)  # docs/paper.md

@@ -1,8 +1,8 @@
 """What a recipe tournament costs (used by benchmarks/study_cost.py --tournament / --paper).
 
 `--paper` is arithmetic on configs/paper-tournament-study.yaml: training FLOPs per image from the ViT-S/16
-geometry (MAE step at each recipe's mask ratio: the encoder on the visible tokens, the 512-d 2-block decoder on
-all; fine-tuning step on all 197 tokens; a training step = 3 forward passes; docs/paper.md "Compute and
+geometry (MAE step at each recipe's mask ratio: the encoder on the visible tokens, the 512-d 2-block decoder
+on all; fine-tuning step on all 197 tokens; a training step = 3 forward passes; docs/paper.md "Compute and
 schedules"), the paper's images per epoch (X-rays 0.3M for pre-training, NIH train_official for fine-tuning),
 and the bracket's recipes alive per rung. The unit is one 800-epoch pre-training of the mean recipe, so that R
 full pre-trainings cost exactly R. Survivors are taken to be the most expensive recipes (lowest mask ratio)
@@ -41,12 +41,14 @@ def finetune_step_gflop(dim: int = 384, depth: int = 12, patches: int = 196) -> 
 
 
 def paper_scale(spec) -> tuple[float, list[str]]:
-    """(x, explanation lines) for a tournament spec: FLOPs spent / one 800-epoch pre-training of the mean recipe."""
+    """(x, explanation lines) for a tournament spec: FLOPs spent / one 800-epoch pre-training of the mean
+    recipe."""
     from thoraxmae.study.spec.tournament_plan import alive_counts, recipes, scoring_epochs
 
     t = spec.search.tournament
     rs = recipes(spec)
-    cost = sorted((mae_step_gflop(r.get("pretrain.mask_ratio", spec.pretrain.mask_ratio)) for r in rs), reverse=True)
+    cost = sorted((mae_step_gflop(r.get("pretrain.mask_ratio", spec.pretrain.mask_ratio)) for r in rs),
+                  reverse=True)
     mean = sum(cost) / len(cost)
     unit = t.rungs[-1] * PRETRAIN_IMAGES * mean
     counts = alive_counts(len(rs), t.rungs, t.keep)
@@ -55,11 +57,13 @@ def paper_scale(spec) -> tuple[float, list[str]]:
     scored = [c for i, c in enumerate(counts) if c > 1 or i == len(counts) - 1]
     finetunes = t.scoring.trials * sum(scored)
     scoring = finetunes * scoring_epochs(spec) * FINETUNE_IMAGES * finetune_step_gflop()
+    epochs = sum(c * (e - p) for c, e, p in zip(counts, t.rungs, [0, *t.rungs[:-1]], strict=True))
     lines = [(f"recipes: {len(rs)}; MAE GFLOP/img {', '.join(f'{c:.1f}' for c in cost)} (mean {mean:.2f}); "
              f"fine-tune {finetune_step_gflop():.1f} GFLOP/img"),
-             (f"rungs {t.rungs}, alive {counts}: {sum(c * (e - p) for c, e, p in zip(counts, t.rungs, [0, *t.rungs[:-1]], strict=True))} "
+             (f"rungs {t.rungs}, alive {counts}: {epochs} "
              f"pre-training epochs; scoring: {finetunes} fine-tunes x {scoring_epochs(spec)} epochs"),
-             (f"pre-training {pretrain / unit:.3f} + scoring {scoring / unit:.3f} (survivors: the most expensive recipes) "
+             (f"pre-training {pretrain / unit:.3f} + scoring {scoring / unit:.3f} "
+              "(survivors: the most expensive recipes) "
              f"vs {len(rs)} for every recipe to {t.rungs[-1]} epochs")]
     return (pretrain + scoring) / unit, lines
 
@@ -81,7 +85,8 @@ def tournament_spec(name: str, store: Path, root: Path, rungs: list[int]) -> dic
                   "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2},
         "pretrain": {"epochs": rungs[-1], "warmup_epochs": 1, "batch_size": 32, "max_steps_per_epoch": 5,
                      "schedule": "constant"},
-        "finetune": {"epochs": 2, "warmup_epochs": 1, "batch_size": 32, "max_steps_per_epoch": 5, "bootstrap": 0},
+        "finetune": {"epochs": 2, "warmup_epochs": 1, "batch_size": 32, "max_steps_per_epoch": 5,
+                     "bootstrap": 0},
         "search": {"scheduler": {"type": "none"},
                    "space": {"pretrain.mask_ratio": {"type": "categorical", "choices": [0.75, 0.9]},
                              "pretrain.crop_min": {"type": "categorical", "choices": [0.2, 0.5]},
@@ -92,7 +97,8 @@ def tournament_spec(name: str, store: Path, root: Path, rungs: list[int]) -> dic
 
 
 def tournament_main(root: Path, store: Path, rungs: list[int]) -> None:
-    """The tournament, then every recipe pre-trained to the last rung (a pipeline study, one trial per recipe)."""
+    """The tournament, then every recipe pre-trained to the last rung (a pipeline study, one trial per
+    recipe)."""
     import time
 
     from thoraxmae.study.run.tournament import start_tournament, summary_lines
@@ -116,7 +122,8 @@ def tournament_main(root: Path, store: Path, rungs: list[int]) -> None:
     full = full_epochs_run(full_spec)
     spent, e = summary["pretrain_epochs"], rungs[-1]
     assert spent == planned_epochs(4, rungs, 0.5), (spent, planned_epochs(4, rungs, 0.5))
-    print(f"wall: tournament {wall:.0f} s (with scoring), every recipe to {e} epochs {full_wall:.0f} s (one fine-tune each)")
+    print(f"wall: tournament {wall:.0f} s (with scoring), every recipe to {e} epochs {full_wall:.0f} s "
+          "(one fine-tune each)")
     print(f"tournament: pretrain_epochs={spent} full={full} ratio={full / spent:.2f} vs_one={spent / e:.2f}")
 
 
@@ -124,4 +131,5 @@ def full_epochs_run(spec) -> int:
     """Pre-training epochs the registry holds for the study's recipes (each entry's history)."""
     from thoraxmae.study.registry import Registry
 
-    return sum(len({h.get("pretrain/epoch") for h in e.history}) for e in Registry(spec.storage_path).entries())
+    return sum(len({h.get("pretrain/epoch") for h in e.history})
+               for e in Registry(spec.storage_path).entries())

@@ -24,7 +24,8 @@ from thoraxmae.study import schema
 SEEDS = [0, 1, 2, 3, 4]
 REFERENCE_MEAN = 0.76
 TRUE_MEANS = {"lucky": REFERENCE_MEAN, "real": REFERENCE_MEAN + 0.03, schema.RECIPE_REFERENCE: REFERENCE_MEAN}
-TRUE_TEST = {"lucky": REFERENCE_MEAN - 0.01, "real": REFERENCE_MEAN + 0.02, schema.RECIPE_REFERENCE: REFERENCE_MEAN - 0.01}
+TRUE_TEST = {"lucky": REFERENCE_MEAN - 0.01, "real": REFERENCE_MEAN + 0.02,
+             schema.RECIPE_REFERENCE: REFERENCE_MEAN - 0.01}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,8 @@ def planted(tmp_path_factory):
     root = tmp_path_factory.mktemp("confirm")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     study = syn.write_study(uri, "confirmed", syn.simulate_trials(24, seed=0), root / "artifacts")
-    done = sorted((t for t in study.trials if t.status == schema.STATUS_COMPLETED), key=lambda t: -max(t.curve))
+    done = sorted((t for t in study.trials if t.status == schema.STATUS_COMPLETED),
+                  key=lambda t: -max(t.curve))
     lucky, real = done[0], done[-1]
     labels = {"lucky": f"trial-{lucky.trial_id}", "real": f"trial-{real.trial_id}",
               schema.RECIPE_REFERENCE: schema.RECIPE_REFERENCE}
@@ -45,7 +47,8 @@ def planted(tmp_path_factory):
     for key, by_seed in scores.items():
         trial = sources[key]
         for seed, score in by_seed.items():
-            syn.write_confirm_run(study, labels[key], seed, score, trial.params if trial else reference_params,
+            syn.write_confirm_run(study, labels[key], seed, score,
+                                  trial.params if trial else reference_params,
                                   source_trial=trial.trial_id if trial else None, test_score=tests[key][seed])
     syn.write_confirm_run(study, labels["lucky"], 5, 0.0, lucky.params, status=schema.STATUS_FAILED,
                           source_trial=lucky.trial_id)
@@ -55,7 +58,8 @@ def planted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def analysis(planted):
-    return analyze(load_study("confirmed", planted["uri"]), AnalysisOptions(n_bootstrap=4, n_bootstrap_means=100))
+    return analyze(load_study("confirmed", planted["uri"]),
+                   AnalysisOptions(n_bootstrap=4, n_bootstrap_means=100))
 
 
 def _t_ci(x: np.ndarray) -> tuple[float, float]:
@@ -105,7 +109,8 @@ def test_verdict_is_test_split_paired_by_seed_with_holm(analysis, planted):
         assert r.paired_val.mean == pytest.approx((x - ref_val).mean())  # val: the secondary column
         t = np.array([tests[key][s] for s in SEEDS])
         d = t - ref_test  # the verdict: held-out test, seed by seed
-        assert r.paired.n == 5 and r.paired.mean == pytest.approx(d.mean()) and r.paired.ci == pytest.approx(_t_ci(d))
+        assert (r.paired.n == 5 and r.paired.mean == pytest.approx(d.mean())
+                and r.paired.ci == pytest.approx(_t_ci(d)))
         assert r.paired.p == pytest.approx(stats.ttest_rel(t, ref_test).pvalue)
         p_raw[key] = r.paired.p
     low, high = sorted(p_raw.values())  # Holm over k = 2: the smaller p x 2, the larger x 1 (kept monotone)
@@ -113,15 +118,17 @@ def test_verdict_is_test_split_paired_by_seed_with_holm(analysis, planted):
                                                                               max(min(1, 2 * low), high)])
     assert lucky.paired.verdict == "indistinguishable" and real.paired.verdict == "better"
     lo, hi = real.paired.ci
-    assert verdict_text(real, c) == (f"better than the reference recipe on `test/mauc` by {real.paired.mean:+.4f} "
-                                     f"(95% CI {lo:+.4f} to {hi:+.4f}, paired p {real.paired.p:.3g}, Holm-adjusted "
-                                     f"p {real.paired.p_holm:.3g} across 2 recipes)")
+    assert verdict_text(real, c) == (f"better than the reference recipe on `test/mauc` by "
+                                     f"{real.paired.mean:+.4f} (95% CI {lo:+.4f} to {hi:+.4f}, paired p "
+                                     f"{real.paired.p:.3g}, Holm-adjusted p {real.paired.p_holm:.3g} across "
+                                     f"2 recipes)")
     assert verdict_text(lucky, c).startswith("not distinguishable from the reference recipe on `test/mauc` "
                                              f"(difference {lucky.paired.mean:+.4f}, 95% CI")
     assert varied_text(c) == "5 fine-tuning seeds, one pre-training per recipe"  # a pipeline study
-    assert headline(analysis)[0] == (f"**Verdict: the recommended recipe `{real.label}` is {verdict_text(real, c)}.** "
-                                     "It has the best mean `val/mauc` over 5 fine-tuning seeds, one pre-training per "
-                                     "recipe; held-out `test/mauc` only judges it.")
+    assert headline(analysis)[0] == (f"**Verdict: the recommended recipe `{real.label}` is "
+                                     f"{verdict_text(real, c)}.** "
+                                     "It has the best mean `val/mauc` over 5 fine-tuning seeds, one "
+                                     "pre-training per recipe; held-out `test/mauc` only judges it.")
 
 
 def test_holm_adjusts_step_down_and_stays_monotone():
@@ -157,9 +164,11 @@ def test_orders_are_checked_against_the_noise_floor(analysis):
     assert last.lower == syn.IRRELEVANT
     assert order_text(analysis, last) == (f"{last.text()}; `{syn.IRRELEVANT}`: "
                                           f"{noise_note(analysis, syn.IRRELEVANT)}")
-    noisy = dataclasses.replace(analysis, confirmation=dataclasses.replace(analysis.confirmation, noise_sd=1.0))
+    noisy = dataclasses.replace(analysis,
+                                confirmation=dataclasses.replace(analysis.confirmation, noise_sd=1.0))
     first = dataclasses.replace(analysis.importance.statements[0], support=0.9, stable=True)
-    assert order_text(noisy, first) == (f"`{first.higher}` ranks above `{first.lower}` in 90% of resamples, but "
+    assert order_text(noisy, first) == (f"`{first.higher}` ranks above `{first.lower}` in 90% of resamples, "
+                                        "but "
                                         f"{noise_note(noisy, first.higher)}: not a finding")
     assert noise_note(noisy, first.higher).endswith("< 2 × noise floor = 2.0000: within seed noise")
 
@@ -177,18 +186,20 @@ def test_report_rests_on_the_confirmation(planted, tmp_path):
     md = result.markdown.read_text()
     assert verdict_text(real, result.analysis.confirmation) in md
     summary = md[md.index("## Summary"):]
-    assert summary.index("**Verdict: the recommended recipe") < summary.index("Study **confirmed**")  # verdict first
+    # verdict first
+    assert summary.index("**Verdict: the recommended recipe") < summary.index("Study **confirmed**")
     assert "## Recipe\n" in md
 
 
 def _run(recipe: str, seed: int | None, value: float, status: str = schema.STATUS_COMPLETED,
          start: float = 0.0, metric: str = schema.M_PRETRAIN_LOSS, test: float | None = None,
          params: dict | None = None, source: str | None = None) -> ConfirmRecord:
-    history = {metric: [(1, value + 0.1), (2, value), (3, value + 0.05)]} if status == schema.STATUS_COMPLETED else {}
+    history = ({metric: [(1, value + 0.1), (2, value), (3, value + 0.05)]}
+               if status == schema.STATUS_COMPLETED else {})
     metrics = {} if test is None else {schema.M_TEST_MAUC: test}
     params = {k: str(v) for k, v in (params or {}).items()}
-    return ConfirmRecord(f"r-{recipe}-{seed}-{start}-{params}", recipe, source, seed, status, start, params, metrics,
-                         history)
+    return ConfirmRecord(f"r-{recipe}-{seed}-{start}-{params}", recipe, source, seed, status, start, params,
+                         metrics, history)
 
 
 def _summary(runs, mode="min", metric=schema.M_PRETRAIN_LOSS, knobs=(), stage="finetune", trials=None):
@@ -201,13 +212,15 @@ def test_min_mode_lower_is_better_and_without_test_split_the_verdict_says_so():
     better = [_run("trial-a", s, 0.40 + 0.002 * s) for s in range(3)]
     c = _summary(ref + better)
     a = c.candidates[0]
-    assert a.scores == pytest.approx({(None, 0): 0.40, (None, 1): 0.402, (None, 2): 0.404})  # epoch 2, the lowest
+    # epoch 2, the lowest
+    assert a.scores == pytest.approx({(None, 0): 0.40, (None, 1): 0.402, (None, 2): 0.404})
     assert a.paired.verdict == "better" and a.paired.mean == pytest.approx(-0.099)
     assert a.paired.p_holm == pytest.approx(a.paired.p)  # a family of one
-    assert verdict_text(a, c).startswith("better than the reference recipe on `pretrain/loss` by -0.0990 (95% CI -0.")
+    assert verdict_text(a, c).startswith("better than the reference recipe on `pretrain/loss` by -0.0990 "
+                                         "(95% CI -0.")
     assert c.test_metric is None and not c.held_out  # a pre-training loss has no test split
-    assert c.notes == [("`pretrain/loss` has no test split: the verdicts use `pretrain/loss`, the split the recipes "
-                        "were chosen on (not held out)")]
+    assert c.notes == [("`pretrain/loss` has no test split: the verdicts use `pretrain/loss`, the split the "
+                        "recipes were chosen on (not held out)")]
 
 
 VAL, TEST = schema.M_VAL_MAUC, schema.M_TEST_MAUC
@@ -231,7 +244,8 @@ def test_val_winner_trailing_on_test_is_not_better_and_holm_counts_k_recipes():
     by = {r.label: r for r in c.recipes}
     for label in ("trial-a", "trial-b", "trial-c"):
         d = np.array(list(by[label].test.values())) - np.array(ref_test)
-        assert by[label].paired.mean == pytest.approx(d.mean()) and by[label].paired.ci == pytest.approx(_t_ci(d))
+        assert (by[label].paired.mean == pytest.approx(d.mean())
+                and by[label].paired.ci == pytest.approx(_t_ci(d)))
         assert by[label].paired_val.mean == pytest.approx(by[label].mean - by["reference"].mean)
     p = [by[k].paired.p for k in ("trial-a", "trial-b", "trial-c")]
     assert [by[k].paired.p_holm for k in ("trial-a", "trial-b", "trial-c")] == pytest.approx(holm(p))
@@ -239,7 +253,8 @@ def test_val_winner_trailing_on_test_is_not_better_and_holm_counts_k_recipes():
     assert by["trial-a"].paired.mean < 0 and by["trial-b"].paired.verdict == "better"
     unadjusted = by["trial-c"].paired.p  # Holm can only raise a p
     assert by["trial-c"].paired.p_holm >= unadjusted and by["trial-c"].paired.verdict == "indistinguishable"
-    assert headline_lines(c)[0].startswith(f"**Verdict: the recommended recipe `trial-a` is {by['trial-a'].paired.verdict}")
+    assert headline_lines(c)[0].startswith(f"**Verdict: the recommended recipe `trial-a` is "
+                                           f"{by['trial-a'].paired.verdict}")
 
 
 def headline_lines(c):
@@ -258,7 +273,8 @@ def test_candidate_equal_to_the_reference_is_reported_as_the_reference():
     assert by["trial-0"].same_as_reference and not by["trial-a"].same_as_reference
     assert c.compared == [by["trial-a"]] and math.isnan(by["trial-0"].paired.p_holm)  # out of the Holm family
     assert by["trial-a"].paired.p_holm == pytest.approx(by["trial-a"].paired.p)
-    assert verdict_text(by["trial-0"], c) == "is the reference recipe (the same knob values): not a separate comparison"
+    assert verdict_text(by["trial-0"], c) == ("is the reference recipe (the same knob values): not a "
+                                              "separate comparison")
     assert c.recommended == "trial-0"
     assert headline_lines(c)[0].startswith("**Verdict: the reference recipe stands.**")
     # run once: the reference runs carry the trial they equal (study side), and no trial-0 runs exist
@@ -278,13 +294,15 @@ def test_pretraining_seeds_pair_on_both_seeds_and_are_named():
         for p in (0, 1):
             for s in (1000, 1001, 1002):
                 runs.append(_run(label, s, val + 0.01 * p + 0.001 * s % 7, metric=VAL,
-                                 test=0.55 + shift + 0.01 * p + 0.0005 * (s % 3), params={"pretrain.seed": p}))
+                                 test=0.55 + shift + 0.01 * p + 0.0005 * (s % 3),
+                                 params={"pretrain.seed": p}))
     c = _summary(runs, mode="max", metric=VAL, stage="pipeline")
     a = c.candidates[0]
     assert a.n == 6 and a.seeds == [1000, 1001, 1002] and a.pretrain_seeds == [0, 1] and a.paired.n == 6
     assert a.paired.mean == pytest.approx(0.01)
     assert varied_text(c) == "3 fine-tuning seeds x 2 pre-training seeds per recipe"
-    one = _summary([r for r in runs if r.params["pretrain.seed"] == "0"], mode="max", metric=VAL, stage="pipeline")
+    one = _summary([r for r in runs if r.params["pretrain.seed"] == "0"], mode="max", metric=VAL,
+                   stage="pipeline")
     assert varied_text(one) == "3 fine-tuning seeds, one pre-training per recipe"
     assert "a lucky pre-training keeps its edge in every seed" in headline_lines(one)[-1]
 
@@ -296,9 +314,10 @@ def test_degenerate_confirmations_say_what_could_not_be_computed():
     c = _summary(runs)
     a, b = (next(r for r in c.recipes if r.label == k) for k in ("trial-a", "trial-b"))
     assert a.scores == {(None, 0): 0.3} and math.isnan(a.ci[0]) and math.isnan(a.sd)
-    assert verdict_text(a, c) == ("not compared: only 1 replicate in common with the reference recipe (difference "
-                                  "-0.2000 on `pretrain/loss`); an interval needs 2")
-    assert verdict_text(b, c) == "not compared: no replicate with `pretrain/loss` in common with the reference recipe"
+    assert verdict_text(a, c) == ("not compared: only 1 replicate in common with the reference recipe "
+                                  "(difference -0.2000 on `pretrain/loss`); an interval needs 2")
+    assert verdict_text(b, c) == ("not compared: no replicate with `pretrain/loss` in common with the "
+                                  "reference recipe")
     assert math.isnan(c.noise_sd) and c.within_noise(0.1) is None
     assert [n for n in c.notes if "not held out" not in n] == [
         "left out 1 confirmation run(s) that are running: `trial-c` seed 2",
@@ -316,7 +335,8 @@ def test_without_reference_runs_nothing_is_compared():
 
 
 def test_headline_without_confirmation_says_exploratory():
-    a = analyze(syn.study_record(syn.simulate_trials(8, seed=1)), AnalysisOptions(n_bootstrap=2, n_bootstrap_means=50))
+    a = analyze(syn.study_record(syn.simulate_trials(8, seed=1)),
+                AnalysisOptions(n_bootstrap=2, n_bootstrap_means=50))
     assert a.confirmation is None
-    assert headline(a) == [("Recipe status: **exploratory** (no confirmation runs: search scores only, one seed per "
-                            "trial).")]
+    assert headline(a) == [("Recipe status: **exploratory** (no confirmation runs: search scores only, one "
+                            "seed per trial).")]
