@@ -1,5 +1,6 @@
-"""The demo's spec (configs/demo.yaml through thoraxmae.demo.demo_spec): coverage of its 4 pre-training recipes,
-the confirmation of the chosen recipes vs the paper's, and how --trials / --confirm-seeds adjust them."""
+"""The demo's spec (configs/demo.yaml through thoraxmae.demo.demo_spec): coverage of its 4 pre-training
+recipes, the confirmation of the chosen recipes vs the paper's, and how --trials / --confirm-seeds adjust
+them."""
 from __future__ import annotations
 
 from thoraxmae.demo import DEMO_SPEC, demo_spec

@@ -81,9 +81,11 @@ def test_every_container_gets_the_credentials_from_one_secret():
         for container in pod["containers"]:
             env = {e["name"]: e for e in container.get("env", [])}
             aws = [name for name in env if name.startswith("AWS_")]
-            assert set(CREDENTIALS) <= set(aws), f"{group}/{container['name']}: missing {set(CREDENTIALS) - set(aws)}"
+            assert set(CREDENTIALS) <= set(aws), (f"{group}/{container['name']}: missing "
+                                                  f"{set(CREDENTIALS) - set(aws)}")
             for name in aws:
-                assert "value" not in env[name], f"{group}/{container['name']}: {name} written in the manifest"
+                assert "value" not in env[name], (f"{group}/{container['name']}: {name} written in the "
+                                                  "manifest")
                 ref = env[name]["valueFrom"]["secretKeyRef"]
                 assert ref["key"] == name
                 secrets.add(ref["name"])
@@ -105,10 +107,12 @@ def test_the_node_cache_is_an_emptydir_volume_larger_than_its_limit():
                       if cache.startswith(m["mountPath"].rstrip("/") + "/")]
             assert len(mounts) == 1, f"{where}: THORAXMAE_CACHE_DIR={cache} is not inside one mounted volume"
             empty_dir = volumes[mounts[0]["name"]].get("emptyDir")
-            assert empty_dir is not None and empty_dir.get("medium") != "Memory", f"{where}: not a disk emptyDir"
+            assert empty_dir is not None and empty_dir.get("medium") != "Memory", (f"{where}: not a disk "
+                                                                                   "emptyDir")
             limit = _bytes(empty_dir["sizeLimit"])
-            assert float(env["THORAXMAE_CACHE_GB"]) * 1e9 < 0.95 * limit, \
-                f"{where}: THORAXMAE_CACHE_GB leaves no room for checkpoints in the {empty_dir['sizeLimit']} volume"
+            assert float(env["THORAXMAE_CACHE_GB"]) * 1e9 < 0.95 * limit, (
+                f"{where}: THORAXMAE_CACHE_GB leaves no room for checkpoints in the {empty_dir['sizeLimit']} "
+                "volume")
 
 
 def test_the_object_storage_job_keeps_the_dashboard_private():

@@ -129,7 +129,8 @@ def scan(module: str, file: Path, known: set[str]) -> list[Import]:
 
     tree = ast.parse(file.read_text(), str(file))
     # module names written as strings count only in a file that imports by name (importlib.import_module)
-    lazy = any(isinstance(n, ast.Attribute | ast.Name) and getattr(n, "attr", getattr(n, "id", "")) == "import_module"
+    lazy = any(isinstance(n, ast.Attribute | ast.Name)
+               and getattr(n, "attr", getattr(n, "id", "")) == "import_module"
                for n in ast.walk(tree))
     visit(tree, "module")
     return found
@@ -297,7 +298,8 @@ def test_no_unknown_cycle_with_deferred_imports():
     unknown = [c for c in cycles(imports, CONTEXTS) if c not in KNOWN_CIRCLES.values()]
     edges = sorted({f"{i.source} -> {i.target} ({i.context}, line {i.line})" for c in unknown for i in imports
                     if i.source in c and i.target in c})
-    assert not unknown, "cycles not in KNOWN_CIRCLES (a known circle that grew counts too):\n" + "\n".join(edges)
+    assert not unknown, ("cycles not in KNOWN_CIRCLES (a known circle that grew counts too):\n"
+                         + "\n".join(edges))
 
 
 @pytest.mark.parametrize("circle", sorted(KNOWN_CIRCLES))
@@ -357,7 +359,8 @@ def test_checks_catch_planted_violations(tmp_path):
          "not import run (rooms: base <- spec <- tracking <- run)"),
         ("thoraxmae.trainers.loop:2 (function) imports `thoraxmae.study.schema`: trainers may not import "
          "study (layers: datasets <- trainers <- study <- analysis)")]
-    assert cycles(imports, ("module",)) == [frozenset({"thoraxmae.study.spec.model", "thoraxmae.study.spec.space"})]
+    assert cycles(imports, ("module",)) == [frozenset({"thoraxmae.study.spec.model",
+                                                       "thoraxmae.study.spec.space"})]
     result = import_all(root, importable(root), forbidden="wave")
     assert result["failed"] == {} and result["strays"] == ["datasets", "datasets.config"]
     analysis = import_all(root, [m for m in importable(root) if layer_of(m) == "analysis"], forbidden="wave")

@@ -90,7 +90,8 @@ def write_nih(root: Path, *, n_patients: int = 12, csv_name: str = "Data_Entry_2
     return root
 
 
-def write_nih_paper_splits(folder: Path, n_patients: int = 12, val_patients: tuple[int, ...] = (1, 2)) -> Path:
+def write_nih_paper_splits(folder: Path, n_patients: int = 12,
+                           val_patients: tuple[int, ...] = (1, 2)) -> Path:
     """train_official.txt / val_official.txt / test_official.txt: `name` + 14 ints per line."""
     folder.mkdir(parents=True, exist_ok=True)
     test = nih_test_patients(n_patients)
@@ -124,7 +125,8 @@ def write_chexpert(root: Path, *, prefix: str = "CheXpert-v1.0-small", n_patient
             for v, view in ((1, "Frontal"), (2, "Lateral")):
                 rel = f"train/patient{p:05d}/study{s}/view{v}_{view.lower()}.jpg"
                 values = ",".join(chexpert_value(row, j) for j in range(len(CHEXPERT_LABELS)))
-                train.append(f"{prefix + '/' if prefix else ''}{rel},Female,{40 + p},{view},{'AP' if view == 'Frontal' else ''},{values}")
+                train.append(f"{prefix + '/' if prefix else ''}{rel},Female,{40 + p},{view},"
+                             f"{'AP' if view == 'Frontal' else ''},{values}")
                 _put(root / rel, JPEG)
                 row += 1
     valid = [header]
@@ -132,7 +134,8 @@ def write_chexpert(root: Path, *, prefix: str = "CheXpert-v1.0-small", n_patient
         for v, view in ((1, "Frontal"), (2, "Lateral")):
             rel = f"valid/patient{p:05d}/study1/view{v}_{view.lower()}.jpg"
             values = ",".join("1.0" if (p + j) % 3 == 0 else "0.0" for j in range(len(CHEXPERT_LABELS)))
-            valid.append(f"{prefix + '/' if prefix else ''}{rel},Male,60,{view},{'PA' if view == 'Frontal' else ''},{values}")
+            valid.append(f"{prefix + '/' if prefix else ''}{rel},Male,60,{view},"
+                         f"{'PA' if view == 'Frontal' else ''},{values}")
             _put(root / rel, JPEG)
     (root / "train.csv").write_text("\n".join(train) + "\n")
     (root / "valid.csv").write_text("\n".join(valid) + "\n")
@@ -156,7 +159,8 @@ def write_mimic(root: Path) -> Path:
 
     The last study of the last subject has images and a split but no chexpert row (it must be left out).
     """
-    meta = [("dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,StudyDate,"
+    meta = [("dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,"
+             "StudyDate,"
              "StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,"
              "PatientOrientationCodeSequence_CodeMeaning")]
     split = ["dicom_id,study_id,subject_id,split"]

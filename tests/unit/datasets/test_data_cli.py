@@ -56,7 +56,8 @@ def test_prepare_lists_failed_images_and_strict_stops(phantom_dir, tmp_path, cap
 
 
 def test_data_errors_are_one_line_and_exit_2(tmp_path, capsys):
-    assert main(["data", "prepare", str(tmp_path / "nope"), "--format", "nih", "--out", str(tmp_path / "s")]) == 2
+    assert main(["data", "prepare", str(tmp_path / "nope"), "--format", "nih",
+                 "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "not found" in err and err.count("\n") == 1
     assert main(["data", "phantom", str(tmp_path / "p"), "--n", "3"]) == 2
@@ -82,8 +83,8 @@ def test_prepare_size_out_of_range_is_one_line_before_anything_is_read(tmp_path,
     rc = main(["data", "prepare", str(tmp_path / "nowhere"), "--format", "nih", "--out", str(tmp_path / "s"),
                "--size", size])
     err = capsys.readouterr().err
-    assert rc == 2 and err == f"error: --size={size}: a store's image side must be an integer in [8, 4096] px " \
-                              "(default 768)\n"
+    assert rc == 2 and err == (f"error: --size={size}: a store's image side must be an integer in [8, 4096] "
+                               "px (default 768)\n")
     assert not (tmp_path / "s").exists()
 
 

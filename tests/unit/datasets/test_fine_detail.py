@@ -112,10 +112,13 @@ def test_store_size_warning_names_the_store_its_size_and_the_size_needed():
                     "`thoraxmae data prepare ... --size 768`")
     pre = store_detail_warning("s3://b/cxr224", {"size": 224, "half_copies": 9}, 0.5, 224, "pre-training")
     assert pre is not None and "below the 286 px" in pre and "keeps 0.71" in pre
-    assert store_detail_warning("/data/nih768", {"size": 768, "half_copies": 9}, 0.08, 224, "fine-tuning") is None
-    assert store_detail_warning("/data/cxr320", {"size": 320, "half_copies": 9}, 0.5, 224, "pre-training") is None
+    assert store_detail_warning("/data/nih768", {"size": 768, "half_copies": 9}, 0.08, 224,
+                                "fine-tuning") is None
+    assert store_detail_warning("/data/cxr320", {"size": 320, "half_copies": 9}, 0.5, 224,
+                                "pre-training") is None
     # a store that shrank nothing holds the originals: that is the reference's detail, whatever its cap
-    assert store_detail_warning("/data/small", {"size": 256, "half_copies": 0}, 0.08, 224, "fine-tuning") is None
+    assert store_detail_warning("/data/small", {"size": 256, "half_copies": 0}, 0.08, 224,
+                                "fine-tuning") is None
     # a smaller model input needs fewer pixels: 112 px output at crop_min 0.08 needs 357 px
     assert "below the 357 px" in store_detail_warning("x", {"size": 256, "half_copies": 1}, 0.08, 112,
                                                       "fine-tuning")

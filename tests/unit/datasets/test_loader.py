@@ -68,7 +68,8 @@ def test_eval_shards_are_disjoint_and_cover_the_split(n, world):
 
 @pytest.mark.parametrize("n, world", [(10, 3), (12, 4), (9, 2)])
 def test_train_shards_are_disjoint_equal_and_cover_all_but_the_remainder(n, world):
-    parts = [list(ShardSampler(n, train=True, seed=1, epoch=2, rank=r, world_size=world)) for r in range(world)]
+    parts = [list(ShardSampler(n, train=True, seed=1, epoch=2, rank=r, world_size=world))
+             for r in range(world)]
     flat = [i for p in parts for i in p]
     assert len(set(flat)) == len(flat) == n - n % world
     assert {len(p) for p in parts} == {n // world}

@@ -21,7 +21,8 @@ PREPARE = ["data", "prepare", "--size", "16", "--workers", "1", "--quiet"]
 def phantoms(tmp_path_factory):
     base = tmp_path_factory.mktemp("mixture")
     for name, seed in (("a", 1), ("b", 2)):
-        assert main(["data", "phantom", str(base / name), "--n", "40", "--size", "32", "--seed", str(seed)]) == 0
+        assert main(["data", "phantom", str(base / name), "--n", "40", "--size", "32",
+                     "--seed", str(seed)]) == 0
     return base / "a", base / "b"
 
 
@@ -34,7 +35,8 @@ def _manifest(store) -> dict:
 def test_parts_of_one_format_get_unique_prefixes(phantoms):
     a, b = (load_source("nih", p) for p in phantoms)
     mix = concat_tables([a, b, a])
-    assert mix.notes["parts"] == ["nih", "nih-2", "nih-3"] and set(mix.notes["part_notes"]) == {"nih", "nih-2", "nih-3"}
+    assert (mix.notes["parts"] == ["nih", "nih-2", "nih-3"]
+            and set(mix.notes["part_notes"]) == {"nih", "nih-2", "nih-3"})
     assert len(mix) == 2 * len(a) + len(b) and not mix.frame["image_id"].duplicated().any()
     assert mix.frame["image_id"].iloc[len(a)].startswith("nih-2/")
     mix.validate()  # patient ids are prefixed too: no leakage across parts
@@ -56,7 +58,8 @@ def test_keep_splits_keeps_only_the_listed_splits(phantoms):
 def test_mixture_store_holds_the_train_rows_of_both_parts(phantoms, tmp_path, capsys):
     a, b = phantoms
     store = tmp_path / "store"
-    rc = main(PREPARE + [str(a), "--format", "nih", "--also", f"nih={b}", "--keep-splits", "train", "--out", str(store)])
+    rc = main(PREPARE + [str(a), "--format", "nih", "--also", f"nih={b}", "--keep-splits", "train",
+                         "--out", str(store)])
     assert rc == 0
     ta, tb = load_source("nih", a), load_source("nih", b)
     m = _manifest(store)
@@ -141,7 +144,8 @@ def test_an_explicit_val_fraction_is_honoured_for_chexpert(tmp_path):
                          "--val-fraction", "0.2", "--keep-splits", "train", "--out", str(tmp_path / "store")])
     assert rc == 0
     kept = load_source("chexpert", chex, val_fraction=0.2).split_counts()["train"]
-    assert kept == 16 and len([i for i in open_store(tmp_path / "store").image_ids if i.startswith("chexpert/")]) == kept
+    assert kept == 16 and len([i for i in open_store(tmp_path / "store").image_ids
+                               if i.startswith("chexpert/")]) == kept
 
 
 def test_harmonised_recipe_with_u_zeros(tmp_path):
@@ -150,7 +154,8 @@ def test_harmonised_recipe_with_u_zeros(tmp_path):
     store = tmp_path / "store"
     rc = main(PREPARE + [str(nih), "--format", "nih", "--split-files", str(splits), "--also",
                          f"chexpert={chex}",
-                         "--uncertainty", "zeros", "--harmonise", "--keep-splits", "train", "--out", str(store)])
+                         "--uncertainty", "zeros", "--harmonise", "--keep-splits", "train",
+                         "--out", str(store)])
     assert rc == 0  # --uncertainty goes to chexpert (nih lacks it), --split-files to nih only
     m = _manifest(store)
     assert m["notes"]["part_notes"]["chexpert"]["uncertainty"]["Edema"] == "zeros"
@@ -168,7 +173,8 @@ def test_main_only_options_do_not_reach_the_extra_parts(tmp_path):
 
 
 def test_keep_splits_on_one_source(phantoms, tmp_path):
-    rc = main(PREPARE + [str(phantoms[0]), "--format", "nih", "--keep-splits", "val, test", "--out", str(tmp_path / "s")])
+    rc = main(PREPARE + [str(phantoms[0]), "--format", "nih", "--keep-splits", "val, test",
+                         "--out", str(tmp_path / "s")])
     assert rc == 0
     m, t = _manifest(tmp_path / "s"), load_source("nih", phantoms[0])
     assert m["source"] == "nih" and m["counts"] == {**t.split_counts(), "train": 0}
@@ -196,7 +202,8 @@ def test_keep_splits_that_empties_the_table_is_an_error(phantoms, tmp_path, caps
 
 @pytest.mark.parametrize("value", ["trian", ",", "train;val"])
 def test_unknown_keep_splits_names_the_value(phantoms, tmp_path, capsys, value):
-    rc = main(PREPARE + [str(phantoms[0]), "--format", "nih", "--keep-splits", value, "--out", str(tmp_path / "s")])
+    rc = main(PREPARE + [str(phantoms[0]), "--format", "nih", "--keep-splits", value,
+                         "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err
     assert rc == 2 and f"--keep-splits {value!r}" in err and "train,val,test" in err
 
@@ -210,9 +217,11 @@ def test_malformed_also_names_the_value_and_the_form(phantoms, tmp_path, capsys,
 
 
 def test_also_with_an_unknown_format_lists_the_known_ones(phantoms, tmp_path, capsys):
-    rc = main(PREPARE + [str(phantoms[0]), "--format", "nih", "--also", f"tiff={phantoms[1]}", "--out", str(tmp_path / "s")])
+    rc = main(PREPARE + [str(phantoms[0]), "--format", "nih", "--also", f"tiff={phantoms[1]}",
+                         "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err
-    assert rc == 2 and "'tiff'" in err and all(f in err for f in ("nih", "chexpert", "mimic", "covidx", "dicom"))
+    assert (rc == 2 and "'tiff'" in err
+            and all(f in err for f in ("nih", "chexpert", "mimic", "covidx", "dicom")))
 
 
 def test_also_with_a_missing_folder_names_it(phantoms, tmp_path, capsys):
@@ -223,9 +232,11 @@ def test_also_with_a_missing_folder_names_it(phantoms, tmp_path, capsys):
 
 def test_an_option_no_part_accepts_is_an_error(phantoms, tmp_path, capsys):
     a, b = phantoms
-    rc = main(PREPARE + [str(a), "--format", "nih", "--also", f"nih={b}", "--uncertainty", "ones", "--out", str(tmp_path / "s")])
+    rc = main(PREPARE + [str(a), "--format", "nih", "--also", f"nih={b}", "--uncertainty", "ones",
+                         "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err
     assert rc == 2 and "'uncertainty'" in err and "split_seed" in err
-    rc = main(PREPARE + [str(a), "--format", "nih", "--also", f"dicom={b}", "--labels-csv", "x.csv", "--out", str(tmp_path / "s")])
+    rc = main(PREPARE + [str(a), "--format", "nih", "--also", f"dicom={b}", "--labels-csv", "x.csv",
+                         "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err
     assert rc == 2 and "'labels_csv'" in err and "main source" in err

@@ -66,7 +66,8 @@ def test_the_real_nih_source_reads_it(small):
     assert all(table.split_counts()[s] > 0 for s in ("train", "val", "test"))
     csv = {r.split(",")[0]: r.split(",")[1] for r in (small / CSV_NAME).read_text().splitlines()[1:]}
     for name, row in zip(table.frame["image_id"], table.labels, strict=True):
-        assert {k for k, v in zip(NIH_LABELS, row, strict=True) if v} == ({*csv[name].split("|")} - {"No Finding"})
+        assert ({k for k, v in zip(NIH_LABELS, row, strict=True) if v}
+                == {*csv[name].split("|")} - {"No Finding"})
 
 
 def test_same_seed_same_bytes_other_seed_other_images(small, tmp_path):

@@ -55,7 +55,8 @@ def test_val_fraction_zero_keeps_every_train_image_in_train(root):
 def test_path_prefix_is_stripped(tmp_path, prefix):
     table = load_source("chexpert", write_chexpert(tmp_path, prefix=prefix))
     assert table.frame["image_id"].iloc[0] == "train/patient00001/study1/view1_frontal.jpg"
-    assert table.frame["path"].iloc[0] == str((tmp_path / "train/patient00001/study1/view1_frontal.jpg").resolve())
+    assert (table.frame["path"].iloc[0]
+            == str((tmp_path / "train/patient00001/study1/view1_frontal.jpg").resolve()))
 
 
 def test_frontal_filter(root):

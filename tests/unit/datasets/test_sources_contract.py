@@ -65,7 +65,8 @@ def test_source_is_deterministic(fmt, roots):
 
 @pytest.mark.parametrize("fmt", SEEDED)
 def test_split_seed_moves_patients_between_train_and_val(fmt, roots):
-    val_sets = {frozenset(load_source(fmt, roots[fmt], split_seed=s).frame.query("split == 'val'")["patient_id"])
+    val_sets = {frozenset(load_source(fmt, roots[fmt], split_seed=s)
+                          .frame.query("split == 'val'")["patient_id"])
                 for s in range(6)}
     assert len(val_sets) > 1
 

@@ -49,7 +49,8 @@ def test_real_radiograph_is_inverted_to_bright_bone(rg1, radiograph, tmp_path):
     lung = rg1[400:800, 300:650].mean()  # upper right lung field (image left)
     spine = rg1[400:1400, 880:960].mean()  # spine / mediastinum
     assert air < lung - 30 and lung < spine - 40
-    plain = read_dicom(_modified_copy(radiograph, tmp_path / "mono2.dcm", PhotometricInterpretation="MONOCHROME2"))
+    plain = read_dicom(_modified_copy(radiograph, tmp_path / "mono2.dcm",
+                                      PhotometricInterpretation="MONOCHROME2"))
     np.testing.assert_array_equal(rg1.astype(np.int16), 255 - plain.astype(np.int16))
 
 

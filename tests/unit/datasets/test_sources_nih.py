@@ -165,7 +165,8 @@ def test_empty_test_list_is_an_empty_split(tmp_path):
     (root / "test_list.txt").write_text("")
     # keep the images listed somewhere but without leaking: drop the test patients' csv rows
     csv = root / "Data_Entry_2017_v2020.csv"
-    csv.write_text("\n".join(line for line in csv.read_text().splitlines() if line.split(",")[0] not in moved) + "\n")
+    csv.write_text("\n".join(line for line in csv.read_text().splitlines()
+                             if line.split(",")[0] not in moved) + "\n")
     with pytest.raises(DataError, match="split 'test' is empty"):
         load_source("nih", root)
 

@@ -31,7 +31,8 @@ def test_split_ignores_row_order():
 def test_nih_split_ignores_csv_row_order(tmp_path):
     a = load_source("nih", write_nih(tmp_path / "a"), split_seed=2)
     b = load_source("nih", write_nih(tmp_path / "b", entries=nih_entries()[::-1]), split_seed=2)
-    assert dict(zip(a.frame["image_id"], a.frame["split"], strict=True)) == dict(zip(b.frame["image_id"], b.frame["split"], strict=True))
+    assert (dict(zip(a.frame["image_id"], a.frame["split"], strict=True))
+            == dict(zip(b.frame["image_id"], b.frame["split"], strict=True)))
 
 
 def test_carve_val_only_touches_train_rows():

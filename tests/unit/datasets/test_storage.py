@@ -38,7 +38,8 @@ def test_location_reads_writes_lists_and_deletes(root, tmp_path):
     assert base.child_uri(spec.fs_path) == str(spec)
     assert spec.parent.parent.uri == base.uri
     (base / "study" / "train").rmtree()
-    assert [c.name for c in (base / "study").iterdir()] == ["spec.yaml"] and not (base / "study" / "train").exists()
+    assert ([c.name for c in (base / "study").iterdir()] == ["spec.yaml"]
+            and not (base / "study" / "train").exists())
     spec.unlink()
     assert not spec.exists()
     assert ray_storage(base)["storage_path"] == (base.uri if base.is_local else base.fs_path)

@@ -42,7 +42,8 @@ def test_store_keeps_pixels_labels_ids_and_order(tmp_path):
     table = make_table(tmp_path, mask_zero=[(1, 2)])
     manifest = prepare_store(table, tmp_path / "s", size=16, progress=False, shard_size=4)
     store = open_store(tmp_path / "s")
-    assert len(store) == 10 and store.size == 16 and store.label_names == LABELS and store.task == "multilabel"
+    assert (len(store) == 10 and store.size == 16 and store.label_names == LABELS
+            and store.task == "multilabel")
     assert [s["rows"] for s in manifest["shards"]] == [4, 4, 2]
     for i in range(10):
         img = store.image(i)
@@ -242,7 +243,8 @@ def test_phantom_through_the_nih_source_into_a_store(phantom_nih, phantom_store)
 def test_rgba_and_16_bit_pngs_are_converted_not_failed(tmp_path):
     table = make_table(tmp_path)
     rgba, deep = table.frame["path"].iloc[2], table.frame["path"].iloc[5]
-    Image.fromarray(np.dstack([np.full((24, 24), 40, np.uint8)] * 3 + [np.full((24, 24), 255, np.uint8)])).save(rgba)
+    Image.fromarray(np.dstack([np.full((24, 24), 40, np.uint8)] * 3
+                              + [np.full((24, 24), 255, np.uint8)])).save(rgba)
     Image.fromarray(np.full((24, 24), 4095, np.uint16)).save(deep)  # 12-bit white in a 16-bit PNG
     m = prepare_store(table, tmp_path / "s", size=16, progress=False)
     assert m["failed"] == [] and m["images"] == 10
@@ -295,7 +297,8 @@ def test_a_damaged_shard_is_detected_rebuilt_and_the_hash_follows_the_contents(t
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
     second = prepare_store(table, out, size=16, shard_size=4)
     assert shard.read_bytes() == original and np.all(open_store(out).image(5) == 100)  # rebuilt, identical
-    assert {p.name for p in (out / "shards").iterdir() if p.stat().st_mtime_ns != stamps[p.name]} == {shard.name}
+    assert {p.name for p in (out / "shards").iterdir()
+            if p.stat().st_mtime_ns != stamps[p.name]} == {shard.name}
     assert second["content_hash"] == first["content_hash"] == verify_store(out)
 
 

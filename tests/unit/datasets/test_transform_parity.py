@@ -78,7 +78,8 @@ def test_pretrain_crop_boxes_are_torchvisions():
         seed_all(s)
         left, top, right, bottom = ours.box(80, 112)
         seed_all(s)
-        assert (top, left, bottom - top, right - left) == T.RandomResizedCrop.get_params(pil, [0.5, 1.0], [3 / 4, 4 / 3])
+        assert ((top, left, bottom - top, right - left)
+                == T.RandomResizedCrop.get_params(pil, [0.5, 1.0], [3 / 4, 4 / 3]))
 
 
 def test_flips_are_torchvisions():
@@ -97,8 +98,9 @@ def test_randaug_ops_and_magnitudes_are_timms():
     assert ours.num_layers == ref.num_layers == 2 and ours.choice_weights is ref.choice_weights is None
     assert [op.name for op in ours.ops] == [op.name for op in ref.ops] and len(ours.ops) == 15
     for a, b in zip(ours.ops, ref.ops, strict=True):
-        assert (a.aug_fn, a.level_fn, a.prob, a.magnitude, a.magnitude_std) == \
-            (b.aug_fn, b.level_fn, b.prob, b.magnitude, b.magnitude_std) == (a.aug_fn, a.level_fn, 0.5, 6, 0.5)
+        assert ((a.aug_fn, a.level_fn, a.prob, a.magnitude, a.magnitude_std)
+                == (b.aug_fn, b.level_fn, b.prob, b.magnitude, b.magnitude_std)
+                == (a.aug_fn, a.level_fn, 0.5, 6, 0.5))
         # one gray fill level where the reference has (129, 129, 129); the same translate / resampling
         assert (a.kwargs["fillcolor"],) * 3 == b.kwargs["fillcolor"] == (129, 129, 129)
         assert a.kwargs["resample"] == b.kwargs["resample"] and a.hparams["translate_const"] == 100
@@ -108,7 +110,8 @@ def test_randaug_ops_and_magnitudes_are_timms():
 @pytest.mark.parametrize("shape", SHAPES)
 def test_finetune_transform_equals_timms_create_transform(shape, crop_min):
     img = xray(*shape)
-    ours, ref = build_finetune_transform(64, crop_min, 6, True, NIH_MEAN, NIH_STD), reference_finetune(64, crop_min, 6)
+    ours = build_finetune_transform(64, crop_min, 6, True, NIH_MEAN, NIH_STD)
+    ref = reference_finetune(64, crop_min, 6)
     plain = build_finetune_transform(64, crop_min, 0, False, NIH_MEAN, NIH_STD)
     flip_only = build_finetune_transform(64, crop_min, 0, True, NIH_MEAN, NIH_STD)
     flipped = augmented = 0
@@ -128,7 +131,8 @@ def test_finetune_transform_equals_timms_create_transform(shape, crop_min):
 
 def test_finetune_without_flip_equals_timms_hflip_zero():
     img = xray(96, 96)
-    ours, ref = build_finetune_transform(64, 0.08, 6, False, NIH_MEAN, NIH_STD), reference_finetune(64, 0.08, 6, 0.0)
+    ours = build_finetune_transform(64, 0.08, 6, False, NIH_MEAN, NIH_STD)
+    ref = reference_finetune(64, 0.08, 6, 0.0)
     for s in range(20):
         seed_all(s)
         a = ours(img)
@@ -207,7 +211,8 @@ def test_eval_reads_the_half_copy_when_it_holds_twice_the_pixels():
     original = xray(400, 400)
     full, half = fit(original, 300), fit(original, 150)
     t = build_eval_transform(64, 0.5, 0.5, in_chans=1)  # resizes the shorter side to 73 px first
-    expected = np.asarray(Image.fromarray(half).resize((73, 73), Image.Resampling.BICUBIC).crop((4, 4, 68, 68)))
+    expected = np.asarray(Image.fromarray(half).resize((73, 73), Image.Resampling.BICUBIC)
+                          .crop((4, 4, 68, 68)))
     torch.testing.assert_close(t(full, half)[0], torch.from_numpy(expected / 255.0 * 2 - 1).float(),
                                atol=1e-5, rtol=0)
     assert float((t(full, half) - t(full)).abs().mean()) * 255 / 2 < 1.0
