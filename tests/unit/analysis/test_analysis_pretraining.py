@@ -268,8 +268,8 @@ def test_a_continuous_pretraining_knob_is_not_compared_row_by_row(store):
 def test_caveat_is_exploratory_unless_confirmation_runs_exist(store):
     a = _analysis(store, "recipes")
     assert EXPLORATORY in pretraining_section(a).blocks
-    confirmed = dataclasses.replace(a, confirmation=Confirmation(a.study.metric, "max", None, [], math.nan, 0,
-                                                                 1))
+    confirmed = dataclasses.replace(a, confirmation=Confirmation(a.study.metric, "max", None, a.study.metric,
+                                                                 "pipeline", [], None, math.nan, 0, 1))
     blocks = pretraining_section(confirmed).blocks
     assert CONFIRMED in blocks and EXPLORATORY not in blocks
 

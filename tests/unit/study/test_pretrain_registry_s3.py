@@ -15,6 +15,7 @@ from tests.s3_server import BUCKET
 from thoraxmae.datasets.storage import Location
 from thoraxmae.study.registry import ENTRY_FILE, Registry, resolve_init
 from thoraxmae.study.run import pipeline
+from thoraxmae.trainers.config import PretrainConfig
 
 STORAGE = f"s3://{BUCKET}/tune"
 
@@ -96,15 +97,16 @@ def test_pretrain_once_runs_in_the_registry_on_s3_then_reuses(registry, monkeypa
     spec = SimpleNamespace(storage_path=registry.root.parent.uri, name="s")
     seen = []
 
-    def run_phase(name, runs_dir, key):
+    def run_phase(name, runs_dir, key, cfg):
         seen.append(runs_dir)
         folder = registry.run_dir(key) / "checkpoint_000002"
         (folder / pipeline.CHECKPOINT_FILE).write_bytes(_checkpoint())
         return {"checkpoint": folder.uri, "metrics": {"pretrain/loss": 0.4}, "history": []}
 
-    done, key, reused = pipeline.pretrain_once(spec, None, "t1", run_phase)
+    cfg = PretrainConfig(epochs=2, warmup_epochs=1)  # cosine: keyed with its length, never continued
+    done, key, reused = pipeline.pretrain_once(spec, cfg, "t1", run_phase)
     assert (key, reused) == ("k4", False) and seen == [registry.folder("k4")]
     assert registry.lookup("k4").checkpoint == f"{done['checkpoint']}/{pipeline.CHECKPOINT_FILE}"
-    again, _, reused = pipeline.pretrain_once(spec, None, "t2", run_phase)
+    again, _, reused = pipeline.pretrain_once(spec, cfg, "t2", run_phase)
     assert (reused and again["checkpoint"] == done["checkpoint"] and again["trial_id"] == "t1"
             and len(seen) == 1)
