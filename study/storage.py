@@ -4,6 +4,7 @@
       <name>/                      Tune's folder of study `name`: its state, thoraxmae_spec.yaml
         train/                     the trials' Ray Train runs: train-<trial id>[-pretrain|-finetune]
       <name>-confirm/              Tune's folder of the study's confirmation runs
+        part-<n>/                  Tune's folder of its n-th extension (n >= 2: other --top/--seeds)
       pretrain-registry/           shared pre-trainings, one folder per key (study.registry)
 
 Every path is a datasets.storage.Location, so the same code serves a folder and an object store.
@@ -39,6 +40,11 @@ class StudyStorage:
     def confirm(self, name: str) -> Location:
         """Tune's folder of a study's confirmation."""
         return self.root / f"{name}{CONFIRM_SUFFIX}"
+
+    def confirm_part(self, name: str, n: int) -> Location:
+        """Tune's folder of part n of a study's confirmation: 1 the first, n >= 2 an extension inside it
+        (a restored Tune experiment cannot take new trials)."""
+        return self.confirm(name) if n == 1 else self.confirm(name) / f"part-{n}"
 
     @property
     def registry(self) -> Location:

@@ -35,6 +35,9 @@ def semantic_problems(spec: StudySpec) -> list[str]:
     if spec.stage == "pipeline" and spec.finetune.init is not None:
         problems.append("finetune.init: set by the pipeline (each trial fine-tunes its own pre-trained "
                         "encoder)")
+    if spec.confirm is not None and spec.confirm.pretrain_seeds > 1 and spec.stage != "pipeline":
+        problems.append(f"confirm.pretrain_seeds: {spec.confirm.pretrain_seeds} needs stage pipeline "
+                        f"(stage `{spec.stage}` pre-trains nothing to repeat); set it to 1")
     if spec.model.name in ("densenet121", "resnet50") and "pretrain" in spec.phases:
         problems.append(f"model.name: MAE pre-training needs a ViT, got `{spec.model.name}`")
     for section in ("data", "pretrain_data"):

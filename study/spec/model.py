@@ -129,6 +129,9 @@ class ConfirmConfig(ConfigModel):
     seeds: int = Field(3, ge=2, description="fresh seeds per recipe, the same for every recipe (paired)")
     reference: Path | None = Field(None, description="reference recipe YAML (knob: value); default the "
                                                      "paper's")
+    pretrain_seeds: int = Field(1, ge=1, le=100, description="pipeline studies: pre-training seeds per "
+                                "recipe (1: the study's pre-trainings are reused; more: each recipe is "
+                                "pre-trained again with other seeds, shared by all recipes)")
 
 
 class TrackingConfig(ConfigModel):

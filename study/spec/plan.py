@@ -5,7 +5,8 @@ run its recipe and seed. The trial driver, the MLflow callback and confirmation 
 A search trial's config is the flat knob dict Optuna sampled (`{"pretrain.mask_ratio": 0.9, ...}`). A
 confirmation trial's config holds one point under `CONFIRM_KEY`: the knobs plus `CONFIRM_SEED` (the
 fine-tuning seed, shared by every recipe: paired), `CONFIRM_RECIPE` (its label) and `CONFIRM_SOURCE` (the
-search trial's MLflow run it repeats).
+search trial's MLflow run it repeats); in a pipeline study also `CONFIRM_PRETRAIN_SEED` (the pre-training
+seed, shared by every recipe as well: a new seed is a new pre-training, keyed apart by the registry).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from thoraxmae.study.spec.space import apply_knobs, knob_values
 
 CONFIRM_KEY = "confirm"
 CONFIRM_SEED, CONFIRM_RECIPE, CONFIRM_SOURCE = "confirm_seed", "confirm_recipe", "confirm_source_run"
+CONFIRM_PRETRAIN_SEED = "confirm_pretrain_seed"
 
 
 @dataclass(frozen=True)
@@ -30,26 +32,28 @@ class TrialPlan:
     seed: int | None = None  # a confirmation run's fine-tuning seed
     recipe: str | None = None  # a confirmation run's recipe label
     source_run: str | None = None  # the search trial's MLflow run a confirmation run repeats
+    pretrain_seed: int | None = None  # a pipeline confirmation run's pre-training seed (None: the spec's)
     _phases: dict[str, BaseModel] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_config(cls, spec: StudySpec, config: Mapping[str, Any]) -> TrialPlan:
         point = config.get(CONFIRM_KEY, config)
         knobs = knob_values(point, frozenset(spec.search.space))
-        seed = point.get(CONFIRM_SEED)
+        seed, pretrain_seed = point.get(CONFIRM_SEED), point.get(CONFIRM_PRETRAIN_SEED)
         return cls(spec, knobs, None if seed is None else int(seed), point.get(CONFIRM_RECIPE),
-                   point.get(CONFIRM_SOURCE) or None)
+                   point.get(CONFIRM_SOURCE) or None, None if pretrain_seed is None else int(pretrain_seed))
 
     @property
     def is_confirmation(self) -> bool:
         return self.seed is not None
 
     def phase(self, name: str) -> BaseModel:
-        """The typed config of phase `name`: the spec's, with this trial's knobs (and confirmation seed)."""
+        """The typed config of phase `name`: the spec's, with this trial's knobs (and confirmation seeds)."""
         if name not in self._phases:
             cfg = apply_knobs(self.spec.phase_config(name), name, self.knobs)
-            if self.seed is not None and name == "finetune":
-                cfg = cfg.model_copy(update={"seed": self.seed})
+            seed = {"finetune": self.seed, "pretrain": self.pretrain_seed}.get(name)
+            if seed is not None:
+                cfg = cfg.model_copy(update={"seed": seed})
             self._phases[name] = cfg
         return self._phases[name]
 
