@@ -47,9 +47,9 @@ def test_confirm_reruns_chosen_recipe_and_reference_with_shared_seeds(study_ray,
     chosen = recipes[0]
     values = sorted(float(r.data.params["finetune.layer_decay"]) for r in trials)
     assert values[0] <= chosen.knobs["finetune.layer_decay"] <= values[-1]
-    grid = run_confirm(spec, recipes, seeds=2)
+    result = run_confirm(spec, recipes, seeds=2)
 
-    assert len(grid) == 4 and not grid.errors
+    assert len(result.requested) == 4 and result.status(spec) == (4, 0) and result.new == 4
     runs = _confirm_runs(spec.tracking.uri, "conf")
     assert len(runs) == 4
     recipes = Counter(r.data.tags[schema.TAG_RECIPE] for r in runs)
@@ -70,6 +70,17 @@ def test_confirm_reruns_chosen_recipe_and_reference_with_shared_seeds(study_ray,
     result = build_report("conf", spec.tracking.uri, tmp_path / "report", n_bootstrap=4, log_artifacts=False)
     md = result.markdown.read_text()
     assert "**Verdict: " in md and "mean `test/mauc` (95% CI)" in md, md  # judged on the held-out split
+
+    # a larger request (issue 23, N4: it used to resume the old one and run nothing): only the missing runs
+    bigger = run_confirm(spec, choose_recipes(spec, 2), seeds=3)
+    finished, failed = bigger.status(spec)
+    assert (finished, failed) == (len(bigger.requested), 0) and 0 < bigger.new < len(bigger.requested)
+    runs = _confirm_runs(spec.tracking.uri, "conf")
+    assert len(runs) == 4 + bigger.new
+    pairs = Counter((r.data.tags[schema.TAG_RECIPE], r.data.params[schema.PARAM_SEED]) for r in runs)
+    assert max(pairs.values()) == 1, pairs  # no recipe and seed run twice
+    assert {s for (label, s) in pairs if label == schema.RECIPE_REFERENCE} == {"1000", "1001", "1002"}
+    assert run_confirm(spec, choose_recipes(spec, 2), seeds=3).new == 0  # the same request again: nothing new
 
 
 def test_confirm_killed_then_run_again_resumes_without_duplicates(phantom_store, tmp_path):
@@ -101,3 +112,45 @@ def test_confirm_killed_then_run_again_resumes_without_duplicates(phantom_store,
     assert len(runs) == 4, [(r.data.tags.get(schema.TAG_RECIPE), r.data.params.get("seed")) for r in runs]
     assert Counter((r.data.tags[schema.TAG_RECIPE], r.data.params[schema.PARAM_SEED]) for r in runs).most_common(1)[0][1] == 1
     assert {r.data.tags[schema.TAG_STATUS] for r in runs} == {schema.STATUS_COMPLETED}
+
+
+def test_pipeline_confirmation_with_two_pretrain_seeds_pretrains_each_recipe_again(study_ray, phantom_store,
+                                                                                  tmp_path):
+    """confirm.pretrain_seeds 2 (issue 21): each recipe and the reference are fine-tuned from 2
+    pre-trainings (the study's seed, reused, and one more, registered apart), every (recipe, pre-training
+    seed, seed) one run logging `pretrain.seed`, so the verdict names the pre-training seeds."""
+    import json
+
+    from thoraxmae.analysis.report import build_report
+    from thoraxmae.study.run.confirm import ConfirmRecipe, run_confirm
+    from thoraxmae.study.run.tune import run_study
+
+    raw = tiny_spec(phantom_store, tmp_path, "confpre", stage="pipeline", num_samples=2)
+    raw["search"]["scheduler"] = {"type": "none"}
+    raw["search"]["space"] = {"pretrain.mask_ratio": {"type": "categorical", "choices": [0.75, 0.9]}}
+    raw["pretrain"]["epochs"] = raw["finetune"]["epochs"] = 1
+    raw["confirm"] = {"top": 1, "seeds": 2, "pretrain_seeds": 2}
+    spec = load_spec(write_spec(raw, tmp_path / "spec.yaml"))
+    run_study(spec)
+    trial = next(r for r in trial_runs(spec.tracking.uri, "confpre")
+                 if r.data.params["pretrain.mask_ratio"] == "0.75")  # the paper's is 0.9: the reference
+    recipe = ConfirmRecipe(f"trial-{trial.data.tags[schema.TAG_TRIAL_ID]}", trial.info.run_id,
+                           {"pretrain.mask_ratio": 0.75})
+    result = run_confirm(spec, [recipe], seeds=2, pretrain_seeds=spec.confirm.pretrain_seeds)
+    assert result.status(spec) == (8, 0)
+
+    runs = _confirm_runs(spec.tracking.uri, "confpre")
+    got = Counter((r.data.tags[schema.TAG_RECIPE], r.data.params["pretrain.seed"],
+                   r.data.params[schema.PARAM_SEED]) for r in runs)
+    assert got == {(label, ps, s): 1 for label in (recipe.label, schema.RECIPE_REFERENCE)
+                   for ps in ("0", "1000") for s in ("1000", "1001")}
+    registry = tmp_path / "studies" / "pretrain-registry"
+    keys = [json.loads((d / "key.json").read_text()) for d in registry.iterdir()
+            if (d / "entry.json").exists()]
+    by_recipe = Counter(k["pretrain"]["mask_ratio"] for k in keys)
+    assert by_recipe == {0.75: 2, 0.9: 2}, keys  # 2 registered pre-trainings per recipe
+    assert {k["pretrain"]["seed"] for k in keys} == {0, 1000}
+
+    md = build_report("confpre", spec.tracking.uri, tmp_path / "report", n_bootstrap=4,
+                      log_artifacts=False).markdown.read_text()
+    assert "2 fine-tuning seeds x 2 pre-training seeds per recipe" in md, md

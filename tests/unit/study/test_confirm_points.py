@@ -169,3 +169,22 @@ def test_the_request_line_says_how_many_of_the_asked_recipes_the_study_has(spec)
     assert "2 of 5 recipes asked for" in line and "median, trial-3 + reference, 3 seeds each: 9 runs" in line
     assert "of 2 recipes" not in request_line("unit", 2, recipes, points, 3, 1, 4)
     assert "earlier confirmation holds (4)" in request_line("unit", 2, recipes, points, 3, 1, 4)
+
+
+def test_replace_removes_the_confirmation_runs_and_every_part(spec, tmp_path):
+    from mlflow import MlflowClient
+
+    from thoraxmae.study.run.confirm_parts import confirm_dir, remove_confirmation
+    from thoraxmae.study.storage import StudyStorage
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = spec.model_copy(update={"storage_path": tmp_path / "studies",
+                                   "tracking": spec.tracking.model_copy(update={"uri": uri})})
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("unit"))
+    part = StudyStorage(spec.storage_path).confirm_part("unit", 2)
+    part.path.mkdir(parents=True)
+    (part.path / "tuner.pkl").write_bytes(b"x")
+    remove_confirmation(spec, [run.info.run_id])
+    assert client.get_run(run.info.run_id).info.lifecycle_stage == "deleted"
+    assert not confirm_dir(spec).exists() and part.path.parent == confirm_dir(spec).path
