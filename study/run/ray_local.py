@@ -3,10 +3,14 @@
 `init_ray` joins RAY_ADDRESS when it is set (or inside a Ray job); otherwise it starts Ray on this machine
 with every port on loopback and Ray's usage-stats reporting off (RAY_USAGE_STATS_ENABLED=0 unless the
 user set it: a medical-data site expects nothing to phone home; README, Security).
+
+Ray's console lines that a study's user cannot act on are dropped here and nowhere else (`KNOWN_NOISE`,
+`quiet_known_noise`); every other warning and error of Ray still reaches the console.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -16,6 +20,15 @@ import ray
 LOOPBACK = "127.0.0.1"
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node IP is 127.0.0.1 (see init_ray)
 USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"  # Ray's own switch; "0" unless the user set it
+# What the raylet pushes to the driver's console that no one running a study can act on:
+KNOWN_NOISE = (
+    # "N PYTHON worker processes have been started on node ...": each trial's driver, Train controller and
+    # workers are actors, each its own worker process, by design; the count says nothing is wrong
+    "worker processes have been started on node",
+)
+# The local Ray's start-up hint to turn token authentication off: the study's Ray listens on loopback and
+# keeps Ray's default (token authentication on); turning it off is not advice to give a study's user.
+TOKEN_HINT = ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled")
 
 
 def init_ray(**local_options) -> float:
@@ -35,6 +48,7 @@ def init_ray(**local_options) -> float:
     t0 = time.monotonic()
     if ray.is_initialized():
         return 0.0
+    quiet_known_noise()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False)
         return time.monotonic() - t0
@@ -46,11 +60,49 @@ def init_ray(**local_options) -> float:
     try:
         options = {"include_dashboard": True, "dashboard_host": LOOPBACK, "dashboard_port": dashboard_port,
                    "log_to_driver": False, **local_options}
-        with _local_node_ip():
+        with _local_node_ip(), _without(*TOKEN_HINT):
             ray.init(address="local", **options)  # "local": never a cluster some `ray start` left here
     finally:
         restore_env(saved)
     return time.monotonic() - t0
+
+
+def quiet_known_noise() -> None:
+    """Drop KNOWN_NOISE from what Ray prints on this driver's console (the raylet's messages, which Ray's
+    error listener prints through ray._private.worker.print_to_stdstream); everything else passes."""
+    from ray._private import worker
+
+    shown = worker.print_to_stdstream
+    if getattr(shown, "drops_known_noise", False):
+        return
+
+    def print_to_stdstream(data, ignore_prefix: bool) -> None:
+        lines = [line for line in data.get("lines", []) if not any(noise in line for noise in KNOWN_NOISE)]
+        if lines:
+            shown({**data, "lines": lines}, ignore_prefix=ignore_prefix)
+
+    print_to_stdstream.drops_known_noise = True
+    worker.print_to_stdstream = print_to_stdstream
+
+
+class _Drop(logging.Filter):
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+@contextlib.contextmanager
+def _without(logger: str, start: str):
+    """Drop the log records of `logger` that start with `start` while the block runs."""
+    drop = _Drop(start)
+    logging.getLogger(logger).addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger(logger).removeFilter(drop)
 
 
 def restore_env(saved: dict[str, str | None]) -> None:
