@@ -216,7 +216,7 @@ def test_confirm_refuses_one_seed_before_ray_starts(work, capsys):
     uri = _started(work, "one")
     code, line = run_cli(capsys, "study", "confirm", "one", "--tracking-uri", uri, "--seeds", "1")
     assert code == 2
-    one_line_error(line, r"confirm: --top 1 --seeds 1: need at least 1 recipe and 2 seeds \(a spread\)")
+    one_line_error(line, r"confirm: --top 3 --seeds 1: need at least 1 recipe and 2 seeds \(a spread\)")
 
 
 # --- status / resume / remove: read-only lookups --------------------------------------------------------
