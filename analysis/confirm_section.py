@@ -102,8 +102,45 @@ def noise_text(c: Confirmation) -> str:
         return ("Seed-to-seed spread (the noise floor): not measured; it needs a recipe with 2 completed "
                 "seeds.")
     sized = sum(r.n > 1 for r in c.recipes)
-    return (f"Seed-to-seed spread (the study's noise floor): SD {c.noise_sd:.4f} of `{c.metric}` over seeds, "
+    text = (f"Seed-to-seed spread (the study's noise floor): SD {c.noise_sd:.4f} of `{c.metric}` over seeds, "
             f"pooled across {sized} recipe(s) ({c.noise_dof} degrees of freedom).")
+    parts = variance_parts(c.recipes)
+    if parts is not None:
+        pretrain_sd, finetune_sd = parts
+        text += (f" Of it, SD {pretrain_sd:.4f} comes from the pre-training seed and SD {finetune_sd:.4f} from "
+                 f"the fine-tuning seed (one-way random-effects estimate, pooled over the recipes).")
+    return text
+
+
+def variance_parts(recipes: list[RecipeRuns]) -> tuple[float, float] | None:
+    """(pre-training SD, fine-tuning SD) of the val metric, from the recipes whose runs have at least 2
+    pre-training seeds with at least 2 fine-tuning seeds each; None when no recipe has them.
+
+    Within a recipe, the fine-tuning variance is the pooled variance of scores that share a pre-training
+    seed; the pre-training variance is the variance of the pre-training seeds' means less the fine-tuning
+    variance over the fine-tuning seeds per mean (clipped at 0: a one-way random-effects estimate).
+    Both are pooled over recipes, weighted by their degrees of freedom."""
+    within_ss = within_dof = between = between_dof = 0.0
+    for r in recipes:
+        groups: dict[int | None, list[float]] = {}
+        for (pretrain, _), score in r.scores.items():
+            if pretrain is not None and math.isfinite(score):
+                groups.setdefault(pretrain, []).append(score)
+        groups = {k: v for k, v in groups.items() if len(v) >= 2}
+        if len(groups) < 2:
+            continue
+        means = [sum(v) / len(v) for v in groups.values()]
+        ss = sum(sum((x - m) ** 2 for x in v) for v, m in zip(groups.values(), means, strict=True))
+        dof = sum(len(v) - 1 for v in groups.values())
+        per_mean = sum(len(v) for v in groups.values()) / len(groups)  # fine-tuning seeds per pre-training
+        grand = sum(means) / len(means)
+        var_means = sum((m - grand) ** 2 for m in means) / (len(means) - 1)
+        within_ss, within_dof = within_ss + ss, within_dof + dof
+        between += (len(means) - 1) * max(0.0, var_means - (ss / dof) / per_mean)
+        between_dof += len(means) - 1
+    if not within_dof or not between_dof:
+        return None
+    return math.sqrt(between / between_dof), math.sqrt(within_ss / within_dof)
 
 
 def _replicates(r: RecipeRuns) -> str:

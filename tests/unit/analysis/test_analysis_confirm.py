@@ -16,7 +16,12 @@ from tests.unit.analysis import synthetic as syn
 from thoraxmae.analysis.analyze import AnalysisOptions, analyze
 from thoraxmae.analysis.claims import headline, noise_note, order_text
 from thoraxmae.analysis.confirm import NOISE_FACTOR, holm, summarize_confirmation
-from thoraxmae.analysis.confirm_section import confirmation_blocks, varied_text, verdict_text
+from thoraxmae.analysis.confirm_section import (
+    confirmation_blocks,
+    variance_parts,
+    varied_text,
+    verdict_text,
+)
 from thoraxmae.analysis.load import ConfirmRecord, load_study
 from thoraxmae.analysis.report import build_report
 from thoraxmae.study import schema
@@ -340,3 +345,24 @@ def test_headline_without_confirmation_says_exploratory():
     assert a.confirmation is None
     assert headline(a) == [("Recipe status: **exploratory** (no confirmation runs: search scores only, one "
                             "seed per trial).")]
+
+
+def test_variance_parts_split_pre_training_from_fine_tuning_seeds():
+    """Scores = recipe + pre-training effect + fine-tuning noise, with known SDs: the one-way random-effects
+    estimate recovers both (seeded; 40 pre-training seeds x 6 fine-tuning seeds per recipe)."""
+    from thoraxmae.analysis.confirm import RecipeRuns
+
+    rng = np.random.default_rng(0)
+    recipes = []
+    for base in (0.70, 0.72):
+        scores = {}
+        for p in range(40):
+            effect = rng.normal(0, 0.010)
+            for s in range(6):
+                scores[(p, 1000 + s)] = base + effect + rng.normal(0, 0.004)
+        recipes.append(RecipeRuns("r", None, math.nan, {}, scores, {}, base, (math.nan, math.nan), math.nan))
+    pretrain_sd, finetune_sd = variance_parts(recipes)
+    assert pretrain_sd == pytest.approx(0.010, rel=0.2) and finetune_sd == pytest.approx(0.004, rel=0.1)
+    one_pretraining = [dataclasses.replace(r, scores={k: v for k, v in r.scores.items() if k[0] == 0})
+                       for r in recipes]
+    assert variance_parts(one_pretraining) is None  # nothing to split with one pre-training per recipe
