@@ -102,6 +102,16 @@ def agreement_line(g: Agreement) -> str:
     return line
 
 
+def close_line(bracket: dict[str, Any]) -> str:
+    """How many dropped recipes were within noise of the cut (their paired 95% CI against it covers 0)."""
+    close = [(r["epochs"], s["recipe"]) for r in scored_rungs(bracket) for s in r["standings"] if s.get("close")]
+    if not close:
+        return "No recipe was dropped within noise of the cut (every dropped recipe's paired CI against it excludes 0)."
+    shown = "; ".join(f"`{recipe}` at {epochs} epochs" for epochs, recipe in close)
+    return (f"**{len(close)} cut(s) within noise**: {shown} (paired 95% CI against the last kept recipe covers 0); "
+            "more scoring fine-tunes (`search.tournament.scoring.trials`) would sharpen them.")
+
+
 def epochs_line(bracket: dict[str, Any]) -> str:
     spent, full, one = bracket["pretrain_epochs"], bracket["full_epochs"], bracket["one_epochs"]
     return (f"Pre-training epochs spent: **{spent}**, against {full} for every recipe taken to {one} epochs "
@@ -152,7 +162,8 @@ def tournament_sections(a: StudyAnalysis, figures: dict[str, Path]) -> list[Sect
                     bracket_table(bracket)]
     if FIGURE in figures:
         blocks.append(FigureRef(figures[FIGURE], "Bracket", "Each rung's paired scores; the cut keeps the filled points."))
-    blocks.append(Bullets([agreement_line(g) for g in agreements(bracket)] + [epochs_line(bracket)]))
+    blocks.append(Bullets([agreement_line(g) for g in agreements(bracket)] + [close_line(bracket),
+                                                                           epochs_line(bracket)]))
     tie = bracket["rungs"][0].get("tie_rule") if bracket["rungs"] else None
     if tie:
         blocks.append(f"Cut rule: {tie}.")

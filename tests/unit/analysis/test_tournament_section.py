@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from thoraxmae.analysis.tournament_section import agreement_line, agreements, bracket_table, epochs_line
+from thoraxmae.analysis.tournament_section import (
+    agreement_line,
+    agreements,
+    bracket_table,
+    close_line,
+    epochs_line,
+)
 
 
 def _s(recipe, mean, rank, kept, diff=0.0, low=0.0, high=0.0, close=False):
@@ -42,3 +48,7 @@ def test_kendall_tau_between_rungs_and_flips_said_plainly():
     assert g24.n == 1 and math.isnan(g24.tau) and "only 1 recipe scored at both" in agreement_line(g24)
     assert epochs_line(BRACKET) == ("Pre-training epochs spent: **8**, against 16 for every recipe taken to 4 "
                                     "epochs (2.00x more) and 4 for one pre-training (2.00x one).")
+
+
+def test_cuts_within_noise_are_counted():
+    assert close_line(BRACKET).startswith("**1 cut(s) within noise**: `C` at 1 epochs")
