@@ -2,6 +2,7 @@
 
     <storage_path>/                a local folder every node reaches, or an object-store URI
       <name>/                      Tune's folder of study `name`: its state, thoraxmae_spec.yaml
+        thoraxmae_driver.lease     the live driver's record and heartbeat (study.driver)
         train/                     the trials' Ray Train runs: train-<trial id>[-pretrain|-finetune]
       <name>-confirm/              Tune's folder of the study's confirmation runs
         part-<n>/                  Tune's folder of its n-th extension (n >= 2: other --top/--seeds)
@@ -23,6 +24,9 @@ from thoraxmae.study.errors import SpecError
 TRAIN_DIR = "train"
 CONFIRM_SUFFIX = "-confirm"
 REGISTRY_DIR = "pretrain-registry"
+# Ours, beside Tune's state in a study's folder. Never *.json or *.pkl: Tune copies every such file of the folder
+# to its driver's staging folder on restore and back up to storage at each sync (a stale copy would overwrite it).
+DRIVER_FILE = "thoraxmae_driver.lease"
 
 
 class StudyStorage:
@@ -45,6 +49,10 @@ class StudyStorage:
         """Tune's folder of part n of a study's confirmation: 1 the first, n >= 2 an extension inside it
         (a restored Tune experiment cannot take new trials)."""
         return self.confirm(name) if n == 1 else self.confirm(name) / f"part-{n}"
+
+    def driver(self, name: str) -> Location:
+        """The record of the driver running study `name` (host, pid, heartbeat), seen by every node."""
+        return self.study(name) / DRIVER_FILE
 
     @property
     def registry(self) -> Location:

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 from thoraxmae.datasets.storage import Location, absolute
 from thoraxmae.study import schema
 from thoraxmae.study.errors import SpecError
-from thoraxmae.study.storage import StudyStorage
-from thoraxmae.study.storage import StudyStorage
+from thoraxmae.study.storage import DRIVER_FILE, StudyStorage
 from thoraxmae.study.tracking.uri import (
     check_tracking_uri,
     client_for,
@@ -238,8 +237,8 @@ def check_new_study(spec: StudySpec) -> None:
     """Before `study run` starts Ray: the tracking store and the storage are writable, no parent run there
     has the study's name (whatever its storage path) and Tune's folder for it is free. SpecError names the
     commands that resume or remove what is there."""
-    StudyStorage(spec.storage_path).check_writable()
     check_tracking_uri(spec.tracking.uri, write=True)
+    StudyStorage(spec.storage_path).check_writable()
     taken = name_taken(spec)
     if taken:
         raise SpecError(taken)
@@ -264,7 +263,7 @@ def name_taken(spec: StudySpec) -> str | None:
                 f"with `thoraxmae study resume {name} --tracking-uri {uri}`, delete it with `{remove} --yes`, or "
                 f"choose another name (--set name=...)")
     remove += f" --storage-path {spec.storage_path} --yes"
-    if folder.is_dir() and any(folder.iterdir()):
+    if folder.is_dir() and any(child.name != DRIVER_FILE for child in folder.iterdir()):  # a driver's claim alone: free
         again = (f"resume it with `thoraxmae study resume {name} --storage-path {spec.storage_path}` or "
                  if has_tune_state(folder) else "")
         return (f"name: study `{name}` has a Tune folder {folder} but no parent run in {uri} (a start that "

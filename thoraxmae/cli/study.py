@@ -1,7 +1,8 @@
 """`thoraxmae study run|submit|status|resume|remove` (and `thoraxmae ui`, thoraxmae.cli.ui).
 
 Every check that needs no Ray runs before Ray starts: the spec and the files it names (load_spec),
-the tracking URI, and the study's name (free for `run`, with Tune state for `resume`). `run` and
+the tracking URI and the storage, no live driver of the study (study.driver), and the study's name (free
+for `run`, with Tune state for `resume`). `run` and
 `resume` exit 0 only when at least one trial was scored and none was lost; a study whose every trial
 failed exits 1 and shows the first trial's error.
 """
@@ -14,6 +15,8 @@ from pathlib import Path
 from thoraxmae.study.tracking.uri import mlflow_cli_defaults
 
 TRACKING_HELP = "default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db"
+FORCE_HELP = ("take the study over from a driver on another machine whose heartbeat stopped (it is dead); "
+              "a driver that still beats is never taken over")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("spec", type=Path, help="study spec (YAML)")
     q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field, e.g. --set search.num_samples=8 (repeatable)")
+    q.add_argument("--force", action="store_true", help=FORCE_HELP)
     q.set_defaults(func=cmd_run)
 
     q = ssub.add_parser("submit", help="submit a study to a Ray cluster as a Ray job")
@@ -47,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--tracking-uri", help=f"where to find the study's spec; {TRACKING_HELP}")
     q.add_argument("--storage-path", type=storage_arg,
                    help="read the spec from Tune's folder (a folder or s3://...) instead of MLflow")
+    q.add_argument("--force", action="store_true", help=FORCE_HELP)
     q.set_defaults(func=cmd_resume)
 
     q = ssub.add_parser("remove", help="delete a study (or what a failed start left): its MLflow runs and Tune folder")
@@ -64,14 +69,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from thoraxmae.study.driver import check_driver
     from thoraxmae.study.spec.load import load_spec
     from thoraxmae.study.tracking.lookup import check_new_study
 
     mlflow_cli_defaults()
     spec = load_spec(args.spec, args.overrides)  # the spec and the files it names
-    check_new_study(spec)  # tracking URI writable, name free there and in Tune's folder
+    check_driver(spec.storage_path, spec.name, args.force)  # no live driver of this study
+    check_new_study(spec)  # tracking URI and storage writable, name free there and in Tune's folder
     warn_store_detail(spec)
-    return _run(spec, resume=False)
+    return _run(spec, resume=False, force=args.force)
 
 
 def warn_store_detail(spec, phases: tuple[str, ...] | None = None, searched: bool = True) -> None:
@@ -83,16 +90,30 @@ def warn_store_detail(spec, phases: tuple[str, ...] | None = None, searched: boo
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from thoraxmae.study.driver import check_driver
     from thoraxmae.study.tracking.lookup import check_resumable, check_tracking_uri, locate_spec
 
     mlflow_cli_defaults()
     spec = locate_spec(args.name, args.tracking_uri, args.storage_path)
     check_tracking_uri(spec.tracking.uri, write=True)
+    check_driver(spec.storage_path, spec.name, args.force)  # no live driver of this study
     check_resumable(spec)
-    return _run(spec, resume=True)
+    return _run(spec, resume=True, force=args.force)
 
 
-def _run(spec, resume: bool) -> int:
+def _run(spec, resume: bool, force: bool = False) -> int:
+    """Run or resume the checked study as its one driver (study.driver: the record and its heartbeat on the
+    study's storage, removed at the end). The exit status."""
+    from thoraxmae.study.driver import DriverLease
+
+    with DriverLease.claim(spec.storage_path, spec.name, "study resume" if resume else "study run", force) as lease:
+        if lease.replaced:
+            print(f"note: {lease.replaced}", file=sys.stderr)
+        lease.start()
+        return _drive(spec, resume)
+
+
+def _drive(spec, resume: bool) -> int:
     """Start (or join) Ray, run or resume the checked study, print its summary; the exit status."""
     from rich.console import Console
 
