@@ -145,8 +145,12 @@ class Location:
         if self.is_local:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-            tmp.write_bytes(data)
-            os.replace(tmp, self.path)
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, self.path)
+            except BaseException:  # a full disk: no partial file left beside the intact one
+                tmp.unlink(missing_ok=True)
+                raise
             return
         # the folders as marker objects: GCS lists a folder's subfolders only when they exist as markers
         self.fs.create_dir(self.parent.fs_path, recursive=True)

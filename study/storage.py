@@ -3,6 +3,8 @@
     <storage_path>/                a local folder every node reaches, or an object-store URI
       <name>/                      Tune's folder of study `name`: its state, thoraxmae_spec.yaml
         thoraxmae_driver.lease     the live driver's record and heartbeat (study.driver)
+        thoraxmae_tune_state.zip   the last good copy of Tune's state (study.run.tune_state)
+        thoraxmae_damaged-<time>/  Tune's state files put aside by `study resume --from-last-good`
         train/                     the trials' Ray Train runs: train-<trial id>[-pretrain|-finetune]
       <name>-confirm/              Tune's folder of the study's confirmation runs
         part-<n>/                  Tune's folder of its n-th extension (n >= 2: other --top/--seeds)
@@ -27,6 +29,8 @@ REGISTRY_DIR = "pretrain-registry"
 # Ours, beside Tune's state in a study's folder. Never *.json or *.pkl: Tune copies every such file of the folder
 # to its driver's staging folder on restore and back up to storage at each sync (a stale copy would overwrite it).
 DRIVER_FILE = "thoraxmae_driver.lease"
+LAST_GOOD_FILE = "thoraxmae_tune_state.zip"
+DAMAGED_PREFIX = "thoraxmae_damaged-"
 
 
 class StudyStorage:
@@ -53,6 +57,14 @@ class StudyStorage:
     def driver(self, name: str) -> Location:
         """The record of the driver running study `name` (host, pid, heartbeat), seen by every node."""
         return self.study(name) / DRIVER_FILE
+
+    def last_good_state(self, name: str) -> Location:
+        """The last copy of Tune's state of study `name` that was whole (one zip file)."""
+        return self.study(name) / LAST_GOOD_FILE
+
+    def damaged_state(self, name: str, stamp: str) -> Location:
+        """Where `study resume --from-last-good` puts Tune's damaged state files aside (`stamp`: when)."""
+        return self.study(name) / f"{DAMAGED_PREFIX}{stamp}"
 
     @property
     def registry(self) -> Location:

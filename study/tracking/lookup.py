@@ -275,13 +275,21 @@ def name_taken(spec: StudySpec) -> str | None:
     return None
 
 
-def check_resumable(spec: StudySpec) -> None:
+def check_resumable(spec: StudySpec, from_last_good: bool = False) -> None:
     """Before `study resume` starts Ray: the storage takes writes and Tune's state of the study is where its
-    spec says."""
-    StudyStorage(spec.storage_path).check_writable()
+    spec says (or, `from_last_good`, a kept copy of it: study.run.tune_state)."""
+    storage = StudyStorage(spec.storage_path)
+    storage.check_writable()
     folder = study_dir(spec.storage_path, spec.name)
     if spec.search.tournament is not None and (folder / SPEC_FILE).is_file():
         return  # a tournament keeps one Tune experiment per rung under its folder (study/run/tournament.py)
+    kept = storage.last_good_state(spec.name)
+    if from_last_good and kept.is_file():
+        return
+    if not has_tune_state(folder) and kept.is_file():
+        raise SpecError(f"name: Tune's state of study `{spec.name}` is missing from {folder} (tuner.pkl); a copy "
+                        f"is kept in {kept}: resume from it with `thoraxmae study resume {spec.name} --tracking-uri "
+                        f"{spec.tracking.uri} --from-last-good`")
     if not has_tune_state(folder):
         raise SpecError(f"name: no Tune state for study `{spec.name}` at {folder} (its start failed, or its "
                         f"storage moved: give --storage-path); delete it with `thoraxmae study remove {spec.name} "

@@ -2,7 +2,7 @@
 
 Every check that needs no Ray runs before Ray starts: the spec and the files it names (load_spec),
 the tracking URI and the storage, no live driver of the study (study.driver), and the study's name (free
-for `run`, with Tune state for `resume`). `run` and
+for `run`; for `resume`, with a whole Tune state: study.run.tune_state). `run` and
 `resume` exit 0 only when at least one trial was scored and none was lost; a study whose every trial
 failed exits 1 and shows the first trial's error.
 """
@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--storage-path", type=storage_arg,
                    help="read the spec from Tune's folder (a folder or s3://...) instead of MLflow")
     q.add_argument("--force", action="store_true", help=FORCE_HELP)
+    q.add_argument("--from-last-good", action="store_true",
+                   help="when Tune's state is damaged: put it aside and resume from the last whole copy kept")
     q.set_defaults(func=cmd_resume)
 
     q = ssub.add_parser("remove", help="delete a study (or what a failed start left): its MLflow runs and Tune folder")
@@ -97,23 +99,34 @@ def cmd_resume(args: argparse.Namespace) -> int:
     spec = locate_spec(args.name, args.tracking_uri, args.storage_path)
     check_tracking_uri(spec.tracking.uri, write=True)
     check_driver(spec.storage_path, spec.name, args.force)  # no live driver of this study
-    check_resumable(spec)
-    return _run(spec, resume=True, force=args.force)
+    check_resumable(spec, args.from_last_good)
+    return _run(spec, resume=True, force=args.force, from_last_good=args.from_last_good)
 
 
-def _run(spec, resume: bool, force: bool = False) -> int:
+def _run(spec, resume: bool, force: bool = False, from_last_good: bool = False) -> int:
     """Run or resume the checked study as its one driver (study.driver: the record and its heartbeat on the
-    study's storage, removed at the end). The exit status."""
+    study's storage, removed at the end); a resumed study's Tune state is checked first (and restored from
+    the last whole copy with `from_last_good`), before Ray, and a whole copy is kept while it runs
+    (study.run.tune_state). The exit status."""
     from thoraxmae.study.driver import DriverLease
+    from thoraxmae.study.run.tune_state import StateKeeper, check_state, restore_last_good
 
     with DriverLease.claim(spec.storage_path, spec.name, "study resume" if resume else "study run", force) as lease:
         if lease.replaced:
             print(f"note: {lease.replaced}", file=sys.stderr)
-        lease.start()
-        return _drive(spec, resume)
+        keeper = StateKeeper(spec.storage_path, spec.name)  # armed by run_study / resume_study
+        if resume and spec.search.tournament is None:
+            if from_last_good:
+                print(restore_last_good(spec), file=sys.stderr)
+            check_state(spec)  # one line and exit 2 for a damaged state: nothing has run
+        lease.start(ticks=[keeper.tick])
+        try:
+            return _drive(spec, resume, keeper)
+        finally:
+            keeper.tick()
 
 
-def _drive(spec, resume: bool) -> int:
+def _drive(spec, resume: bool, keeper=None) -> int:
     """Start (or join) Ray, run or resume the checked study, print its summary; the exit status."""
     from rich.console import Console
 
@@ -132,7 +145,7 @@ def _drive(spec, resume: bool) -> int:
         for line in summary_lines(start_tournament(spec, callbacks=[progress], resume=resume)):
             console.print(line, highlight=False)
         return 0
-    grid = (resume_study if resume else run_study)(spec, callbacks=[progress])
+    grid = (resume_study if resume else run_study)(spec, callbacks=[progress], keeper=keeper)
     counts = progress.counts()
     console.print(f"done: {counts['completed']} completed, {counts['pruned']} pruned, {counts['failed']} failed "
                   f"(this session); {len(grid)} trials in the study")
