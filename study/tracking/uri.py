@@ -8,6 +8,7 @@ into the same one-line form.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
@@ -25,9 +26,23 @@ HTTP_TIMEOUT_S = 5.0
 
 def mlflow_cli_defaults() -> None:
     """MLflow's defaults for our commands, unless the user set the variables: no usage data sent (MLflow
-    >= 3.2 sends it otherwise), no progress bar for each artifact read (spec.yaml) between our lines."""
+    >= 3.2 sends it otherwise), no progress bar for each artifact read (spec.yaml) between our lines, and
+    no traceback logged for a database error that MLflow raises anyway (`database or disk is full`): the
+    command reports the raised error in one line."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _RaisedAnyway) for f in db_log.filters):
+        db_log.addFilter(_RaisedAnyway())
+
+
+class _RaisedAnyway(logging.Filter):
+    """Drops MLflow's "SQLAlchemy database error" log record: the same error is raised as an MlflowException
+    right after it (mlflow.store.db.utils.make_managed_session), and printing it twice, with a traceback,
+    buries the one line that names it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SQLAlchemy database error")
 
 
 def default_tracking_uri() -> str:

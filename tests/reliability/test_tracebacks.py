@@ -4,9 +4,12 @@ where the refusal comes before it (init_ray is a tripwire). Real file systems (t
 one is needed), a real S3 server (moto), real sockets."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -173,3 +176,29 @@ def test_ui_on_an_unusable_port_is_one_line_and_exit_2(work, capsys, monkeypatch
         code = main(["ui", "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}", "--port", port])
         line = one_line(capsys)
     assert code == 2 and re.fullmatch(f"error: {message}", line), line
+
+
+# --- the tracking database fills up under a running study ---------------------------------------------------------
+@pytest.mark.integration
+def test_a_tracking_database_that_fills_up_is_one_line_and_exit_1(phantom_store, tmp_path):
+    from mlflow import MlflowClient
+
+    from tests.integration.study_helpers import subprocess_env, tiny_spec
+    from tests.integration.study_helpers import write_spec as write_raw
+
+    MlflowClient(f"sqlite:///{tmp_path / 'made.db'}").search_experiments()  # a database, made off the mount
+    with tmpfs(tmp_path / "db", "size=3m") as mount:
+        uri = f"sqlite:///{mount / 'mlflow.db'}"
+        shutil.copy(tmp_path / "made.db", mount / "mlflow.db")  # nothing of this process holds it open
+        with contextlib.suppress(OSError), (mount / "filler").open("wb") as filler:
+            while True:
+                filler.write(b"\0" * 4096)
+        spec = write_raw(tiny_spec(phantom_store, tmp_path, "dbfull", num_samples=1, uri=uri), tmp_path / "s.yaml")
+        done = subprocess.run([sys.executable, "-m", "thoraxmae", "study", "run", str(spec)], capture_output=True,
+                              text=True, cwd=tmp_path, env=subprocess_env(), timeout=600, check=False)
+    out = done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert errors == [(f"error: study dbfull: the tracking store {uri} failed ((sqlite3.OperationalError) database or "
+                       f"disk is full); the study stopped. What was logged is kept: fix the store (free space), then "
+                       f"`thoraxmae study resume dbfull --tracking-uri {uri}`")], out[-3000:]

@@ -145,7 +145,12 @@ def _drive(spec, resume: bool, keeper=None) -> int:
         for line in summary_lines(start_tournament(spec, callbacks=[progress], resume=resume)):
             console.print(line, highlight=False)
         return 0
-    grid = (resume_study if resume else run_study)(spec, callbacks=[progress], keeper=keeper)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        grid = (resume_study if resume else run_study)(spec, callbacks=[progress], keeper=keeper)
+    except MlflowException as exc:  # the tracking store failed under the study (a full disk): a failed run
+        return tracking_failed(spec, exc)
     counts = progress.counts()
     console.print(f"done: {counts['completed']} completed, {counts['pruned']} pruned, {counts['failed']} failed "
                   f"(this session); {len(grid)} trials in the study")
@@ -171,6 +176,17 @@ def _drive(spec, resume: bool, keeper=None) -> int:
         confirmed = confirm_and_print(spec, spec.confirm.top, spec.confirm.seeds, spec.confirm.reference)
         return 0 if result.ok and confirmed == 0 else 1
     return 0 if result.ok else 1
+
+
+def tracking_failed(spec, exc: Exception) -> int:
+    """One line for a tracking store that failed while the study ran (e.g. `database or disk is full`); exit 1.
+    What was logged stays, and Tune's state too: `study resume` continues once the store is fixed."""
+    lines = [line for line in str(getattr(exc, "message", "") or exc).strip().splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    print(f"error: study {spec.name}: the tracking store {spec.tracking.uri} failed ({reason}); the study stopped. "
+          f"What was logged is kept: fix the store (free space), then `thoraxmae study resume {spec.name} "
+          f"--tracking-uri {spec.tracking.uri}`", file=sys.stderr)
+    return 1
 
 
 def _best(spec) -> tuple[float, str] | None:
