@@ -6,7 +6,8 @@ as the MLflow UI deletes runs (`mlflow gc` frees their artifacts; the experiment
 reused), and its Tune folder `<storage_path>/<NAME>` (deleted, local or on object storage), whose storage
 path is `--storage-path` or the one in the parent run's spec; the shared pre-training registry of the
 storage stays. A folder is only deleted when it is a study folder (it holds Tune's state or the study's
-spec), never an arbitrary one. Nothing is deleted without `yes`.
+spec), never an arbitrary one, and not while the study's driver is alive (study.driver: a fresh heartbeat).
+Nothing is deleted without `yes`.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from thoraxmae.datasets.storage import Location
 from thoraxmae.study import schema
+from thoraxmae.study.driver import read_record, verdict
 from thoraxmae.study.errors import SpecError
 from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.tracking.lookup import (
@@ -76,6 +78,7 @@ def find_leftovers(name: str, uri: str, storage_path: Path | str | None = None) 
             storage_path = _spec_storage(StudyRuns(name, uri, client, parent))
     if storage_path is not None:
         storage = StudyStorage(storage_path)
+        verdict(name, read_record(storage.driver(name)), force=True)  # a study whose driver beats is not removed
         for folder in storage.of_study(name):
             if not folder.is_dir():
                 continue

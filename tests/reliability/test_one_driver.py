@@ -213,3 +213,17 @@ def test_the_driver_record_lives_on_an_object_store_too(s3, monkeypatch):
     lease.release()
     assert not loc.exists()
     check_driver(root, "s3study")  # free again
+
+
+def test_a_running_study_is_not_removed(work, capsys):
+    _, uri = started(work, "alive")
+    capsys.readouterr()
+    folder = work / "studies" / "alive"
+    folder.mkdir(parents=True)
+    (folder / "thoraxmae_spec.yaml").write_text("name: alive\n")  # a study folder, as a started study has
+    with DriverLease.claim(work / "studies", "alive", "study run"):
+        assert main(["study", "remove", "alive", "--tracking-uri", uri, "--yes"]) == 2
+        assert refusal(capsys).startswith(f"error: study `alive` is running: driver pid {os.getpid()}")
+        assert (folder / "thoraxmae_spec.yaml").exists()
+    assert main(["study", "remove", "alive", "--tracking-uri", uri, "--yes"]) == 0  # its driver ended
+    assert not folder.exists()
