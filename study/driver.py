@@ -132,8 +132,11 @@ def verdict(name: str, record: DriverRecord | None, force: bool) -> str | None:
 
 
 def check_driver(storage_path: Location | Path | str, name: str, force: bool = False) -> None:
-    """Before anything else of `study run|resume`: DriverBusy when a live driver runs study `name`."""
-    verdict(name, read_record(StudyStorage(storage_path).driver(name)), force)
+    """Before anything else of `study run|resume`: the storage is usable (StudyStorage.check_writable: one
+    line naming it otherwise), and DriverBusy when a live driver runs study `name`."""
+    storage = StudyStorage(storage_path)
+    storage.check_writable()
+    verdict(name, read_record(storage.driver(name)), force)
 
 
 class DriverLease:
