@@ -75,16 +75,6 @@ PARAM_METRIC = "search.metric"
 PARAM_MODE = "search.mode"
 PARAM_NUM_SAMPLES = "search.num_samples"
 PARAM_KNOBS = "search.knobs"  # the searched knobs, comma-separated
-# A trial's status <-> MLflow's run status (what the MLflow UI shows): written by study.tracking.writer, read
-# back by analysis.load for runs without a status tag (still running, or older than the tag).
-MLFLOW_STATUS = {STATUS_COMPLETED: "FINISHED", STATUS_PRUNED: "KILLED", STATUS_FAILED: "FAILED"}
-FROM_MLFLOW_STATUS = {**{v: k for k, v in MLFLOW_STATUS.items()}, "RUNNING": STATUS_RUNNING,
-                      "SCHEDULED": STATUS_RUNNING}
-# Parent-run params: what the study searched for and how (docs/mlflow-schema.md)
-PARAM_METRIC = "search.metric"
-PARAM_MODE = "search.mode"
-PARAM_NUM_SAMPLES = "search.num_samples"
-PARAM_KNOBS = "search.knobs"  # the searched knobs, comma-separated
 TRIAL_STATUSES = (STATUS_COMPLETED, STATUS_PRUNED, STATUS_FAILED, STATUS_RUNNING)
 
 # --- artifacts ----------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ class StudyStorage:
         return self.root / REGISTRY_DIR
 
     def of_study(self, name: str) -> list[Location]:
-        """Everything that belongs to study `name` alone (the registry is shared): what `study remove` deletes."""
+        """Everything that belongs to study `name` alone (the registry is shared): what `study remove`
+        deletes."""
         return [self.study(name), self.confirm(name)]
 
     def check_writable(self) -> None:

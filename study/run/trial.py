@@ -44,7 +44,6 @@ from ray.tune.result import TRAINING_ITERATION
 
 from thoraxmae.datasets.storage import Location, ray_storage
 from thoraxmae.study import schema
-from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.spec.model import StudySpec
 from thoraxmae.study.spec.plan import TrialPlan
 from thoraxmae.study.storage import StudyStorage
