@@ -17,6 +17,12 @@ grant is a lease the holder renews; a holder that died without releasing it lose
 `LEASE_S`, and the next trial resumes the half-done Train run from its checkpoint. A finished entry
 whose checkpoint is missing or damaged is discarded with a warning and pre-trained again (on an object
 store "damaged" means a size other than the recorded one: the check must not download GB-sized files).
+Across studies on one storage the same holds through the key's storage lease, `<key>/lease.json`, which
+every driver honours: the trial its study's coordinator granted the key takes the lease with an exclusive
+create (a local or shared folder) or, on an object store (no conditional write through pyarrow), by
+writing its record and reading it back `CLAIM_WINDOW_S` later (of two claims inside that window the
+last writer wins: the documented bound). It renews the lease with the coordinator's grant; a lease not
+renewed for `LEASE_S` is stale and taken over (the half-done run resumes from its checkpoint).
 See docs/architecture.md ("Pipeline studies").
 """
 from __future__ import annotations
@@ -46,6 +52,8 @@ ENTRY_FILE = "entry.json"
 RUN_NAME = "pretrain"
 REF_PREFIX = "registry:"  # finetune.init: registry:<key or unique key prefix>
 LEASE_S = 60.0
+LEASE_FILE = "lease.json"  # <key>/lease.json: which study and trial pre-trains the key now (across studies)
+CLAIM_WINDOW_S = 2.0  # object stores: a claim is read back this long after it is written
 # Fields that do not change the weights a pre-training produces (`continue_from`: where it resumed from).
 NOT_IN_KEY = frozenset({"checkpoint_every", "continue_from"})
 MODEL_NOT_IN_KEY = frozenset({"global_pool"})
@@ -183,6 +191,54 @@ class Registry:
             return self._discard(key, problem)
         return entry
 
+    def claim(self, key: str, holder: dict[str, Any], now: float | None = None) -> dict[str, Any] | None:
+        """Take the key's storage lease for `holder` (its study and trial); None when taken, else the record of
+        the live holder from another study or trial (see the module docstring)."""
+        loc = self.folder(key) / LEASE_FILE
+        now = time.time() if now is None else now
+        mine = {**holder, "renewed_at": now}
+        current = _read_lease(loc)
+        if current is not None and _same(current, holder):
+            _write_json(loc, mine)  # ours already (a restarted trial): renew
+            return None
+        if current is not None and now - float(current.get("renewed_at", 0)) < LEASE_S:
+            return current
+        if loc.is_local:
+            if current is None and loc.path.exists():  # being written, or half-written by a writer that died
+                if now - loc.path.stat().st_mtime < LEASE_S:
+                    return {"study": "?", "trial_id": "?"}
+                loc.path.unlink(missing_ok=True)
+            if current is not None:  # stale: its holder died; take it over
+                log.warning("pre-training %s: lease of %s not renewed for %.0f s; taking it over", key,
+                            _who(current), now - float(current.get("renewed_at", 0)))
+                loc.path.unlink(missing_ok=True)
+            loc.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(loc.path, "x", encoding="utf-8") as f:  # exclusive: one creator wins
+                    json.dump(mine, f)
+            except FileExistsError:
+                return _read_lease(loc) or {"study": "?", "trial_id": "?"}
+            return None
+        _write_json(loc, mine)
+        time.sleep(CLAIM_WINDOW_S)
+        after = _read_lease(loc)
+        return None if after is not None and _same(after, holder) else after
+
+    def renew(self, key: str, holder: dict[str, Any]) -> None:
+        loc = self.folder(key) / LEASE_FILE
+        current = _read_lease(loc)
+        if current is None or _same(current, holder):
+            _write_json(loc, {**holder, "renewed_at": time.time()})
+
+    def release(self, key: str, holder: dict[str, Any]) -> None:
+        loc = self.folder(key) / LEASE_FILE
+        current = _read_lease(loc)
+        if current is not None and _same(current, holder):
+            try:
+                loc.unlink()
+            except OSError as exc:  # it goes stale by itself
+                log.warning("pre-training %s: lease not released (%s)", key, exc)
+
     def record(self, key: str, checkpoint: str, metrics: dict[str, Any], source: dict[str, Any],
                history: list[dict[str, Any]] | None = None) -> PretrainEntry:
         cost = {k: float(v) for k, v in metrics.items() if "cost/" in k and isinstance(v, int | float)}
@@ -269,6 +325,22 @@ def checkpoint_problem(checkpoint: str, expected_bytes: int | None = None) -> st
     return f"checkpoint {path} is damaged (CRC error in {bad})" if bad else None
 
 
+def _read_lease(loc: Location) -> dict[str, Any] | None:
+    try:
+        data = json.loads(loc.read_text())
+    except (OSError, ValueError):  # none, or half-written by a writer that died: no lease
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a.get("study"), a.get("trial_id")) == (b.get("study"), b.get("trial_id"))
+
+
+def _who(lease: dict[str, Any]) -> str:
+    return f"study {lease.get('study')} (trial {lease.get('trial_id')})"
+
+
 def _write_json(loc: Location, data: dict[str, Any]) -> None:
     loc.write_text(json.dumps(data, indent=1, sort_keys=True))  # whole or not at all (Location.write_bytes)
 
@@ -322,8 +394,10 @@ def start_coordinator(study: str):
 class Lease:
     """Holds a key's grant while the pre-training runs: renews it from a thread, releases it at the end."""
 
-    def __init__(self, coordinator, key: str, trial_id: str, every_s: float = LEASE_S / 4):
+    def __init__(self, coordinator, key: str, trial_id: str, every_s: float = LEASE_S / 4,
+                 registry: Registry | None = None, holder: dict[str, Any] | None = None):
         self.coordinator, self.key, self.trial_id, self.every_s = coordinator, key, trial_id, every_s
+        self.registry, self.holder = registry, holder  # the storage lease, renewed and released with the grant
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, daemon=True)
 
@@ -335,6 +409,8 @@ class Lease:
         import ray
 
         self._stop.set()
+        if self.registry is not None and self.holder is not None:
+            self.registry.release(self.key, self.holder)
         ray.get(self.coordinator.release.remote(self.key, self.trial_id))
 
     def _renew(self) -> None:
@@ -342,3 +418,8 @@ class Lease:
 
         while not self._stop.wait(self.every_s):
             ray.get(self.coordinator.claim.remote(self.key, self.trial_id))
+            if self.registry is not None and self.holder is not None:
+                try:
+                    self.registry.renew(self.key, self.holder)
+                except OSError as exc:  # storage unreachable for a moment: the next tick retries
+                    log.warning("pre-training %s: lease not renewed (%s)", self.key, exc)

@@ -68,6 +68,7 @@ def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
     key, payload = trial_key(spec, cfg)
     eid = entry_id(key, cfg)
     coordinator = ray.get_actor(coordinator_name(spec.name))
+    me = {"study": spec.name, "trial_id": trial_id}
     waited = False
     while True:
         entry = registry.lookup(eid)
@@ -76,8 +77,11 @@ def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
             return {"metrics": entry.metrics, "checkpoint": Location.of(entry.checkpoint).parent.uri,
                     "history": entry.history, "trial_id": entry.source.get("trial_id")}, eid, True
         holder = ray.get(coordinator.claim.remote(eid, trial_id))
-        if holder == trial_id:
-            break
+        if holder == trial_id:  # granted in this study; now across studies on this storage
+            other = registry.claim(eid, me)
+            if other is None:
+                break
+            holder = f"{other.get('trial_id')} of study {other.get('study')}"
         if not waited:
             log.info("trial %s: waiting for trial %s, which pre-trains %s", trial_id, holder, eid)
             waited = True
@@ -89,7 +93,7 @@ def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
         log.info("trial %s: pre-training %s continues %s from epoch %d", trial_id, eid, source[1].key, source[0])
         cfg = cfg.model_copy(update={"continue_from": source[1].checkpoint})
         earlier = list(source[1].history)
-    with Lease(coordinator, eid, trial_id):
+    with Lease(coordinator, eid, trial_id, registry=registry, holder=me):
         done = run_phase(RUN_NAME, registry.folder(eid), eid, cfg)
         if not done.get("checkpoint"):
             raise RuntimeError(f"pre-training {eid} reported no checkpoint; nothing to fine-tune")
