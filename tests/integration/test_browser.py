@@ -3,7 +3,7 @@ MLflow file, rendered by headless Chromium. The link `thoraxmae ui` prints for t
 page, listing the trials sorted by val/mauc; a trial's
 page shows its knobs and metrics, and the demo's report.html shows its plots.
 
-Skipped when no Chromium can be had (tests/integration/browser.py). The demo takes about two minutes.
+Skipped when no Chromium can be had (tests/integration/browser.py). The demo takes about five minutes.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.integration.study_helpers import free_ports, subprocess_env, trial_ru
 from thoraxmae.study import schema
 
 pytestmark = pytest.mark.integration
-DEMO_TIMEOUT_S = 600
+DEMO_TIMEOUT_S = 1200  # the default demo is a 4-recipe tournament: ~5 min on 2 idle CPUs, more when shared
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,9 @@ class Demo:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Demo:
-    """`thoraxmae demo --n 300 --trials 2` in a fresh folder, as a user runs it."""
-    browser.chromium()  # skip before spending the demo's two minutes
+    """`thoraxmae demo --n 300` (the README's `make demo`: the recipe tournament) in a fresh folder, as a user
+    runs it."""
+    browser.chromium()  # skip before spending the demo's minutes
     out = tmp_path_factory.mktemp("demo")
     cmd = [str(Path(sys.executable).with_name("thoraxmae")), "demo", "--out", str(out), "--n", "300", "--trials", "2",
            "--confirm-seeds", "0"]  # the confirmation path: tests/integration/test_confirm.py
@@ -73,9 +74,10 @@ def ui(demo, tmp_path_factory) -> UI:
 
 @pytest.fixture(scope="module")
 def trials(demo) -> list:
-    """The demo's trial runs, best val/mauc first."""
+    """The demo's trial runs (the tournament's scoring fine-tunes: 4 recipes x 2 at rung 1, the 2 kept x 2 at
+    rung 2), best val/mauc first."""
     runs = trial_runs(demo.uri, demo.study)
-    assert len(runs) == 2
+    assert len(runs) == 12
     return sorted(runs, key=lambda r: -r.data.metrics.get(schema.M_VAL_MAUC, float("-inf")))
 
 
@@ -85,13 +87,13 @@ def test_the_printed_link_lists_the_trials_by_val_mauc(demo, ui, trials):
                        "orderByKey": f"metrics.`{schema.M_VAL_MAUC}`", "orderByAsc": "false"}, quote_via=quote)
     url = f"{ui.base}/#/experiments/{demo.experiment_id}/runs?{query}"
     assert f": {url}\n" in ui.said, ui.said  # the line `thoraxmae ui` printed for the demo's study
-    names = [r.info.run_name for r in trials]
-    assert all(name.startswith(f"{demo.study}-") for name in names), names
+    assert all(r.info.run_name.startswith(f"{demo.study}-") for r in trials), [r.info.run_name for r in trials]
+    names = [r.info.run_name for r in trials[:4]]  # the top of the table (the grid renders what is in view)
     dom = browser.dom_showing(url, [*names, schema.M_VAL_MAUC])
     missing = [n for n in [*names, schema.M_VAL_MAUC] if n not in dom]
     assert not missing, f"{missing} not on the rendered runs page"
     assert [dom.index(n) for n in names] == sorted(dom.index(n) for n in names), "not sorted by val/mauc"
-    assert f"{len(names)} matching runs" in re.sub(r"<[^>]+>", "", dom)
+    assert f"{len(trials)} matching runs" in re.sub(r"<[^>]+>", "", dom)
 
 
 def test_trial_page_shows_its_knobs_and_metrics(demo, ui, trials):
