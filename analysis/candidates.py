@@ -149,5 +149,6 @@ def _row_params(scored: pd.DataFrame, i: int, names: list[str]) -> dict[str, Any
 
 def _candidate(scored: pd.DataFrame, i: int, names: list[str], estimate: np.ndarray) -> Candidate:
     row = scored.iloc[i]
-    return Candidate(f"{schema.RECIPE_TRIAL_PREFIX}{row['trial_id']}", str(row["trial_id"]), str(row["run_id"]),
+    return Candidate(f"{schema.RECIPE_TRIAL_PREFIX}{row['trial_id']}", str(row["trial_id"]),
+                     str(row["run_id"]),
                      _row_params(scored, i, names), float(estimate[i]), float(row["objective"]))

@@ -21,11 +21,11 @@ from thoraxmae.analysis.tables import error_text, fmt, is_missing
 from thoraxmae.study import schema
 
 MINOR_IMPORTANCE = 0.05  # below this share of variance a knob "hardly matters"
-EXPLORATORY = ("**Exploratory recipe: there are no confirmation runs.** It is distilled from the search trials "
-               "alone: each ran once, with one seed, and the top trials were picked by the very scores shown "
-               "here, so those scores overstate what the recipe will score when re-run, and the seed-to-seed "
-               "noise is unknown. Re-run the top recipes and the reference recipe with fresh seeds (confirmation "
-               "runs) before calling it better than the reference.")
+EXPLORATORY = ("**Exploratory recipe: there are no confirmation runs.** It is distilled from the search "
+               "trials alone: each ran once, with one seed, and the top trials were picked by the very "
+               "scores shown here, so those scores overstate what the recipe will score when re-run, and the "
+               "seed-to-seed noise is unknown. Re-run the top recipes and the reference recipe with fresh "
+               "seeds (confirmation runs) before calling it better than the reference.")
 
 
 def spread_text(k: KnobRecipe, top_k: int) -> str:
@@ -36,8 +36,8 @@ def spread_text(k: KnobRecipe, top_k: int) -> str:
 def unscored_reason(a: StudyAnalysis) -> str:
     """Why no trial is scored: the status counts and the first failed trial's error."""
     counts = ", ".join(f"{n} {s}" for s, n in a.status_counts.items() if n)
-    text = (f"none of the {len(a.trials)} trials has a `{a.study.metric}` value from a completed or pruned run "
-            f"({counts})")
+    text = (f"none of the {len(a.trials)} trials has a `{a.study.metric}` value from a completed or pruned "
+            f"run ({counts})")
     failed = a.trials[(a.trials["status"] == schema.STATUS_FAILED) & a.trials["error"].notna()]
     if len(failed):
         text += f"; first error (trial `{failed.iloc[0]['trial_id']}`): {error_text(failed.iloc[0]['error'])}"
@@ -61,7 +61,8 @@ def headline(a: StudyAnalysis) -> list[str]:
     if c is None:
         if a.recipe is None:
             return [f"**No recipe**: {unscored_reason(a)}."]
-        return ["Recipe status: **exploratory** (no confirmation runs: search scores only, one seed per trial)."]
+        return [("Recipe status: **exploratory** (no confirmation runs: search scores only, one seed per "
+                "trial).")]
     if not c.candidates and c.reference is not None and c.reference.trial_id is None:
         return ["Confirmation: no completed run of a searched recipe, only the reference.", noise_text(c)]
     return [*verdict_lines(c), noise_text(c)]
@@ -103,11 +104,13 @@ def recipe_section(a: StudyAnalysis, recipe_text: str) -> Section:
         rows.append([f"`{k.knob}`", fmt(k.value), spread_text(k, r.confidence.k), iqr, fmt(k.best_value), note or "–"])
     table = Table(["knob", "recommended", f"top-{r.confidence.k} range", "top-k IQR",
                    f"best trial ({r.best.trial_id})", "importance (fANOVA)"], rows)
-    intro = (f"Recommended value per knob: the median of the top-{r.confidence.k} search trials (most common choice "
-             f"for categorical knobs), with their spread. Values of knobs that hardly matter are free choices.")
+    intro = (f"Recommended value per knob: the median of the top-{r.confidence.k} search trials (most common "
+             "choice for categorical knobs), with their spread. Values of knobs that hardly matter are free "
+             "choices.")
     if sum(k.knob.startswith("pretrain.") for k in r.knobs) >= 2:
-        intro += (" The pre-training knobs are one recipe (each trial fine-tuned from that exact pre-training): "
-                  "the combination most common among the top trials, not each knob's own median.")
+        intro += (" The pre-training knobs are one recipe (each trial fine-tuned from that exact "
+                  "pre-training): the combination most common among the top trials, not each knob's own "
+                  "median.")
     if c is not None and any(x.label == schema.RECIPE_MEDIAN for x in c.recipes):
         intro += " This top-k median (snapped onto the study's space) was re-run above as `median`."
     elif c is not None:
@@ -117,10 +120,10 @@ def recipe_section(a: StudyAnalysis, recipe_text: str) -> Section:
     exact = ", ".join(f"`{k}` = {v!r}" for k, v in best.params.items())
     return Section(title, [
         *blocks, intro, table, Bullets(search_statements(r.confidence, a.study.metric)),
-        (f"Best trial's exact configuration (`{best.trial_id}`, {best.status}, MLflow run `{best.run_id}`; its "
-         f"other settings are the spec's): {exact or 'no searched knobs'}."),
-        ("Ready-to-run spec for the final training run (`recipe.yaml`: the study's spec with the searched knobs "
-         "fixed and the search section removed):"), Code(recipe_text)])
+        (f"Best trial's exact configuration (`{best.trial_id}`, {best.status}, MLflow run `{best.run_id}`; "
+         f"its other settings are the spec's): {exact or 'no searched knobs'}."),
+        ("Ready-to-run spec for the final training run (`recipe.yaml`: the study's spec with the searched "
+         "knobs fixed and the search section removed):"), Code(recipe_text)])
 
 
 def search_statements(c: Confidence, metric: str) -> list[str]:
@@ -129,8 +132,8 @@ def search_statements(c: Confidence, metric: str) -> list[str]:
     out = [f"Supported by the top {c.k} of {c.n_pool} {c.pool} trials ({c.n_scored} scored in all)."]
     if math.isfinite(c.topk_ci[0]):
         out.append(f"Search scores of the top {c.k}: mean `{metric}` {c.topk_mean:.4f} (95% bootstrap CI "
-                   f"{c.topk_ci[0]:.4f}–{c.topk_ci[1]:.4f}). They are the scores these trials were selected by: "
-                   f"expect less when the recipe is re-run.")
+                   f"{c.topk_ci[0]:.4f}–{c.topk_ci[1]:.4f}). They are the scores these trials were selected "
+                   "by: expect less when the recipe is re-run.")
     else:
         out.append(f"Search score of the top {c.k}: `{metric}` {c.topk_mean:.4f} (one trial: no interval).")
     if c.best_beyond_noise is None:
@@ -141,9 +144,9 @@ def search_statements(c: Confidence, metric: str) -> list[str]:
         out.append(f"The best trial leads the runner-up by {c.best_gap:.4f}, more than the evaluation noise "
                    f"(median test CI half-width {c.noise:.4f}).")
     else:
-        out.append(f"The best trial leads the runner-up by only {c.best_gap:.4f}, within the evaluation noise "
-                   f"(median test CI half-width {c.noise:.4f}): the top trials are tied; prefer the top-k recipe "
-                   f"to the single best configuration.")
+        out.append(f"The best trial leads the runner-up by only {c.best_gap:.4f}, within the evaluation "
+                   f"noise (median test CI half-width {c.noise:.4f}): the top trials are tied; prefer the "
+                   "top-k recipe to the single best configuration.")
     return out
 
 
@@ -165,14 +168,14 @@ def importance_section(a: StudyAnalysis, figures: dict) -> Section:
              f"{x.p_first:.0%}" if math.isfinite(x.p_first) else "–", _range_cell(a, x.knob, ranges)]
             for x in imp.rows]
     if imp.n_resamples:
-        stability = (f"Rank stability: {imp.n_resamples} bootstrap resamples of the {imp.n_trials} scored trials; an "
-                     f"order is stated only when it holds in at least {imp.threshold:.0%} of them"
+        stability = (f"Rank stability: {imp.n_resamples} bootstrap resamples of the {imp.n_trials} scored "
+                     f"trials; an order is stated only when it holds in at least {imp.threshold:.0%} of them"
                      + (f" ({imp.stability_note})." if imp.stability_note else "."))
     else:
         stability = f"**Rank stability not checked**: {imp.stability_note}; no order between knobs is stated."
     if imp.n_incomplete:
-        stability += (f" {imp.n_incomplete} scored trial(s) without a value for every varied knob are left out of "
-                      f"the importance.")
+        stability += (f" {imp.n_incomplete} scored trial(s) without a value for every varied knob are left "
+                      "out of the importance.")
     blocks: list[Block] = [
         figure(figures, "importance", "Hyperparameter importance", take, "importance is not ranked"),
         Table(["knob", "fANOVA", "95% bootstrap range", "PED-ANOVA", "ranked first", "effect range"], rows),
@@ -215,20 +218,21 @@ def reference_section(a: StudyAnalysis) -> Section:
               "confirmation runs (none here)." if a.confirmation is None else
               "The Recipe section compares the recipes' scores, seed by seed.")
     return Section(title, [
-        f"A knob agrees when the reference value lies inside the top-k range (categoricals: the same choice). {scores}",
+        ("A knob agrees when the reference value lies inside the top-k range (categoricals: the same "
+        f"choice). {scores}"),
         Table(["knob", "reference", "recommended", "agrees", "difference", "verdict"], rows)])
 
 
 def _noise_paragraph(a: StudyAnalysis) -> str:
     c = a.confirmation
     if c is None:
-        return ("Exploratory: without confirmation runs the seed-to-seed noise is unknown, so neither these shares "
-                "nor the orders below are checked against it.")
+        return ("Exploratory: without confirmation runs the seed-to-seed noise is unknown, so neither these "
+                "shares nor the orders below are checked against it.")
     if not math.isfinite(c.noise_sd):
         return "Not checked against seed noise: the confirmation runs did not measure a noise floor."
-    return (f"Checked against the noise floor (seed SD {c.noise_sd:.4f}): a knob whose effect range (the forest's "
-            f"partial dependence, max minus min; else the spread of its bin means) is below {NOISE_FACTOR:g} × "
-            f"{c.noise_sd:.4f} = {NOISE_FACTOR * c.noise_sd:.4f} is within seed noise.")
+    return (f"Checked against the noise floor (seed SD {c.noise_sd:.4f}): a knob whose effect range (the "
+            "forest's partial dependence, max minus min; else the spread of its bin means) is below "
+            f"{NOISE_FACTOR:g} × {c.noise_sd:.4f} = {NOISE_FACTOR * c.noise_sd:.4f} is within seed noise.")
 
 
 def _range_cell(a: StudyAnalysis, knob: str, ranges: dict[str, float]) -> str:

@@ -171,7 +171,8 @@ def holm(p: list[float]) -> list[float]:
     return out
 
 
-def summarize_confirmation(runs: list[ConfirmRecord], trials: pd.DataFrame, knobs: tuple[str, ...], metric: str,
+def summarize_confirmation(runs: list[ConfirmRecord], trials: pd.DataFrame, knobs: tuple[str, ...],
+                           metric: str,
                            mode: str, stage: str = "finetune") -> Confirmation:
     """Group the completed runs by recipe (one run per replicate), score them on both splits, pick the
     recommended recipe on val and judge every candidate against the reference on test (Holm-adjusted)."""
@@ -188,7 +189,8 @@ def summarize_confirmation(runs: list[ConfirmRecord], trials: pd.DataFrame, knob
     verdict_metric = test_metric if test_metric and has_test else metric
     if recipes and not has_test:
         missing = f"no run logged `{test_metric}`" if test_metric else f"`{metric}` has no test split"
-        notes.append(f"{missing}: the verdicts use `{metric}`, the split the recipes were chosen on (not held out)")
+        notes.append(f"{missing}: the verdicts use `{metric}`, the split the recipes were chosen on (not "
+                     "held out)")
     ref = next((r for r in recipes if r.label == schema.RECIPE_REFERENCE), None)
     if ref is None and recipes:
         notes.append(f"no completed run of the `{schema.RECIPE_REFERENCE}` recipe: no paired comparison")
@@ -200,10 +202,12 @@ def summarize_confirmation(runs: list[ConfirmRecord], trials: pd.DataFrame, knob
     _holm_verdicts([r for r in recipes if r.paired is not None and not r.same_as_reference], mode)
     sign = 1.0 if mode == "max" else -1.0
     recipes.sort(key=lambda r: (r is not ref, -sign * r.mean if math.isfinite(r.mean) else math.inf, r.label))
-    ranked = sorted((r for r in recipes if math.isfinite(r.mean)), key=lambda r: (-sign * r.mean, r is not ref))
+    ranked = sorted((r for r in recipes if math.isfinite(r.mean)),
+                    key=lambda r: (-sign * r.mean, r is not ref))
     noise_sd, dof = _pooled_sd(recipes)
     if not math.isfinite(noise_sd) and recipes:
-        notes.append("no recipe has 2 completed seeds: the seed-to-seed spread (noise floor) cannot be measured")
+        notes.append("no recipe has 2 completed seeds: the seed-to-seed spread (noise floor) cannot be "
+                     "measured")
     return Confirmation(metric, mode, test_metric, verdict_metric, stage, recipes,
                         ranked[0].label if ranked else None, noise_sd, dof, len(runs), notes)
 
@@ -221,7 +225,8 @@ def _holm_verdicts(family: list[RecipeRuns], mode: str) -> None:
 
 def _usable_runs(runs: list[ConfirmRecord], metric: str, mode: str,
                  notes: list[str]) -> list[tuple[ConfirmRecord, float]]:
-    """Completed runs with a seed and a score, the latest per (recipe, replicate); the rest go into `notes`."""
+    """Completed runs with a seed and a score, the latest per (recipe, replicate); the rest go into
+    `notes`."""
     by_state: dict[str, list[str]] = {}
     kept: dict[tuple[str, Replicate], tuple[ConfirmRecord, float]] = {}
     duplicates = 0
@@ -281,7 +286,8 @@ def _recipe_runs(label: str, runs: list[tuple[ConfirmRecord, float]], by_run: di
     x = np.array(list(scores.values()), dtype=float)
     t = np.array(list(test.values()), dtype=float)
     return RecipeRuns(label=label, trial_id=str(trial["trial_id"]) if trial is not None else None,
-                      search_score=float(trial["objective"]) if trial is not None else math.nan, params=params,
+                      search_score=float(trial["objective"]) if trial is not None else math.nan,
+                      params=params,
                       scores=scores, test=test, mean=float(x.mean()), ci=t_interval(x),
                       sd=float(x.std(ddof=1)) if len(x) > 1 else math.nan, test_ci=t_interval(t))
 

@@ -107,8 +107,8 @@ def noise_text(c: Confirmation) -> str:
     parts = variance_parts(c.recipes)
     if parts is not None:
         pretrain_sd, finetune_sd = parts
-        text += (f" Of it, SD {pretrain_sd:.4f} comes from the pre-training seed and SD {finetune_sd:.4f} from "
-                 f"the fine-tuning seed (one-way random-effects estimate, pooled over the recipes).")
+        text += (f" Of it, SD {pretrain_sd:.4f} comes from the pre-training seed and SD {finetune_sd:.4f} "
+                 "from the fine-tuning seed (one-way random-effects estimate, pooled over the recipes).")
     return text
 
 

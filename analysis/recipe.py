@@ -117,7 +117,8 @@ def recipe_spec(spec: dict | None, recipe: Recipe, stage: str) -> dict:
 
 
 def compare_reference(recipe: Recipe, reference: dict[str, Any]) -> list[ReferenceRow]:
-    """Per searched knob: does the recipe agree with the reference (inside the top-k range), and by how much."""
+    """Per searched knob: does the recipe agree with the reference (inside the top-k range), and by how
+    much."""
     rows = []
     for r in recipe.knobs:
         ref = reference.get(r.knob)
@@ -224,7 +225,8 @@ def _confidence(top: pd.DataFrame, pool: pd.DataFrame, mode: str, pool_name: str
     half = ((top[schema.M_TEST_MAUC_CI_HIGH] - top[schema.M_TEST_MAUC_CI_LOW]) / 2).to_numpy(dtype=float)
     noise = float(np.nanmedian(half)) if np.isfinite(half).any() else math.nan
     best_beyond = bool(gap > noise) if math.isfinite(gap) and math.isfinite(noise) else None
-    return Confidence(len(top), len(pool), pool_name, n_scored, float(y_top.mean()), topk_ci, gap, noise, best_beyond)
+    return Confidence(len(top), len(pool), pool_name, n_scored, float(y_top.mean()), topk_ci, gap, noise,
+                      best_beyond)
 
 
 def _round(v: float) -> float:

@@ -60,7 +60,8 @@ def build_report(study_name: str, tracking_uri: str | None = None, out_dir: Path
     tracking URI; a study whose trials all failed still gets a report (saying why there is no recipe).
     """
     if isinstance(top_fraction, bool) or not 0 < top_fraction <= 1:
-        raise ReportError(f"top_fraction={top_fraction!r}: expected a share of the completed trials in (0, 1]")
+        raise ReportError(f"top_fraction={top_fraction!r}: expected a share of the completed trials in (0, "
+                          "1]")
     created = not Path(out_dir).exists()
     out = _output_folder(Path(out_dir))  # before MLflow is read
     try:
@@ -77,7 +78,8 @@ def build_report(study_name: str, tracking_uri: str | None = None, out_dir: Path
         if created:
             remove_if_empty(out)
         raise
-    result = ReportResult(study.name, study.tracking_uri, out, paths["html"], paths["md"], paths.get("recipe"),
+    result = ReportResult(study.name, study.tracking_uri, out, paths["html"], paths["md"],
+                          paths.get("recipe"),
                           paths["trials"], paths["curves"], figures, a,
                           files=sorted([*paths.values(), *figures.values()]))
     if log_artifacts:
@@ -100,16 +102,18 @@ def _write(a: StudyAnalysis, out: Path, top_fraction: float, min_k: int,
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
         figures = draw_all(a, staging)
-        figures.update(draw_bracket(a, staging))  # a recipe tournament's bracket (analysis/tournament_section.py)
+        # a recipe tournament's bracket (analysis/tournament_section.py)
+        figures.update(draw_bracket(a, staging))
         recipe_text = recipe_yaml_text(a) if a.recipe is not None else ""
         sections = build_sections(a, figures, recipe_text)
         sections[1:1] = tournament_sections(a, figures)
         title = f"Recipe report: study {a.study.name}"
-        subtitle = (f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `thoraxmae report` from "
-                    f"`{a.study.tracking_uri}`; objective `{a.study.metric}` ({a.study.mode}); top-k = best "
-                    f"{top_fraction:.0%} of the completed trials (at least {min_k}); {n_bootstrap} bootstrap "
-                    "resamples." + environment_line(a.study.environment))
-        paths = {"html": staging / "report.html", "md": staging / "report.md", "trials": staging / "trials.parquet",
+        subtitle = (f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `thoraxmae report` "
+                    f"from `{a.study.tracking_uri}`; objective `{a.study.metric}` ({a.study.mode}); top-k = "
+                    f"best {top_fraction:.0%} of the completed trials (at least {min_k}); {n_bootstrap} "
+                    "bootstrap resamples." + environment_line(a.study.environment))
+        paths = {"html": staging / "report.html", "md": staging / "report.md",
+                 "trials": staging / "trials.parquet",
                  "curves": staging / "curves.parquet"}
         paths["html"].write_text(render_html(title, subtitle, sections), encoding="utf-8")
         paths["md"].write_text(render_markdown(title, subtitle, sections), encoding="utf-8")
@@ -139,12 +143,15 @@ def environment_line(environment: dict[str, str]) -> str:
 def recipe_yaml_text(a: StudyAnalysis) -> str:
     """recipe.yaml: a comment header (provenance, how to run it) and the spec with the knobs fixed."""
     r, s = a.recipe, a.study
-    label = ("# Exploratory: no confirmation runs; search scores only, one seed per trial." if a.confirmation is None
-             else "# The search's top-k median; the report's Recipe section holds the confirmed recipes' verdicts.")
+    label = ("# Exploratory: no confirmation runs; search scores only, one seed per "
+             "trial." if a.confirmation is None
+             else "# The search's top-k median; the report's Recipe section holds the confirmed recipes' "
+                  "verdicts.")
     lines = [f"# Recipe distilled from study `{s.name}` by `thoraxmae report` ({time.strftime('%Y-%m-%d')}).",
              (f"# Searched knobs fixed to the median of the top {r.confidence.k} of {r.confidence.n_pool} "
              f"{r.confidence.pool} trials ({s.metric}, {s.mode});"),
-             f"# best trial {r.best.trial_id}: {s.metric} = {r.best.objective:.4f}. The search section is removed.",
+             (f"# best trial {r.best.trial_id}: {s.metric} = {r.best.objective:.4f}. The search section is "
+             "removed."),
              label, f"# Run it: {STAGE_COMMANDS.get(s.stage, 'thoraxmae finetune recipe.yaml')}"]
     if s.spec is None:
         lines.append("# The study's spec.yaml artifact was not found: only the recommended knobs are listed.")

@@ -32,7 +32,8 @@ __all__ = ["build_sections", "effects_takeaway", "fmt"]
 
 
 def build_sections(a: StudyAnalysis, figures: dict[str, Path], recipe_text: str) -> list[Section]:
-    sections = [_summary(a), recipe_section(a, recipe_text), pretraining_section(a), importance_section(a, figures),
+    sections = [_summary(a), recipe_section(a, recipe_text), pretraining_section(a),
+                importance_section(a, figures),
                 _effects(a, figures), _search(a, figures), _cost(a, figures), reference_section(a), _trials(a)]
     return [s for s in sections if s is not None]
 
@@ -47,7 +48,8 @@ def _summary(a: StudyAnalysis) -> Section:
     items = []
     if r is not None:
         items.append(f"Best trial `{r.best.trial_id}`: {s.metric} = {r.best.objective:.4f}"
-                     + (f", test/mauc {r.best.test:.4f} (95% CI {r.best.test_ci[0]:.4f}–{r.best.test_ci[1]:.4f})"
+                     + (f", test/mauc {r.best.test:.4f} (95% CI "
+                        f"{r.best.test_ci[0]:.4f}–{r.best.test_ci[1]:.4f})"
                         if math.isfinite(r.best.test) else "") + ".")
     if imp.ranked:
         items.append(_top_knob(a))
@@ -71,7 +73,8 @@ def _top_knob(a: StudyAnalysis) -> str:
     else:
         stability = f"rank stability not checked: {imp.stability_note}"
     noise = noise_note(a, top.knob)
-    noise = f"; {noise}" if noise else ("; exploratory: not checked against seed noise" if a.confirmation is None
+    noise = f"; {noise}" if noise else ("; exploratory: not checked against seed "
+                                        "noise" if a.confirmation is None
                                         else "")
     return (f"Most important knob: `{top.knob}` ({top.fanova:.0%} of the variance by fANOVA; {stability}"
             f"{noise}).")
@@ -82,9 +85,9 @@ def _effects(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
     title = "Marginal effects and interaction"
     if a.scored.empty:
         return Section(title, [f"**No marginal effects**: {unscored_reason(a)}."])
-    intro = ("Dots: mean objective of the scored trials in each bin of the knob, with a bootstrap 95% CI. Raw bins "
-             "can be confounded when the sampler moved several knobs together; the dashed line (a random forest's "
-             "partial dependence) averages the other knobs out.")
+    intro = ("Dots: mean objective of the scored trials in each bin of the knob, with a bootstrap 95% CI. "
+             "Raw bins can be confounded when the sampler moved several knobs together; the dashed line (a "
+             "random forest's partial dependence) averages the other knobs out.")
     if a.confirmation is None:
         intro += " A \"clear effect\" is clear against the other trials, not against seed noise (no confirmation runs)."
     takeaways = []
@@ -94,8 +97,9 @@ def _effects(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
     blocks: list[Block] = [intro, figure(figures, "effects", "Marginal effects", effects_takeaway(a),
                                          "no knob has a value in a scored trial"), Bullets(takeaways)]
     if a.effects and all(e.pd_y is None for e in a.effects):
-        blocks.append(f"No partial dependence (dashed line): the random forest needs at least {MIN_TRIALS_SURROGATE} "
-                      f"scored trials with every knob's value ({len(a.scored)} scored here).")
+        blocks.append("No partial dependence (dashed line): the random forest needs at least "
+                      f"{MIN_TRIALS_SURROGATE} scored trials with every knob's value ({len(a.scored)} scored "
+                      "here).")
     it = a.interaction
     if it is not None:
         take = (f"Best region: `{it.x_knob}` ≈ {fmt(it.best_x)} with `{it.y_knob}` ≈ {fmt(it.best_y)} "
@@ -116,7 +120,8 @@ def effects_takeaway(a: StudyAnalysis) -> str:
         name = f"`{e.knob}` (best around {e.best.label})" if e.verdict(mode) == "clear" else f"`{e.knob}`"
         groups.setdefault(e.verdict(mode), []).append(name)
     parts = [f"{label}: {', '.join(groups[kind])}" for kind, label in (
-        ("clear", "Clear effect"), ("unclear", "no clear effect"), ("confounded", "differences due to other knobs"),
+        ("clear", "Clear effect"), ("unclear", "no clear effect"),
+        ("confounded", "differences due to other knobs"),
         ("few", "too few values")) if kind in groups]
     return ("; ".join(parts) + ".") if parts else "No knobs to show."
 
@@ -130,12 +135,14 @@ def _search(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
         best = rank_trials(a.scored, a.study.mode).iloc[0]
         pos = int(t.index[t["trial_id"] == best["trial_id"]][0])
         later = len(t) - pos - 1
-        hist = (f"The best value ({best['objective']:.4f}, trial `{best['trial_id']}`) came at trial {pos + 1} of "
-                f"{len(t)}; {later} trials ran after it" + (" without improving on it." if later else "."))
+        hist = (f"The best value ({best['objective']:.4f}, trial `{best['trial_id']}`) came at trial "
+                f"{pos + 1} of {len(t)}; {later} trials ran after "
+                "it" + (" without improving on it." if later else "."))
     blocks: list[Block] = [figure(figures, "history", "Optimisation history", hist, "not drawn")]
     r = a.recipe
     top = r.knobs[0] if r is not None and r.knobs else None
-    par = (f"The top-{r.confidence.k} trials (thick lines) keep `{top.knob}` within {fmt(top.low)}–{fmt(top.high)}."
+    par = (f"The top-{r.confidence.k} trials (thick lines) keep `{top.knob}` within "
+           f"{fmt(top.low)}–{fmt(top.high)}."
            if top is not None and top.kind != "categorical" and not is_missing(top.low) else "Top trials drawn thick.")
     blocks.append(figure(figures, "parallel", "Parallel coordinates", par, "no scored trial"))
     pruned = a.curves[a.curves["status"] == schema.STATUS_PRUNED].groupby("trial_id")["epoch"].max()
@@ -168,20 +175,24 @@ def _cost(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
 def _trials(a: StudyAnalysis) -> Section:
     t = a.trials
     knobs = [i.name for i in a.infos]
-    header = ["trial", "status", *[f"`{k}`" for k in knobs], a.study.metric, "epochs", "test/mauc", a.cost.unit]
+    header = ["trial", "status", *[f"`{k}`" for k in knobs], a.study.metric, "epochs", "test/mauc",
+              a.cost.unit]
     last = {schema.STATUS_RUNNING: 1, schema.STATUS_FAILED: 2}
     order = t.assign(_group=t["status"].map(lambda s: last.get(s, 0)))
-    order = order.sort_values(["_group", "objective"], ascending=[True, a.study.mode == "min"], na_position="last")
-    rows = [[str(row["trial_id"]), str(row["status"]), *[fmt(_py(row[k])) for k in knobs], fmt(row["objective"]),
+    order = order.sort_values(["_group", "objective"], ascending=[True, a.study.mode == "min"],
+                              na_position="last")
+    rows = [[str(row["trial_id"]), str(row["status"]), *[fmt(_py(row[k])) for k in knobs],
+             fmt(row["objective"]),
              fmt(row["epochs_run"]), fmt(row[schema.M_TEST_MAUC]), _cost_cell(row)]
             for _, row in order.iterrows()]
-    note = (f"Best first (by `{a.study.metric}`, best epoch); running, then failed trials last. Pruned trials enter the "
-            f"analysis with the value ASHA stopped them at (what the Optuna searcher saw); failed and running "
-            f"trials do not.")
+    note = (f"Best first (by `{a.study.metric}`, best epoch); running, then failed trials last. Pruned "
+            "trials enter the analysis with the value ASHA stopped them at (what the Optuna searcher saw); "
+            "failed and running trials do not.")
     blocks: list[Block] = [note, Table(header, rows)]
     failed = t[(t["status"] == schema.STATUS_FAILED) & t["error"].notna()]
     if len(failed):
-        blocks.append(Bullets([f"`{row['trial_id']}` failed: {error_text(row['error'])}" for _, row in failed.iterrows()]))
+        blocks.append(Bullets([f"`{row['trial_id']}` failed: "
+                               f"{error_text(row['error'])}" for _, row in failed.iterrows()]))
     return Section("All trials", blocks)
 
 

@@ -55,7 +55,8 @@ def scored_rungs(bracket: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def bracket_table(bracket: dict[str, Any]) -> Table:
-    """One row per recipe, one column per scored rung: mean score, paired 95% CI of its difference to the rung's
+    """One row per recipe, one column per scored rung: mean score, paired 95% CI of its difference to the
+    rung's
     leader, kept or dropped (blank: not scored there)."""
     rungs = scored_rungs(bracket)
     rows = []
@@ -108,8 +109,8 @@ def close_line(bracket: dict[str, Any]) -> str:
     if not close:
         return "No recipe was dropped within noise of the cut (every dropped recipe's paired CI against it excludes 0)."
     shown = "; ".join(f"`{recipe}` at {epochs} epochs" for epochs, recipe in close)
-    return (f"**{len(close)} cut(s) within noise**: {shown} (paired 95% CI against the last kept recipe covers 0); "
-            "more scoring fine-tunes (`search.tournament.scoring.trials`) would sharpen them.")
+    return (f"**{len(close)} cut(s) within noise**: {shown} (paired 95% CI against the last kept recipe "
+            "covers 0); more scoring fine-tunes (`search.tournament.scoring.trials`) would sharpen them.")
 
 
 def epochs_line(bracket: dict[str, Any]) -> str:
@@ -119,7 +120,8 @@ def epochs_line(bracket: dict[str, Any]) -> str:
 
 
 def plot_bracket(bracket: dict[str, Any], path: Path) -> Path:
-    """Recipes (rows) x rungs (x): each score's mean with the paired CI of its difference to the leader, filled
+    """Recipes (rows) x rungs (x): each score's mean with the paired CI of its difference to the leader,
+    filled
     when kept, hollow when dropped."""
     rungs = scored_rungs(bracket)
     recipes = bracket["recipes"]
@@ -157,11 +159,13 @@ def tournament_sections(a: StudyAnalysis, figures: dict[str, Path]) -> list[Sect
     bracket = load_bracket(a)
     if bracket is None:
         return []
-    blocks: list = [f"Winner: **`{bracket['winner']}`**" + (f", encoder `{bracket['encoder']}`; fine-tune it with "
+    blocks: list = [f"Winner: **`{bracket['winner']}`**" + (f", encoder `{bracket['encoder']}`; fine-tune it "
+                                                            "with "
                                                            f"`{bracket['next']}`." if bracket.get("next") else "."),
                     bracket_table(bracket)]
     if FIGURE in figures:
-        blocks.append(FigureRef(figures[FIGURE], "Bracket", "Each rung's paired scores; the cut keeps the filled points."))
+        blocks.append(FigureRef(figures[FIGURE], "Bracket", "Each rung's paired scores; the cut keeps the "
+                                                            "filled points."))
     blocks.append(Bullets([agreement_line(g) for g in agreements(bracket)] + [close_line(bracket),
                                                                            epochs_line(bracket)]))
     tie = bracket["rungs"][0].get("tie_rule") if bracket["rungs"] else None

@@ -9,7 +9,8 @@ with the spec's sampler and points), scheduler (`make_scheduler`: ASHA), confirm
 pick) run on a synthetic objective shaped like the paper's fine-tuning recipe (docs/paper.md):
 
 - the study is configs/paper-finetune-study.yaml (5 knobs, 75 epochs, 2 trials at a time, the paper point
-  first; `new` is the file as shipped, `old` its settings before issue 21), driven the way Tune drives it: trials start as slots free up, report `val/mauc` every epoch, ASHA
+  first; `new` is the file as shipped, `old` its settings before issue 21), driven the way Tune drives it:
+  trials start as slots free up, report `val/mauc` every epoch, ASHA
   stops some at its rungs, the searcher is told every result;
 - the surface is a sum of quadratic bowls (layer decay, RandAug magnitude, DropPath, log blr, log crop_min);
   surface `paper` has its optimum at the paper's recipe, surface `away` 0.7 pt of mAUC away from it (at
@@ -57,19 +58,23 @@ GRID = {"finetune.layer_decay": (0.4, 0.55, 0.7, 0.85), "finetune.randaug_magnit
         "finetune.crop_min": (0.08, 0.2, 0.5)}
 PEAK = 0.823  # the paper's ViT-S/16 mAUC (docs/paper.md)
 
-# Old: the shipped config before issue 21 (32 trials, TPE, ASHA grace 10 / rf 3, confirm the raw top-1 x 3 seeds).
+# Old: the shipped config before issue 21 (32 trials, TPE, ASHA grace 10 / rf 3, confirm the raw top-1 x 3
+# seeds).
 OLD = {"name": "old", "overrides": ["search.num_samples=32", "search.sampler.type=tpe",
-                                    "search.scheduler.grace_period=10"], "top": 1, "seeds": 3, "smoothed": False}
+                                    "search.scheduler.grace_period=10"], "top": 1, "seeds": 3,
+                                    "smoothed": False}
 # New: the shipped config as it is (its `confirm:` section: top 3 x 3 seeds, analysis/candidates.py's pick).
 NEW = {"name": "new", "overrides": [], "top": None, "seeds": None, "smoothed": True}
 # --sweep: the new defaults with one setting changed, what each shipped setting was chosen against.
 SWEEP = [
-    {"name": "32 trials", "overrides": ["search.num_samples=32"], "top": None, "seeds": None, "smoothed": True},
+    {"name": "32 trials", "overrides": ["search.num_samples=32"], "top": None, "seeds": None,
+     "smoothed": True},
     {"name": "random sampler", "overrides": ["search.sampler.type=random"], "top": None, "seeds": None,
      "smoothed": True},
     {"name": "ASHA grace 10", "overrides": ["search.scheduler.grace_period=10"], "top": None, "seeds": None,
      "smoothed": True},
-    {"name": "no ASHA", "overrides": ["search.scheduler.type=none"], "top": None, "seeds": None, "smoothed": True},
+    {"name": "no ASHA", "overrides": ["search.scheduler.type=none"], "top": None, "seeds": None,
+     "smoothed": True},
     {"name": "raw top-3", "overrides": [], "top": None, "seeds": None, "smoothed": False},
     {"name": "top 2 x 4 seeds", "overrides": [], "top": 2, "seeds": 4, "smoothed": True},
     {"name": "top 4 x 3 seeds", "overrides": [], "top": 4, "seeds": 3, "smoothed": True},
@@ -77,7 +82,8 @@ SWEEP = [
 
 
 def true_score(surface: dict[str, Any], x: dict[str, Any]) -> float:
-    """The recipe's expected mAUC (fraction) on a surface whose optimum is `surface`, PEAK + 0.7 pt for AWAY."""
+    """The recipe's expected mAUC (fraction) on a surface whose optimum is `surface`, PEAK + 0.7 pt for
+    AWAY."""
     top = PEAK + (0.007 if surface is AWAY else 0.0)
     loss = 0.0
     for knob, c in CURVATURE.items():
@@ -150,7 +156,8 @@ def run_search(spec, surface: dict[str, Any], rng: np.random.Generator, shared: 
     rows = []
     for tid, t in trials.items():
         ran = t["curve"][:t["epochs"]]
-        rows.append({"trial_id": tid, "run_id": f"run-{tid}", "status": t["status"], "objective": float(ran.max()),
+        rows.append({"trial_id": tid, "run_id": f"run-{tid}", "status": t["status"],
+                     "objective": float(ran.max()),
                      "epochs_run": float(t["epochs"]), "max_epochs": float(max_t), TEST: math.nan,
                      f"{TEST}_ci_low": math.nan, f"{TEST}_ci_high": math.nan, **t["x"]})
     return pd.DataFrame(rows)
@@ -203,10 +210,12 @@ def evaluate(variant: dict, surface_name: str, reps: int = REPS) -> dict[str, fl
     gaps, computes = [], []
     for rep in range(reps):
         spec = load_spec(SPEC, [*variant["overrides"], f"search.sampler.seed={rep}"], check_files=False)
-        variant = {**variant, "top": variant["top"] or spec.confirm.top, "seeds": variant["seeds"] or spec.confirm.seeds}
+        variant = {**variant, "top": variant["top"] or spec.confirm.top,
+                   "seeds": variant["seeds"] or spec.confirm.seeds}
         rng = np.random.default_rng([rep, 0 if surface is PAPER else 1])
         np.random.seed(rep)  # ASHA draws its bracket from numpy's global generator
-        shared = rng.normal(0, SEED_SHARED, 1 + variant["seeds"])  # per seed: search seed 0, then 1000, 1001, ...
+        # per seed: search seed 0, then 1000, 1001, ...
+        shared = rng.normal(0, SEED_SHARED, 1 + variant["seeds"])
         trials = run_search(spec, surface, rng, shared)
         recipe, confirm_epochs = pick(spec, trials, variant, surface, rng, shared)
         gaps.append(100 * (best - true_score(surface, recipe)))
@@ -217,7 +226,8 @@ def evaluate(variant: dict, surface_name: str, reps: int = REPS) -> dict[str, fl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sweep", action="store_true", help="also print the variants the new defaults came from")
+    parser.add_argument("--sweep", action="store_true", help="also print the variants the new defaults came "
+                                                             "from")
     parser.add_argument("--reps", type=int, default=REPS)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -227,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     began = time.perf_counter()
     variants = [OLD, *(SWEEP if args.sweep else []), NEW]
-    print(f"{'defaults':<28} {'surface':<7} {'gap pt':>7} {'within 0.2':>10} {'compute':>8}   gaps per repetition")
+    print(f"{'defaults':<28} {'surface':<7} {'gap pt':>7} {'within 0.2':>10} {'compute':>8}   gaps per "
+          "repetition")
     results = {}
     for surface in ("paper", "away"):
         for v in variants:

@@ -38,10 +38,13 @@ def study(name: str, store: Path, root: Path, trials: int, pretrain_epochs: int,
         "name": name, "stage": "pipeline", "data": {"store": str(store)},
         "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8, "depth": 2,
                   "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2},
-        "pretrain": {"epochs": pretrain_epochs, "warmup_epochs": 1, "batch_size": 32, "max_steps_per_epoch": 10},
-        "finetune": {"epochs": 2, "warmup_epochs": 1, "batch_size": 32, "max_steps_per_epoch": 10, "bootstrap": 0},
+        "pretrain": {"epochs": pretrain_epochs, "warmup_epochs": 1, "batch_size": 32,
+                     "max_steps_per_epoch": 10},
+        "finetune": {"epochs": 2, "warmup_epochs": 1, "batch_size": 32, "max_steps_per_epoch": 10,
+                     "bootstrap": 0},
         "search": {"num_samples": trials, "coverage": 2, "reuse_pretraining": reuse,
-                   "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 3}, "scheduler": {"type": "none"},
+                   "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 3},
+                   "scheduler": {"type": "none"},
                    "space": {"pretrain.mask_ratio": {"type": "categorical", "choices": [0.75, 0.9]},
                              "pretrain.crop_min": {"type": "categorical", "choices": [0.2, 0.5]},
                              "finetune.layer_decay": {"type": "float", "low": 0.4, "high": 0.9}}},
@@ -66,9 +69,11 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--pretrain-epochs", type=int, default=3)
     ap.add_argument("--n", type=int, default=600, help="phantom images")
-    ap.add_argument("--tournament", action="store_true", help="a 4-recipe tournament (rungs 1/2/4) vs every recipe "
+    ap.add_argument("--tournament", action="store_true", help="a 4-recipe tournament (rungs 1/2/4) vs every "
+                                                              "recipe "
                     "pre-trained to 4 epochs, on the phantom (benchmarks/tournament_cost.py)")
-    ap.add_argument("--paper", nargs="?", const=str(Path(__file__).parents[1] / "configs/paper-tournament-study.yaml"),
+    ap.add_argument("--paper", nargs="?",
+                    const=str(Path(__file__).parents[1] / "configs/paper-tournament-study.yaml"),
                     help="paper-scale cost of a tournament spec in FLOPs (no run)")
     args = ap.parse_args()
     if args.paper or args.tournament:
@@ -97,13 +102,14 @@ def main() -> None:
             wall = time.monotonic() - t0
             epochs, runs = pretrain_epochs_run(spec.tracking.uri, name, reuse)
             rows[name] = (epochs, runs, wall, len(grid) - len(grid.errors))
-        print(f"\n{args.trials}-trial pipeline study, 4 pre-training recipes, {args.pretrain_epochs} pre-training "
-              f"epochs each, 2 trials at a time (2 CPUs)")
+        print(f"\n{args.trials}-trial pipeline study, 4 pre-training recipes, {args.pretrain_epochs} "
+              "pre-training epochs each, 2 trials at a time (2 CPUs)")
         print(f"{'':10} {'pretrain epochs':>16} {'pretrain runs':>14} {'wall s':>8} {'trials ok':>10}")
         for name, (epochs, runs, wall, ok) in rows.items():
             print(f"{name:10} {epochs:16d} {runs:14d} {wall:8.1f} {ok:10d}")
         on, off = rows["reuse-on"], rows["reuse-off"]
-        print(f"ratio off/on: pre-training epochs {off[0] / max(on[0], 1):.2f}x, wall time {off[2] / on[2]:.2f}x")
+        print(f"ratio off/on: pre-training epochs {off[0] / max(on[0], 1):.2f}x, wall time "
+              f"{off[2] / on[2]:.2f}x")
 
 
 if __name__ == "__main__":

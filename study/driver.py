@@ -91,8 +91,8 @@ class DriverRecord:
 
     def describe(self, now: float | None = None) -> str:
         started = datetime.fromtimestamp(self.started).strftime("%Y-%m-%d %H:%M:%S")
-        return (f"pid {self.pid} on {self.host} (`thoraxmae {self.command}`, started {started}, last heartbeat "
-                f"{self.age(now):.0f} s ago)")
+        return (f"pid {self.pid} on {self.host} (`thoraxmae {self.command}`, started {started}, last "
+                f"heartbeat {self.age(now):.0f} s ago)")
 
 
 class DriverBusy(SpecError):
@@ -122,12 +122,13 @@ def verdict(name: str, record: DriverRecord | None, force: bool) -> str | None:
     if dead:
         return f"taking over study `{name}` from its dead driver {record.describe()}: {dead}"
     if record.age() < STALE_S:
-        raise DriverBusy(f"study `{name}` is running: driver {record.describe()}; wait for it to end or stop it "
-                         f"(kill {record.pid} on {record.host}). A second driver would run its trials twice; "
-                         f"--force takes over only a driver whose heartbeat is older than {STALE_S:.0f} s")
+        raise DriverBusy(f"study `{name}` is running: driver {record.describe()}; wait for it to end or stop "
+                         f"it (kill {record.pid} on {record.host}). A second driver would run its trials "
+                         "twice; --force takes over only a driver whose heartbeat is older than "
+                         f"{STALE_S:.0f} s")
     if not force:
-        raise DriverBusy(f"study `{name}` has a driver that stopped beating: {record.describe()}; if it is dead "
-                         f"(its machine is down or the process is gone), take over with --force")
+        raise DriverBusy(f"study `{name}` has a driver that stopped beating: {record.describe()}; if it is "
+                         "dead (its machine is down or the process is gone), take over with --force")
     return f"taking over study `{name}` from driver {record.describe()} (--force)"
 
 
@@ -164,9 +165,11 @@ class DriverLease:
         raise DriverBusy(f"study `{name}`: other drivers keep claiming it; try again")
 
     def start(self, ticks: Iterable[Callable[[], None]] = ()) -> None:
-        """Beat every HEARTBEAT_S seconds from a daemon thread; each beat then runs `ticks` (errors logged)."""
+        """Beat every HEARTBEAT_S seconds from a daemon thread; each beat then runs `ticks` (errors
+        logged)."""
         self._ticks = list(ticks)
-        self._thread = threading.Thread(target=self._run, name=f"thoraxmae-heartbeat-{self.name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"thoraxmae-heartbeat-{self.name}",
+                                        daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -177,7 +180,8 @@ class DriverLease:
                 failing = False
             except OSError as exc:
                 if not failing:
-                    log.warning("study %s: heartbeat not written to %s (%s); retrying every %.0f s", self.name,
+                    log.warning("study %s: heartbeat not written to %s (%s); retrying every %.0f "
+                                "s", self.name,
                                 self.loc, exc, HEARTBEAT_S)
                 failing = True
             if self.lost:
@@ -186,14 +190,16 @@ class DriverLease:
                 try:
                     tick()
                 except Exception:  # a tick must not stop the heartbeat
-                    log.warning("study %s: %s failed", self.name, getattr(tick, "__qualname__", tick), exc_info=True)
+                    log.warning("study %s: %s failed", self.name, getattr(tick, "__qualname__", tick),
+                                exc_info=True)
 
     def beat(self) -> None:
         """Rewrite the record with a new heartbeat, unless another driver has taken it over."""
         found = read_record(self.loc)
         if found is not None and found.token != self.record.token:
             self.lost = True
-            log.error("study %s was taken over by driver %s; this driver no longer beats", self.name, found.describe())
+            log.error("study %s was taken over by driver %s; this driver no longer "
+                      "beats", self.name, found.describe())
             return
         self.record = replace(self.record, heartbeat=time.time())
         self.loc.write_text(self.record.dumps())

@@ -192,7 +192,8 @@ class Registry:
         return entry
 
     def claim(self, key: str, holder: dict[str, Any], now: float | None = None) -> dict[str, Any] | None:
-        """Take the key's storage lease for `holder` (its study and trial); None when taken, else the record of
+        """Take the key's storage lease for `holder` (its study and trial); None when taken, else the record
+        of
         the live holder from another study or trial (see the module docstring)."""
         loc = self.folder(key) / LEASE_FILE
         now = time.time() if now is None else now
@@ -297,7 +298,8 @@ class Registry:
 
 def resolve_init(storage_path: Location | Path | str, init: Path | str | None) -> Path | str | None:
     """`finetune.init` as a file: `registry:<key or prefix>` becomes that pre-training's checkpoint.
-    A local file comes back as a Path, an object-store one as its URI (never a Path, which would fold `s3://`)."""
+    A local file comes back as a Path, an object-store one as its URI (never a Path, which would fold
+    `s3://`)."""
     if init is not None and str(init).startswith(REF_PREFIX):
         init = Registry(storage_path).resolve(str(init)).checkpoint
     return None if init is None else as_config(init)
@@ -397,7 +399,8 @@ class Lease:
     def __init__(self, coordinator, key: str, trial_id: str, every_s: float = LEASE_S / 4,
                  registry: Registry | None = None, holder: dict[str, Any] | None = None):
         self.coordinator, self.key, self.trial_id, self.every_s = coordinator, key, trial_id, every_s
-        self.registry, self.holder = registry, holder  # the storage lease, renewed and released with the grant
+        # the storage lease, renewed and released with the grant
+        self.registry, self.holder = registry, holder
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, daemon=True)
 

@@ -37,9 +37,12 @@ TAG_ROLE = "thoraxmae.role"
 ROLE_STUDY = "study"
 ROLE_TRIAL = "trial"
 ROLE_RUN = "run"  # a single `thoraxmae pretrain|finetune` run (no search)
-ROLE_CONFIRM = "confirm"  # a confirmation run: a recipe re-run with a fresh seed (child of the study's parent run)
-TAG_RECIPE = "thoraxmae.recipe"  # confirm runs: `trial-<trial_id>` (a search trial's recipe), `median` or `reference`
-TAG_SOURCE_RUN = "thoraxmae.source_run"  # confirm runs: MLflow run id of the trial repeated (absent when none ran it;
+# a confirmation run: a recipe re-run with a fresh seed (child of the study's parent run)
+ROLE_CONFIRM = "confirm"
+# confirm runs: `trial-<trial_id>` (a search trial's recipe), `median` or `reference`
+TAG_RECIPE = "thoraxmae.recipe"
+# confirm runs: MLflow run id of the trial repeated (absent when none ran it;
+TAG_SOURCE_RUN = "thoraxmae.source_run"
 # on `reference` runs: the search trial whose knobs equal the reference's, run once as the reference)
 RECIPE_REFERENCE = "reference"
 RECIPE_MEDIAN = "median"  # the top-k median recipe (analysis/recipe.py) when no search trial ran exactly it
@@ -49,8 +52,10 @@ ROLE_PRETRAIN = "pretrain"  # a registered pre-training (study/registry.py), chi
 ROLE_EVALUATION = "evaluation"  # `thoraxmae evaluate CHECKPOINT --store STORE`
 TAG_PRETRAIN_KEY = "thoraxmae.pretrain_key"  # pretrain runs and every pipeline trial/confirm run that used it
 TAG_PRETRAIN_RUN = "thoraxmae.pretrain_run"  # trial/confirm runs: MLflow run id of the pre-training they used
-TAG_PRETRAIN_REUSED = "thoraxmae.pretrain_reused"  # trial runs: "true" if it fine-tuned a pre-training it did not run
-# parent run metrics of a pipeline study (logged at its end): pre-training compute actually spent by this study
+# trial runs: "true" if it fine-tuned a pre-training it did not run
+TAG_PRETRAIN_REUSED = "thoraxmae.pretrain_reused"
+# parent run metrics of a pipeline study (logged at its end): pre-training compute actually spent by this
+# study
 # vs what a study that pre-trains in every trial would have spent (cost unit: cpu_hours or gpu_hours)
 M_PRETRAIN_COST_SPENT = "cost/pretrain_{unit}"
 M_PRETRAIN_COST_NO_REUSE = "cost/pretrain_{unit}_no_reuse"
@@ -83,7 +88,8 @@ ARTIFACT_CHECKPOINT_DIR = "checkpoint"
 ARTIFACT_AUC_TABLE = "per_class_auc.csv"
 ARTIFACT_REPORT_DIR = "report"
 
-# --- the software a study ran on: study run params `env.<package>` = its installed version -------------------
+# --- the software a study ran on: study run params `env.<package>` = its installed version
+# -------------------
 ENV_PARAM_PREFIX = "env."
 ENV_PYTHON = "env.python"  # the driver's Python version
 ENV_PACKAGES = ("thoraxmae", "ray", "torch", "timm", "optuna", "mlflow", "pandas", "pyarrow", "pydantic")
@@ -122,14 +128,19 @@ def val_auc(label: str) -> str:
 def test_auc(label: str) -> str:
     return f"{M_TEST_AUC_PREFIX}{label}"
 
-# --- recipe tournaments (study/run/tournament.py, docs/mlflow-schema.md) ---------------------------------------
-TAG_TOURNAMENT_TASK = "thoraxmae.tournament.task"  # scoring runs: `e<rung>-r<recipe>-s<config>` (also their trial id)
-TAG_TOURNAMENT_RUNG = "thoraxmae.tournament.rung"  # scoring runs: the pre-training epochs of the encoder scored
+# --- recipe tournaments (study/run/tournament.py, docs/mlflow-schema.md)
+# ---------------------------------------
+# scoring runs: `e<rung>-r<recipe>-s<config>` (also their trial id)
+TAG_TOURNAMENT_TASK = "thoraxmae.tournament.task"
+# scoring runs: the pre-training epochs of the encoder scored
+TAG_TOURNAMENT_RUNG = "thoraxmae.tournament.rung"
 TAG_TOURNAMENT_RECIPE = "thoraxmae.tournament.recipe"  # scoring runs: the recipe's label (knob=value, ...)
 TAG_TOURNAMENT_CONFIG = "thoraxmae.tournament.config"  # scoring runs: j, the paired scoring configuration
 TAG_TOURNAMENT_WINNER = "thoraxmae.tournament.winner"  # parent run: the winning recipe's label
-TAG_TOURNAMENT_ENCODER = "thoraxmae.tournament.encoder"  # parent run: `registry:<entry>` of the winner at the last rung
-ARTIFACT_TOURNAMENT = "tournament/bracket.json"  # parent run: every rung's promotion evidence (study/run/tournament.py)
+# parent run: `registry:<entry>` of the winner at the last rung
+TAG_TOURNAMENT_ENCODER = "thoraxmae.tournament.encoder"
+# parent run: every rung's promotion evidence (study/run/tournament.py)
+ARTIFACT_TOURNAMENT = "tournament/bracket.json"
 ARTIFACT_RUNG = "tournament/rung-{epochs}.json"  # parent run: one rung's evidence, logged when it is decided
 M_TOURNAMENT_EPOCHS = "tournament/pretrain_epochs"  # parent run: pre-training epochs spent
 M_TOURNAMENT_FULL = "tournament/pretrain_epochs_full"  # parent run: every recipe taken to the last rung

@@ -26,8 +26,10 @@ from thoraxmae.study.errors import SpecError
 TRAIN_DIR = "train"
 CONFIRM_SUFFIX = "-confirm"
 REGISTRY_DIR = "pretrain-registry"
-# Ours, beside Tune's state in a study's folder. Never *.json or *.pkl: Tune copies every such file of the folder
-# to its driver's staging folder on restore and back up to storage at each sync (a stale copy would overwrite it).
+# Ours, beside Tune's state in a study's folder. Never *.json or *.pkl: Tune copies every such file of the
+# folder
+# to its driver's staging folder on restore and back up to storage at each sync (a stale copy would overwrite
+# it).
 DRIVER_FILE = "thoraxmae_driver.lease"
 LAST_GOOD_FILE = "thoraxmae_tune_state.zip"
 DAMAGED_PREFIX = "thoraxmae_damaged-"
@@ -91,7 +93,8 @@ class StudyStorage:
                 self.root.fs.delete_file(probe.fs_path)
         except OSError as exc:  # pyarrow's file-system errors are OSErrors too
             raise SpecError(f"storage_path: cannot write to {self.root} ({_reason(exc)}); give a folder or "
-                            f"object-store URI this machine and every node can write (--set storage_path=...)") \
+                            "object-store URI this machine and every node can write (--set "
+                            "storage_path=...)") \
                 from None
 
 

@@ -21,15 +21,18 @@ PHANTOM_MARKER = ".thoraxmae-phantom.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    q = sub.add_parser("demo", help="phantom data -> store -> pipeline study -> recipe report, on this machine")
-    q.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for everything (default ./demo-out)")
+    q = sub.add_parser("demo", help="phantom data -> store -> pipeline study -> recipe report, on this "
+                                    "machine")
+    q.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for everything (default "
+                                                                      "./demo-out)")
     q.add_argument("--n", type=int, default=1200, help="phantom images (default 1200)")
     q.add_argument("--trials", type=int, default=None, help="trials (default: the demo spec's num_samples)")
     q.add_argument("--spec", type=Path, default=TOURNAMENT_SPEC,
-                   help=f"study spec (default {TOURNAMENT_SPEC.name}, a recipe tournament; {DEMO_SPEC.name}: the "
-                        "pipeline search with TPE + ASHA and a confirmation)")
+                   help=f"study spec (default {TOURNAMENT_SPEC.name}, a recipe tournament; {DEMO_SPEC.name}: "
+                        "the pipeline search with TPE + ASHA and a confirmation)")
     q.add_argument("--confirm-seeds", type=int, default=None, metavar="N",
-                   help="seeds of the confirmation of the best recipe vs the paper's (default: the spec's; 0: none)")
+                   help="seeds of the confirmation of the best recipe vs the paper's (default: the spec's; "
+                        "0: none)")
     q.set_defaults(func=cmd_demo)
 
 
@@ -51,13 +54,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     t = spec.search.tournament
     if t is not None:
-        console.print(f"[bold][3/4][/] recipe tournament [bold]{spec.name}[/]: {len(combinations(spec))} pre-training "
-                      f"recipes, rungs {t.rungs} pre-training epochs (constant LR, survivors continue), each recipe "
-                      f"scored by {t.scoring.trials} paired fine-tunes per rung, top {t.keep:.0%} kept")
+        console.print(f"[bold][3/4][/] recipe tournament [bold]{spec.name}[/]: {len(combinations(spec))} "
+                      f"pre-training recipes, rungs {t.rungs} pre-training epochs (constant LR, survivors "
+                      f"continue), each recipe scored by {t.scoring.trials} paired fine-tunes per rung, top "
+                      f"{t.keep:.0%} kept")
     else:
-        console.print(f"[bold][3/4][/] study [bold]{spec.name}[/]: {spec.search.num_samples} pipeline trials, "
-                      f"TPE + ASHA, {spec.resources.max_concurrent_trials} at a time; each pre-training recipe "
-                      f"pre-trained once and covered by {spec.search.coverage} fine-tuning trials first"
+        console.print(f"[bold][3/4][/] study [bold]{spec.name}[/]: {spec.search.num_samples} pipeline "
+                      f"trials, TPE + ASHA, {spec.resources.max_concurrent_trials} at a time; each "
+                      f"pre-training recipe pre-trained once and covered by {spec.search.coverage} "
+                      "fine-tuning trials first"
                       + (f"; then the best recipe and the paper's re-run with {spec.confirm.seeds} seeds each"
                          if spec.confirm else ""))
     from thoraxmae.cli.study import _run
@@ -91,7 +96,8 @@ def ensure_phantom(folder: Path, n: int, console) -> Path:
         return folder
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"[1/4] phantom ChestX-ray14, {n} images", total=n)
-        generate_phantom(folder, n=n, size=want["size"], seed=want["seed"], progress=lambda k: bar.advance(task, k))
+        generate_phantom(folder, n=n, size=want["size"], seed=want["seed"],
+                         progress=lambda k: bar.advance(task, k))
     marker.write_text(json.dumps(want))
     console.print(f"[bold][1/4][/] phantom ChestX-ray14 ({n} images, NIH layout) written to {folder}")
     return folder
@@ -107,7 +113,8 @@ def ensure_store(phantom: Path, store: Path, console) -> Path:
     with progress_bar("[2/4] store", len(table)) as bar:
         manifest = prepare_store(table, store, size=64, workers=2, progress=bar)
     counts = ", ".join(f"{k} {v}" for k, v in manifest.get("counts", {}).items())
-    console.print(f"[bold][2/4][/] store {store} ({manifest['images']} images{'; ' + counts if counts else ''})")
+    console.print(f"[bold][2/4][/] store {store} ({manifest['images']} "
+                  f"images{'; ' + counts if counts else ''})")
     return store
 
 

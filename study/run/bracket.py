@@ -1,6 +1,7 @@
 """One cut of a recipe tournament, from the paired scores of a rung to kept or dropped (no Ray, no MLflow).
 
-Each recipe alive at a rung has k scores, one per scoring configuration j (the same configurations and seeds for
+Each recipe alive at a rung has k scores, one per scoring configuration j (the same configurations and seeds
+for
 every recipe). Recipes are ranked by their mean score; the top ceil(keep x n) go on. Ties at the cut: a recipe
 whose mean equals the last kept recipe's mean (to 1e-12) is kept too, so equal evidence is never split by
 list order. A recipe dropped although its paired 95% interval against the last kept recipe covers 0 is marked

@@ -17,7 +17,8 @@ SYNC_PERIOD_S = 30
 
 def experiment_config(folder: Location, callbacks: list[Callback]) -> ray.tune.RunConfig:
     """The RunConfig of a Tune experiment kept in `folder` (a study, or its confirmation), local or on object
-    storage: a failed trial does not stop it, its state is synced every SYNC_PERIOD_S, Tune's console is quiet."""
+    storage: a failed trial does not stop it, its state is synced every SYNC_PERIOD_S, Tune's console is
+    quiet."""
     return ray.tune.RunConfig(name=folder.name, **ray_storage(folder.parent), callbacks=callbacks,
                               sync_config=ray.tune.SyncConfig(sync_period=SYNC_PERIOD_S),
                               failure_config=ray.tune.FailureConfig(max_failures=0), verbose=0)
@@ -34,7 +35,8 @@ def restore_tuner(folder: Location, trainable_, callbacks: list[Callback] | None
     again. Tune restores the callbacks pickled when it started; `callbacks` (this process's own, e.g. a
     fresh progress display) replace them through the one place Tuner keeps its RunConfig."""
     where = ray_storage(folder)  # {"storage_path": the folder[, "storage_filesystem": the object store]}
-    tuner = Tuner.restore(where["storage_path"], trainable=trainable_, resume_unfinished=True, resume_errored=True,
+    tuner = Tuner.restore(where["storage_path"], trainable=trainable_, resume_unfinished=True,
+                          resume_errored=True,
                           storage_filesystem=where.get("storage_filesystem"))
     local = getattr(tuner, "_local_tuner", None)
     if local is not None and callbacks is not None:

@@ -43,7 +43,8 @@ def trial_key(spec: StudySpec, cfg: Any) -> tuple[str, dict[str, Any]]:
 
 
 def continuation_source(spec: StudySpec, registry: Registry, cfg: Any) -> tuple[int, PretrainEntry] | None:
-    """The registered checkpoint this pre-training continues, as (its epochs, its entry), or None (from scratch).
+    """The registered checkpoint this pre-training continues, as (its epochs, its entry), or None (from
+    scratch).
     constant: the same key's entry with the most epochs below `epochs`; wsd: the constant run of the same
     recipe at or before the decay's start (a branch). No epoch is run twice."""
     if cfg.schedule == "cosine":
@@ -56,9 +57,11 @@ def continuation_source(spec: StudySpec, registry: Registry, cfg: Any) -> tuple[
 def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
                   run_phase: Callable[[str, Location, str, Any], dict[str, Any]]) -> tuple[dict[str, Any], str, bool]:
     """The finished pre-training for this trial's recipe: (final marker {"metrics", "checkpoint", "history",
-    "trial_id" (who ran it)}, entry id, reused). The marker's "checkpoint" is the checkpoint folder as a string: a
+    "trial_id" (who ran it)}, entry id, reused). The marker's "checkpoint" is the checkpoint folder as a
+    string: a
     local path or a URI. The entry id is the key, and for a constant schedule `<key>-e<epochs>`
-    (study.registry.entry_id); a missing one continues the longest shorter entry of its key (continuation_source).
+    (study.registry.entry_id); a missing one continues the longest shorter entry of its key
+    (continuation_source).
 
     run_phase(name, runs_dir, entry id, cfg) runs (or resumes) the pre-training Train run of `cfg` in the registry
     folder runs_dir and returns its final marker."""
@@ -90,7 +93,8 @@ def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
     source = continuation_source(spec, registry, cfg)
     earlier: list[dict[str, Any]] = []
     if source is not None:
-        log.info("trial %s: pre-training %s continues %s from epoch %d", trial_id, eid, source[1].key, source[0])
+        log.info("trial %s: pre-training %s continues %s from epoch "
+                 "%d", trial_id, eid, source[1].key, source[0])
         cfg = cfg.model_copy(update={"continue_from": source[1].checkpoint})
         earlier = list(source[1].history)
     with Lease(coordinator, eid, trial_id, registry=registry, holder=me):

@@ -3,7 +3,8 @@
 For each rung e of `search.tournament.rungs` (study/spec/tournament.py):
 1. One Tune experiment (`<study>/rungs/e<e>-<session>`) whose trials are the rung's scoring tasks, each a
    (recipe, scoring configuration j) pair, ordered j-major so concurrent trials start different recipes'
-   pre-trainings; at most `resources.max_concurrent_trials` run at once. A task's trial pre-trains its recipe to
+   pre-trainings; at most `resources.max_concurrent_trials` run at once. A task's trial pre-trains its recipe
+   to
    e through the registry (study/run/pipeline.py): the first task of a recipe continues the recipe's longest
    registered constant pre-training (one Ray Train run per segment, no epoch run twice), the others wait
    for it; then it fine-tunes `scoring.epochs` epochs, never stopped early (one Train run, one MLflow run).
@@ -51,7 +52,8 @@ from thoraxmae.study.tracking.callback import MlflowStudyCallback
 from thoraxmae.study.tracking.results import PHASE_KEY
 
 log = logging.getLogger(__name__)
-# A scoring trial's Tune config is flat, like a search trial's: its knobs, plus these (study.spec.plan ignores them).
+# A scoring trial's Tune config is flat, like a search trial's: its knobs, plus these (study.spec.plan ignores
+# them).
 TASK_NAME, TASK_RUNG, TASK_RECIPE, TASK_CONFIG = "tournament.task", "tournament.rung", "tournament.recipe", \
     "tournament.config"
 STATE_FILE = "tournament.json"  # in the study's folder: the decided rungs (bracket.evidence), in order
@@ -103,7 +105,8 @@ def tournament_trial(config: dict[str, Any], spec: StudySpec) -> None:
 
 
 class TournamentCallback(MlflowStudyCallback):
-    """The study's MLflow callback with runs keyed by task: a task's run is found again in any later session."""
+    """The study's MLflow callback with runs keyed by task: a task's run is found again in any later
+    session."""
 
     def drop_forgotten_trials(self, known: set[str]) -> None:
         return None  # a task's run is adopted by the task's next trial, never dropped
@@ -112,7 +115,8 @@ class TournamentCallback(MlflowStudyCallback):
         run_id = self._runs.get(trial.trial_id)
         if run_id is None:
             point = trial.config
-            tags = {schema.TAG_TOURNAMENT_TASK: point[TASK_NAME], schema.TAG_TOURNAMENT_RUNG: str(point[TASK_RUNG]),
+            tags = {schema.TAG_TOURNAMENT_TASK: point[TASK_NAME],
+                    schema.TAG_TOURNAMENT_RUNG: str(point[TASK_RUNG]),
                     schema.TAG_TOURNAMENT_RECIPE: point[TASK_RECIPE],
                     schema.TAG_TOURNAMENT_CONFIG: str(point[TASK_CONFIG])}
             run_id = self.tracker.start_trial(point[TASK_NAME], self.params(self.plan(trial)), tags=tags)
@@ -137,7 +141,8 @@ class Bracket:
 
 
 def start_tournament(spec: StudySpec, callbacks: list[Callback] | None = None, resume: bool = False) -> dict[str, Any]:
-    """`study run` / `study resume` of a tournament (Ray must be initialised): checks, the study's folder with its
+    """`study run` / `study resume` of a tournament (Ray must be initialised): checks, the study's folder with
+    its
     spec, the parent run, then the bracket (run_tournament)."""
     from thoraxmae.study.spec.load import dump_spec
     from thoraxmae.study.tracking.lookup import SPEC_FILE, check_new_study, check_resumable, study_dir
@@ -163,8 +168,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         shown = "; ".join(f"{s['recipe']}: {s['mean']:.4f}{'' if s['kept'] else ' (dropped)'}"
                           for s in rung["standings"])
         lines.append(f"rung {rung['epochs']}: {shown}")
-    lines.append(f"pre-training epochs: {summary['pretrain_epochs']} spent, {summary['full_epochs']} for every recipe "
-                 f"to {summary['one_epochs']}, {summary['one_epochs']} for one")
+    lines.append(f"pre-training epochs: {summary['pretrain_epochs']} spent, {summary['full_epochs']} for "
+                 f"every recipe to {summary['one_epochs']}, {summary['one_epochs']} for one")
     lines.append(f"winner: {summary['winner']}")
     if summary["next"]:
         lines.append(f"next: {summary['next']}")
@@ -198,7 +203,8 @@ def run_tournament(spec: StudySpec, folder: Location, callbacks: list[Callback] 
         tasks = [Task(epochs, i, j) for j in range(len(points)) for i in alive]
         open_tasks = [task for task in tasks if not _closed(rspec, task)]
         if open_tasks:
-            configs = [{**all_recipes[task.recipe], **points[task.config], TASK_NAME: task.name, TASK_RUNG: epochs,
+            configs = [{**all_recipes[task.recipe], **points[task.config], TASK_NAME: task.name,
+                        TASK_RUNG: epochs,
                         TASK_RECIPE: labels[task.recipe], TASK_CONFIG: task.config} for task in open_tasks]
             session = sum(1 for p in (folder / "rungs").iterdir() if p.name.startswith(f"e{epochs}-")) \
                 if (folder / "rungs").is_dir() else 0
@@ -211,7 +217,8 @@ def run_tournament(spec: StudySpec, folder: Location, callbacks: list[Callback] 
                 max_concurrent_trials=spec.resources.max_concurrent_trials)
             run_config = experiment_config(folder / "rungs" / f"e{epochs}-{session}",
                                            [TournamentCallback(rspec), *(callbacks or [])])
-            Tuner(trainable, param_space=dict.fromkeys(configs[0]),  # every key a point sets must be in the space
+            # every key a point sets must be in the space
+            Tuner(trainable, param_space=dict.fromkeys(configs[0]),
                   tune_config=tune_config, run_config=run_config).fit()
         scores = {i: [task_score(rspec, Task(epochs, i, j)) for j in range(len(points))] for i in alive}
         standings = bracket.decide(scores, {i: labels[i] for i in alive}, t.keep, spec.mode, last=last)
@@ -245,8 +252,8 @@ def task_score(rspec: StudySpec, task: Task) -> float:
     marker = StudyStorage(rspec.storage_path).train_runs(rspec.name) / f"train-{task.name}-finetune" / FINAL_MARKER
     done = read_marker(marker)
     if done is None:
-        raise TournamentError(f"scoring task {task.name} did not finish (no {marker}); `thoraxmae study resume "
-                              f"{rspec.name}` runs it again")
+        raise TournamentError(f"scoring task {task.name} did not finish (no {marker}); `thoraxmae study "
+                              f"resume {rspec.name}` runs it again")
     values = [h[rspec.metric] for h in done.get("history") or [done["metrics"]]
               if h.get(PHASE_KEY) == "finetune" and isinstance(h.get(rspec.metric), int | float)]
     if not values:
@@ -261,7 +268,8 @@ def summarize(spec: StudySpec, state: Bracket, all_recipes: list[dict[str, Any]]
     reached: dict[str, int] = {}
     spent = 0
     for i, recipe in enumerate(all_recipes):
-        last = max((r["epochs"] for r in state.rungs if any(s["index"] == i for s in r["standings"])), default=0)
+        last = max((r["epochs"] for r in state.rungs if any(s["index"] == i for s in r["standings"])),
+                   default=0)
         reached[label(recipe)] = last
         cfg = apply_knobs(spec.pretrain, "pretrain", recipe).model_copy(update={"epochs": last})
         entry = registry.lookup(entry_id(trial_key(spec, cfg)[0], cfg), verify=False) if last else None
@@ -277,7 +285,8 @@ def summarize(spec: StudySpec, state: Bracket, all_recipes: list[dict[str, Any]]
     e_last = t.rungs[-1]
     return {"rungs": state.rungs, "recipes": [label(r) for r in all_recipes], "reached": reached,
             "pretrain_epochs": spent, "planned_epochs": planned_epochs(len(all_recipes), t.rungs, t.keep),
-            "full_epochs": len(all_recipes) * e_last, "one_epochs": e_last, "winner": winner, "encoder": encoder,
+            "full_epochs": len(all_recipes) * e_last, "one_epochs": e_last, "winner": winner,
+            "encoder": encoder,
             "next": (f"thoraxmae study run FINETUNE_STUDY.yaml --set finetune.init={encoder} "
                      f"--set storage_path={spec.storage_path}") if encoder else None}
 

@@ -59,7 +59,8 @@ from thoraxmae.trainers.lineage import HISTORY_METRIC
 from thoraxmae.trainers.reporting import CHECKPOINT_FILE
 
 log = logging.getLogger(__name__)
-FINAL_MARKER = "thoraxmae_final.json"  # {"metrics": last forwarded result, "checkpoint": its dir, "history": all}
+# {"metrics": last forwarded result, "checkpoint": its dir, "history": all}
+FINAL_MARKER = "thoraxmae_final.json"
 
 
 class PhaseReportCallback(TuneReportCallback):
@@ -85,7 +86,8 @@ class PhaseReportCallback(TuneReportCallback):
         self.sent = False  # has a result with the history been forwarded by this callback?
 
     def forwarded(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        out = {**phase_metrics(metrics, self.phase, self.metric, self.pipeline, self.cost_offset), **self.extra}
+        out = {**phase_metrics(metrics, self.phase, self.metric, self.pipeline, self.cost_offset),
+               **self.extra}
         if isinstance(metrics.get(schema.M_EPOCH), int):
             out[TRAINING_ITERATION] = self.step_offset + metrics[schema.M_EPOCH]
         return out
@@ -163,7 +165,8 @@ def trial_driver(config: dict[str, Any], spec: StudySpec) -> None:
 
 
 def _shared_pretrain(plan: TrialPlan, trial_id: str) -> tuple[dict, dict, bool]:
-    """The trial's pre-training through the registry (study.run.pipeline): (final marker, link fields for every
+    """The trial's pre-training through the registry (study.run.pipeline): (final marker, link fields for
+    every
     forwarded fine-tuning result, whether this trial ran it: then its epochs are part of its lineage)."""
     from thoraxmae.study.run.pipeline import pretrain_once
 
@@ -185,7 +188,8 @@ def resolve_encoder(plan: TrialPlan) -> TrialPlan:
         return plan
     init = plan.phase("finetune").init
     if init is not None and str(init).startswith(REF_PREFIX):
-        return plan.with_knobs(**{"finetune.init": str(resolve_init(plan.spec.storage_path, init))})  # path or URI
+        # path or URI
+        return plan.with_knobs(**{"finetune.init": str(resolve_init(plan.spec.storage_path, init))})
     return plan
 
 
@@ -214,7 +218,8 @@ def _phase(phase: str, plan: TrialPlan, name: str, runs_dir: Location, *, pipeli
     if done is None:  # the marker could not be written where the controller ran: use the Train result
         raw = {k: v for k, v in (result.metrics or {}).items() if k != HISTORY_METRIC}
         last = callback.forwarded(raw)
-        done = {"metrics": last, "checkpoint": runs_dir.child_uri(result.checkpoint.path) if result.checkpoint else None,
+        done = {"metrics": last,
+                "checkpoint": runs_dir.child_uri(result.checkpoint.path) if result.checkpoint else None,
                 "history": [*(prior or ()), last]}
     return done
 

@@ -49,8 +49,10 @@ def study_dir(spec: StudySpec) -> Location:
 
 
 def quiet_tune() -> None:
-    """thoraxmae.cli.progress shows the study; Tune's own console output (a config box, TensorBoard hints) would
-    interleave with it. RAY_AIR_NEW_OUTPUT=0 with verbose=0 silences it; set the variable to override. A failed
+    """thoraxmae.cli.progress shows the study; Tune's own console output (a config box, TensorBoard hints)
+    would
+    interleave with it. RAY_AIR_NEW_OUTPUT=0 with verbose=0 silences it; set the variable to override. A
+    failed
     trial is one progress line with its error (the whole trace is in MLflow's thoraxmae.error tag and Tune's
     error.txt), not a fifty-line traceback per trial: TUNE_PRINT_ALL_TRIAL_ERRORS=1 brings those back."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -92,7 +94,8 @@ def resume_study(spec: StudySpec, callbacks: list[Callback] | None = None,
     expected = check_state(spec).trials()
     quiet_tune()
     guard = RestoreGuard(spec, expected, keeper)
-    tuner = restore_tuner(study_dir(spec), trainable(spec), [guard, MlflowStudyCallback(spec), *(callbacks or [])])
+    tuner = restore_tuner(study_dir(spec), trainable(spec),
+                          [guard, MlflowStudyCallback(spec), *(callbacks or [])])
     coordinator = start_pretrain_coordinator(spec)
     with guard.watching():
         grid = fit(tuner)
@@ -122,7 +125,8 @@ def fit(tuner: Tuner) -> ray.tune.ResultGrid:
     grid = ray.tune.ResultGrid(analysis)
     for result in grid:
         if result.path in damaged and not str(result.error or "").strip():
-            result.error = TuneError(f"trial failed; its error file could not be read ({unreadable}: a full disk?)")
+            result.error = TuneError(f"trial failed; its error file could not be read ({unreadable}: a full "
+                                     "disk?)")
     log.info("a trial's error file could not be read (%s)", unreadable)
     return grid
 
@@ -147,7 +151,8 @@ class _RestoreWatch(logging.Filter):
 
 
 class RestoreGuard(Callback):
-    """First of a resumed study's callbacks: when Tune restored fewer trials than its state holds (it could not
+    """First of a resumed study's callbacks: when Tune restored fewer trials than its state holds (it could
+    not
     read the state, and would start the study over beside the old trials), stop the study before any trial
     runs and before the MLflow callback touches a run, with one line that says how to go on."""
 
@@ -166,8 +171,8 @@ class RestoreGuard(Callback):
             logger.removeFilter(self.watch)
 
     def _stop(self, what: str) -> None:
-        raise SpecError(f"study `{self.spec.name}`: Tune could not restore its state ({what}) and would start the "
-                        f"study over; stopped before any trial ran. {way_back(self.spec)}")
+        raise SpecError(f"study `{self.spec.name}`: Tune could not restore its state ({what}) and would "
+                        f"start the study over; stopped before any trial ran. {way_back(self.spec)}")
 
     def setup(self, **info) -> None:
         if self.watch.failure:
@@ -189,5 +194,6 @@ def start_pretrain_coordinator(spec: StudySpec):
         return None
     from thoraxmae.study.registry import Registry, start_coordinator
 
-    Registry(spec.storage_path).entries()  # checks every registered checkpoint here: a damaged one is discarded
+    # checks every registered checkpoint here: a damaged one is discarded
+    Registry(spec.storage_path).entries()
     return start_coordinator(spec.name)     # with its warning on this console, and pre-trained again

@@ -10,7 +10,8 @@ beside the old ones ('Restarting experiment'): what a disk that filled up mid-sy
   parsed) and stops `study resume` with one line naming the damaged file and the way back, before any trial;
 - `StateKeeper` keeps the last good copy of them as one zip (StudyStorage.last_good_state), written in one
   atomic step from the driver's heartbeat and when the study ends, when the files are whole and of one sync
-  (written within SYNC_SPREAD_S of each other: not the searcher of one sync with the trials of the next). Good means whole and written or restored by Tune in this driver: the keeper is
+  (written within SYNC_SPREAD_S of each other: not the searcher of one sync with the trials of the next). Good
+  means whole and written or restored by Tune in this driver: the keeper is
   armed when a new study starts, and for a resumed one only once Tune has restored every trial of it
   (study.run.tune.RestoreGuard), so a state Tune cannot restore never replaces the copy;
 - `restore_last_good` (`study resume --from-last-good`) puts the damaged files aside (StudyStorage.
@@ -96,7 +97,8 @@ def current_files(folder: Location) -> list[Location]:
 
 def damage(name: str, data: bytes) -> str | None:
     """Why a state file cannot be read (cut short, not JSON, not a pickle), or None. The experiment state is
-    JSON; the other files are JSON or a pickle (Tune writes search_gen_state-*.json as a pickle), told apart by
+    JSON; the other files are JSON or a pickle (Tune writes search_gen_state-*.json as a pickle), told apart
+    by
     the pickle's first byte. A pickle is parsed opcode by opcode (pickletools), never loaded: nothing runs."""
     if not data:
         return "empty"
@@ -129,8 +131,8 @@ def check_state(spec: StudySpec) -> TuneState:
     if problem is None:
         return state
     name, why = problem
-    raise SpecError(f"study `{spec.name}`: Tune's state file {name} in {state.folder} is damaged ({why}); nothing "
-                    f"was run. {way_back(spec)}")
+    raise SpecError(f"study `{spec.name}`: Tune's state file {name} in {state.folder} is damaged ({why}); "
+                    f"nothing was run. {way_back(spec)}")
 
 
 def way_back(spec: StudySpec) -> str:
@@ -139,12 +141,12 @@ def way_back(spec: StudySpec) -> str:
     remove = (f"`thoraxmae study remove {spec.name} --tracking-uri {spec.tracking.uri} --storage-path "
               f"{spec.storage_path} --yes`")
     if kept is None:
-        return (f"No whole copy of it was kept: the study cannot be resumed. Its runs stay in MLflow; start it "
-                f"again under another name, or delete it with {remove}")
+        return ("No whole copy of it was kept: the study cannot be resumed. Its runs stay in MLflow; start "
+                f"it again under another name, or delete it with {remove}")
     return (f"The last whole state ({kept['trials']} trial(s), saved {kept['saved']}) is kept in "
-            f"{StudyStorage(spec.storage_path).last_good_state(spec.name)}: resume from it with `thoraxmae study "
-            f"resume {spec.name} --tracking-uri {spec.tracking.uri} --from-last-good` (the damaged files are put "
-            f"aside; trials run since then are run again)")
+            f"{StudyStorage(spec.storage_path).last_good_state(spec.name)}: resume from it with `thoraxmae "
+            f"study resume {spec.name} --tracking-uri {spec.tracking.uri} --from-last-good` (the damaged "
+            "files are put aside; trials run since then are run again)")
 
 
 def read_kept(loc: Location) -> dict | None:

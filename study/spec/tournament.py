@@ -19,8 +19,10 @@ from thoraxmae.datasets.config import ConfigModel
 
 class ScoringConfig(ConfigModel):
     trials: int = Field(3, description="k: complete fine-tunes per recipe and rung (never stopped early)")
-    epochs: int | None = Field(None, ge=1, description="each scoring fine-tune's epochs (default finetune.epochs)")
-    seed: int = Field(1000, ge=0, description="the j-th scoring fine-tune uses seed + j; also draws the configs")
+    epochs: int | None = Field(None, ge=1, description="each scoring fine-tune's epochs (default "
+                                                       "finetune.epochs)")
+    seed: int = Field(1000, ge=0, description="the j-th scoring fine-tune uses seed + j; also draws the "
+                                              "configs")
 
 
 class TournamentConfig(ConfigModel):

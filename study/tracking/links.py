@@ -32,7 +32,8 @@ class StudyLink:
 def trials_url(base: str, experiment_id: str, metric: str, mode: str) -> str:
     """The runs page of `experiment_id` on the MLflow UI at `base`: trial runs only, best `metric` first."""
     query = urlencode({"searchFilter": f"tags.`{schema.TAG_ROLE}` = {filter_value(schema.ROLE_TRIAL)}",
-                       "orderByKey": f"metrics.`{metric}`", "orderByAsc": "true" if mode == "min" else "false"},
+                       "orderByKey": f"metrics.`{metric}`",
+                       "orderByAsc": "true" if mode == "min" else "false"},
                       quote_via=quote)
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
@@ -53,7 +54,8 @@ def study_links(client) -> list[StudyLink]:
     ids = [e.experiment_id for e in client.search_experiments()]
     if not ids:
         return []
-    return [_link(run) for run in search_all(client, ids, f"tags.`{schema.TAG_ROLE}` = {filter_value(schema.ROLE_STUDY)}")]
+    return [_link(run) for run in search_all(client, ids, f"tags.`{schema.TAG_ROLE}` = "
+                                                          f"{filter_value(schema.ROLE_STUDY)}")]
 
 
 def server_trials_url(uri: str | None, name: str) -> str | None:

@@ -1,4 +1,5 @@
-"""Finding a study by name in its tracking store, without Ray: `study status`, `resume`, `remove` and `report`.
+"""Finding a study by name in its tracking store, without Ray: `study status`, `resume`, `remove` and
+`report`.
 
 A study's identity is its name in its tracking store: one parent run tagged `thoraxmae.role=study`,
 `thoraxmae.study=NAME` (docs/mlflow-schema.md) in any experiment there, whatever its storage path.
@@ -197,7 +198,8 @@ def study_status(name: str, tracking_uri: str | None = None) -> StudyStatus:
     metric, mode = objective(stage, params)
     knobs = [k for k in params.get(schema.PARAM_KNOBS, "").split(",") if k]
     status = StudyStatus(name=name, stage=stage, metric=metric, mode=mode,
-                         num_samples=int(params.get(schema.PARAM_NUM_SAMPLES, 0)), parent_status=parent.info.status,
+                         num_samples=int(params.get(schema.PARAM_NUM_SAMPLES, 0)),
+                         parent_status=parent.info.status,
                          counts=dict.fromkeys(schema.TRIAL_STATUSES, 0))
     sign = 1 if mode == "max" else -1
     with mlflow_errors(runs.uri):
@@ -257,13 +259,15 @@ def name_taken(spec: StudySpec) -> str | None:
             client = MlflowClient(tracking_uri=uri)
             parent = find_parent(client, name)
             experiment = client.get_experiment_by_name(spec.experiment)
-    remove = f"thoraxmae study remove {name} --tracking-uri {uri}"  # finds the Tune folder from the parent's spec
+    # finds the Tune folder from the parent's spec
+    remove = f"thoraxmae study remove {name} --tracking-uri {uri}"
     if parent is not None:
-        return (f"name: study `{name}` already exists in {uri} (parent run {parent.info.run_id}); continue it "
-                f"with `thoraxmae study resume {name} --tracking-uri {uri}`, delete it with `{remove} --yes`, or "
-                f"choose another name (--set name=...)")
+        return (f"name: study `{name}` already exists in {uri} (parent run {parent.info.run_id}); continue "
+                f"it with `thoraxmae study resume {name} --tracking-uri {uri}`, delete it with `{remove} "
+                "--yes`, or choose another name (--set name=...)")
     remove += f" --storage-path {spec.storage_path} --yes"
-    if folder.is_dir() and any(child.name != DRIVER_FILE for child in folder.iterdir()):  # a driver's claim alone: free
+    # a driver's claim alone: free
+    if folder.is_dir() and any(child.name != DRIVER_FILE for child in folder.iterdir()):
         again = (f"resume it with `thoraxmae study resume {name} --storage-path {spec.storage_path}` or "
                  if has_tune_state(folder) else "")
         return (f"name: study `{name}` has a Tune folder {folder} but no parent run in {uri} (a start that "
@@ -287,10 +291,11 @@ def check_resumable(spec: StudySpec, from_last_good: bool = False) -> None:
     if from_last_good and kept.is_file():
         return
     if not has_tune_state(folder) and kept.is_file():
-        raise SpecError(f"name: Tune's state of study `{spec.name}` is missing from {folder} (tuner.pkl); a copy "
-                        f"is kept in {kept}: resume from it with `thoraxmae study resume {spec.name} --tracking-uri "
-                        f"{spec.tracking.uri} --from-last-good`")
+        raise SpecError(f"name: Tune's state of study `{spec.name}` is missing from {folder} (tuner.pkl); a "
+                        f"copy is kept in {kept}: resume from it with `thoraxmae study resume {spec.name} "
+                        f"--tracking-uri {spec.tracking.uri} --from-last-good`")
     if not has_tune_state(folder):
         raise SpecError(f"name: no Tune state for study `{spec.name}` at {folder} (its start failed, or its "
-                        f"storage moved: give --storage-path); delete it with `thoraxmae study remove {spec.name} "
-                        f"--tracking-uri {spec.tracking.uri} --storage-path {spec.storage_path} --yes`")
+                        "storage moved: give --storage-path); delete it with `thoraxmae study remove "
+                        f"{spec.name} --tracking-uri {spec.tracking.uri} --storage-path {spec.storage_path} "
+                        "--yes`")

@@ -78,7 +78,8 @@ def find_leftovers(name: str, uri: str, storage_path: Path | str | None = None) 
             storage_path = _spec_storage(StudyRuns(name, uri, client, parent))
     if storage_path is not None:
         storage = StudyStorage(storage_path)
-        verdict(name, read_record(storage.driver(name)), force=True)  # a study whose driver beats is not removed
+        # a study whose driver beats is not removed
+        verdict(name, read_record(storage.driver(name)), force=True)
         for folder in storage.of_study(name):
             if not folder.is_dir():
                 continue

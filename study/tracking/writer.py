@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 # Reported keys that are metrics of the run schema (Tune adds its own bookkeeping keys beside them).
 METRIC_PREFIXES = ("train/", "pretrain/", "val/", "test/", "cost/", "time/", "throughput/")
-PIPELINE_PRETRAIN_EPOCH = f"pretrain/{schema.M_EPOCH}"  # a pipeline's pre-training epoch: the step, not a metric
+# a pipeline's pre-training epoch: the step, not a metric
+PIPELINE_PRETRAIN_EPOCH = f"pretrain/{schema.M_EPOCH}"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
@@ -162,11 +163,13 @@ class StudyTracker:
         return runs[0].info.run_id if runs else None
 
     def start_pretrain(self, key: str, params: Mapping[str, str]) -> str:
-        """The pre-training's own run (role pretrain, a child of this study's parent run); found again on resume."""
+        """The pre-training's own run (role pretrain, a child of this study's parent run); found again on
+        resume."""
         run_id = self.find_pretrain(key)
         if run_id is None:
             tags = {schema.TAG_PARENT: self.parent_id, schema.TAG_ROLE: schema.ROLE_PRETRAIN,
-                    schema.TAG_STUDY: self.spec.name, schema.TAG_STAGE: "pretrain", schema.TAG_PRETRAIN_KEY: key,
+                    schema.TAG_STUDY: self.spec.name, schema.TAG_STAGE: "pretrain",
+                    schema.TAG_PRETRAIN_KEY: key,
                     schema.TAG_STATUS: schema.STATUS_RUNNING}
             run_id = self.client.create_run(self.experiment_id(), tags=tags,
                                             run_name=f"{self.spec.name}-pretrain-{key[:8]}").info.run_id
@@ -261,7 +264,8 @@ class StudyTracker:
             rows.append(f"{label},{val:.6f},{'' if test is None else f'{test:.6f}'},{best_step}")
         self.client.log_text(run_id, "\n".join(rows) + "\n", schema.ARTIFACT_AUC_TABLE)
 
-    def _log(self, run_id: str, *, params: Mapping[str, Any] | None = None, metrics: Mapping[str, float] | None = None,
+    def _log(self, run_id: str, *, params: Mapping[str, Any] | None = None,
+             metrics: Mapping[str, float] | None = None,
              step: int = 0, tags: Mapping[str, str] | None = None) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
@@ -269,7 +273,8 @@ class StudyTracker:
         ms = [Metric(k, float(v), now, int(step)) for k, v in (metrics or {}).items()]
         ps = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
         ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        for i in range(0, max(len(ms), len(ps), len(ts), 1), 100):  # log_batch takes <= 100 params / 1000 metrics
+        # log_batch takes <= 100 params / 1000 metrics
+        for i in range(0, max(len(ms), len(ps), len(ts), 1), 100):
             self.client.log_batch(run_id, metrics=ms[i:i + 100], params=ps[i:i + 100], tags=ts[i:i + 100])
 
 
@@ -283,4 +288,5 @@ def ensure_experiment(client, uri: str, name: str) -> str:
     if m:
         location = (Path(m.group(1)).parent / "mlartifacts" / name).resolve().as_uri()
     # the MLflow 3 UI opens an experiment of this kind on its training runs, not the GenAI trace overview
-    return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    return client.create_experiment(name, artifact_location=location,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})

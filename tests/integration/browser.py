@@ -28,7 +28,8 @@ from PIL import Image
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--hide-scrollbars")
 PLOT_BLUE = np.array([0x1F, 0x77, 0xB4])  # matplotlib's C0: bars, dots and curves in every report figure
 APT_TIMEOUT_S = 900
 _install_outcome: str | None = None  # why the one apt-get attempt of this process did not help
@@ -41,7 +42,8 @@ def chromium() -> str:
         reason = _install_once()
         found = _find()
         if found is None:
-            pytest.skip(f"no Chromium ({reason}): `apt-get install chromium`, or set $CHROMIUM to a Chrome binary")
+            pytest.skip(f"no Chromium ({reason}): `apt-get install chromium`, or set $CHROMIUM to a Chrome "
+                        "binary")
     return found
 
 
@@ -156,7 +158,8 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float) -
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.5)
-    raise AssertionError(f"thoraxmae ui did not answer {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+    raise AssertionError(f"thoraxmae ui did not answer {url} within {timeout:.0f} "
+                         f"s:\n{log.read_text()[-3000:]}")
 
 
 def _stop_group(proc: subprocess.Popen) -> None:

@@ -58,13 +58,15 @@ def trial_runs(uri: str, experiment: str) -> list:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'")
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = "
+                                                                 f"'{schema.ROLE_TRIAL}'")
 
 
 def study_runs(uri: str, experiment: str) -> list:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_STUDY}'")
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = "
+                                                                 f"'{schema.ROLE_STUDY}'")
 
 
 def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:

@@ -40,7 +40,8 @@ def demo(tmp_path_factory) -> Demo:
     runs it."""
     browser.chromium()  # skip before spending the demo's minutes
     out = tmp_path_factory.mktemp("demo")
-    cmd = [str(Path(sys.executable).with_name("thoraxmae")), "demo", "--out", str(out), "--n", "300", "--trials", "2",
+    cmd = [str(Path(sys.executable).with_name("thoraxmae")), "demo", "--out", str(out), "--n", "300",
+           "--trials", "2",
            "--confirm-seeds", "0"]  # the confirmation path: tests/integration/test_confirm.py
     done = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=DEMO_TIMEOUT_S,
                           check=False)
@@ -84,7 +85,8 @@ def trials(demo) -> list:
 def test_the_printed_link_lists_the_trials_by_val_mauc(demo, ui, trials):
     """The link `thoraxmae ui` prints for the study opens its runs table: trials only, sorted by val/mauc."""
     query = urlencode({"searchFilter": f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'",
-                       "orderByKey": f"metrics.`{schema.M_VAL_MAUC}`", "orderByAsc": "false"}, quote_via=quote)
+                       "orderByKey": f"metrics.`{schema.M_VAL_MAUC}`", "orderByAsc": "false"},
+                       quote_via=quote)
     url = f"{ui.base}/#/experiments/{demo.experiment_id}/runs?{query}"
     assert f": {url}\n" in ui.said, ui.said  # the line `thoraxmae ui` printed for the demo's study
     assert all(r.info.run_name.startswith(f"{demo.study}-") for r in trials), [r.info.run_name for r in trials]

@@ -23,7 +23,8 @@ CLI = [sys.executable, "-m", "thoraxmae"]
 def _confirm_runs(uri: str, experiment: str) -> list:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_CONFIRM}'")
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = "
+                                                                 f"'{schema.ROLE_CONFIRM}'")
 
 
 def _finetune_spec(store, tmp, name):
@@ -89,7 +90,8 @@ def test_confirm_killed_then_run_again_resumes_without_duplicates(phantom_store,
     spec_path = write_spec(raw, tmp_path / "spec.yaml")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = subprocess_env()
-    run = subprocess.run([*CLI, "study", "run", str(spec_path)], env=env, cwd=tmp_path, capture_output=True, check=False,
+    run = subprocess.run([*CLI, "study", "run", str(spec_path)], env=env, cwd=tmp_path, capture_output=True,
+                         check=False,
                          text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
 
@@ -105,7 +107,8 @@ def test_confirm_killed_then_run_again_resumes_without_duplicates(phantom_store,
 
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray
     proc.wait(timeout=60)
-    done = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 
     runs = _confirm_runs(uri, "confkill")

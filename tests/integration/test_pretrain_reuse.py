@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 def _pretrain_runs(uri: str, experiment: str) -> list:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_PRETRAIN}'")
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = "
+                                                                 f"'{schema.ROLE_PRETRAIN}'")
 
 
 def _train_runs(registry: Registry) -> list:

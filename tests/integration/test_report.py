@@ -37,7 +37,8 @@ def store(tmp_path_factory):
     finetune = syn.spec_dict("tied", space={k: v for k, v in syn.SPACE.items() if k.startswith("finetune.")})
     finetune["stage"] = "finetune"
     syn.write_study(uri, "tied", syn.flat_trials(TIED), root / "artifacts", spec=finetune)
-    syn.write_study(uri, "all-failed", syn.flat_trials([0.0] * 3, status=schema.STATUS_FAILED), root / "artifacts")
+    syn.write_study(uri, "all-failed", syn.flat_trials([0.0] * 3, status=schema.STATUS_FAILED),
+                    root / "artifacts")
     paper, natural = rs.Pretraining("kp", 0.9, 0.5, 0.3, 0.04), rs.Pretraining("kn", 0.75, 0.2, 0.25, 0.02)
     rs.write(uri, root, "reuse", [paper, natural], [rs.Trial("a", "kp", 0.71), rs.Trial("b", "kp", 0.70),
                                                     rs.Trial("c", "kn", 0.69), rs.Trial("d", "kn", 0.66)])
@@ -155,13 +156,14 @@ def test_cli_report_and_its_error(store, tmp_path, capsys):
 def test_cli_report_of_a_tied_finetune_study(store, tmp_path, capsys, bootstrap):
     """The probe's crash: fANOVA "zero total variance" inside the bootstrap; `--bootstrap 0` IndexError."""
     out = tmp_path / "tied"
-    assert main(["report", "tied", "--tracking-uri", store["uri"], "--out", str(out), "--bootstrap", bootstrap,
+    assert main(["report", "tied", "--tracking-uri", store["uri"], "--out", str(out), "--bootstrap",
+                 bootstrap,
                  "--no-log"]) == 0
     md = (out / "report.md").read_text()
     assert "## Recipe (exploratory)" in md and "(stage `finetune`), 5 trials: 5 completed" in md
     if bootstrap == "0":
-        assert ("**Rank stability not checked**: no bootstrap resamples were asked for (--bootstrap 0); no order "
-                "between knobs is stated.") in md
+        assert ("**Rank stability not checked**: no bootstrap resamples were asked for (--bootstrap 0); no "
+                "order between knobs is stated.") in md
     else:
         assert "resamples drew only trials with one objective value (tied trials) and were left out" in md
     assert "Search scores of the top 3: mean `val/mauc` 0.7167" in md
@@ -172,8 +174,8 @@ def test_cli_report_of_a_pipeline_study_with_reuse(store, tmp_path, capsys):
     assert main(["report", "reuse", "--tracking-uri", store["uri"], "--out", str(tmp_path), "--no-log",
                  "--bootstrap", "2"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
-    assert ("- Best pre-training recipe: `pretrain.mask_ratio` 0.9 (paper, X-rays), `pretrain.crop_min` 0.5 (paper, "
-            "X-rays) (best `val/mauc` 0.7100; see Pre-training recipes).") in out
+    assert ("- Best pre-training recipe: `pretrain.mask_ratio` 0.9 (paper, X-rays), `pretrain.crop_min` 0.5 "
+            "(paper, X-rays) (best `val/mauc` 0.7100; see Pre-training recipes).") in out
     assert "- Pre-training: 2 runs, 0.06 CPU-hours spent; without reuse 4 runs, 0.12 CPU-hours (2.0x)." in out
     md = (tmp_path / "report.md").read_text()
     assert "## Pre-training recipes" in md and "| 0.04 | 0.02 (2 trials) |" in md
@@ -186,8 +188,8 @@ def test_all_failed_study_gets_a_report_without_recipe(store, tmp_path, capsys):
     assert "No recipe: none of the 3 trials has a `val/mauc` value" in out
     assert not any(line.startswith("recipe:") for line in out.splitlines())  # no recipe.yaml to point at
     md = (tmp_path / "report.md").read_text()
-    assert ("**No recipe**: none of the 3 trials has a `val/mauc` value from a completed or pruned run (3 failed); "
-            "first error (trial `t000`): RuntimeError: simulated worker crash.") in md
+    assert ("**No recipe**: none of the 3 trials has a `val/mauc` value from a completed or pruned run (3 "
+            "failed); first error (trial `t000`): RuntimeError: simulated worker crash.") in md
     assert not (tmp_path / "recipe.yaml").exists() and (tmp_path / "history.png").is_file()
 
 

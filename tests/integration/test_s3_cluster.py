@@ -89,17 +89,22 @@ def s3_cluster(s3, tmp_path) -> Iterator[Cluster]:
     logs = []
     try:
         for name, (agent, metrics) in zip(NODES, (node_ports[0:2], node_ports[2:4]), strict=True):
-            where = (["--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+            where = (["--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port",
+                      str(dash),
                       "--ray-client-server-port", str(client)] if name == "head" else ["--address", address])
-            cluster.temp_dirs.append(Path(tempfile.mkdtemp(prefix=f"r{name[0]}", dir="/tmp")))  # short: socket paths
+            # short: socket paths
+            cluster.temp_dirs.append(Path(tempfile.mkdtemp(prefix=f"r{name[0]}", dir="/tmp")))
             cmd = [RAY, "start", *where, "--num-cpus", "1", "--object-store-memory", NODE_MEMORY,
                    "--dashboard-agent-listen-port", str(agent), "--metrics-export-port", str(metrics),
                    "--temp-dir", str(cluster.temp_dirs[-1]), "--block"]
             log = tmp_path / f"{name}.log"
             logs.append(log.open("w"))
-            procs.append(subprocess.Popen(cmd, stdout=logs[-1], stderr=subprocess.STDOUT, start_new_session=True,
-                                          env={**env, "THORAXMAE_CACHE_DIR": str(tmp_path / f"cache-{name}")}))
-            _wait(lambda log=log: "Ray runtime started" in log.read_text(), procs, tmp_path, f"the {name} node")
+            procs.append(subprocess.Popen(cmd, stdout=logs[-1], stderr=subprocess.STDOUT,
+                                          start_new_session=True,
+                                          env={**env,
+                                               "THORAXMAE_CACHE_DIR": str(tmp_path / f"cache-{name}")}))
+            _wait(lambda log=log: "Ray runtime started" in log.read_text(), procs, tmp_path,
+                  f"the {name} node")
         _wait(lambda: _active_nodes(address, env) == 2, procs, tmp_path, "2 active nodes")
         yield cluster
     finally:
@@ -140,7 +145,8 @@ def test_pipeline_study_on_s3_resumes_after_the_driver_is_killed(s3_cluster, pha
     train = root / name / "train"
 
     log = (tmp_path / "run.log").open("w")
-    driver = subprocess.Popen([*CLI, "study", "run", str(spec_file)], env=s3_cluster.env, cwd=work, stdout=log,
+    driver = subprocess.Popen([*CLI, "study", "run", str(spec_file)], env=s3_cluster.env, cwd=work,
+                              stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:  # killed once a fine-tuning epoch's checkpoint is on S3: resume continues that Train run from there
         deadline = time.monotonic() + 300
@@ -155,7 +161,8 @@ def test_pipeline_study_on_s3_resumes_after_the_driver_is_killed(s3_cluster, pha
     assert driver.returncode == -signal.SIGKILL, "the study ended before it could be killed"
 
     resumed = subprocess.run([*CLI, "study", "resume", name, "--tracking-uri", uri, "--storage-path", storage],
-                             env=s3_cluster.env, cwd=work, capture_output=True, text=True, timeout=400, check=False)
+                             env=s3_cluster.env, cwd=work, capture_output=True, text=True, timeout=400,
+                             check=False)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
     # MLflow: both trials completed, every epoch logged exactly once

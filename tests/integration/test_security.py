@@ -79,14 +79,16 @@ def test_stopping_ui_stops_every_process_it_started(tmp_path):
     (port,) = free_ports(1)
     log = tmp_path / "ui.log"
     thoraxmae = Path(sys.executable).with_name("thoraxmae")
-    with log.open("w") as out:  # our own process group: SIGTERM goes to `thoraxmae ui` alone, as from a supervisor
+    # our own process group: SIGTERM goes to `thoraxmae ui` alone, as from a supervisor
+    with log.open("w") as out:
         ui = subprocess.Popen([str(thoraxmae), "ui", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                                "--port", str(port), "--workers", "2"], stdout=out, stderr=subprocess.STDOUT,
                               env=subprocess_env())
     try:
         browser._wait_healthy(ui, f"http://127.0.0.1:{port}/health", log, 120)
         started = cli_ui.descendants(ui.pid)
-        names = {Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid, _ in started}
+        names = {Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid,
+                 _ in started}
         assert any("uvicorn" in n for n in names) and len(started) >= 3, names  # mlflow, uvicorn, its workers
         ui.send_signal(signal.SIGTERM)
         assert ui.wait(60) == 0, log.read_text()[-2000:]
@@ -120,7 +122,8 @@ def test_ui_turns_mlflow_telemetry_off_unless_asked(monkeypatch, tmp_path):
 def test_ui_on_another_interface_warns_and_names_its_hosts(monkeypatch, capsys, tmp_path, host, allowed):
     calls = []
     monkeypatch.setattr(cli_ui, "serve", lambda cmd, env: calls.append(cmd) or 0)
-    monkeypatch.setattr(cli_ui, "port_problem", lambda host, port: None)  # 192.0.2.10 is no address of this machine
+    # 192.0.2.10 is no address of this machine
+    monkeypatch.setattr(cli_ui, "port_problem", lambda host, port: None)
     assert main(["ui", "--host", host, "--port", "5123", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 0
     (cmd,) = calls
     assert cmd[cmd.index("--host") + 1] == host
@@ -146,7 +149,8 @@ def test_init_ray_asks_for_a_loopback_dashboard_and_no_usage_stats(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
     monkeypatch.setattr(ray_local.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray_local.ray, "init", lambda **kw: seen.update(kw, usage=os.environ.get("RAY_USAGE_STATS_ENABLED")))
+    monkeypatch.setattr(ray_local.ray, "init",
+                        lambda **kw: seen.update(kw, usage=os.environ.get("RAY_USAGE_STATS_ENABLED")))
     ray_local.init_ray(num_cpus=2)
     assert seen["address"] == "local" and seen["include_dashboard"] and seen["dashboard_host"] == "127.0.0.1"
     assert seen["usage"] == "0"  # Ray's usage-stats reporting off for the Ray thoraxmae starts

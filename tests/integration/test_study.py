@@ -50,7 +50,8 @@ def test_pipeline_study_pretrains_then_finetunes(study_ray, phantom_store, tmp_p
     from thoraxmae.study.run.tune import run_study
 
     raw = tiny_spec(phantom_store, tmp_path, "pipe-study", stage="pipeline", num_samples=2)
-    raw["search"]["reuse_pretraining"] = False  # each trial pre-trains its own encoder (reuse: test_pretrain_reuse)
+    # each trial pre-trains its own encoder (reuse: test_pretrain_reuse)
+    raw["search"]["reuse_pretraining"] = False
     spec = load_spec(write_spec(raw, tmp_path / "spec.yaml"))
     grid = run_study(spec)
 
@@ -94,7 +95,8 @@ def test_a_failing_trial_is_recorded_with_its_error_and_the_study_goes_on(study_
     assert study_runs(spec.tracking.uri, "fail-study")[0].info.status == "FINISHED"
 
 
-def test_a_study_whose_every_trial_failed_exits_1_and_shows_the_first_error(study_ray, phantom_store, tmp_path,
+def test_a_study_whose_every_trial_failed_exits_1_and_shows_the_first_error(study_ray, phantom_store,
+                                                                            tmp_path,
                                                                              capsys):
     from thoraxmae.cli import main
 
@@ -107,6 +109,7 @@ def test_a_study_whose_every_trial_failed_exits_1_and_shows_the_first_error(stud
     assert "best val/mauc" not in out  # no failed trial is ever named best
     lines = err.strip().splitlines()
     assert lines[-1] == "error: study all-fail: no trial was scored (val/mauc)"
-    assert lines[-2].startswith("2 of 2 trials failed; first error (trial ") and "batch_size=" in lines[-2], lines
+    assert lines[-2].startswith("2 of 2 trials failed; first error (trial "
+                                "") and "batch_size=" in lines[-2], lines
     st = main(["study", "status", "all-fail", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
     assert st == 0 and "first failed trial" in capsys.readouterr().out

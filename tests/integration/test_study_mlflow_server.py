@@ -29,7 +29,8 @@ def _free_port() -> int:
 @pytest.fixture()
 def mlflow_server(tmp_path):
     port = _free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+           f"sqlite:///{tmp_path / 'srv.db'}",
            "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -53,7 +54,8 @@ def test_study_runs_are_written_and_read_through_a_server(mlflow_server, tmp_pat
     raw = {"name": "srv", "stage": "finetune", "data": {"store": str(tmp_path)},
            "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8},
            "finetune": {"epochs": 2, "warmup_epochs": 0},
-           "search": {"num_samples": 1, "space": {"finetune.drop_path": {"type": "float", "low": 0.0, "high": 0.3}}},
+           "search": {"num_samples": 1,
+                      "space": {"finetune.drop_path": {"type": "float", "low": 0.0, "high": 0.3}}},
            "tracking": {"uri": mlflow_server}, "storage_path": str(tmp_path / "studies")}
     spec = with_defaults(parse_spec(raw))
     tracker = StudyTracker(spec)

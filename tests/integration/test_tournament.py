@@ -39,7 +39,8 @@ def tournament_spec(store: Path, tmp: Path, name: str) -> dict:
 def scoring_runs(uri: str, name: str) -> list:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(name)
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'")
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = "
+                                                                 f"'{schema.ROLE_TRIAL}'")
 
 
 def bracket_of(summary: dict) -> list[tuple[int, list[tuple[str, list[float], bool]]]]:
@@ -80,7 +81,8 @@ def test_tournament_spends_the_planned_epochs_and_scores_every_recipe_paired(tou
         key = (r.data.tags[schema.TAG_TOURNAMENT_RUNG], r.data.tags[schema.TAG_TOURNAMENT_RECIPE])
         seeds.setdefault(key, []).append(r.data.params["finetune.seed"])
     assert len(seeds) == 4 + 2  # every recipe at rung 1, the 2 kept at rung 2
-    assert {tuple(sorted(v)) for v in seeds.values()} == {("1000", "1001")}  # k = 2, the same seeds everywhere
+    # k = 2, the same seeds everywhere
+    assert {tuple(sorted(v)) for v in seeds.values()} == {("1000", "1001")}
     rung1, rung2 = summary["rungs"]
     assert len(rung1["standings"]) == 4 and sum(s["kept"] for s in rung1["standings"]) == 2
     assert {s["recipe"] for s in rung2["standings"]} == set(rung1["kept"])
@@ -109,7 +111,8 @@ def test_driver_killed_mid_rung_resumes_to_the_same_bracket(tournament, phantom_
     deadline = time.monotonic() + 600
     markers = tmp_path / "studies" / "tour" / "train"
     while time.monotonic() < deadline and proc.poll() is None:  # 2 of rung 1's 8 scoring fine-tunes finished
-        if len(list(markers.glob("train-e1-*-finetune/thoraxmae_final.json"))) >= 2:  # (not MLflow: no 2nd writer)
+        # (not MLflow: no 2nd writer)
+        if len(list(markers.glob("train-e1-*-finetune/thoraxmae_final.json"))) >= 2:
             break
         time.sleep(0.5)
     assert proc.poll() is None, "the study ended before the kill"

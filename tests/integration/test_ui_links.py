@@ -1,6 +1,7 @@
 """Links to a study's trials table (study/tracking/links.py): `thoraxmae ui` prints one per study in the
 store, or says there is none; `study status` and `report` print the same link when the tracking URI is a
-server. A real `mlflow server` and the real CLI; the link opened in a browser: tests/integration/test_browser.py."""
+server. A real `mlflow server` and the real CLI; the link opened in a browser:
+tests/integration/test_browser.py."""
 from __future__ import annotations
 
 import os
@@ -45,7 +46,8 @@ def test_ui_on_a_store_without_a_study_says_so(tmp_path):
     (port,) = free_ports(1)
     uri = f"sqlite:///{tmp_path / 'empty.db'}"
     proc = subprocess.Popen([str(Path(sys.executable).with_name("thoraxmae")), "ui", "--tracking-uri", uri,
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True,
                             env=subprocess_env(), start_new_session=True)
     said = []
     try:
@@ -65,7 +67,8 @@ def test_server_commands_print_the_study_trials_link(mlflow_server, tmp_path, ca
     raw = {"name": "linked", "stage": "finetune", "data": {"store": str(tmp_path / "store")},
            "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8},
            "finetune": {"epochs": 2, "warmup_epochs": 0},
-           "search": {"num_samples": 1, "space": {"finetune.drop_path": {"type": "float", "low": 0.0, "high": 0.3}}},
+           "search": {"num_samples": 1,
+                      "space": {"finetune.drop_path": {"type": "float", "low": 0.0, "high": 0.3}}},
            "tracking": {"uri": mlflow_server}, "storage_path": str(tmp_path / "studies")}
     tracker = StudyTracker(with_defaults(parse_spec(raw)))
     tracker.start_study()
@@ -78,7 +81,8 @@ def test_server_commands_print_the_study_trials_link(mlflow_server, tmp_path, ca
     assert f"trials: {link}\n" in cli(capsys, "study", "status", "linked", "--tracking-uri", mlflow_server)
     assert f"  linked: {link}\n" in cli(capsys, "ui", "--tracking-uri", mlflow_server)
     monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
-    report = cli(capsys, "report", "linked", "--tracking-uri", mlflow_server, "--out", str(tmp_path / "report"),
+    report = cli(capsys, "report", "linked", "--tracking-uri", mlflow_server, "--out",
+                 str(tmp_path / "report"),
                  "--bootstrap", "0", "--no-log")
     assert f"trials: {link}\n" in report
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"  # the report command keeps MLflow's telemetry off
@@ -94,7 +98,8 @@ def test_the_printed_link_shows_the_trials_by_name_best_first(tmp_path):
     raw = {"name": "browsed", "stage": "finetune", "data": {"store": str(tmp_path / "store")},
            "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8},
            "finetune": {"epochs": 1, "warmup_epochs": 0},
-           "search": {"num_samples": 3, "space": {"finetune.drop_path": {"type": "float", "low": 0.0, "high": 0.3}}},
+           "search": {"num_samples": 3,
+                      "space": {"finetune.drop_path": {"type": "float", "low": 0.0, "high": 0.3}}},
            "tracking": {"uri": uri}, "storage_path": str(tmp_path / "studies")}
     tracker = StudyTracker(with_defaults(parse_spec(raw)))
     tracker.start_study()

@@ -37,7 +37,8 @@ def make_venv_in_copy(tmp_path, edit=None) -> subprocess.CompletedProcess:
 
 
 def test_the_locks_match_pyproject():
-    proc = subprocess.run(["python3", ".ci/lock.py", "check", *LOCKS], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run(["python3", ".ci/lock.py", "check", *LOCKS], cwd=ROOT, capture_output=True,
+                          text=True,
                           check=False)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
 
@@ -55,7 +56,8 @@ def test_make_venv_refuses_a_stale_lock_in_one_line(tmp_path, change):
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert proc.returncode != 0
     assert len(lines) == 1, lines
-    assert re.search(r"requirements(-test)?\.lock (does not match|is missing).*run `make lock`", lines[0]), lines
+    assert re.search(r"requirements(-test)?\.lock (does not match|is missing).*run `make "
+                     r"lock`", lines[0]), lines
     assert not (tmp_path / "venv").exists(), "nothing installed from a stale lock"
 
 

@@ -97,7 +97,8 @@ def test_wheel_holds_one_namespace(wheel):
         assert f"thoraxmae/{pkg}/__init__.py" in names
     missing = sorted(source_modules() - set(names))
     assert missing == [], "modules of the checkout the wheel leaves out (a folder missing from `packages`?)"
-    assert {"thoraxmae/datasets/config.py", "thoraxmae/study/spec/model.py", "thoraxmae/datasets/sources/nih.py",
+    assert {"thoraxmae/datasets/config.py", "thoraxmae/study/spec/model.py",
+            "thoraxmae/datasets/sources/nih.py",
             "thoraxmae/trainers/models/mae.py", "thoraxmae/analysis/report.py"} <= set(names)
 
 

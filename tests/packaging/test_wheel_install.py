@@ -63,7 +63,8 @@ def fresh(wheel, tmp_path_factory) -> Fresh:
     tmp = tmp_path_factory.mktemp("fresh")
     root = tmp / "venv"
     run([Path(sysconfig.get_paths()["scripts"]) / "python", "-m", "venv", "--without-pip", root])
-    site = Path(run([root / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+    site = Path(run([root / "bin" / "python", "-c", ("import sysconfig; "
+                                                    "print(sysconfig.get_paths()['purelib'])")]
                     ).stdout.strip())
     (site / "locked-packages.pth").write_text(f"{link_locked_packages(tmp / 'locked')}\n")
     # pip itself from the locked folder (the venv has none of its own): the image's pip is the base's
@@ -109,17 +110,20 @@ def test_the_wheel_installs_with_the_lock_and_nothing_else(installed, wheel):
 
 def test_the_installed_cli_runs_a_one_trial_study(installed, tmp_path):
     out = tmp_path / "smoke"
-    env = {**installed.env, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    env = {**installed.env, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60",
+           "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
     help_text = run(["thoraxmae", "--help"], env=env, cwd=tmp_path).stdout
     assert "study" in help_text and "data" in help_text
     t0 = time.monotonic()
-    proc = run(["bash", SMOKE, installed.site / "thoraxmae" / "configs", out], env=env, cwd=tmp_path, timeout=420)
+    proc = run(["bash", SMOKE, installed.site / "thoraxmae" / "configs", out], env=env, cwd=tmp_path,
+               timeout=420)
     print(f"smoke study in {time.monotonic() - t0:.1f} s")
     assert (out / "store" / "manifest.json").is_file()
     assert re.search(r"1 completed", proc.stdout), proc.stdout[-3000:]
     code = ("import mlflow, sys; from thoraxmae.study import schema; c = mlflow.MlflowClient(sys.argv[1]); "
             "e = c.get_experiment_by_name('smoke'); "
-            "r = c.search_runs([e.experiment_id], filter_string=f\"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_TRIAL}'\"); "
-            "print([(x.data.tags.get(schema.TAG_STATUS), 'val/mauc' in x.data.metrics) for x in r])")
+            "r = c.search_runs([e.experiment_id], filter_string=f\"tags.`{schema.TAG_ROLE}` = "
+            "'{schema.ROLE_TRIAL}'\"); print([(x.data.tags.get(schema.TAG_STATUS), 'val/mauc' in "
+            "x.data.metrics) for x in r])")
     runs = run([installed.python, "-c", code, f"sqlite:///{out / 'mlflow.db'}"], env=env, cwd=tmp_path).stdout
     assert runs.strip() == "[('completed', True)]"

@@ -33,14 +33,17 @@ def pipeline_spec(store: Path, tmp: Path, name: str, *, num_samples: int = 1, pr
         "name": name, "stage": "pipeline", "data": {"store": str(store)},
         "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8, "depth": 2,
                   "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2},
-        "pretrain": {"epochs": pretrain_epochs, "warmup_epochs": 0, "batch_size": 16, "max_steps_per_epoch": 2,
+        "pretrain": {"epochs": pretrain_epochs, "warmup_epochs": 0, "batch_size": 16,
+                     "max_steps_per_epoch": 2,
                      "checkpoint_every": checkpoint_every},
-        "finetune": {"epochs": finetune_epochs, "warmup_epochs": 1, "batch_size": 16, "max_steps_per_epoch": 2,
+        "finetune": {"epochs": finetune_epochs, "warmup_epochs": 1, "batch_size": 16,
+                     "max_steps_per_epoch": 2,
                      "blr": 1e-3, "bootstrap": 10},
         "search": {"num_samples": num_samples, "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 2},
                    "scheduler": {"type": "asha", "grace_period": finetune_epochs, "reduction_factor": 3},
                    "space": {"finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}},
-                   "reuse_pretraining": reuse},  # off: the trial's own pre-training (tests/integration: reuse)
+                   # off: the trial's own pre-training (tests/integration: reuse)
+                   "reuse_pretraining": reuse},
         "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1,
                       "max_failures": max_failures},
         "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}"},
@@ -60,7 +63,8 @@ class Driver:
         full["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full.get('PATH', '')}"
         self.log = log
         self._out = open(log, "w")  # noqa: SIM115 (closed by kill/wait)
-        self.proc = subprocess.Popen([*CLI, *args], env=full, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([*CLI, *args], env=full, cwd=cwd, stdout=self._out,
+                                     stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def tail(self) -> str:

@@ -56,7 +56,8 @@ def work(tmp_path, monkeypatch) -> Path:
 def spec_dict(tmp: Path, name: str = "bad", **sections) -> dict:
     raw = {"name": name, "stage": "finetune", "data": {"store": str(tmp / "store")},
            "model": {"name": "vit_tiny_test"}, "finetune": {"epochs": 2, "warmup_epochs": 1},
-           "search": {"num_samples": 2, "space": {"finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}}},
+           "search": {"num_samples": 2,
+                      "space": {"finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}}},
            "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}"}, "storage_path": str(tmp / "studies")}
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
@@ -98,7 +99,8 @@ def _bad_init(tmp: Path, kind: str) -> Path:
     ("random", "auto", r"finetune\.init: .*random\.pt: "),
     ("pickle", "auto", r"finetune\.init: .*pickle\.pt: "),
     ("plain_pickle", "auto", r"finetune\.init: .*plain_pickle\.pt: "),
-    ("timm", "medical_mae", r"timm\.pt is a timm checkpoint, not medical_mae; set finetune\.init_format to 'timm'"),
+    ("timm", "medical_mae", (r"timm\.pt is a timm checkpoint, not medical_mae; set finetune\.init_format to "
+                            r"'timm'")),
 ])
 def test_run_refuses_a_bad_finetune_init(work, capsys, kind, fmt, message):
     init = _bad_init(work, kind)
@@ -122,7 +124,8 @@ def test_run_refuses_a_searched_encoder_that_is_not_registered(work, capsys):
 
 @pytest.mark.parametrize(("damage", "message"), [
     ({"format_version": 99}, r"data\.store: .*store format version 99, this thoraxmae reads version"),
-    ({"shards": [{"file": "shards/shard-00000.arrow", "rows": 4}]}, r"data\.store: .*00000\.arrow: store shard missing"),
+    ({"shards": [{"file": "shards/shard-00000.arrow", "rows": 4}]}, (r"data\.store: .*00000\.arrow: store "
+                                                                    r"shard missing")),
     (None, r"data\.store: no prepared store at .*nowhere \(manifest\.json missing\)"),
 ])
 def test_run_refuses_a_bad_store(work, capsys, damage, message):
@@ -148,7 +151,8 @@ def test_run_refuses_a_spec_that_is_not_utf8(work, capsys):
 @pytest.mark.parametrize(("override", "message"), [
     ("search.num_samples=100000", r"search\.num_samples: Input should be less than or equal to 10000"),
     ("model.img_size=4096", r"model\.img_size=4096: 65536 patches of 16 px per image, at most 4096"),
-    ("resources.max_concurrent_trials=100000", r"resources\.max_concurrent_trials: Input should be less than"),
+    ("resources.max_concurrent_trials=100000", (r"resources\.max_concurrent_trials: Input should be less "
+                                               r"than")),
 ])
 def test_run_refuses_unbounded_sizes(work, capsys, override, message):
     spec = write_spec(work / "s.yaml", spec_dict(work, model={"name": "vit_small_patch16"}))
@@ -162,7 +166,8 @@ def test_run_refuses_unbounded_sizes(work, capsys, override, message):
     ("file://{tmp}/mlruns", r"a folder \(MLflow's file store\) is not supported by MLflow 3"),
     ("{tmp}/mlruns", r"a folder \(MLflow's file store\) is not supported by MLflow 3"),
     ("bogus://x", r"unknown scheme `bogus://`"),
-    ("sqlite:////proc/thoraxmae/mlflow.db", r"cannot create /proc/thoraxmae/mlflow\.db: /proc is not writable"),
+    ("sqlite:////proc/thoraxmae/mlflow.db", (r"cannot create /proc/thoraxmae/mlflow\.db: /proc is not "
+                                            r"writable")),
     ("sqlite:///{tmp}/store", r".*/store is a folder, not a database file"),
     ("http://127.0.0.1:9", r"no MLflow server answers"),
 ])
@@ -189,7 +194,8 @@ def test_run_refuses_a_name_that_has_a_parent_run_whatever_the_storage_path(work
     code, line = run_cli(capsys, "study", "run", str(spec))
     assert code == 2
     one_line_error(line, rf"name: study `taken` already exists in {uri} \(parent run \w+\); continue it with "
-                         rf"`thoraxmae study resume taken --tracking-uri {uri}`, delete it with `thoraxmae study remove "
+                         rf"`thoraxmae study resume taken --tracking-uri {uri}`, delete it with `thoraxmae "
+                         r"study remove "
                          rf"taken --tracking-uri {uri} --yes`, or choose another name")
     assert not (work / "elsewhere").exists()
 
@@ -201,7 +207,8 @@ def test_a_failed_start_can_be_removed_and_the_name_used_again(work, capsys):
     spec = write_spec(work / "s.yaml", spec_dict(work, name="half"))
     code, line = run_cli(capsys, "study", "run", str(spec))
     assert code == 2
-    one_line_error(line, r"study `half` has a Tune folder .* but no parent run .*; resume it with `thoraxmae study "
+    one_line_error(line, r"study `half` has a Tune folder .* but no parent run .*; resume it with `thoraxmae "
+                         r"study "
                          r"resume half --storage-path .*` or delete it with `thoraxmae study remove half")
     uri = f"sqlite:///{work / 'mlflow.db'}"
     code, line = run_cli(capsys, "study", "remove", "half", "--tracking-uri", uri, "--storage-path",
@@ -224,7 +231,8 @@ def test_confirm_refuses_one_seed_before_ray_starts(work, capsys):
 @pytest.mark.parametrize(("uri", "message"), [
     ("file://{tmp}/mlruns", r"a folder \(MLflow's file store\) is not supported by MLflow 3"),
     ("bogus://x", r"unknown scheme `bogus://`"),
-    ("sqlite:////proc/thoraxmae/mlflow.db", r"no MLflow database at /proc/thoraxmae/mlflow\.db \(nothing created"),
+    ("sqlite:////proc/thoraxmae/mlflow.db", (r"no MLflow database at /proc/thoraxmae/mlflow\.db \(nothing "
+                                            r"created")),
     ("sqlite:///{tmp}/no/such/dir/mlflow.db", r"no MLflow database at .*/no/such/dir/mlflow\.db"),
     ("http://127.0.0.1:9", r"no MLflow server answers"),
 ])
@@ -264,7 +272,8 @@ def test_resume_of_a_study_without_tune_state_names_remove(work, capsys):
     uri = _started(work, "notune")
     code, line = run_cli(capsys, "study", "resume", "notune", "--tracking-uri", uri)
     assert code == 2
-    one_line_error(line, rf"no Tune state for study `notune` at {work}/studies/notune .*delete it with `thoraxmae "
+    one_line_error(line, rf"no Tune state for study `notune` at {work}/studies/notune .*delete it with "
+                         r"`thoraxmae "
                          rf"study remove notune --tracking-uri {uri} --storage-path {work}/studies --yes`")
 
 
@@ -275,7 +284,8 @@ def test_status_of_a_database_that_is_not_mlflow(work, capsys):
     one_line_error(line, r"cannot be read as an SQLite database \(file is not a database\)")
 
 
-# --- the real command line: no traceback anywhere ------------------------------------------------------------
+# --- the real command line: no traceback anywhere
+# ------------------------------------------------------------
 @pytest.mark.parametrize("argv", [
     ["study", "run", "{tmp}/latin1.yaml"],
     ["study", "status", "x", "--tracking-uri", "bogus://x"],
@@ -283,7 +293,8 @@ def test_status_of_a_database_that_is_not_mlflow(work, capsys):
 def test_the_command_line_prints_one_line_and_no_traceback(work, argv):
     (work / "latin1.yaml").write_bytes("name: café\n".encode("latin-1"))
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    done = subprocess.run([*CLI, *(a.format(tmp=work) for a in argv)], capture_output=True, text=True, env=env,
+    done = subprocess.run([*CLI, *(a.format(tmp=work) for a in argv)], capture_output=True, text=True,
+                          env=env,
                           cwd=work, timeout=120, check=False)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
@@ -291,7 +302,8 @@ def test_the_command_line_prints_one_line_and_no_traceback(work, argv):
     assert schema.ROLE_STUDY  # the run schema module imports without Ray
 
 
-# --- the other commands that start Ray or a cluster job ------------------------------------------------------
+# --- the other commands that start Ray or a cluster job
+# ------------------------------------------------------
 @pytest.mark.parametrize("argv", [
     ["finetune", "{spec}"],
     ["study", "submit", "{spec}", "--address", "http://127.0.0.1:9"],
@@ -326,7 +338,8 @@ def test_report_refuses_a_bad_tracking_uri_and_creates_nothing(work, capsys, uri
 @pytest.mark.parametrize(("uri", "message"), [
     ("file://{tmp}/mlruns", r"a folder \(MLflow's file store\) is not supported by MLflow 3"),
     ("bogus://x", r"unknown scheme `bogus://`"),
-    ("sqlite:////proc/thoraxmae/mlflow.db", r"cannot create /proc/thoraxmae/mlflow\.db: /proc is not writable"),
+    ("sqlite:////proc/thoraxmae/mlflow.db", (r"cannot create /proc/thoraxmae/mlflow\.db: /proc is not "
+                                            r"writable")),
 ])
 def test_ui_refuses_a_bad_tracking_uri_before_starting_mlflow(work, capsys, monkeypatch, uri, message):
     from thoraxmae.cli import ui as cli_ui

@@ -19,7 +19,8 @@ from thoraxmae.cli import main
 @contextmanager
 def tmpfs(mountpoint: Path, options: str) -> Iterator[Path]:
     mountpoint.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)], capture_output=True,
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)],
+                          capture_output=True,
                           check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or done.returncode})")
@@ -61,21 +62,26 @@ def files_under(folder: Path) -> list[str]:
 
 def one_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) <= 2 and "Traceback" not in "\n".join(err), err  # (a log line of the source may precede it)
+    # (a log line of the source may precede it)
+    assert len(err) <= 2 and "Traceback" not in "\n".join(err), err
     return err[-1]
 
 
-# --- data prepare --out ----------------------------------------------------------------------------------------
+# --- data prepare --out
+# ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("place", "message"), [
     (existing_file, r"a-file: exists and is not a folder; give another store folder \(--out\)"),
     (under_a_file, r"a-file/out: cannot write the store folder \(--out\) here \(Not a directory\)"),
     (read_only, r"ro/out: cannot write the store folder \(--out\) here \(Read-only file system\)"),
-    (full_disk("512k"), (r"full/out/shards/shard-00000\.arrow: cannot write store shard \(no space left on the "
+    (full_disk("512k"), (r"full/out/shards/shard-00000\.arrow: cannot write store shard \(no space left on "
+                         r"the "
                         r"device\)")),
 ])
-def test_prepare_to_an_unusable_out_is_one_line_and_leaves_nothing(phantom_nih, tmp_path, capsys, place, message):
+def test_prepare_to_an_unusable_out_is_one_line_and_leaves_nothing(phantom_nih, tmp_path, capsys, place,
+                                                                   message):
     with place(tmp_path) as out:
-        code = main(["data", "prepare", str(phantom_nih), "--format", "nih", "--out", str(out), "--size", "64",
+        code = main(["data", "prepare", str(phantom_nih), "--format", "nih", "--out", str(out), "--size",
+                     "64",
                      "--workers", "1", "--quiet"])
         line = one_line(capsys)
         assert code == 2
@@ -86,7 +92,8 @@ def test_prepare_to_an_unusable_out_is_one_line_and_leaves_nothing(phantom_nih, 
         assert not out.exists() or out.is_file()  # a folder it made for the failed run is gone
 
 
-# --- report --out ----------------------------------------------------------------------------------------------
+# --- report --out
+# ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> str:
     """A finished 8-trial pipeline study in a real SQLite MLflow (tests/unit/analysis/synthetic.py)."""

@@ -55,7 +55,8 @@ def spec(tmp: Path, store: Path, stage: str = "finetune", **finetune) -> Path:
     raw = {"name": "s", "stage": stage, "data": {"store": str(store)},
            "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8, "depth": 2},
            "finetune": {"epochs": 2, "warmup_epochs": 1, "batch_size": 16, **finetune},
-           "search": {"num_samples": 2, "space": {"finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}}},
+           "search": {"num_samples": 2,
+                      "space": {"finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}}},
            "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}"}, "storage_path": str(tmp / "studies")}
     if stage == "pipeline":
         raw["pretrain"] = {"epochs": 1, "warmup_epochs": 0, "batch_size": 16}
@@ -66,18 +67,23 @@ def spec(tmp: Path, store: Path, stage: str = "finetune", **finetune) -> Path:
 
 
 @pytest.mark.parametrize(("damage", "stage", "finetune", "message"), [
-    (flip_a_bit, "finetune", {}, (r"data\.store: .*/store/shards/shard-00000\.arrow: contents do not match the hash "
+    (flip_a_bit, "finetune", {}, (r"data\.store: .*/store/shards/shard-00000\.arrow: contents do not match "
+                                  r"the hash "
                                  r"recorded when it was written \(damaged\)")),
-    (truncate, "finetune", {}, (r"data\.store: .*/store: shards/shard-00000\.arrow is \d+ bytes, manifest\.json "
+    (truncate, "finetune", {}, (r"data\.store: .*/store: shards/shard-00000\.arrow is \d+ bytes, "
+                                r"manifest\.json "
                                r"records \d+ \(truncated or replaced\)")),
     (kept(["test"]), "finetune", {}, (r"data\.store: .*/store: split 'train' \(data\.train_split\) is empty "
                                      r"\(images per split: train 0, val 0, test \d+\)")),
     (kept(["train"]), "finetune", {}, r"data\.store: .*/store: split 'val' \(data\.val_split\) is empty"),
     (kept(["test"]), "pipeline", {}, r"data\.store: .*/store: split 'train' \(data\.train_split\) is empty"),
-    (None, "finetune", {"batch_size": 4000}, (r"data\.store: .*/store: finetune\.batch_size=4000 is more than split "
-                                             r"'train' holds \((\d+)\); .* lower finetune\.batch_size to at most \1")),
+    (None, "finetune", {"batch_size": 4000}, (r"data\.store: .*/store: finetune\.batch_size=4000 is more "
+                                              r"than split "
+                                             r"'train' holds \((\d+)\); .* lower finetune\.batch_size to at "
+                                             r"most \1")),
 ])
-def test_study_run_refuses_an_unfit_store_before_ray(phantom_store, phantom_nih, tmp_path, capsys, damage, stage,
+def test_study_run_refuses_an_unfit_store_before_ray(phantom_store, phantom_nih, tmp_path, capsys, damage,
+                                                     stage,
                                                       finetune, message):
     store = Path(shutil.copytree(phantom_store, tmp_path / "store"))
     if damage is not None:

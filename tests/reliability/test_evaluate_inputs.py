@@ -1,4 +1,5 @@
-"""`thoraxmae evaluate` with bad input: one line, exit 2, no traceback, no MLflow run left behind. Option errors
+"""`thoraxmae evaluate` with bad input: one line, exit 2, no traceback, no MLflow run left behind. Option
+errors
 stop in argparse (one `error:` line naming the option), file errors at the CLI boundary (one `error:` line
 naming the file). An object-store URI stays a URI (a folded `s3:/...` path would mislead)."""
 from __future__ import annotations
@@ -34,7 +35,8 @@ def _imagenet_one_channel(good: Path) -> Path:
     state = dict(ck["model"])
     state["patch_embed.proj.weight"] = state["patch_embed.proj.weight"][:, :1].clone()
     args = argparse.Namespace(model="vit_tiny_test", dataset="chestxray", norm_stats="imagenet")
-    torch.save({"model": state, "optimizer": {}, "epoch": 1, "scaler": {}, "args": args}, good.with_name("in1.pth"))
+    torch.save({"model": state, "optimizer": {}, "epoch": 1, "scaler": {}, "args": args},
+               good.with_name("in1.pth"))
     return good.with_name("in1.pth")
 
 
@@ -64,7 +66,8 @@ def test_bad_options_stop_in_one_line_with_exit_2(good, phantom_store, tmp_path,
 
 FILE_CASES = [  # (checkpoint maker, the error line's pattern)
     (_nan, r"^error: .*nan.pt: \d+ of \d+ weight tensors hold NaN or infinite values \(e.g. "),
-    (_imagenet_one_channel, (r"^error: .*in1.pth: its args.norm_stats='imagenet' gives 3 mean values for a model "
+    (_imagenet_one_channel, (r"^error: .*in1.pth: its args.norm_stats='imagenet' gives 3 mean values for a "
+                             r"model "
                             r"that reads 1 channel\(s\)")),
 ]
 

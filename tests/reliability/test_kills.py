@@ -78,7 +78,8 @@ def test_a_pipeline_trial_killed_at_every_moment_loses_and_repeats_no_epoch(phan
     # 4. during fine-tuning epoch 3's checkpoint: killed as soon as its folder appears
     before = checkpoints(storage, name, "finetune")
     r4 = _resume(name, uri, tmp_path, "r4.log")
-    r4.wait_until(lambda: len(checkpoints(storage, name, "finetune") - before) > 0, "a new fine-tuning checkpoint")
+    r4.wait_until(lambda: len(checkpoints(storage, name, "finetune") - before) > 0,
+                  "a new fine-tuning checkpoint")
     r4.kill()
 
     # 5. fine-tuning's last checkpoint recorded and the trial marked finished, its last report not forwarded

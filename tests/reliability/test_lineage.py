@@ -122,7 +122,8 @@ def test_a_restarted_phase_forwards_its_history_once_with_lineage_steps(forwarde
     marker = Location.of(tmp_path) / "run" / "thoraxmae_final.json"
     cb = PhaseReportCallback("finetune", schema.M_VAL_MAUC, True, 3, marker, {"cost/cpu_hours": 1.0}, pre, 2)
     carried = json.dumps([{"epoch": 1, "val/mauc": 0.6, "cost/cpu_hours": 0.5}])
-    cb.after_report(None, [{"epoch": 2, "val/mauc": 0.7, "cost/cpu_hours": 1.0, HISTORY_METRIC: carried}], _ckpt("c2"))
+    cb.after_report(None, [{"epoch": 2, "val/mauc": 0.7, "cost/cpu_hours": 1.0, HISTORY_METRIC: carried}],
+                    _ckpt("c2"))
     cb.after_report(None, [{"epoch": 3, "val/mauc": 0.8, "cost/cpu_hours": 1.5}], _ckpt("c3"))
 
     first, last = forwarded
@@ -156,7 +157,8 @@ def _pipeline_spec(tmp_path: Path):
     raw = {"name": "lineage", "stage": "pipeline", "data": {"store": str(store)},
            "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8},
            "pretrain": {"epochs": 2, "warmup_epochs": 0}, "finetune": {"epochs": 3, "warmup_epochs": 1},
-           "search": {"num_samples": 1, "space": {"finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}}},
+           "search": {"num_samples": 1,
+                      "space": {"finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}}},
            "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, "storage_path": str(tmp_path / "studies")}
     return with_defaults(parse_spec(raw))
 
@@ -174,7 +176,8 @@ def _ft(epoch: int, mauc: float, **extra: float) -> dict:
 def _session(spec):
     callback = MlflowStudyCallback(spec)
     callback.setup()
-    trial = SimpleNamespace(trial_id="t0", config={"finetune.layer_decay": 0.7}, last_result={}, error_file=None)
+    trial = SimpleNamespace(trial_id="t0", config={"finetune.layer_decay": 0.7}, last_result={},
+                            error_file=None)
     callback.on_trial_start(0, [trial], trial)
     return callback, trial
 
@@ -257,7 +260,8 @@ def test_report_checkpoints_the_history_and_sends_it_after_a_restore(tmp_path, m
     runtime.report(worker, {"epoch": 1, "train/loss": 0.9}, {"checkpoint.pt": {"epoch": 1}})
     runtime.report(worker, {"epoch": 2, "train/loss": 0.8})  # no checkpoint: run again after a restart
 
-    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: ray.train.Checkpoint.from_directory(tmp_path / "saved"))
+    monkeypatch.setattr(ray.train, "get_checkpoint",
+                        lambda: ray.train.Checkpoint.from_directory(tmp_path / "saved"))
     files = runtime.restore_files()
     assert files["checkpoint.pt"]["history"] == [{"epoch": 1, "train/loss": 0.9}]
     runtime.report(worker, {"epoch": 2, "train/loss": 0.7}, {"checkpoint.pt": {"epoch": 2}})

@@ -65,8 +65,10 @@ def refusal(capsys) -> str:
     return err[0]
 
 
-# --- a real second driver ---------------------------------------------------------------------------------------
-def test_a_second_driver_of_a_running_study_is_refused_then_a_dead_one_is_taken_over(phantom_store, work, capsys):
+# --- a real second driver
+# ---------------------------------------------------------------------------------------
+def test_a_second_driver_of_a_running_study_is_refused_then_a_dead_one_is_taken_over(phantom_store, work,
+                                                                                     capsys):
     spec = write_raw(work / "busy.yaml", tiny_spec(phantom_store, work, "busy", num_samples=1))
     uri = f"sqlite:///{work / 'mlflow.db'}"
     record = StudyStorage(work / "studies").driver("busy")
@@ -74,7 +76,8 @@ def test_a_second_driver_of_a_running_study_is_refused_then_a_dead_one_is_taken_
                              env=subprocess_env(**faults.env(faults.hold_entry("worker", "*", 1, work / "hold"))),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for(lambda: read_record(record) is not None, first, "the first driver's claim")  # before Ray starts
+        # before Ray starts
+        wait_for(lambda: read_record(record) is not None, first, "the first driver's claim")
         live = read_record(record)
         assert (live.pid, live.host, live.command) == (first.pid, socket.gethostname(), "study run")
         assert main(["study", "run", str(spec)]) == 2
@@ -87,9 +90,12 @@ def test_a_second_driver_of_a_running_study_is_refused_then_a_dead_one_is_taken_
         os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started die at once
         first.wait(30)
     assert read_record(record).pid == first.pid  # kill -9 left the record
-    with DriverLease.claim(work / "studies", "busy", "study resume") as lease:  # known dead: no --force needed
-        assert re.fullmatch(rf"taking over study `busy` from its dead driver pid {first.pid} on .*\(`thoraxmae study "
-                            rf"run`, started .*, last heartbeat \d+ s ago\): pid {first.pid} has exited", lease.replaced)
+    # known dead: no --force needed
+    with DriverLease.claim(work / "studies", "busy", "study resume") as lease:
+        assert re.fullmatch(rf"taking over study `busy` from its dead driver pid {first.pid} on "
+                            r".*\(`thoraxmae study "
+                            rf"run`, started .*, last heartbeat \d+ s ago\): pid {first.pid} has "
+                            r"exited", lease.replaced)
         assert read_record(record).token == lease.record.token
     assert not record.exists()  # released at the end
 
@@ -120,13 +126,17 @@ def uri_has_study(uri: str, name: str) -> bool:
 
 
 def assert_names_the_live_driver(line: str, pid: int, command: str) -> None:
-    assert re.fullmatch(rf"error: study `busy` is running: driver pid {pid} on {re.escape(socket.gethostname())} "
-                        rf"\(`thoraxmae {command}`, started [-\d: ]+, last heartbeat \d+ s ago\); wait for it to end "
-                        rf"or stop it \(kill {pid} on .*\)\. A second driver would run its trials twice; --force "
+    assert re.fullmatch(rf"error: study `busy` is running: driver pid {pid} on "
+                        rf"{re.escape(socket.gethostname())} "
+                        rf"\(`thoraxmae {command}`, started [-\d: ]+, last heartbeat \d+ s ago\); wait for "
+                        r"it to end "
+                        rf"or stop it \(kill {pid} on .*\)\. A second driver would run its trials twice; "
+                        r"--force "
                         rf"takes over only a driver whose heartbeat is older than 60 s", line), line
 
 
-# --- records of other machines ------------------------------------------------------------------------------------
+# --- records of other machines
+# ------------------------------------------------------------------------------------
 def foreign(work: Path, name: str, age_s: float) -> DriverRecord:
     """The record a driver on another machine left, its heartbeat `age_s` seconds old."""
     mine = DriverRecord.mine("study run")
@@ -147,8 +157,10 @@ def test_a_beating_driver_on_another_machine_is_never_taken_over(work, capsys):
 
 def test_a_silent_driver_on_another_machine_is_taken_over_only_with_force(work, capsys):
     foreign(work, "quiet", age_s=600)
-    with pytest.raises(DriverBusy, match=r"study `quiet` has a driver that stopped beating: pid 4242 on node-7 "
-                                         r"\(`thoraxmae study run`, .*last heartbeat 600 s ago\); if it is dead .*"
+    with pytest.raises(DriverBusy, match=r"study `quiet` has a driver that stopped beating: pid 4242 on "
+                                         r"node-7 "
+                                         r"\(`thoraxmae study run`, .*last heartbeat 600 s ago\); if it is "
+                                         r"dead .*"
                                          r"take over with --force"):
         check_driver(work / "studies", "quiet")
     with DriverLease.claim(work / "studies", "quiet", "study resume", force=True) as lease:
@@ -171,7 +183,8 @@ def test_a_record_no_driver_wrote_names_no_driver(work):
         assert lease.replaced is None and read_record(loc).token == lease.record.token
 
 
-# --- the heartbeat ---------------------------------------------------------------------------------------------
+# --- the heartbeat
+# ---------------------------------------------------------------------------------------------
 def test_the_heartbeat_advances_and_stops_when_taken_over_and_release_keeps_the_new_owner(work, monkeypatch):
     monkeypatch.setattr(driver, "HEARTBEAT_S", 0.05)
     ticks = []

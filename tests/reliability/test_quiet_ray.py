@@ -1,4 +1,5 @@
-"""The console of a study (and of `thoraxmae demo`) carries no Ray warning its user cannot act on: the raylet's
+"""The console of a study (and of `thoraxmae demo`) carries no Ray warning its user cannot act on: the
+raylet's
 "N PYTHON worker processes have been started" (every trial's driver, Train controller and workers are actors,
 by design) and the local Ray's hint to turn token authentication off. A real local Ray started as a study
 starts it (study.run.ray_local.init_ray), made to emit both: its own log proves the warning was raised."""
@@ -36,7 +37,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_ray_warnings_a_user_cannot_act_on_stay_off_the_console(tmp_path):
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path,
                           env=subprocess_env(), check=False)
     out = done.stdout + done.stderr
     assert done.returncode == 0 and "RAYLET WARNED" in out, out[-3000:]

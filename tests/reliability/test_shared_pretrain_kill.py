@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 def _pretrain_runs(uri: str, experiment: str) -> list:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_PRETRAIN}'")
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.TAG_ROLE}` = "
+                                                                 f"'{schema.ROLE_PRETRAIN}'")
 
 
 def test_driver_killed_during_a_shared_pretraining_resumes_it_once(phantom_store, tmp_path):
@@ -41,7 +42,8 @@ def test_driver_killed_during_a_shared_pretraining_resumes_it_once(phantom_store
     assert last.wait() == 0, last.tail()
 
     (entry,) = registry.entries()
-    assert [p.parent.name for p in registry.root.path.glob("*/pretrain")] == [entry.key]  # resumed, not started again
+    # resumed, not started again
+    assert [p.parent.name for p in registry.root.path.glob("*/pretrain")] == [entry.key]
     (pre,) = _pretrain_runs(uri, name)
     steps = [m.step for m in MlflowClient(uri).get_metric_history(pre.info.run_id, schema.M_PRETRAIN_LOSS)]
     assert steps == [1, 2, 3]

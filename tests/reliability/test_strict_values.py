@@ -30,7 +30,8 @@ def no_ray(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
-# --- booleans are not numbers ---------------------------------------------------------------------------------
+# --- booleans are not numbers
+# ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(("cls", "field", "value"), [
     (FinetuneConfig, "epochs", True),
     (FinetuneConfig, "blr", False),
@@ -63,7 +64,8 @@ def test_a_job_refuses_a_boolean_in_its_own_fields():
 
 @pytest.mark.parametrize("override", ["finetune.epochs=true", "finetune.blr=false", "data.num_workers=true",
                                       "model.depth=true", "search.num_samples=true",
-                                      "resources.max_concurrent_trials=true", "resources.workers_per_trial=false"])
+                                      "resources.max_concurrent_trials=true",
+                                      "resources.workers_per_trial=false"])
 def test_study_run_refuses_a_boolean_for_a_number_before_ray(tmp_path, monkeypatch, capsys, no_ray, override):
     monkeypatch.chdir(tmp_path)
     write_store_manifest(tmp_path / "store")
@@ -77,17 +79,20 @@ def test_study_run_refuses_a_boolean_for_a_number_before_ray(tmp_path, monkeypat
     assert main(["study", "run", str(spec), "--set", override]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     field, value = override.split("=")
-    assert re.match(rf"error: .*s\.yaml: {re.escape(field)}: Input should be a number, not the boolean {value}", line)
+    assert re.match(rf"error: .*s\.yaml: {re.escape(field)}: Input should be a number, not the boolean "
+                    rf"{value}", line)
     assert not (tmp_path / "studies").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-# --- report --top-fraction -------------------------------------------------------------------------------------
+# --- report --top-fraction
+# -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["2", "0", "-0.2", "1.0001", "nan", "inf", "a fifth"])
 def test_report_top_fraction_outside_0_1_is_refused(capsys, value):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["report", "s", "--top-fraction", value])
     assert exit_.value.code == 2
-    assert (f"argument --top-fraction: expected a share of the completed trials in (0, 1], e.g. 0.2; got {value!r}"
+    assert ("argument --top-fraction: expected a share of the completed trials in (0, 1], e.g. 0.2; got "
+            f"{value!r}"
             in capsys.readouterr().err)
 
 
@@ -96,7 +101,8 @@ def test_report_top_fraction_in_range_is_taken(value, parsed):
     assert build_parser().parse_args(["report", "s", "--top-fraction", value]).top_fraction == parsed
 
 
-# --- --labels-csv resolves like every other path -----------------------------------------------------------------
+# --- --labels-csv resolves like every other path
+# -----------------------------------------------------------------
 @pytest.mark.parametrize(("where", "given"), [
     ("meta/labels-2026.csv", "meta/labels-2026.csv"),  # relative: from the working directory
     ("meta/labels-2026.csv", "{cwd}/meta/labels-2026.csv"),  # absolute
@@ -110,7 +116,8 @@ def test_labels_csv_is_read_from_where_the_user_points(tmp_path, monkeypatch, ca
         (cwd / where).parent.mkdir(parents=True)
         shutil.move(root / "labels.csv", cwd / where)
     monkeypatch.chdir(cwd)
-    argv = ["data", "prepare", str(root), "--format", "dicom", "--out", "store", "--size", "8", "--workers", "1",
+    argv = ["data", "prepare", str(root), "--format", "dicom", "--out", "store", "--size", "8", "--workers",
+            "1",
             "--quiet"]
     if given is not None:
         argv += ["--labels-csv", given.format(cwd=cwd)]

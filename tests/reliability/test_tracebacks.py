@@ -71,7 +71,8 @@ def test_a_spec_nested_thousands_of_levels_deep_is_one_line(work, capsys, text, 
     assert code == 2 and line.startswith("error: ") and re.search(message, line), line
 
 
-# --- storage_path: checked before Ray, creating nothing -------------------------------------------------------
+# --- storage_path: checked before Ray, creating nothing
+# -------------------------------------------------------
 @contextmanager
 def moto_with_auth(log: Path) -> Iterator[dict[str, str]]:
     """A moto S3 server that checks credentials (no request is let through unsigned by a known key): the
@@ -88,7 +89,8 @@ def moto_with_auth(log: Path) -> Iterator[dict[str, str]]:
 
 
 def s3_env(port: int) -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+    return {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
@@ -134,7 +136,8 @@ STORAGE_CASES = {
     "under-a-file": (lambda tmp: place(str(tmp / "store" / "manifest.json" / "studies")),
                      r"manifest\.json/studies \(\S+/manifest\.json is a file, not a folder\)"),
     "s3-wrong-credentials": (moto_wrong_credentials,
-                             r"s3://thoraxmae-test/studies \((INVALID_ACCESS_KEY_ID|ACCESS_DENIED) .*not exist in"),
+                             (r"s3://thoraxmae-test/studies \((INVALID_ACCESS_KEY_ID|ACCESS_DENIED) .*not "
+                             r"exist in")),
     "s3-endpoint-down": (endpoint_down,
                          r"s3://thoraxmae-test/studies \(NETWORK_CONNECTION .*Could not connect to server\)"),
     "s3-missing-bucket": (lambda tmp: moto_bucket(tmp, "nobucket"),
@@ -157,11 +160,13 @@ def test_an_unusable_storage_path_is_one_line_before_ray(work, capsys, case):
     assert sorted(p.name for p in work.iterdir()) == before  # no MLflow database, no Tune folder
 
 
-# --- ui: the port, checked before MLflow starts ----------------------------------------------------------------
+# --- ui: the port, checked before MLflow starts
+# ----------------------------------------------------------------
 @pytest.mark.parametrize(("port", "message"), [
     ("-1", r"--port -1: expected a port from 1 to 65535"),
     ("70000", r"--port 70000: expected a port from 1 to 65535"),
-    ("in-use", (r"--port (\d+): 127\.0\.0\.1:\1 is in use \(another `thoraxmae ui` or MLflow server\?\); choose a "
+    ("in-use", (r"--port (\d+): 127\.0\.0\.1:\1 is in use \(another `thoraxmae ui` or MLflow server\?\); "
+                r"choose a "
                r"free port with --port")),
 ])
 def test_ui_on_an_unusable_port_is_one_line_and_exit_2(work, capsys, monkeypatch, port, message):
@@ -178,7 +183,8 @@ def test_ui_on_an_unusable_port_is_one_line_and_exit_2(work, capsys, monkeypatch
     assert code == 2 and re.fullmatch(f"error: {message}", line), line
 
 
-# --- the tracking database fills up under a running study ---------------------------------------------------------
+# --- the tracking database fills up under a running study
+# ---------------------------------------------------------
 @pytest.mark.integration
 def test_a_tracking_database_that_fills_up_is_one_line_and_exit_1(phantom_store, tmp_path):
     from mlflow import MlflowClient
@@ -193,12 +199,15 @@ def test_a_tracking_database_that_fills_up_is_one_line_and_exit_1(phantom_store,
         with contextlib.suppress(OSError), (mount / "filler").open("wb") as filler:
             while True:
                 filler.write(b"\0" * 4096)
-        spec = write_raw(tiny_spec(phantom_store, tmp_path, "dbfull", num_samples=1, uri=uri), tmp_path / "s.yaml")
-        done = subprocess.run([sys.executable, "-m", "thoraxmae", "study", "run", str(spec)], capture_output=True,
+        spec = write_raw(tiny_spec(phantom_store, tmp_path, "dbfull", num_samples=1, uri=uri),
+                         tmp_path / "s.yaml")
+        done = subprocess.run([sys.executable, "-m", "thoraxmae", "study", "run", str(spec)],
+                              capture_output=True,
                               text=True, cwd=tmp_path, env=subprocess_env(), timeout=600, check=False)
     out = done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert done.returncode == 1 and "Traceback" not in out, out[-3000:]
-    assert errors == [(f"error: study dbfull: the tracking store {uri} failed ((sqlite3.OperationalError) database or "
-                       f"disk is full); the study stopped. What was logged is kept: fix the store (free space), then "
-                       f"`thoraxmae study resume dbfull --tracking-uri {uri}`")], out[-3000:]
+    assert errors == [(f"error: study dbfull: the tracking store {uri} failed ((sqlite3.OperationalError) "
+                       "database or disk is full); the study stopped. What was logged is kept: fix the store "
+                       "(free space), then `thoraxmae study resume dbfull --tracking-uri "
+                       f"{uri}`")], out[-3000:]

@@ -3,7 +3,8 @@ tuner.pkl, an experiment state cut by a full disk, ...) stops before Ray with on
 and the way back: the last good copy of the state, kept as the study ran (`--from-last-good` puts the damaged
 files aside and resumes from it). When Tune cannot restore a state that looks whole, the resumed study stops
 before any trial instead of starting over (RestoreGuard). A finished study leaves no driver record behind.
-Real studies: one tiny finished study for the module (real Ray, real SQLite MLflow), real tmpfs for a full disk."""
+Real studies: one tiny finished study for the module (real Ray, real SQLite MLflow), real tmpfs for a full
+disk."""
 from __future__ import annotations
 
 import contextlib
@@ -60,7 +61,8 @@ def small(store: Path, tmp: Path, name: str, num_samples: int = 1, **fields) -> 
 
 @pytest.fixture(scope="module")
 def finished(phantom_store, tmp_path_factory) -> tuple[Path, str]:
-    """A finished one-trial study: (its Tune folder, tracking URI); its folder as it ended is kept beside it."""
+    """A finished one-trial study: (its Tune folder, tracking URI); its folder as it ended is kept beside
+    it."""
     tmp = tmp_path_factory.mktemp("kept")
     done = run_cli("study", "run", str(small(phantom_store, tmp, NAME)), cwd=tmp)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
@@ -104,12 +106,14 @@ def test_a_finished_study_leaves_no_driver_record_and_keeps_its_last_good_state(
 
 
 DAMAGE = {
-    "tuner-random": (lambda f: (f / "tuner.pkl").write_bytes(os.urandom(300)), r"tuner\.pkl .*\(not a whole pickle"),
+    "tuner-random": (lambda f: (f / "tuner.pkl").write_bytes(os.urandom(300)),
+                     r"tuner\.pkl .*\(not a whole pickle"),
     "tuner-cut": (lambda f: (f / "tuner.pkl").write_bytes((f / "tuner.pkl").read_bytes()[:100]),
                   r"tuner\.pkl .*\(not a whole pickle"),
     "state-cut": (lambda f: newest(f, "experiment_state").write_bytes(newest(f, "experiment_state").read_bytes()[:4096]),
                   r"experiment_state-[-\d_]+\.json .*\(not complete JSON"),
-    "state-empty": (lambda f: newest(f, "experiment_state").write_bytes(b""), r"experiment_state-[-\d_]+\.json .*\(empty\)"),
+    "state-empty": (lambda f: newest(f, "experiment_state").write_bytes(b""),
+                    r"experiment_state-[-\d_]+\.json .*\(empty\)"),
     "searcher-random": (lambda f: newest(f, "searcher-state").write_bytes(os.urandom(500)),
                         r"searcher-state-[-\d_]+\.pkl .*\(not a whole pickle"),
 }
@@ -126,7 +130,8 @@ def test_a_damaged_state_stops_resume_before_ray_naming_the_file_and_the_kept_co
     line = one_line(capsys)
     assert re.match(rf"error: study `{NAME}`: Tune's state file {named}", line), line
     assert re.search(rf"; nothing was run\. The last whole state \(1 trial\(s\), saved [-\d: ]+\) is kept in "
-                     rf"{folder}/thoraxmae_tune_state\.zip: resume from it with `thoraxmae study resume {NAME} "
+                     rf"{folder}/thoraxmae_tune_state\.zip: resume from it with `thoraxmae study resume "
+                     rf"{NAME} "
                      rf"--tracking-uri {re.escape(uri)} --from-last-good`", line), line
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # nothing touched
     assert trial_run_count(uri) == runs
@@ -140,7 +145,8 @@ def test_from_last_good_puts_the_damaged_files_aside_and_resumes_from_the_kept_c
     with pytest.raises(RayStarted):  # restored and checked: the resume goes on to start Ray
         main(["study", "resume", NAME, "--tracking-uri", uri, "--from-last-good"])
     assert re.fullmatch(rf"Tune's state of study `{NAME}` restored from {folder}/thoraxmae_tune_state\.zip \(saved "
-                        rf"[-\d: ]+, 1 trial\(s\)\); the damaged files are in {folder}/thoraxmae_damaged-[-\d_]+",
+                        r"[-\d: ]+, 1 trial\(s\)\); the damaged files are in "
+                        rf"{folder}/thoraxmae_damaged-[-\d_]+",
                         capsys.readouterr().err.strip())
     assert {loc.name: loc.read_bytes() for loc in current_files(storage.study(NAME))} == kept["files"]
     (aside,) = folder.glob("thoraxmae_damaged-*")
@@ -156,9 +162,10 @@ def test_a_missing_tuner_pkl_names_the_kept_copy_which_restores_it(study, capsys
     good = (folder / "tuner.pkl").read_bytes()
     (folder / "tuner.pkl").unlink()
     assert main(["study", "resume", NAME, "--tracking-uri", uri]) == 2
-    assert one_line(capsys) == (f"error: name: Tune's state of study `{NAME}` is missing from {folder} (tuner.pkl); "
-                                f"a copy is kept in {folder}/thoraxmae_tune_state.zip: resume from it with `thoraxmae "
-                                f"study resume {NAME} --tracking-uri {uri} --from-last-good`")
+    assert one_line(capsys) == (f"error: name: Tune's state of study `{NAME}` is missing from {folder} "
+                                f"(tuner.pkl); a copy is kept in {folder}/thoraxmae_tune_state.zip: resume "
+                                f"from it with `thoraxmae study resume {NAME} --tracking-uri {uri} "
+                                "--from-last-good`")
     with pytest.raises(RayStarted):
         main(["study", "resume", NAME, "--tracking-uri", uri, "--from-last-good"])
     assert (folder / "tuner.pkl").read_bytes() == good
@@ -170,9 +177,9 @@ def test_without_a_kept_copy_the_line_says_the_study_cannot_be_resumed(study, ca
     (folder / "tuner.pkl").write_bytes(os.urandom(100))
     assert main(["study", "resume", NAME, "--tracking-uri", uri]) == 2
     assert one_line(capsys).endswith(
-        f"nothing was run. No whole copy of it was kept: the study cannot be resumed. Its runs stay in MLflow; start "
-        f"it again under another name, or delete it with `thoraxmae study remove {NAME} --tracking-uri {uri} "
-        f"--storage-path {folder.parent} --yes`")
+        "nothing was run. No whole copy of it was kept: the study cannot be resumed. Its runs stay in "
+        f"MLflow; start it again under another name, or delete it with `thoraxmae study remove {NAME} "
+        f"--tracking-uri {uri} --storage-path {folder.parent} --yes`")
 
 
 @pytest.mark.integration
@@ -189,8 +196,10 @@ def test_a_state_tune_cannot_restore_stops_the_resumed_study_before_any_trial(st
     done = run_cli("study", "resume", NAME, "--tracking-uri", uri, cwd=folder.parent.parent)
     err = done.stderr.strip().splitlines()
     assert done.returncode == 2 and "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
-    assert re.fullmatch(rf"error: study `{NAME}`: Tune could not restore its state \(.+\) and would start the study "
-                        rf"over; stopped before any trial ran\. The last whole state .* --from-last-good` .*", err[-1])
+    assert re.fullmatch(rf"error: study `{NAME}`: Tune could not restore its state \(.+\) and would start "
+                        r"the study "
+                        r"over; stopped before any trial ran\. The last whole state .* --from-last-good` "
+                        r".*", err[-1])
     assert "Restarting experiment" not in done.stdout + done.stderr
     assert trial_run_count(uri) == runs
     assert StudyStorage(folder.parent).last_good_state(NAME).read_bytes() == zip_before
@@ -198,7 +207,8 @@ def test_a_state_tune_cannot_restore_stops_the_resumed_study_before_any_trial(st
 
 
 @pytest.mark.integration
-def test_a_study_whose_disk_fills_ends_in_one_summary_and_its_resume_stops_before_any_trial(phantom_store, tmp_path,
+def test_a_study_whose_disk_fills_ends_in_one_summary_and_its_resume_stops_before_any_trial(phantom_store,
+                                                                                            tmp_path,
                                                                                          capsys):
     """The probe's N2: storage on a small file system that fills up mid-study. The trials fail, the driver's
     summary is printed (no EOFError from an empty error.pkl), exit 1; Tune's state, grown by the second trial,
@@ -216,7 +226,8 @@ def test_a_study_whose_disk_fills_ends_in_one_summary_and_its_resume_stops_befor
             with contextlib.suppress(OSError), (disk / "filler").open("wb") as filler:  # the disk fills up
                 while True:
                     filler.write(b"\0" * 65536)
-            while driver.proc.poll() is None:  # each trial's first epoch goes on, its checkpoint meets a full disk
+            # each trial's first epoch goes on, its checkpoint meets a full disk
+            while driver.proc.poll() is None:
                 with contextlib.suppress(FileNotFoundError):
                     (tmp_path / "hold" / "worker").unlink()
                 time.sleep(0.2)
@@ -237,6 +248,7 @@ def test_a_study_whose_disk_fills_ends_in_one_summary_and_its_resume_stops_befor
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert problem is not None, "the full disk left Tune's state whole (nothing to refuse)"
         assert code == 2 and re.match(rf"error: study `full`: Tune's state file {re.escape(problem[0])} in "
-                                      rf"{disk}/studies/full is damaged \(.*\); nothing was run\. The last whole "
+                                      rf"{disk}/studies/full is damaged \(.*\); nothing was run\. The last "
+                                      r"whole "
                                       rf"state \(\d trial\(s\), saved .*--from-last-good`", line), line
         assert trial_run_count(uri) == runs

@@ -1,4 +1,5 @@
-"""`kill -9` of `thoraxmae ui` leaves nothing serving: the MLflow server, its uvicorn worker, its job runner and
+"""`kill -9` of `thoraxmae ui` leaves nothing serving: the MLflow server, its uvicorn worker, its job runner
+and
 the job runner's consumers all stop within seconds (the server's process group dies with `thoraxmae ui`:
 PR_SET_PDEATHSIG on the server, a watchdog for the group). A real MLflow server on a free loopback port."""
 from __future__ import annotations
@@ -18,7 +19,8 @@ from tests.integration.test_security import listening_addresses
 from thoraxmae.cli import ui as cli_ui
 from thoraxmae.study.run.ray_local import free_ports
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux: /proc and PR_SET_PDEATHSIG")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="Linux: /proc and PR_SET_PDEATHSIG")
 
 
 def test_kill_9_of_ui_stops_the_mlflow_server_it_started(tmp_path):
@@ -32,7 +34,8 @@ def test_kill_9_of_ui_stops_the_mlflow_server_it_started(tmp_path):
     try:
         browser._wait_healthy(ui, f"http://127.0.0.1:{port}/health", log, 180)
         started = cli_ui.descendants(ui.pid)
-        names = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid, _ in started]
+        names = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid,
+                 _ in started]
         assert any("uvicorn" in n for n in names) and any("huey" in n for n in names), names
         os.kill(ui.pid, signal.SIGKILL)
         ui.wait(10)

@@ -56,11 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="when Tune's state is damaged: put it aside and resume from the last whole copy kept")
     q.set_defaults(func=cmd_resume)
 
-    q = ssub.add_parser("remove", help="delete a study (or what a failed start left): its MLflow runs and Tune folder")
+    q = ssub.add_parser("remove", help="delete a study (or what a failed start left): its MLflow runs and "
+                                       "Tune folder")
     q.add_argument("name")
     q.add_argument("--tracking-uri", help=TRACKING_HELP)
     q.add_argument("--storage-path", type=storage_arg,
-                   help="where its Tune folder is, a folder or s3://... (default: the storage_path of its spec)")
+                   help="where its Tune folder is, a folder or s3://... (default: the storage_path of its "
+                        "spec)")
     q.add_argument("--yes", action="store_true", help="delete; without it, only list what would be deleted")
     q.set_defaults(func=cmd_remove)
 
@@ -84,7 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def warn_store_detail(spec, phases: tuple[str, ...] | None = None, searched: bool = True) -> None:
-    """Before Ray: one `warning:` line per store smaller than the spec's smallest crops need (study.spec.detail)."""
+    """Before Ray: one `warning:` line per store smaller than the spec's smallest crops need
+    (study.spec.detail)."""
     from thoraxmae.study.spec.detail import store_detail_warnings
 
     for line in store_detail_warnings(spec, phases, searched):
@@ -152,8 +155,8 @@ def _drive(spec, resume: bool, keeper=None) -> int:
     except MlflowException as exc:  # the tracking store failed under the study (a full disk): a failed run
         return tracking_failed(spec, exc)
     counts = progress.counts()
-    console.print(f"done: {counts['completed']} completed, {counts['pruned']} pruned, {counts['failed']} failed "
-                  f"(this session); {len(grid)} trials in the study")
+    console.print(f"done: {counts['completed']} completed, {counts['pruned']} pruned, {counts['failed']} "
+                  f"failed (this session); {len(grid)} trials in the study")
     print_trials_link(spec.tracking.uri, spec.name)
     if progress.first_report_s:
         fr = sorted(progress.first_report_s)
@@ -167,7 +170,8 @@ def _drive(spec, resume: bool, keeper=None) -> int:
         print(f"{len(result.failed)} of {result.total} trials failed; first error (trial {tid}): {line}",
               file=sys.stderr)
     if result.lost:
-        print(f"{len(result.lost)} trials ended without a score or an error: {', '.join(result.lost)}", file=sys.stderr)
+        print(f"{len(result.lost)} trials ended without a score or an error: "
+              f"{', '.join(result.lost)}", file=sys.stderr)
     if not result.scored:
         print(f"error: study {spec.name}: no trial was scored ({spec.metric})", file=sys.stderr)
     if spec.confirm is not None and result.scored:  # the spec's `confirm:` section (study/run/confirm.py)
@@ -179,13 +183,14 @@ def _drive(spec, resume: bool, keeper=None) -> int:
 
 
 def tracking_failed(spec, exc: Exception) -> int:
-    """One line for a tracking store that failed while the study ran (e.g. `database or disk is full`); exit 1.
+    """One line for a tracking store that failed while the study ran (e.g. `database or disk is full`); exit
+    1.
     What was logged stays, and Tune's state too: `study resume` continues once the store is fixed."""
     lines = [line for line in str(getattr(exc, "message", "") or exc).strip().splitlines() if line.strip()]
     reason = lines[0] if lines else type(exc).__name__
-    print(f"error: study {spec.name}: the tracking store {spec.tracking.uri} failed ({reason}); the study stopped. "
-          f"What was logged is kept: fix the store (free space), then `thoraxmae study resume {spec.name} "
-          f"--tracking-uri {spec.tracking.uri}`", file=sys.stderr)
+    print(f"error: study {spec.name}: the tracking store {spec.tracking.uri} failed ({reason}); the study "
+          "stopped. What was logged is kept: fix the store (free space), then `thoraxmae study resume "
+          f"{spec.name} --tracking-uri {spec.tracking.uri}`", file=sys.stderr)
     return 1
 
 

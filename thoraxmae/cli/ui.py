@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db")
     u.add_argument("--host", default=LOOPBACK,
-                   help=f"interface to listen on (default {LOOPBACK}); MLflow has no authentication, so anything "
-                        "else lets whoever reaches it read and change every run")
+                   help=f"interface to listen on (default {LOOPBACK}); MLflow has no authentication, so "
+                        "anything else lets whoever reaches it read and change every run")
     u.add_argument("--allowed-hosts", metavar="HOST[:PORT],...",
                    help="Host headers the UI answers (MLflow's DNS-rebinding guard); default: the --host "
                         "name when it is one address or name, MLflow's localhost and private IPs otherwise")
@@ -69,10 +69,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if allowed:
         cmd += ["--allowed-hosts", allowed]
     if not _is_loopback(args.host):
-        print(f"warning: MLflow has no authentication: anyone who can reach {args.host}:{args.port} can read, "
-              f"change and delete every run. On an untrusted network keep the default --host {LOOPBACK} and "
-              f"tunnel instead (ssh -L {args.port}:{LOOPBACK}:{args.port} THIS_HOST). "
-              f"Host headers answered: {allowed or 'localhost and private IPs (MLflow default)'}", file=sys.stderr)
+        print(f"warning: MLflow has no authentication: anyone who can reach {args.host}:{args.port} can "
+              "read, change and delete every run. On an untrusted network keep the default --host "
+              f"{LOOPBACK} and tunnel instead (ssh -L {args.port}:{LOOPBACK}:{args.port} THIS_HOST). "
+              "Host headers answered: "
+              f"{allowed or 'localhost and private IPs (MLflow default)'}", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"MLflow UI for {uri} on http://{shown}:{args.port} (Ctrl-C stops it)")
     browse = LOOPBACK if args.host in ("0.0.0.0", "::") else shown
@@ -90,9 +91,11 @@ def print_study_links(uri: str, base: str) -> None:
     with mlflow_errors(uri):
         links = study_links(MlflowClient(tracking_uri=uri))
     if not links:
-        print(f"no study in {uri} yet: `thoraxmae study run SPEC.yaml` or `thoraxmae demo` writes one", flush=True)
+        print(f"no study in {uri} yet: `thoraxmae study run SPEC.yaml` or `thoraxmae demo` writes "
+              "one", flush=True)
         return
-    print("trials of each study (trial runs only, best first; add the knobs as columns with the Columns button):")
+    print("trials of each study (trial runs only, best first; add the knobs as columns with the Columns "
+          "button):")
     for link in links:
         print(f"  {link.name}: {link.url(base)}")
     sys.stdout.flush()
@@ -139,7 +142,8 @@ def _die_with_parent() -> Callable[[], None] | None:
     return arm
 
 
-# Runs beside the server, in a session of its own: when its stdin reaches EOF (every writer gone: `thoraxmae ui`
+# Runs beside the server, in a session of its own: when its stdin reaches EOF (every writer gone: `thoraxmae
+# ui`
 # died, even by SIGKILL) it stops the server's process group, SIGTERM then SIGKILL after the grace period.
 WATCHDOG = """import os, signal, sys, time
 group, grace = int(sys.argv[1]), float(sys.argv[2])

@@ -63,7 +63,8 @@ def spec(name: str, stage: str = "pipeline", space: dict | None = None) -> dict[
 
 
 def write(uri: str, root: Path, name: str, own: list[Pretraining], trials: list[Trial],
-          reused: dict[str, tuple[Pretraining, str]] | None = None, parent_metrics: dict[str, float] | None = None,
+          reused: dict[str, tuple[Pretraining, str]] | None = None,
+          parent_metrics: dict[str, float] | None = None,
           study_spec: dict | None = None) -> Written:
     """Study `name` in its own experiment: its pre-training runs `own`, its trials (linking `own` keys,
     or `reused` keys: key -> (recipe, run id of another study's run)), its parent's metrics."""
@@ -72,7 +73,8 @@ def write(uri: str, root: Path, name: str, own: list[Pretraining], trials: list[
     client = MlflowClient(tracking_uri=uri)
     study_spec = study_spec or spec(name)
     exp = client.create_experiment(name, artifact_location=(root / "artifacts" / name).resolve().as_uri())
-    parent = client.create_run(exp, run_name=name, tags={schema.TAG_ROLE: schema.ROLE_STUDY, schema.TAG_STUDY: name,
+    parent = client.create_run(exp, run_name=name, tags={schema.TAG_ROLE: schema.ROLE_STUDY,
+                                                         schema.TAG_STUDY: name,
                                                          schema.TAG_STAGE: study_spec["stage"]}).info.run_id
     client.log_text(parent, yaml.safe_dump(study_spec, sort_keys=False), schema.ARTIFACT_SPEC)
     t0 = int(time.time() * 1000) - 3_600_000
@@ -85,7 +87,8 @@ def write(uri: str, root: Path, name: str, own: list[Pretraining], trials: list[
         reuses = t.key is not None and (t.key not in runs or t.key in first_user)
         if t.key is not None:
             first_user.add(t.key)
-        trial_runs[t.trial_id] = _trial_run(client, exp, parent, name, t, t.recipe or recipes.get(t.key), links.get(t.key),
+        trial_runs[t.trial_id] = _trial_run(client, exp, parent, name, t, t.recipe or recipes.get(t.key),
+                                            links.get(t.key),
                                             reuses, t0 + 60_000 * (i + 1), study_spec["stage"])
     for metric, value in (parent_metrics or {}).items():
         client.log_metric(parent, metric, value)
@@ -109,7 +112,8 @@ def _pretrain_run(client, exp: str, parent: str, name: str, p: Pretraining, star
     return run
 
 
-def _trial_run(client, exp: str, parent: str, name: str, t: Trial, recipe: Pretraining | None, link: str | None,
+def _trial_run(client, exp: str, parent: str, name: str, t: Trial, recipe: Pretraining | None,
+               link: str | None,
                reuses: bool, start_ms: int, stage: str) -> str:
     from mlflow.entities import Metric, Param
 
@@ -120,7 +124,8 @@ def _trial_run(client, exp: str, parent: str, name: str, t: Trial, recipe: Pretr
         if link is not None:
             tags[schema.TAG_PRETRAIN_RUN] = link
     run = client.create_run(exp, start_time=start_ms, tags=tags, run_name=f"{name}-{t.trial_id}").info.run_id
-    params = {"finetune.layer_decay": "0.6", "finetune.epochs": "3", **{k: str(v) for k, v in t.params.items()}}
+    params = {"finetune.layer_decay": "0.6", "finetune.epochs": "3",
+              **{k: str(v) for k, v in t.params.items()}}
     if recipe is not None:
         params |= {MASK: str(recipe.mask), CROP: str(recipe.crop)}
     epochs = {schema.STATUS_PRUNED: 2, schema.STATUS_FAILED: 0}.get(t.status, len(CURVE))

@@ -9,7 +9,8 @@ so the planted optimum is layer_decay 0.6, drop_path 0.1, mask_ratio 0.85 and th
 layer_decay >> {drop_path, mask_ratio} >> randaug_magnitude (over the searched ranges drop_path and
 mask_ratio move the objective by up to 0.045 and 0.05: their mutual order is not planted).
 
-Knob values come from Optuna's TPE (as in a real study); ASHA is simulated (grace 2 epochs, reduction 2, max 8): a trial below the median of the
+Knob values come from Optuna's TPE (as in a real study); ASHA is simulated (grace 2 epochs, reduction 2, max
+8): a trial below the median of the
 earlier trials at a rung stops there with a shorter curve. One trial fails (no metrics), the last one
 is still running. Everything is written with MlflowClient.log_batch, so 40 trials take a few seconds.
 """
@@ -66,7 +67,8 @@ class SyntheticStudy:
 
 def objective(params: dict[str, Any]) -> float:
     """The planted surface without noise."""
-    return PEAK - sum(depth * ((params[k] - OPTIMUM[k]) / width) ** 2 for k, (depth, width) in WEIGHTS.items())
+    return PEAK - sum(depth * ((params[k] - OPTIMUM[k]) / width) ** 2 for k,
+                      (depth, width) in WEIGHTS.items())
 
 
 def spec_dict(name: str, space: dict | None = None) -> dict[str, Any]:
@@ -77,7 +79,8 @@ def spec_dict(name: str, space: dict | None = None) -> dict[str, Any]:
         "pretrain": {"epochs": 3, "warmup_epochs": 1, "batch_size": 32, "mask_ratio": 0.9, "crop_min": 0.5},
         "finetune": {"epochs": EPOCHS, "warmup_epochs": 1, "batch_size": 32, "layer_decay": 0.75,
                      "drop_path": 0.2, "randaug_magnitude": 6},
-        "search": {"metric": schema.M_VAL_MAUC, "mode": "max", "num_samples": 40, "coverage": 0,  # TPE picks freely
+        # TPE picks freely
+        "search": {"metric": schema.M_VAL_MAUC, "mode": "max", "num_samples": 40, "coverage": 0,
                    "scheduler": {"type": "asha", "grace_period": GRACE, "reduction_factor": REDUCTION},
                    "space": SPACE if space is None else space},
         "tracking": {"experiment": name},
@@ -205,7 +208,8 @@ def _write_trial(client, exp: str, parent: str, name: str, trial: SimTrial, star
 
 # --- confirmation runs (docs/mlflow-schema.md): a recipe re-run with fresh seeds -------------------
 SEED_SHARED_SD, SEED_OWN_SD = 0.004, 0.003  # per-seed effect shared by all recipes + each run's own: SD 0.005
-CONFIRM_CURVE = (-0.02, -0.005, 0.0, -0.003)  # val/mauc per epoch relative to the run's score: best at epoch 3
+# val/mauc per epoch relative to the run's score: best at epoch 3
+CONFIRM_CURVE = (-0.02, -0.005, 0.0, -0.003)
 
 
 def planted_scores(true_means: dict[str, float], seeds: list[int], rng_seed: int = 0) -> dict[str, dict[int, float]]:
@@ -218,7 +222,8 @@ def planted_scores(true_means: dict[str, float], seeds: list[int], rng_seed: int
 
 
 def write_confirm_run(study: SyntheticStudy, label: str, seed: int | None, score: float,
-                      params: dict[str, Any], status: str = schema.STATUS_COMPLETED, source_trial: str | None = None,
+                      params: dict[str, Any], status: str = schema.STATUS_COMPLETED,
+                      source_trial: str | None = None,
                       start_ms: int | None = None, test_score: float | None = None) -> str:
     """One confirmation run as the contract has it: a child of the study's parent run with role
     `confirm`, its recipe label, the repeated trial's run id, a `seed` param, `val/mauc` per epoch (its
@@ -240,7 +245,8 @@ def write_confirm_run(study: SyntheticStudy, label: str, seed: int | None, score
         logged[schema.PARAM_SEED] = str(seed)
     metrics = []
     if status == schema.STATUS_COMPLETED:
-        metrics = [Metric(schema.M_VAL_MAUC, score + d, start_ms + 1000 * e, e) for e, d in enumerate(CONFIRM_CURVE, 1)]
+        metrics = [Metric(schema.M_VAL_MAUC, score + d, start_ms + 1000 * e, e) for e,
+                   d in enumerate(CONFIRM_CURVE, 1)]
         test = score - 0.01 if test_score is None else test_score
         metrics.append(Metric(schema.M_TEST_MAUC, test, start_ms + 5000, len(CONFIRM_CURVE)))
     else:
@@ -261,7 +267,8 @@ def study_record(trials: list[SimTrial], name: str = "synthetic", spec: dict | N
         start = t0 + 60 * i
         metrics = {}
         if trial.curve:
-            metrics = {schema.M_VAL_MAUC: trial.curve[-1], schema.M_COST_CPU_HOURS: len(trial.curve) * 30.0 / 3600}
+            metrics = {schema.M_VAL_MAUC: trial.curve[-1],
+                       schema.M_COST_CPU_HOURS: len(trial.curve) * 30.0 / 3600}
         if trial.status == schema.STATUS_COMPLETED and trial.curve:
             test = trial.curve[-1] - 0.01
             metrics.update({schema.M_TEST_MAUC: test, schema.M_TEST_MAUC_CI_LOW: test - 0.012,
@@ -271,5 +278,6 @@ def study_record(trials: list[SimTrial], name: str = "synthetic", spec: dict | N
         end = None if trial.status == schema.STATUS_RUNNING else start + 30 * max(len(trial.curve), 1)
         records.append(TrialRecord(f"run{i:03d}", trial.trial_id, trial.status, start, end, params, metrics, history))
     return StudyRecord(name=name, tracking_uri="memory://", experiment_id="0", parent_run_id=None, spec=spec,
-                       stage=spec["stage"], metric=schema.M_VAL_MAUC, mode="max", knobs=tuple(spec["search"]["space"]),
+                       stage=spec["stage"], metric=schema.M_VAL_MAUC, mode="max",
+                       knobs=tuple(spec["search"]["space"]),
                        space=spec["search"]["space"], trials=records)

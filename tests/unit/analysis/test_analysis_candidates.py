@@ -32,7 +32,8 @@ def _study(seed: int, n: int = 40, noise: float = 0.006, pruned: int = 0) -> tup
     status = [schema.STATUS_COMPLETED] * (n - pruned) + [schema.STATUS_PRUNED] * pruned
     epochs = np.array([10.0] * (n - pruned) + [3.0] * pruned)
     y = np.where(epochs < 10, y - 0.02, y)
-    trials = pd.DataFrame({"trial_id": [f"{i:02d}" for i in range(n)], "run_id": [f"run-{i}" for i in range(n)],
+    trials = pd.DataFrame({"trial_id": [f"{i:02d}" for i in range(n)],
+                           "run_id": [f"run-{i}" for i in range(n)],
                            "status": status, "objective": y, "epochs_run": epochs, "max_epochs": 10.0,
                            schema.M_TEST_MAUC: np.nan, schema.M_TEST_MAUC_CI_LOW: np.nan,
                            schema.M_TEST_MAUC_CI_HIGH: np.nan, KNOBS[0]: x[:, 0], KNOBS[1]: x[:, 1]})

@@ -44,9 +44,9 @@ def test_tied_trials_leave_resamples_out_instead_of_crashing(tmp_path):
     assert tied > 0
     imp = a.importance
     assert imp.ranked and imp.n_resamples == 40 - tied and imp.n_bootstrap == 40
-    _shown(f"Rank stability: {40 - tied} bootstrap resamples of the 5 scored trials; an order is stated only when it "
-           f"holds in at least 80% of them ({tied} of 40 resamples drew only trials with one objective value (tied "
-           f"trials) and were left out).", html, md)
+    _shown(f"Rank stability: {40 - tied} bootstrap resamples of the 5 scored trials; an order is stated only "
+           f"when it holds in at least 80% of them ({tied} of 40 resamples drew only trials with one "
+           "objective value (tied trials) and were left out).", html, md)
     assert "importance" in figures
 
 
@@ -55,9 +55,10 @@ def test_bootstrap_zero_ranks_without_stability(tmp_path):
     imp = a.importance
     assert imp.ranked and imp.n_resamples == 0 and imp.statements == [] and imp.pairwise is None
     assert all(math.isnan(r.fanova_low) and math.isnan(r.p_first) for r in imp.rows)
-    _shown("**Rank stability not checked**: no bootstrap resamples were asked for (--bootstrap 0); no order between "
-           "knobs is stated.", html, md)
-    assert "rank stability not checked: no bootstrap resamples were asked for (--bootstrap 0)" in md  # summary
+    _shown("**Rank stability not checked**: no bootstrap resamples were asked for (--bootstrap 0); no order "
+           "between knobs is stated.", html, md)
+    # summary
+    assert "rank stability not checked: no bootstrap resamples were asked for (--bootstrap 0)" in md
     assert "importance" in figures
 
 
@@ -75,8 +76,8 @@ def test_constant_objective_cannot_be_ranked(tmp_path):
 def test_one_or_two_trials(tmp_path, n):
     a, figures, html, md = _report(syn.flat_trials([0.70, 0.72][:n]), tmp_path)
     _shown(f"**Importance cannot be ranked**: {n} scored trial(s), at least 5 are needed.", html, md)
-    _shown(f"No partial dependence (dashed line): the random forest needs at least 5 scored trials with every "
-           f"knob's value ({n} scored here).", html, md)
+    _shown("No partial dependence (dashed line): the random forest needs at least 5 scored trials with "
+           f"every knob's value ({n} scored here).", html, md)
     if n == 1:
         _shown("Search score of the top 1: `val/mauc` 0.7000 (one trial: no interval).", html, md)
     assert a.recipe.confidence.k == n and a.recipe.best.objective == max([0.70, 0.72][:n])
@@ -96,12 +97,13 @@ def test_a_knob_with_one_value(tmp_path):
 
 def test_all_trials_failed_gives_a_report_that_says_why(tmp_path):
     trials = syn.flat_trials([0.0] * 3, status=schema.STATUS_FAILED)
-    errors = {"t000": 'Traceback (most recent call last):\n  File "x.py", line 3, in f\nRuntimeError: CUDA out of memory\n',
+    errors = {"t000": 'Traceback (most recent call last):\n  File "x.py", line 3, in f\nRuntimeError: CUDA '
+                      'out of memory\n',
               "t001": "ValueError: bad"}  # the tag holds the trace; the report shows its last line
     a, figures, html, md = _report(trials, tmp_path, errors=errors)
     assert a.recipe is None and a.recipe_spec is None and a.reference == []
-    why = ("none of the 3 trials has a `val/mauc` value from a completed or pruned run (3 failed); first error "
-           "(trial `t000`): RuntimeError: CUDA out of memory")
+    why = ("none of the 3 trials has a `val/mauc` value from a completed or pruned run (3 failed); first "
+           "error (trial `t000`): RuntimeError: CUDA out of memory")
     _shown(f"**No recipe**: {why}.", html, md)
     assert f"## Recipe\n\n**No recipe**: {why}." in md and "Exploratory recipe" not in md
     _shown(f"**No marginal effects**: {why}.", html, md)
@@ -127,7 +129,8 @@ def test_a_missing_knob_value_leaves_the_trial_out_of_importance(tmp_path):
     a, _, html, md = _report(trials, tmp_path)
     assert a.importance.ranked and a.importance.n_incomplete == 1 and a.importance.n_trials == len(scored) - 1
     assert a.trials[syn.IRRELEVANT].dtype == "Int64" and a.trials[syn.IRRELEVANT].isna().sum() >= 1
-    _shown("1 scored trial(s) without a value for every varied knob are left out of the importance.", html, md)
+    _shown("1 scored trial(s) without a value for every varied knob are left out of the "
+           "importance.", html, md)
 
 
 def test_partial_dependence_of_a_knob_most_trials_share():
@@ -150,6 +153,7 @@ def test_nothing_scored_yet(tmp_path, case):
     else:
         trials, counts = [dataclasses.replace(t, curve=[]) for t in syn.flat_trials([0.7] * 2)], "2 completed"
     a, figures, html, md = _report(trials, tmp_path)
-    _shown(f"**No recipe**: none of the 2 trials has a `val/mauc` value from a completed or pruned run ({counts}).",
+    _shown("**No recipe**: none of the 2 trials has a `val/mauc` value from a completed or pruned run "
+           f"({counts}).",
            html, md)
     assert a.recipe is None and "history" in figures and ("curves" in figures) == (case == "running")

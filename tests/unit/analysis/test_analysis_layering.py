@@ -56,7 +56,8 @@ def test_numbers_are_computed_below_the_words():
     """Compute modules never import the modules that word or draw the report."""
     graph = _graph()
     words = {"document", "claims", "sections", "pretrain_section", "render", "plots", "report", "cli"}
-    for compute in ("tables", "load", "importance", "effects", "recipe", "confirm", "cost", "pretraining", "analyze"):
+    for compute in ("tables", "load", "importance", "effects", "recipe", "confirm", "cost", "pretraining",
+                    "analyze"):
         assert not graph[compute] & words, compute
     assert graph["recipe"] == {"errors", "tables"}
 

@@ -51,8 +51,10 @@ def test_trials_without_the_parent_tag_are_found_by_the_study_tag(uri, root):
 def test_a_deleted_experiment_names_the_restore_command(uri, root):
     written = rs.write(uri, root, "gone", [], [rs.Trial("a", None, 0.7)])
     MlflowClient(uri).delete_experiment(written.experiment_id)
-    with pytest.raises(ReportError, match=rf"study `gone`: its MLflow experiment {written.experiment_id} is deleted "
-                                          rf"\(tracking URI sqlite:///.*\); restore it with `mlflow experiments "
+    with pytest.raises(ReportError, match=rf"study `gone`: its MLflow experiment {written.experiment_id} is "
+                                          r"deleted "
+                                          r"\(tracking URI sqlite:///.*\); restore it with `mlflow "
+                                          r"experiments "
                                           rf"restore --experiment-id {written.experiment_id}`"):
         load_study("gone", uri)
 

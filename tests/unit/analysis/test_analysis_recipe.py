@@ -1,4 +1,5 @@
-"""thoraxmae.analysis.recipe (top-k recipe, spec, reference comparison) and analysis.cost on hand-made tables."""
+"""thoraxmae.analysis.recipe (top-k recipe, spec, reference comparison) and analysis.cost on hand-made
+tables."""
 import math
 
 import numpy as np
@@ -22,8 +23,10 @@ def _scored(n_completed=10, with_ci=True):
     for i in range(n_completed):  # trial i has objective 0.80 - 0.01 i: t0 is best
         rows.append({"trial_id": f"t{i}", "run_id": f"r{i}", "status": schema.STATUS_COMPLETED,
                      "objective": 0.80 - 0.01 * i, "objective_final": 0.80 - 0.01 * i,
-                     "finetune.layer_decay": 0.5 + 0.02 * i, "finetune.randaug_magnitude": [3, 4, 8, 12][i % 4],
-                     "finetune.blr": [1e-4, 1e-3, 1e-2][i % 3], "pretrain.mask_ratio": [0.9, 0.75, 0.9][i % 3],
+                     "finetune.layer_decay": 0.5 + 0.02 * i,
+                     "finetune.randaug_magnitude": [3, 4, 8, 12][i % 4],
+                     "finetune.blr": [1e-4, 1e-3, 1e-2][i % 3],
+                     "pretrain.mask_ratio": [0.9, 0.75, 0.9][i % 3],
                      schema.M_TEST_MAUC: 0.79 - 0.01 * i,
                      schema.M_TEST_MAUC_CI_LOW: 0.78 - 0.01 * i if with_ci else np.nan,
                      schema.M_TEST_MAUC_CI_HIGH: 0.80 - 0.01 * i if with_ci else np.nan,
@@ -63,7 +66,8 @@ def test_no_circular_top_k_versus_rest_claim():
     text = " ".join(search_statements(c, "val/mauc"))
     assert "other trials" not in text and "exceeds the noise" not in text
     assert ("Search scores of the top 3: mean `val/mauc` 0.7900 (95% bootstrap CI" in text
-            and "They are the scores these trials were selected by: expect less when the recipe is re-run." in text)
+            and "They are the scores these trials were selected by: expect less when the recipe is "
+                "re-run." in text)
 
 
 def test_few_completed_trials_fall_back_to_scored():

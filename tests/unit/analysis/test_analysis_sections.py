@@ -57,7 +57,8 @@ def test_summary_names_the_top_knob_with_a_caveat_when_unstable(loss_study, tmp_
     first = a.importance.statements[0]
     a.importance.statements[0] = dataclasses.replace(first, support=0.6, stable=False)
     figures = {name: tmp_path / f"{name}.png" for name in ("importance", "effects", "interaction", "history",
-                                                          "parallel", "curves", "cost")}  # not drawn: not read
+                                                          # not drawn: not read
+                                                          "parallel", "curves", "cost")}
     summary = build_sections(a, figures, "a: 1\n")[0].blocks[2].items[1]  # blocks[0]: the verdict
     assert summary.startswith(f"Most important knob: `{first.higher}`")
     assert f"not told apart from `{first.lower}`: the order holds in only 60%" in summary

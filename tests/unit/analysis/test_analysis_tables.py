@@ -65,7 +65,8 @@ def test_curve_table_has_one_row_per_epoch():
 
 
 def test_max_epochs_capped_by_asha_max_t():
-    spec = {"stage": "finetune", "finetune": {"epochs": 75}, "search": {"scheduler": {"type": "asha", "max_t": 30}}}
+    spec = {"stage": "finetune", "finetune": {"epochs": 75},
+            "search": {"scheduler": {"type": "asha", "max_t": 30}}}
     rec = _record([], spec=spec)
     assert max_epochs_of(rec, _trial("a", schema.STATUS_PRUNED, [], params={"finetune.epochs": "75"})) == 30
     rec.spec["search"]["scheduler"]["type"] = "none"

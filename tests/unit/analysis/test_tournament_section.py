@@ -46,8 +46,8 @@ def test_kendall_tau_between_rungs_and_flips_said_plainly():
     assert g12.flipped == [("A", "B")]
     assert "Kendall tau = -1.00 over 2 recipes. **The ranking flipped**" in agreement_line(g12)
     assert g24.n == 1 and math.isnan(g24.tau) and "only 1 recipe scored at both" in agreement_line(g24)
-    assert epochs_line(BRACKET) == ("Pre-training epochs spent: **8**, against 16 for every recipe taken to 4 "
-                                    "epochs (2.00x more) and 4 for one pre-training (2.00x one).")
+    assert epochs_line(BRACKET) == ("Pre-training epochs spent: **8**, against 16 for every recipe taken to "
+                                    "4 epochs (2.00x more) and 4 for one pre-training (2.00x one).")
 
 
 def test_cuts_within_noise_are_counted():

@@ -97,7 +97,8 @@ def test_pipeline_points_cross_shared_pretrain_seeds_with_shared_seeds(pipeline)
 
 def test_pretrain_seeds_outside_a_pipeline_study_is_refused(spec):
     with pytest.raises(SpecError, match="--pretrain-seeds 2: study `unit` is stage finetune"):
-        confirm_points(spec, [ConfirmRecipe("trial-1", "r", PAPER)], seeds=2, reference=None, pretrain_seeds=2)
+        confirm_points(spec, [ConfirmRecipe("trial-1", "r", PAPER)], seeds=2, reference=None,
+                       pretrain_seeds=2)
     raw = {"name": "unit", "stage": "finetune", "data": {"store": "store"},
            "model": {"name": "vit_tiny_test", "img_size": 64, "patch_size": 8},
            "finetune": {"epochs": 4, "warmup_epochs": 2}, "confirm": {"pretrain_seeds": 2}}
@@ -115,7 +116,8 @@ def test_an_unknown_or_unsearched_knob_in_the_reference_is_an_error(spec, tmp_pa
     ref.write_text("finetune.layer_decay: 0.6\nfinetune.blr: 0.5\n")  # not searched, fixed at another value
     with pytest.raises(SpecError, match=r"finetune.blr=0.5, but study `unit` fixes it at"):
         reference_point(spec, ref)
-    ref.write_text("finetune.layer_decay: 0.6\npretrain.mask_ratio: 0.75\n")  # a phase this study does not run
+    # a phase this study does not run
+    ref.write_text("finetune.layer_decay: 0.6\npretrain.mask_ratio: 0.75\n")
     assert reference_point(spec, ref)["finetune.layer_decay"] == 0.6
 
 
