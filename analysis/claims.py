@@ -92,7 +92,8 @@ def recipe_section(a: StudyAnalysis, recipe_text: str) -> Section:
     c, r = a.confirmation, a.recipe
     if r is None and c is None:
         return Section("Recipe", [f"**No recipe**: {unscored_reason(a)}."])
-    title, blocks = ("Recipe (exploratory)", [EXPLORATORY]) if c is None else ("Recipe", confirmation_blocks(c, list(a.study.knobs)))
+    title, blocks = (("Recipe (exploratory)", [EXPLORATORY]) if c is None
+                     else ("Recipe", confirmation_blocks(c, list(a.study.knobs))))
     if r is None:
         return Section(title, [*blocks, f"**No recipe from the search**: {unscored_reason(a)}."])
     share = {row.knob: row.fanova for row in a.importance.rows}
@@ -100,8 +101,10 @@ def recipe_section(a: StudyAnalysis, recipe_text: str) -> Section:
     for k in r.knobs:
         iqr = f"{fmt(k.iqr[0])} – {fmt(k.iqr[1])}" if k.iqr else "–"
         weight = share.get(k.knob)
-        note = "" if weight is None else f"{weight:.0%}" + (" (hardly matters)" if weight < MINOR_IMPORTANCE else "")
-        rows.append([f"`{k.knob}`", fmt(k.value), spread_text(k, r.confidence.k), iqr, fmt(k.best_value), note or "–"])
+        note = ("" if weight is None
+                else f"{weight:.0%}" + (" (hardly matters)" if weight < MINOR_IMPORTANCE else ""))
+        rows.append([f"`{k.knob}`", fmt(k.value), spread_text(k, r.confidence.k), iqr, fmt(k.best_value),
+                     note or "–"])
     table = Table(["knob", "recommended", f"top-{r.confidence.k} range", "top-k IQR",
                    f"best trial ({r.best.trial_id})", "importance (fANOVA)"], rows)
     intro = (f"Recommended value per knob: the median of the top-{r.confidence.k} search trials (most common "
@@ -211,8 +214,9 @@ def reference_section(a: StudyAnalysis) -> Section:
         if r.agrees is False and weight is not None and weight < MINOR_IMPORTANCE:
             verdict += f" — but this knob hardly matters here ({weight:.0%} of the variance)"
         agree = "–" if r.agrees is None else ("yes" if r.agrees else "**no**")
-        diff = "–" if math.isnan(r.diff) else f"{r.diff:+.3g} ({r.rel_diff:+.0%})" if math.isfinite(r.rel_diff) \
-            else f"{r.diff:+.3g}"
+        diff = ("–" if math.isnan(r.diff)
+                else f"{r.diff:+.3g} ({r.rel_diff:+.0%})" if math.isfinite(r.rel_diff)
+                else f"{r.diff:+.3g}")
         rows.append([f"`{r.knob}`", fmt(r.reference), fmt(r.recommended), agree, diff, verdict])
     scores = ("Whether the recipe scores better than the reference is a different question: it needs "
               "confirmation runs (none here)." if a.confirmation is None else

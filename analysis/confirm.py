@@ -198,7 +198,8 @@ def summarize_confirmation(runs: list[ConfirmRecord], trials: pd.DataFrame, knob
         if ref is not None and r is not ref:
             r.same_as_reference = bool(r.params) and same_point(r.params, ref.params)
             r.paired_val = _paired(r.scores, ref.scores)
-            r.paired = _paired(r.test, ref.test) if verdict_metric != metric else _paired(r.scores, ref.scores)
+            r.paired = (_paired(r.test, ref.test) if verdict_metric != metric
+                        else _paired(r.scores, ref.scores))
     _holm_verdicts([r for r in recipes if r.paired is not None and not r.same_as_reference], mode)
     sign = 1.0 if mode == "max" else -1.0
     recipes.sort(key=lambda r: (r is not ref, -sign * r.mean if math.isfinite(r.mean) else math.inf, r.label))

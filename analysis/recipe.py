@@ -126,7 +126,8 @@ def compare_reference(recipe: Recipe, reference: dict[str, Any]) -> list[Referen
             rows.append(ReferenceRow(r.knob, None, r.value, None, math.nan, math.nan, "no reference value"))
         elif r.kind == "categorical" or isinstance(ref, bool | str):
             agrees = ref == r.value
-            verdict = "agrees" if agrees else f"disagrees: top trials prefer {r.value} ({r.share:.0%} of top-k)"
+            verdict = ("agrees" if agrees
+                       else f"disagrees: top trials prefer {r.value} ({r.share:.0%} of top-k)")
             rows.append(ReferenceRow(r.knob, ref, r.value, agrees, math.nan, math.nan, verdict))
         else:
             diff = float(r.value) - float(ref)

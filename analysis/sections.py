@@ -34,7 +34,8 @@ __all__ = ["build_sections", "effects_takeaway", "fmt"]
 def build_sections(a: StudyAnalysis, figures: dict[str, Path], recipe_text: str) -> list[Section]:
     sections = [_summary(a), recipe_section(a, recipe_text), pretraining_section(a),
                 importance_section(a, figures),
-                _effects(a, figures), _search(a, figures), _cost(a, figures), reference_section(a), _trials(a)]
+                _effects(a, figures), _search(a, figures), _cost(a, figures), reference_section(a),
+                _trials(a)]
     return [s for s in sections if s is not None]
 
 
@@ -89,7 +90,8 @@ def _effects(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
              "Raw bins can be confounded when the sampler moved several knobs together; the dashed line (a "
              "random forest's partial dependence) averages the other knobs out.")
     if a.confirmation is None:
-        intro += " A \"clear effect\" is clear against the other trials, not against seed noise (no confirmation runs)."
+        intro += (" A \"clear effect\" is clear against the other trials, not against seed noise "
+                  "(no confirmation runs).")
     takeaways = []
     for e in a.effects:
         note = noise_note(a, e.knob)
@@ -143,11 +145,13 @@ def _search(a: StudyAnalysis, figures: dict[str, Path]) -> Section:
     top = r.knobs[0] if r is not None and r.knobs else None
     par = (f"The top-{r.confidence.k} trials (thick lines) keep `{top.knob}` within "
            f"{fmt(top.low)}–{fmt(top.high)}."
-           if top is not None and top.kind != "categorical" and not is_missing(top.low) else "Top trials drawn thick.")
+           if top is not None and top.kind != "categorical" and not is_missing(top.low)
+           else "Top trials drawn thick.")
     blocks.append(figure(figures, "parallel", "Parallel coordinates", par, "no scored trial"))
     pruned = a.curves[a.curves["status"] == schema.STATUS_PRUNED].groupby("trial_id")["epoch"].max()
-    stops = f"{len(pruned)} pruned trials stopped at epoch {int(pruned.min())}–{int(pruned.max())}" if len(pruned) \
-        else "no trial was pruned"
+    stops = (f"{len(pruned)} pruned trials stopped at epoch {int(pruned.min())}–{int(pruned.max())}"
+             if len(pruned)
+             else "no trial was pruned")
     curves = stops[0].upper() + stops[1:] + "."
     if r is not None:
         final = r.top["objective_final"]

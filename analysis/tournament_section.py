@@ -67,7 +67,8 @@ def bracket_table(bracket: dict[str, Any]) -> Table:
             if s is None:
                 cells.append("")
                 continue
-            ci = "" if s["rank"] == 1 else f" (Δ {s['diff_to_leader']:+.4f}, CI {s['ci_low']:+.4f} to {s['ci_high']:+.4f})"
+            ci = ("" if s["rank"] == 1
+                  else f" (Δ {s['diff_to_leader']:+.4f}, CI {s['ci_low']:+.4f} to {s['ci_high']:+.4f})")
             verdict = "kept" if s["kept"] else ("dropped, close" if s.get("close") else "dropped")
             cells.append(f"{s['mean']:.4f}{ci}, {verdict}")
         rows.append(cells)
@@ -84,7 +85,8 @@ def agreements(bracket: dict[str, Any]) -> list[Agreement]:
         ma = {s["recipe"]: s["mean"] for s in ra["standings"]}
         mb = {s["recipe"]: s["mean"] for s in rb["standings"]}
         both = [r for r in ma if r in mb]
-        tau = float(kendalltau([ma[r] for r in both], [mb[r] for r in both]).statistic) if len(both) >= 2 else math.nan
+        tau = (float(kendalltau([ma[r] for r in both], [mb[r] for r in both]).statistic) if len(both) >= 2
+               else math.nan)
         flipped = [(x, y) for i, x in enumerate(both) for y in both[i + 1:]
                    if (ma[x] - ma[y]) * (mb[x] - mb[y]) < 0]
         out.append(Agreement(ra["epochs"], rb["epochs"], len(both), tau, flipped))
@@ -93,11 +95,13 @@ def agreements(bracket: dict[str, Any]) -> list[Agreement]:
 
 def agreement_line(g: Agreement) -> str:
     if g.n < 2:
-        return f"Rungs {g.rung_a} → {g.rung_b} epochs: only {g.n} recipe scored at both; no rank agreement to read."
+        return (f"Rungs {g.rung_a} → {g.rung_b} epochs: only {g.n} recipe scored at both; "
+                "no rank agreement to read.")
     line = f"Rungs {g.rung_a} → {g.rung_b} epochs: Kendall tau = {g.tau:+.2f} over {g.n} recipes."
     if g.flipped:
         pairs = "; ".join(f"`{x}` vs `{y}`" for x, y in g.flipped)
-        line += f" **The ranking flipped** between these rungs for {pairs}: the earlier cut may have dropped a recipe that would lead later."
+        line += (f" **The ranking flipped** between these rungs for {pairs}: the earlier cut may have "
+                 "dropped a recipe that would lead later.")
     else:
         line += " The order held."
     return line
@@ -105,9 +109,11 @@ def agreement_line(g: Agreement) -> str:
 
 def close_line(bracket: dict[str, Any]) -> str:
     """How many dropped recipes were within noise of the cut (their paired 95% CI against it covers 0)."""
-    close = [(r["epochs"], s["recipe"]) for r in scored_rungs(bracket) for s in r["standings"] if s.get("close")]
+    close = [(r["epochs"], s["recipe"])
+             for r in scored_rungs(bracket) for s in r["standings"] if s.get("close")]
     if not close:
-        return "No recipe was dropped within noise of the cut (every dropped recipe's paired CI against it excludes 0)."
+        return ("No recipe was dropped within noise of the cut "
+                "(every dropped recipe's paired CI against it excludes 0).")
     shown = "; ".join(f"`{recipe}` at {epochs} epochs" for epochs, recipe in close)
     return (f"**{len(close)} cut(s) within noise**: {shown} (paired 95% CI against the last kept recipe "
             "covers 0); more scoring fine-tunes (`search.tournament.scoring.trials`) would sharpen them.")
@@ -161,7 +167,8 @@ def tournament_sections(a: StudyAnalysis, figures: dict[str, Path]) -> list[Sect
         return []
     blocks: list = [f"Winner: **`{bracket['winner']}`**" + (f", encoder `{bracket['encoder']}`; fine-tune it "
                                                             "with "
-                                                           f"`{bracket['next']}`." if bracket.get("next") else "."),
+                                                            f"`{bracket['next']}`."
+                                                            if bracket.get("next") else "."),
                     bracket_table(bracket)]
     if FIGURE in figures:
         blocks.append(FigureRef(figures[FIGURE], "Bracket", "Each rung's paired scores; the cut keeps the "

@@ -96,13 +96,16 @@ def true_score(surface: dict[str, Any], x: dict[str, Any]) -> float:
 
 def time_constant(x: dict[str, Any]) -> float:
     """Epochs to come within 1/e of the plateau: slower with more regularisation."""
-    return 8.0 * (1.0 + 0.6 * float(x["finetune.randaug_magnitude"]) / 9 + 1.0 * float(x["finetune.drop_path"]) / 0.3)
+    return 8.0 * (1.0 + 0.6 * float(x["finetune.randaug_magnitude"]) / 9
+                  + 1.0 * float(x["finetune.drop_path"]) / 0.3)
 
 
-def curve(x: dict[str, Any], surface: dict[str, Any], epochs: int, offset: float, rng: np.random.Generator) -> np.ndarray:
+def curve(x: dict[str, Any], surface: dict[str, Any], epochs: int, offset: float,
+          rng: np.random.Generator) -> np.ndarray:
     """[E] val/mauc per epoch: the plateau minus an exponential deficit, + the run's offset and jitter."""
     e = np.arange(1, epochs + 1)
-    return true_score(surface, x) - 0.05 * np.exp(-e / time_constant(x)) + offset + rng.normal(0, EPOCH_JITTER, epochs)
+    return (true_score(surface, x) - 0.05 * np.exp(-e / time_constant(x)) + offset
+            + rng.normal(0, EPOCH_JITTER, epochs))
 
 
 @dataclass
@@ -131,7 +134,8 @@ def run_search(spec, surface: dict[str, Any], rng: np.random.Generator, shared: 
         x = {k: v for k, v in flatten_config(searcher.suggest(tid)).items() if k in knobs}
         scheduler.on_trial_add(None, _Trial(tid))
         offset = shared[0] + rng.normal(0, SEED_OWN)  # search trials all run seed 0 (the spec's)
-        trials[tid] = {"x": x, "curve": curve(x, surface, max_t, offset, rng), "epochs": 0, "status": "running"}
+        trials[tid] = {"x": x, "curve": curve(x, surface, max_t, offset, rng), "epochs": 0,
+                       "status": "running"}
         order += 1
         heapq.heappush(events, (now + 1, order, tid, 1))
 
@@ -177,9 +181,11 @@ def pick(spec, trials: pd.DataFrame, variant: dict, surface: dict[str, Any], rng
     scored = scored_trials(trials)
     infos = knob_infos(trials, tuple(space), space)
     if variant["smoothed"]:
-        chosen = [(c.label, c.params) for c in confirm_candidates(scored, infos, spec.mode, variant["top"], space)]
+        chosen = [(c.label, c.params)
+                  for c in confirm_candidates(scored, infos, spec.mode, variant["top"], space)]
     else:  # the old study side: the best completed trials by their own score
-        done = rank_trials(scored[scored["status"] == schema.STATUS_COMPLETED], spec.mode).head(variant["top"])
+        done = rank_trials(scored[scored["status"] == schema.STATUS_COMPLETED],
+                           spec.mode).head(variant["top"])
         chosen = [(f"trial-{r['trial_id']}", {k: r[k] for k in space}) for r in done.to_dict("records")]
     recipes = [(schema.RECIPE_REFERENCE, dict(PAPER))]
     recipes += [(label, x) for label, x in chosen if not same_point(x, PAPER)]

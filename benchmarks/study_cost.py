@@ -49,7 +49,8 @@ def study(name: str, store: Path, root: Path, trials: int, pretrain_epochs: int,
                              "pretrain.crop_min": {"type": "categorical", "choices": [0.2, 0.5]},
                              "finetune.layer_decay": {"type": "float", "low": 0.4, "high": 0.9}}},
         "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 2},
-        "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}"}, "storage_path": str(root / f"studies-{name}")})
+        "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}"},
+        "storage_path": str(root / f"studies-{name}")})
 
 
 def pretrain_epochs_run(uri: str, experiment: str, reuse: bool) -> tuple[int, int]:

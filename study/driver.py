@@ -81,8 +81,9 @@ class DriverRecord:
         if self.host != socket.gethostname():
             return None
         if self.machine != _machine():
-            return f"{self.host} has restarted since" if self.machine.split("/")[0] != _machine().split("/")[0] \
-                else None  # another container with this host name: its processes are not visible here
+            return (f"{self.host} has restarted since"
+                    if self.machine.split("/")[0] != _machine().split("/")[0]
+                    else None)  # another container with this host name: its processes are not visible here
         if not _pid_alive(self.pid):
             return f"pid {self.pid} has exited"
         if self.pid_start and _start_time(self.pid) != self.pid_start:
@@ -153,7 +154,8 @@ class DriverLease:
         self.lost = False  # another driver took the study over (--force elsewhere)
 
     @classmethod
-    def claim(cls, storage_path: Location | Path | str, name: str, command: str, force: bool = False) -> DriverLease:
+    def claim(cls, storage_path: Location | Path | str, name: str, command: str,
+              force: bool = False) -> DriverLease:
         """Claim study `name` for this process, or raise DriverBusy naming the driver that has it."""
         loc = StudyStorage(storage_path).driver(name)
         for _ in range(3):  # a claim lost to a racing driver is decided again against the winner's record

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 # The specs the wheel ships (thoraxmae/configs/), or a checkout's configs/ (an editable install).
-CONFIGS = next(p for p in (Path(__file__).resolve().parent / "configs", Path(__file__).resolve().parents[1] / "configs")
+CONFIGS = next(p for p in (Path(__file__).resolve().parent / "configs",
+                           Path(__file__).resolve().parents[1] / "configs")
                if p.is_dir())
 DEMO_SPEC = CONFIGS / "demo.yaml"  # the pipeline search: `thoraxmae demo --spec .../demo.yaml`
 TOURNAMENT_SPEC = CONFIGS / "demo-tournament.yaml"  # what `thoraxmae demo` runs: the recipe tournament

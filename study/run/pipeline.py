@@ -55,7 +55,8 @@ def continuation_source(spec: StudySpec, registry: Registry, cfg: Any) -> tuple[
 
 
 def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
-                  run_phase: Callable[[str, Location, str, Any], dict[str, Any]]) -> tuple[dict[str, Any], str, bool]:
+                  run_phase: Callable[[str, Location, str, Any],
+                                      dict[str, Any]]) -> tuple[dict[str, Any], str, bool]:
     """The finished pre-training for this trial's recipe: (final marker {"metrics", "checkpoint", "history",
     "trial_id" (who ran it)}, entry id, reused). The marker's "checkpoint" is the checkpoint folder as a
     string: a

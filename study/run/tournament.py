@@ -84,8 +84,9 @@ def rung_spec(spec: StudySpec, epochs: int) -> StudySpec:
     fine-tuning seed as a knob (so it is a logged param), no scheduler and no tournament."""
     seeds = [p[SEED_KNOB] for p in scoring_points(spec)]
     space = {**spec.search.space, SEED_KNOB: CategoricalSpace(type="categorical", choices=seeds)}
-    search = spec.search.model_copy(update={"space": space, "tournament": None, "points_to_evaluate": [],
-                                            "scheduler": spec.search.scheduler.model_copy(update={"type": "none"})})
+    search = spec.search.model_copy(
+        update={"space": space, "tournament": None, "points_to_evaluate": [],
+                "scheduler": spec.search.scheduler.model_copy(update={"type": "none"})})
     return spec.model_copy(update={
         "pretrain": spec.pretrain.model_copy(update={"epochs": epochs}),
         "finetune": spec.finetune.model_copy(update={"epochs": scoring_epochs(spec)}), "search": search})
@@ -140,7 +141,8 @@ class Bracket:
         (folder / STATE_FILE).write_text(json.dumps({"rungs": self.rungs}, indent=1))
 
 
-def start_tournament(spec: StudySpec, callbacks: list[Callback] | None = None, resume: bool = False) -> dict[str, Any]:
+def start_tournament(spec: StudySpec, callbacks: list[Callback] | None = None,
+                     resume: bool = False) -> dict[str, Any]:
     """`study run` / `study resume` of a tournament (Ray must be initialised): checks, the study's folder with
     its
     spec, the parent run, then the bracket (run_tournament)."""
@@ -176,7 +178,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_tournament(spec: StudySpec, folder: Location, callbacks: list[Callback] | None = None) -> dict[str, Any]:
+def run_tournament(spec: StudySpec, folder: Location,
+                   callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Run (or resume) the whole bracket; returns the summary logged as schema.ARTIFACT_TOURNAMENT."""
     from thoraxmae.study.run.tune import DRIVER_RESOURCES, quiet_tune, start_pretrain_coordinator
 
@@ -249,7 +252,8 @@ def _closed(rspec: StudySpec, task: Task) -> bool:
 
 def task_score(rspec: StudySpec, task: Task) -> float:
     """The best validation score of the task's complete fine-tune (its Train run's final marker)."""
-    marker = StudyStorage(rspec.storage_path).train_runs(rspec.name) / f"train-{task.name}-finetune" / FINAL_MARKER
+    marker = (StudyStorage(rspec.storage_path).train_runs(rspec.name) / f"train-{task.name}-finetune"
+              / FINAL_MARKER)
     done = read_marker(marker)
     if done is None:
         raise TournamentError(f"scoring task {task.name} did not finish (no {marker}); `thoraxmae study "

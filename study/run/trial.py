@@ -119,7 +119,8 @@ def write_marker(path: Location, metrics: dict[str, Any], checkpoint: str | None
                  history: list[dict[str, Any]] | None = None) -> None:
     """Written whole or not at all (Location.write_text), so a kill never leaves half a marker."""
     try:
-        path.write_text(json.dumps({"metrics": metrics, "checkpoint": checkpoint, "history": history or [metrics]}))
+        path.write_text(json.dumps({"metrics": metrics, "checkpoint": checkpoint,
+                                    "history": history or [metrics]}))
     except OSError as exc:  # storage not reachable from this node: a restart re-enters the Train run
         log.warning("could not write %s: %s", path, exc)
 
@@ -224,7 +225,8 @@ def _phase(phase: str, plan: TrialPlan, name: str, runs_dir: Location, *, pipeli
     return done
 
 
-def _trainer(phase: str, spec: StudySpec, cfg, name: str, runs_dir: Location, callback) -> ray.train.torch.TorchTrainer:
+def _trainer(phase: str, spec: StudySpec, cfg, name: str, runs_dir: Location,
+             callback) -> ray.train.torch.TorchTrainer:
     from thoraxmae.trainers import api
 
     run_config = ray.train.RunConfig(

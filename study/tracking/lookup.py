@@ -92,7 +92,8 @@ def search_all(client, experiment_ids: list[str], flt: str) -> list:
 
 def tagged_runs(client, name: str, role: str, experiment_ids: list[str] | None = None) -> list:
     """The runs tagged with study `name` and `role` (study.schema ROLE_*), in any active experiment."""
-    ids = experiment_ids if experiment_ids is not None else [e.experiment_id for e in client.search_experiments()]
+    ids = (experiment_ids if experiment_ids is not None
+           else [e.experiment_id for e in client.search_experiments()])
     if not ids:
         return []
     return search_all(client, ids, f"tags.`{schema.TAG_ROLE}` = {filter_value(role)} and "
@@ -117,7 +118,8 @@ def trial_runs(client, parent) -> list:
     return list(by_trial.values())
 
 
-def find_study(name: str, tracking_uri: str | None = None, *, trials: bool = True, write: bool = False) -> StudyRuns:
+def find_study(name: str, tracking_uri: str | None = None, *, trials: bool = True,
+               write: bool = False) -> StudyRuns:
     """Study `name`'s parent run (and its trial runs) in its tracking store; SpecError when absent."""
     uri = tracking_uri or default_tracking_uri()
     check_study_name(name)
@@ -139,7 +141,8 @@ def read_spec(runs: StudyRuns) -> StudySpec:
         return load_spec(local)
 
 
-def locate_spec(name: str, tracking_uri: str | None = None, storage_path: Path | str | None = None) -> StudySpec:
+def locate_spec(name: str, tracking_uri: str | None = None,
+                storage_path: Path | str | None = None) -> StudySpec:
     """The spec of study `name`: from Tune's folder when `storage_path` is given, else from MLflow."""
     from thoraxmae.study.spec.load import load_spec
 
@@ -182,7 +185,8 @@ class StudyStatus:
 def objective(stage: str, params: dict[str, str]) -> tuple[str, str]:
     """The study's (metric, mode): the parent run's `search.metric`/`search.mode` params, else the
     spec's defaults for its stage (pretrain/loss, min for a pre-training study; val/mauc, max otherwise)."""
-    metric = params.get(schema.PARAM_METRIC) or (schema.M_PRETRAIN_LOSS if stage == "pretrain" else schema.M_VAL_MAUC)
+    metric = params.get(schema.PARAM_METRIC) or (schema.M_PRETRAIN_LOSS if stage == "pretrain"
+                                                 else schema.M_VAL_MAUC)
     mode = params.get(schema.PARAM_MODE)
     if mode not in ("max", "min"):
         mode = "max" if metric.startswith(("val/", "test/")) else "min"

@@ -190,7 +190,8 @@ class StudyTracker:
         """A `thoraxmae pretrain|finetune` run (role=run, no parent) in the spec's experiment."""
         tags = {schema.TAG_ROLE: schema.ROLE_RUN, schema.TAG_STUDY: self.spec.name, schema.TAG_STAGE: phase,
                 schema.TAG_STATUS: schema.STATUS_RUNNING}
-        run_id = self.client.create_run(self.experiment_id(), tags=tags, run_name=f"{self.spec.name}-{phase}").info.run_id
+        run_id = self.client.create_run(self.experiment_id(), tags=tags,
+                                        run_name=f"{self.spec.name}-{phase}").info.run_id
         self._log(run_id, params=params)
         self.client.log_text(run_id, dump_spec(self.spec), schema.ARTIFACT_SPEC)
         return run_id

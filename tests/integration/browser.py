@@ -86,7 +86,8 @@ def _run(url: str, *args: str, size: tuple[int, int], budget_ms: int | None, tim
     return done.stdout
 
 
-def dump_dom(url: str, size: tuple[int, int] = (1600, 1000), budget_ms: int = 15_000, timeout: float = 120) -> str:
+def dump_dom(url: str, size: tuple[int, int] = (1600, 1000), budget_ms: int = 15_000,
+             timeout: float = 120) -> str:
     """The page's DOM, serialised after its scripts ran (a single-page app's rendered HTML)."""
     return _run(url, "--dump-dom", size=size, budget_ms=budget_ms, timeout=timeout)
 

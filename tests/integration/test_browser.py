@@ -89,7 +89,8 @@ def test_the_printed_link_lists_the_trials_by_val_mauc(demo, ui, trials):
                        quote_via=quote)
     url = f"{ui.base}/#/experiments/{demo.experiment_id}/runs?{query}"
     assert f": {url}\n" in ui.said, ui.said  # the line `thoraxmae ui` printed for the demo's study
-    assert all(r.info.run_name.startswith(f"{demo.study}-") for r in trials), [r.info.run_name for r in trials]
+    assert all(r.info.run_name.startswith(f"{demo.study}-")
+               for r in trials), [r.info.run_name for r in trials]
     names = [r.info.run_name for r in trials[:4]]  # the top of the table (the grid renders what is in view)
     dom = browser.dom_showing(url, [*names, schema.M_VAL_MAUC])
     missing = [n for n in [*names, schema.M_VAL_MAUC] if n not in dom]

@@ -62,9 +62,11 @@ def test_confirm_reruns_chosen_recipe_and_reference_with_shared_seeds(study_ray,
         assert r.data.params["finetune.seed"] == r.data.params[schema.PARAM_SEED]
         if r.data.tags[schema.TAG_RECIPE] == chosen.label:
             assert r.data.tags.get(schema.TAG_SOURCE_RUN) == chosen.source_run
-            assert float(r.data.params["finetune.layer_decay"]) == pytest.approx(chosen.knobs["finetune.layer_decay"])
+            assert (float(r.data.params["finetune.layer_decay"])
+                    == pytest.approx(chosen.knobs["finetune.layer_decay"]))
         else:  # the paper's LLRD, 0.55 (docs/paper.md)
-            assert r.data.params["finetune.layer_decay"] == "0.55" and schema.TAG_SOURCE_RUN not in r.data.tags
+            assert (r.data.params["finetune.layer_decay"] == "0.55"
+                    and schema.TAG_SOURCE_RUN not in r.data.tags)
     # the report rests on them: a verdict instead of the exploratory label
     from thoraxmae.analysis.report import build_report
 
@@ -113,7 +115,8 @@ def test_confirm_killed_then_run_again_resumes_without_duplicates(phantom_store,
 
     runs = _confirm_runs(uri, "confkill")
     assert len(runs) == 4, [(r.data.tags.get(schema.TAG_RECIPE), r.data.params.get("seed")) for r in runs]
-    assert Counter((r.data.tags[schema.TAG_RECIPE], r.data.params[schema.PARAM_SEED]) for r in runs).most_common(1)[0][1] == 1
+    assert Counter((r.data.tags[schema.TAG_RECIPE], r.data.params[schema.PARAM_SEED])
+                   for r in runs).most_common(1)[0][1] == 1
     assert {r.data.tags[schema.TAG_STATUS] for r in runs} == {schema.STATUS_COMPLETED}
 
 

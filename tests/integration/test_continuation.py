@@ -46,6 +46,7 @@ def test_constant_pretraining_continued_equals_one_straight_run(study_ray, phant
     assert straight["model"].keys() == continued["model"].keys()
     for name, tensor in straight["model"].items():
         assert torch.equal(tensor, continued["model"][name]), name
-    for (i, a), (_, b) in zip(straight["optimizer"]["state"].items(), continued["optimizer"]["state"].items(), strict=True):
+    for (i, a), (_, b) in zip(straight["optimizer"]["state"].items(),
+                              continued["optimizer"]["state"].items(), strict=True):
         assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"]), i
     assert not torch.equal(first["model"]["cls_token"], continued["model"]["cls_token"])  # it did train on

@@ -50,8 +50,10 @@ def test_concurrent_trials_of_one_recipe_share_one_pretraining(study_ray, phanto
     (entry,) = registry.entries()
     assert _train_runs(registry) == [entry.key]  # one pre-training Train run, not one per trial
     (pre,) = _pretrain_runs(spec.tracking.uri, "share")  # one MLflow pretrain run
-    assert pre.data.tags[schema.TAG_PRETRAIN_KEY] == entry.key and pre.data.params["pretrain.mask_ratio"] == "0.9"
-    steps = [m.step for m in MlflowClient(spec.tracking.uri).get_metric_history(pre.info.run_id, schema.M_PRETRAIN_LOSS)]
+    assert (pre.data.tags[schema.TAG_PRETRAIN_KEY] == entry.key
+            and pre.data.params["pretrain.mask_ratio"] == "0.9")
+    steps = [m.step for m in MlflowClient(spec.tracking.uri).get_metric_history(pre.info.run_id,
+                                                                                schema.M_PRETRAIN_LOSS)]
     assert steps == [1, 2]
     runs = trial_runs(spec.tracking.uri, "share")
     assert len(runs) == 2
@@ -98,5 +100,6 @@ def test_every_recipe_covered_then_a_later_study_reuses_and_rebuilds_a_damaged_o
     reused = {r.data.params["pretrain.mask_ratio"]: r for r in trial_runs(later.tracking.uri, "later")}
     assert reused["0.9"].data.tags[schema.TAG_PRETRAIN_REUSED] == "true"
     # linked to the pretrain run of the study that ran it (another experiment)
-    first = {r.data.tags[schema.TAG_PRETRAIN_KEY]: r.info.run_id for r in _pretrain_runs(spec.tracking.uri, "cover")}
+    first = {r.data.tags[schema.TAG_PRETRAIN_KEY]: r.info.run_id
+             for r in _pretrain_runs(spec.tracking.uri, "cover")}
     assert reused["0.9"].data.tags[schema.TAG_PRETRAIN_RUN] == first[keys[0.9]]

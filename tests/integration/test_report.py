@@ -32,7 +32,8 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     synth = syn.write_study(uri, "synth", syn.simulate_trials(40, seed=0), root / "artifacts")
     syn.write_empty_study(uri, "empty-study", root / "artifacts")
-    one = [t for t in syn.simulate_trials(3, seed=1, failed_index=-1) if t.status == schema.STATUS_COMPLETED][:1]
+    one = [t for t in syn.simulate_trials(3, seed=1, failed_index=-1)
+           if t.status == schema.STATUS_COMPLETED][:1]
     syn.write_study(uri, "single", one, root / "artifacts")
     finetune = syn.spec_dict("tied", space={k: v for k, v in syn.SPACE.items() if k.startswith("finetune.")})
     finetune["stage"] = "finetune"
@@ -99,7 +100,8 @@ def test_pruned_failed_and_running_trials_are_kept_apart(report, store):
 def test_report_files_and_artifact(report, store):
     for path in (report.html, report.markdown, report.recipe_yaml, report.trials_parquet):
         assert path.is_file() and path.stat().st_size > 0
-    assert set(report.figures) == {"importance", "effects", "interaction", "history", "parallel", "curves", "cost"}
+    assert set(report.figures) == {"importance", "effects", "interaction", "history", "parallel", "curves",
+                                   "cost"}
     html = report.html.read_text()
     assert html.count("data:image/png;base64,") == 7 and ".png\"" not in html
     md = report.markdown.read_text()
@@ -130,7 +132,8 @@ def test_single_trial_report_says_importance_cannot_be_ranked(store, tmp_path):
     result = build_report("single", store["uri"], tmp_path, n_bootstrap=N_BOOTSTRAP, log_artifacts=False)
     assert not result.analysis.importance.ranked
     assert "Importance cannot be ranked" in result.html.read_text()
-    assert "**cannot rank importance** (1 scored trial(s), at least 5 are needed)" in result.markdown.read_text()
+    assert ("**cannot rank importance** (1 scored trial(s), at least 5 are needed)"
+            in result.markdown.read_text())
     assert "importance" not in result.figures and "interaction" not in result.figures
     assert result.analysis.recipe.confidence.k == 1 and result.recipe_yaml.is_file()
     assert result.logged_to_run is None
@@ -183,7 +186,8 @@ def test_cli_report_of_a_pipeline_study_with_reuse(store, tmp_path, capsys):
 
 
 def test_all_failed_study_gets_a_report_without_recipe(store, tmp_path, capsys):
-    assert main(["report", "all-failed", "--tracking-uri", store["uri"], "--out", str(tmp_path), "--no-log"]) == 0
+    assert main(["report", "all-failed", "--tracking-uri", store["uri"], "--out", str(tmp_path),
+                 "--no-log"]) == 0
     out = capsys.readouterr().out
     assert "No recipe: none of the 3 trials has a `val/mauc` value" in out
     assert not any(line.startswith("recipe:") for line in out.splitlines())  # no recipe.yaml to point at

@@ -151,8 +151,10 @@ def test_pipeline_study_on_s3_resumes_after_the_driver_is_killed(s3_cluster, pha
     try:  # killed once a fine-tuning epoch's checkpoint is on S3: resume continues that Train run from there
         deadline = time.monotonic() + 300
         while not any(c.parent.parent.name.endswith("-finetune") for c in train.walk_files(CHECKPOINT_FILE)):
-            assert driver.poll() is None, f"the study ended (rc {driver.returncode}) early:\n{_tail(tmp_path / 'run.log')}"
-            assert time.monotonic() < deadline, f"no fine-tuning checkpoint on S3:\n{_tail(tmp_path / 'run.log')}"
+            assert driver.poll() is None, (f"the study ended (rc {driver.returncode}) early:\n"
+                                           f"{_tail(tmp_path / 'run.log')}")
+            assert time.monotonic() < deadline, ("no fine-tuning checkpoint on S3:\n"
+                                                 f"{_tail(tmp_path / 'run.log')}")
             time.sleep(0.2)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
@@ -160,7 +162,8 @@ def test_pipeline_study_on_s3_resumes_after_the_driver_is_killed(s3_cluster, pha
         log.close()
     assert driver.returncode == -signal.SIGKILL, "the study ended before it could be killed"
 
-    resumed = subprocess.run([*CLI, "study", "resume", name, "--tracking-uri", uri, "--storage-path", storage],
+    resumed = subprocess.run([*CLI, "study", "resume", name, "--tracking-uri", uri, "--storage-path",
+                              storage],
                              env=s3_cluster.env, cwd=work, capture_output=True, text=True, timeout=400,
                              check=False)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -168,7 +171,8 @@ def test_pipeline_study_on_s3_resumes_after_the_driver_is_killed(s3_cluster, pha
     # MLflow: both trials completed, every epoch logged exactly once
     runs = trial_runs(uri, name)
     assert len(runs) == 2
-    failed = [r.data.tags.get(schema.TAG_ERROR) for r in runs if r.data.tags[schema.TAG_STATUS] != schema.STATUS_COMPLETED]
+    failed = [r.data.tags.get(schema.TAG_ERROR) for r in runs
+              if r.data.tags[schema.TAG_STATUS] != schema.STATUS_COMPLETED]
     assert not failed, "\n\n".join(map(str, failed)) + resumed.stdout[-3000:]
     epochs = list(range(1, FINETUNE_EPOCHS + 1))
     for run in runs:
@@ -193,14 +197,16 @@ def test_pipeline_study_on_s3_resumes_after_the_driver_is_killed(s3_cluster, pha
     assert len(entries) == 2
     for entry in entries:
         checkpoint = json.loads(entry.read_text())["checkpoint"]
-        assert checkpoint.startswith(f"{entry.parent}/pretrain/") and Location.of(checkpoint).is_file(), checkpoint
+        assert (checkpoint.startswith(f"{entry.parent}/pretrain/")
+                and Location.of(checkpoint).is_file()), checkpoint
 
     # nothing of the study on a local disk: not in the drivers' folder, not in tmp, not in the nodes' folders
     caches = {tmp_path / f"cache-{n}" for n in (*NODES, "driver")}
     local = [p for folder in (tmp_path, *s3_cluster.temp_dirs) for p in folder.rglob("*")
              if not caches & set(p.parents)]
     assert not [p for p in local if p.name.startswith("s3:")]
-    assert not [p for p in local if p.name in (FINAL_MARKER, ENTRY_FILE, CHECKPOINT_FILE, SPEC_FILE, REGISTRY_DIR)]
+    assert not [p for p in local
+                if p.name in (FINAL_MARKER, ENTRY_FILE, CHECKPOINT_FILE, SPEC_FILE, REGISTRY_DIR)]
     # each node fetched the store into its own cache: the two concurrent trials ran one per node
     content_hash = json.loads((phantom_store / "manifest.json").read_text())["content_hash"]
     for node in NODES:

@@ -74,6 +74,7 @@ def test_finetune_study_lives_on_s3(phantom_store, tmp_path):
     exp = client.get_experiment_by_name("s3store")
     confirm = client.search_runs([exp.experiment_id], f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_CONFIRM}'")
     assert sorted(r.info.status for r in confirm) == ["FINISHED"] * 4  # the recipe and the reference, 2 seeds
-    cached = sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir() and not p.name.startswith("file-"))
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir()
+                    if p.is_dir() and not p.name.startswith("file-"))
     assert cached == [json.loads((phantom_store / "manifest.json").read_text())["content_hash"]]
     assert [p.name for p in (tmp_path / "cache").glob("file-*/*")] == ["mae.pt"]  # fetched once per node

@@ -124,7 +124,8 @@ def test_ui_on_another_interface_warns_and_names_its_hosts(monkeypatch, capsys, 
     monkeypatch.setattr(cli_ui, "serve", lambda cmd, env: calls.append(cmd) or 0)
     # 192.0.2.10 is no address of this machine
     monkeypatch.setattr(cli_ui, "port_problem", lambda host, port: None)
-    assert main(["ui", "--host", host, "--port", "5123", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 0
+    assert main(["ui", "--host", host, "--port", "5123", "--tracking-uri",
+                 f"sqlite:///{tmp_path / 'm.db'}"]) == 0
     (cmd,) = calls
     assert cmd[cmd.index("--host") + 1] == host
     assert (cmd[cmd.index("--allowed-hosts") + 1] if "--allowed-hosts" in cmd else None) == allowed

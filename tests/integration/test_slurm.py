@@ -91,7 +91,7 @@ def test_sbatch_starts_two_nodes_and_runs_the_study(phantom_store, tmp_path):
     starts = [line for line in srun if " start " in line]
     assert [line.split()[0] for line in starts] == ["fake-node-1", "fake-node-2"]
     assert all(" token=600 " in line for line in starts), srun
-    assert "--head" in starts[0] and f"--address={starts[0].split('--node-ip-address=')[1].split()[0]}:{gcs}" \
-        in starts[1]
+    assert ("--head" in starts[0]
+            and f"--address={starts[0].split('--node-ip-address=')[1].split()[0]}:{gcs}" in starts[1])
     assert list((tmp_path / "tokens").iterdir()) == []  # the job's token file is removed at the end
     assert sorted(p.name for p in Path(ray_tmp).iterdir()) == ["r-fake-node-1", "r-fake-node-2"]

@@ -33,7 +33,8 @@ def test_finetune_study_prunes_and_tracks_every_trial(study_ray, phantom_store, 
     assert statuses.count(schema.STATUS_PRUNED) >= 1, statuses
     assert set(statuses) <= {schema.STATUS_COMPLETED, schema.STATUS_PRUNED}
     for r in runs:
-        assert {"finetune.layer_decay", "finetune.blr", "finetune.lr", "finetune.drop_path"} <= set(r.data.params)
+        assert {"finetune.layer_decay", "finetune.blr", "finetune.lr",
+                "finetune.drop_path"} <= set(r.data.params)
         steps = [s for s, _ in history(uri, r.info.run_id, schema.M_VAL_MAUC)]
         assert steps == list(range(1, len(steps) + 1)) and steps, steps
         if r.data.tags[schema.TAG_STATUS] == schema.STATUS_COMPLETED:
@@ -61,7 +62,8 @@ def test_pipeline_study_pretrains_then_finetunes(study_ray, phantom_store, tmp_p
     assert len(runs) == 2
     for r in runs:
         assert r.data.tags[schema.TAG_STATUS] in (schema.STATUS_COMPLETED, schema.STATUS_PRUNED)
-        assert r.data.params["pretrain.mask_ratio"] in ("0.75", "0.9") and "finetune.layer_decay" in r.data.params
+        assert (r.data.params["pretrain.mask_ratio"] in ("0.75", "0.9")
+                and "finetune.layer_decay" in r.data.params)
         assert [s for s, _ in history(uri, r.info.run_id, schema.M_PRETRAIN_LOSS)] == [1, 2]
         assert next(s for s, _ in history(uri, r.info.run_id, schema.M_VAL_MAUC)) == 1
         pre_cost = r.data.metrics.get(f"pretrain/{schema.M_COST_CPU_HOURS}")

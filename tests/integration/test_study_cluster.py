@@ -116,7 +116,8 @@ def test_resume_after_the_driver_is_killed(phantom_store, tmp_path):
     ids = [r.data.tags[schema.TAG_TRIAL_ID] for r in runs]
     assert len(runs) == 4 and len(set(ids)) == 4  # exactly num_samples, no trial logged twice
     assert before <= set(ids)
-    assert all(r.data.tags[schema.TAG_STATUS] in (schema.STATUS_COMPLETED, schema.STATUS_PRUNED) for r in runs)
+    assert all(r.data.tags[schema.TAG_STATUS] in (schema.STATUS_COMPLETED, schema.STATUS_PRUNED)
+               for r in runs)
     by_id = {r.data.tags[schema.TAG_TRIAL_ID]: r.info.run_id for r in runs}
     for trial_id, run_id in finished.items():
         assert by_id[trial_id] == run_id  # a finished trial kept its run and was not re-run

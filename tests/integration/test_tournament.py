@@ -44,7 +44,8 @@ def scoring_runs(uri: str, name: str) -> list:
 
 
 def bracket_of(summary: dict) -> list[tuple[int, list[tuple[str, list[float], bool]]]]:
-    return [(r["epochs"], [(s["recipe"], s["scores"], s["kept"]) for s in r["standings"]]) for r in summary["rungs"]]
+    return [(r["epochs"], [(s["recipe"], s["scores"], s["kept"]) for s in r["standings"]])
+            for r in summary["rungs"]]
 
 
 def _run(spec_path: Path, tmp: Path, *args: str, **env: str) -> subprocess.Popen:
@@ -64,7 +65,8 @@ def tournament(phantom_store, tmp_path_factory):
     parent = MlflowClient(spec.tracking.uri).search_runs(
         [MlflowClient(spec.tracking.uri).get_experiment_by_name("tour").experiment_id],
         filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_STUDY}'")[0]
-    path = MlflowClient(spec.tracking.uri).download_artifacts(parent.info.run_id, schema.ARTIFACT_TOURNAMENT, str(tmp))
+    path = MlflowClient(spec.tracking.uri).download_artifacts(parent.info.run_id,
+                                                              schema.ARTIFACT_TOURNAMENT, str(tmp))
     return spec, json.loads(Path(path).read_text()), parent, tmp
 
 

@@ -45,7 +45,8 @@ def epochs_of(path: Path) -> list[int]:
 
 
 def load_reports_of(path: Path) -> list[dict | None]:
-    return [json.loads(r) if (r := json.loads(line)["load_report"]) else None for line in path.read_text().splitlines()]
+    return [json.loads(r) if (r := json.loads(line)["load_report"]) else None
+            for line in path.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +165,8 @@ def test_covidx_finetune_is_multiclass_and_selects_on_accuracy(study_ray, tmp_pa
     model = ModelConfig(name="vit_tiny_test", img_size=32, patch_size=8, depth=2)
     cfg = FinetuneConfig(epochs=2, warmup_epochs=1, batch_size=4, blr=1e-3, randaug_magnitude=0, bootstrap=10)
     job = FinetuneJob(model=model, data=DataConfig(store=tmp_path / "store"), finetune=cfg)
-    result = finetune_trainer(job, ray.train.ScalingConfig(num_workers=1), run_config(tmp_path, "covidx")).fit()
+    result = finetune_trainer(job, ray.train.ScalingConfig(num_workers=1),
+                              run_config(tmp_path, "covidx")).fit()
     m = result.metrics
     assert 0.0 <= m[R.M_VAL_ACC] <= 1.0 and 0.0 <= m[R.M_TEST_ACC] <= 1.0
     best = torch.load(Path(result.checkpoint.path) / R.BEST_MODEL_FILE, weights_only=True)

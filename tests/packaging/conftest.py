@@ -20,7 +20,8 @@ def run(cmd: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedP
     """Run a command; on a non-zero exit, fail with the ends of its output."""
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=False, timeout=timeout,
                           **kwargs)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd[:5]))} ...\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (f"{' '.join(map(str, cmd[:5]))} ...\n"
+                                  f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 

@@ -22,7 +22,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBPACKAGES = ("datasets", "trainers", "study", "analysis")
-FAKE_CONFIG = 'ORIGIN = "stand-in"\n\n\nclass DownloadConfig:  # what HF datasets.config holds instead of DataConfig\n    pass\n'
+FAKE_CONFIG = ('ORIGIN = "stand-in"\n\n\n'
+               'class DownloadConfig:  # what HF datasets.config holds instead of DataConfig\n    pass\n')
 PIP_ENV = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
 
 # Imports both packages and prints where each came from (run with the stand-in and the install on sys.path).
@@ -77,9 +78,11 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def installed(wheel, tmp_path_factory) -> Installed:
     site = tmp_path_factory.mktemp("install") / "site"
-    run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
+    run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(site),
+         str(wheel)],
         env=PIP_ENV, cwd=site.parent)
-    assert not (site / "datasets").exists(), "the wheel installs a top-level `datasets`: it clashes with others'"
+    assert not (site / "datasets").exists(), ("the wheel installs a top-level `datasets`: "
+                                              "it clashes with others'")
     write_stand_in(site)
     return Installed(wheel, site)
 
@@ -87,7 +90,8 @@ def installed(wheel, tmp_path_factory) -> Installed:
 def test_wheel_holds_one_namespace(wheel):
     with zipfile.ZipFile(wheel) as whl:
         names = whl.namelist()
-        top_level = whl.read(next(n for n in names if n.endswith(".dist-info/top_level.txt"))).decode().split()
+        top_level = whl.read(next(n for n in names
+                                  if n.endswith(".dist-info/top_level.txt"))).decode().split()
         entry_points = whl.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"thoraxmae"}

@@ -70,10 +70,12 @@ class Driver:
     def tail(self) -> str:
         return self.log.read_text()[-4000:]
 
-    def wait_until(self, ready: Callable[[], bool], what: str, timeout: float = 300, poll: float = 0.02) -> None:
+    def wait_until(self, ready: Callable[[], bool], what: str, timeout: float = 300,
+                   poll: float = 0.02) -> None:
         deadline = time.monotonic() + timeout
         while not ready():
-            assert self.proc.poll() is None, f"the study ended (rc {self.proc.returncode}) before {what}:\n{self.tail()}"
+            assert self.proc.poll() is None, (f"the study ended (rc {self.proc.returncode}) "
+                                              f"before {what}:\n{self.tail()}")
             assert time.monotonic() < deadline, f"no {what} after {timeout} s:\n{self.tail()}"
             time.sleep(poll)
 

@@ -213,7 +213,8 @@ def test_a_failed_start_can_be_removed_and_the_name_used_again(work, capsys):
     uri = f"sqlite:///{work / 'mlflow.db'}"
     code, line = run_cli(capsys, "study", "remove", "half", "--tracking-uri", uri, "--storage-path",
                          str(work / "studies"))
-    assert code == 1 and line == "nothing deleted: run again with --yes to delete study half" and folder.exists()
+    assert (code == 1 and line == "nothing deleted: run again with --yes to delete study half"
+            and folder.exists())
     assert main(["study", "remove", "half", "--tracking-uri", uri, "--storage-path", str(work / "studies"),
                  "--yes"]) == 0
     assert not folder.exists() and not (work / "mlflow.db").exists()  # no database was needed, none was made

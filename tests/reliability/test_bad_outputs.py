@@ -111,7 +111,8 @@ def study(tmp_path_factory) -> str:
 ])
 def test_report_to_an_unusable_out_is_one_line_and_leaves_nothing(study, tmp_path, capsys, place, message):
     with place(tmp_path) as out:
-        code = main(["report", "s8", "--tracking-uri", study, "--out", str(out), "--bootstrap", "0", "--no-log"])
+        code = main(["report", "s8", "--tracking-uri", study, "--out", str(out), "--bootstrap", "0",
+                     "--no-log"])
         line = one_line(capsys)
         assert code == 2
         assert line.startswith("error: ") and str(out) in line, line
@@ -122,7 +123,8 @@ def test_report_to_an_unusable_out_is_one_line_and_leaves_nothing(study, tmp_pat
 def test_a_report_that_fails_on_a_full_disk_keeps_the_earlier_report(study, tmp_path, capsys):
     with tmpfs(tmp_path / "full", "size=2m") as mount:
         out = mount / "out"
-        assert main(["report", "s8", "--tracking-uri", study, "--out", str(out), "--bootstrap", "0", "--no-log"]) == 0
+        assert main(["report", "s8", "--tracking-uri", study, "--out", str(out), "--bootstrap", "0",
+                     "--no-log"]) == 0
         before = {p.name: p.read_bytes() for p in out.iterdir()}
         filler = mount / "filler"
         with filler.open("wb", buffering=0) as f:  # fill the disk
@@ -132,6 +134,7 @@ def test_a_report_that_fails_on_a_full_disk_keeps_the_earlier_report(study, tmp_
                 except OSError:
                     break
         capsys.readouterr()
-        assert main(["report", "s8", "--tracking-uri", study, "--out", str(out), "--bootstrap", "0", "--no-log"]) == 2
+        assert main(["report", "s8", "--tracking-uri", study, "--out", str(out), "--bootstrap", "0",
+                     "--no-log"]) == 2
         assert "no space left on the device" in one_line(capsys)
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier report, whole

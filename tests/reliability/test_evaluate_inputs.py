@@ -24,7 +24,8 @@ def good(phantom_store, tmp_path) -> Path:
 
 def _nan(good: Path) -> Path:
     ck = torch.load(good, weights_only=True)
-    ck["model"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in ck["model"].items()}
+    ck["model"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                   for k, v in ck["model"].items()}
     torch.save(ck, good.with_name("nan.pt"))
     return good.with_name("nan.pt")
 

@@ -43,7 +43,8 @@ def test_a_restored_run_sends_its_checkpoint_history_once_from_rank_0():
         lineage.restart([{"epoch": 1, "val/mauc": 0.6}, {"epoch": 2, "val/mauc": NAN}])
     first = rank0.record({"epoch": 3, "val/mauc": 0.7}, send=True)
     sent = json.loads(first[HISTORY_METRIC])
-    assert [e["epoch"] for e in sent] == [1, 2] and sent[0]["val/mauc"] == 0.6 and math.isnan(sent[1]["val/mauc"])
+    assert ([e["epoch"] for e in sent] == [1, 2] and sent[0]["val/mauc"] == 0.6
+            and math.isnan(sent[1]["val/mauc"]))
     assert HISTORY_METRIC not in rank0.record({"epoch": 4, "val/mauc": 0.8}, send=True)
     assert HISTORY_METRIC not in rank1.record({"epoch": 3, "val/mauc": 0.7}, send=False)
     assert [e["epoch"] for e in rank0.saved()] == [1, 2, 3, 4]
@@ -130,7 +131,8 @@ def test_a_restarted_phase_forwards_its_history_once_with_lineage_steps(forwarde
     assert [r["pretrain/epoch"] for r in lineage_results(first)[:2]] == [1, 2]
     ft = lineage_results(first)[2]
     assert (ft["epoch"], ft["val/mauc"], ft["cost/cpu_hours"], ft["training_iteration"]) == (1, 0.6, 1.5, 3)
-    assert HISTORY_METRIC not in first and first["training_iteration"] == 4 and first[CHECKPOINT_PATH_KEY] == "c2"
+    assert (HISTORY_METRIC not in first and first["training_iteration"] == 4
+            and first[CHECKPOINT_PATH_KEY] == "c2")
     assert HISTORY_KEY not in last and last["training_iteration"] == 5
     done = read_marker(marker)
     assert done["checkpoint"] == "c3" and done["metrics"]["epoch"] == 3
@@ -159,7 +161,8 @@ def _pipeline_spec(tmp_path: Path):
            "pretrain": {"epochs": 2, "warmup_epochs": 0}, "finetune": {"epochs": 3, "warmup_epochs": 1},
            "search": {"num_samples": 1,
                       "space": {"finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}}},
-           "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, "storage_path": str(tmp_path / "studies")}
+           "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+           "storage_path": str(tmp_path / "studies")}
     return with_defaults(parse_spec(raw))
 
 

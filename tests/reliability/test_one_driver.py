@@ -73,7 +73,8 @@ def test_a_second_driver_of_a_running_study_is_refused_then_a_dead_one_is_taken_
     uri = f"sqlite:///{work / 'mlflow.db'}"
     record = StudyStorage(work / "studies").driver("busy")
     first = subprocess.Popen([sys.executable, "-m", "thoraxmae", "study", "run", str(spec)], cwd=work,
-                             env=subprocess_env(**faults.env(faults.hold_entry("worker", "*", 1, work / "hold"))),
+                             env=subprocess_env(**faults.env(faults.hold_entry("worker", "*", 1,
+                                                                               work / "hold"))),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         # before Ray starts

@@ -47,7 +47,8 @@ def test_a_boolean_is_not_a_number_in_the_trainers_configs(cls, field, value):
     with pytest.raises(pydantic.ValidationError) as err:
         cls.model_validate({**raw, field: value})
     (e,) = err.value.errors()
-    assert e["loc"] == (field,) and e["msg"] == f"Input should be a number, not the boolean {str(value).lower()}"
+    assert (e["loc"] == (field,)
+            and e["msg"] == f"Input should be a number, not the boolean {str(value).lower()}")
 
 
 def test_booleans_stay_booleans_and_numbers_stay_numbers():
@@ -73,7 +74,8 @@ def test_study_run_refuses_a_boolean_for_a_number_before_ray(tmp_path, monkeypat
            "model": {"name": "vit_tiny_test"}, "finetune": {"epochs": 2, "warmup_epochs": 1},
            "search": {"num_samples": 2,
                       "space": {"finetune.layer_decay": {"type": "float", "low": 0.5, "high": 0.9}}},
-           "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, "storage_path": str(tmp_path / "studies")}
+           "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+           "storage_path": str(tmp_path / "studies")}
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump(raw))
     assert main(["study", "run", str(spec), "--set", override]) == 2
@@ -128,7 +130,8 @@ def test_labels_csv_is_read_from_where_the_user_points(tmp_path, monkeypatch, ca
 def test_a_missing_relative_labels_csv_is_named_from_the_working_directory(tmp_path, monkeypatch, capsys):
     root = write_dicom_folder(tmp_path / "dicom")
     monkeypatch.chdir(tmp_path)
-    assert main(["data", "prepare", str(root), "--format", "dicom", "--labels-csv", "f/x.csv", "--out", "s"]) == 2
+    assert main(["data", "prepare", str(root), "--format", "dicom", "--labels-csv", "f/x.csv", "--out",
+                 "s"]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(f"error: {tmp_path / 'f' / 'x.csv'}") and "dicom/f/x.csv" not in line, line
     assert not Path(tmp_path / "s").exists()

@@ -110,7 +110,8 @@ DAMAGE = {
                      r"tuner\.pkl .*\(not a whole pickle"),
     "tuner-cut": (lambda f: (f / "tuner.pkl").write_bytes((f / "tuner.pkl").read_bytes()[:100]),
                   r"tuner\.pkl .*\(not a whole pickle"),
-    "state-cut": (lambda f: newest(f, "experiment_state").write_bytes(newest(f, "experiment_state").read_bytes()[:4096]),
+    "state-cut": (lambda f: (newest(f, "experiment_state")
+                             .write_bytes(newest(f, "experiment_state").read_bytes()[:4096])),
                   r"experiment_state-[-\d_]+\.json .*\(not complete JSON"),
     "state-empty": (lambda f: newest(f, "experiment_state").write_bytes(b""),
                     r"experiment_state-[-\d_]+\.json .*\(empty\)"),
@@ -144,7 +145,8 @@ def test_from_last_good_puts_the_damaged_files_aside_and_resumes_from_the_kept_c
     (folder / "tuner.pkl").write_bytes(b"\x80\x05junk")
     with pytest.raises(RayStarted):  # restored and checked: the resume goes on to start Ray
         main(["study", "resume", NAME, "--tracking-uri", uri, "--from-last-good"])
-    assert re.fullmatch(rf"Tune's state of study `{NAME}` restored from {folder}/thoraxmae_tune_state\.zip \(saved "
+    assert re.fullmatch(rf"Tune's state of study `{NAME}` restored from "
+                        rf"{folder}/thoraxmae_tune_state\.zip \(saved "
                         r"[-\d: ]+, 1 trial\(s\)\); the damaged files are in "
                         rf"{folder}/thoraxmae_damaged-[-\d_]+",
                         capsys.readouterr().err.strip())

@@ -114,7 +114,8 @@ def _run(spec, resume: bool, force: bool = False, from_last_good: bool = False) 
     from thoraxmae.study.driver import DriverLease
     from thoraxmae.study.run.tune_state import StateKeeper, check_state, restore_last_good
 
-    with DriverLease.claim(spec.storage_path, spec.name, "study resume" if resume else "study run", force) as lease:
+    with DriverLease.claim(spec.storage_path, spec.name, "study resume" if resume else "study run",
+                           force) as lease:
         if lease.replaced:
             print(f"note: {lease.replaced}", file=sys.stderr)
         keeper = StateKeeper(spec.storage_path, spec.name)  # armed by run_study / resume_study

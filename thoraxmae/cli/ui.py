@@ -198,7 +198,8 @@ def serve(cmd: list[str], env: dict[str, str]) -> int:
         watchdog.kill()
         watchdog.wait()
         os.close(guard)
-    return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGINT) else code
+    return (0 if code in (0, -signal.SIGTERM, -signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGINT)
+            else code)
 
 
 def descendants(pid: int) -> list[tuple[int, str]]:

@@ -93,7 +93,8 @@ def simulate_trials(n: int = 40, seed: int = 0, failed_index: int = 5) -> list[S
     from optuna.distributions import FloatDistribution, IntDistribution
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    dists = {k: IntDistribution(v["low"], v["high"]) if v["type"] == "int" else FloatDistribution(v["low"], v["high"])
+    dists = {k: (IntDistribution(v["low"], v["high"]) if v["type"] == "int"
+                 else FloatDistribution(v["low"], v["high"]))
              for k, v in SPACE.items()}
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=N_STARTUP, multivariate=True)
     study = optuna.create_study(direction="maximize", sampler=sampler)
@@ -103,7 +104,8 @@ def simulate_trials(n: int = 40, seed: int = 0, failed_index: int = 5) -> list[S
     for i in range(n):
         ask = study.ask(dists)
         final = objective(ask.params) + rng.normal(0, NOISE_SD)
-        curve = [final - CURVE_RISE * math.exp(-(e - 1) / 1.5) + rng.normal(0, 0.001) for e in range(1, EPOCHS + 1)]
+        curve = [final - CURVE_RISE * math.exp(-(e - 1) / 1.5) + rng.normal(0, 0.001)
+                 for e in range(1, EPOCHS + 1)]
         if i == failed_index:
             study.tell(ask, state=optuna.trial.TrialState.FAIL)
             trials.append(SimTrial(f"t{i:03d}", schema.STATUS_FAILED, ask.params))
@@ -119,7 +121,8 @@ def simulate_trials(n: int = 40, seed: int = 0, failed_index: int = 5) -> list[S
     return trials
 
 
-def flat_trials(objectives: list[float], status: str = schema.STATUS_COMPLETED, seed: int = 0) -> list[SimTrial]:
+def flat_trials(objectives: list[float], status: str = schema.STATUS_COMPLETED,
+                seed: int = 0) -> list[SimTrial]:
     """One trial per objective with a flat curve (all epochs, or GRACE for pruned, none for failed) and
     knobs drawn at random in SPACE: ties and constant objectives on demand."""
     rng = np.random.default_rng(seed)
@@ -155,7 +158,8 @@ def write_study(uri: str, name: str, trials: list[SimTrial], artifact_root: Path
     exp = client.create_experiment(name, artifact_location=(artifact_root / name).resolve().as_uri())
     spec = spec_dict(name) if spec is None else spec
     parent = client.create_run(exp, run_name=name, tags={
-        schema.TAG_ROLE: schema.ROLE_STUDY, schema.TAG_STUDY: name, schema.TAG_STAGE: spec["stage"]}).info.run_id
+        schema.TAG_ROLE: schema.ROLE_STUDY, schema.TAG_STUDY: name,
+        schema.TAG_STAGE: spec["stage"]}).info.run_id
     client.log_text(parent, yaml.safe_dump(spec, sort_keys=False), schema.ARTIFACT_SPEC)
     t0 = int(time.time() * 1000) - 3_600_000
     run_ids = {}
@@ -178,7 +182,8 @@ def _write_trial(client, exp: str, parent: str, name: str, trial: SimTrial, star
 
     tags = {schema.TAG_PARENT: parent, schema.TAG_ROLE: schema.ROLE_TRIAL, schema.TAG_STUDY: name,
             schema.TAG_STAGE: stage, schema.TAG_TRIAL_ID: trial.trial_id, schema.TAG_STATUS: trial.status}
-    run = client.create_run(exp, start_time=start_ms, tags=tags, run_name=f"{name}-{trial.trial_id}").info.run_id
+    run = client.create_run(exp, start_time=start_ms, tags=tags,
+                            run_name=f"{name}-{trial.trial_id}").info.run_id
     params = {**{k: str(v) for k, v in trial.params.items()}, "finetune.epochs": str(EPOCHS),
               "pretrain.epochs": "3", "model.name": "vit_tiny_test", "finetune.lr": "0.000125"}
     metrics = []
@@ -201,7 +206,8 @@ def _write_trial(client, exp: str, parent: str, name: str, trial: SimTrial, star
     client.log_batch(run, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
                      tags=[RunTag("mlflow.runName", f"{name}-{trial.trial_id}")])
     if trial.status != schema.STATUS_RUNNING:
-        mlflow_status = {schema.STATUS_COMPLETED: "FINISHED", schema.STATUS_PRUNED: "KILLED"}.get(trial.status, "FAILED")
+        mlflow_status = {schema.STATUS_COMPLETED: "FINISHED",
+                         schema.STATUS_PRUNED: "KILLED"}.get(trial.status, "FAILED")
         client.set_terminated(run, mlflow_status, end_time=start_ms + 30_000 * max(len(trial.curve), 1))
     return run
 
@@ -212,7 +218,8 @@ SEED_SHARED_SD, SEED_OWN_SD = 0.004, 0.003  # per-seed effect shared by all reci
 CONFIRM_CURVE = (-0.02, -0.005, 0.0, -0.003)
 
 
-def planted_scores(true_means: dict[str, float], seeds: list[int], rng_seed: int = 0) -> dict[str, dict[int, float]]:
+def planted_scores(true_means: dict[str, float], seeds: list[int],
+                   rng_seed: int = 0) -> dict[str, dict[int, float]]:
     """recipe -> seed -> score: the recipe's true mean + a per-seed effect every recipe shares (the same
     seed gives the same data order and init) + the run's own noise; seed-to-seed SD ~0.005."""
     rng = np.random.default_rng(rng_seed)
@@ -276,7 +283,8 @@ def study_record(trials: list[SimTrial], name: str = "synthetic", spec: dict | N
         params = {**{k: str(v) for k, v in trial.params.items()}, "finetune.epochs": str(EPOCHS)}
         history = {schema.M_VAL_MAUC: [(e, v) for e, v in enumerate(trial.curve, start=1)]}
         end = None if trial.status == schema.STATUS_RUNNING else start + 30 * max(len(trial.curve), 1)
-        records.append(TrialRecord(f"run{i:03d}", trial.trial_id, trial.status, start, end, params, metrics, history))
+        records.append(TrialRecord(f"run{i:03d}", trial.trial_id, trial.status, start, end,
+                                   params, metrics, history))
     return StudyRecord(name=name, tracking_uri="memory://", experiment_id="0", parent_run_id=None, spec=spec,
                        stage=spec["stage"], metric=schema.M_VAL_MAUC, mode="max",
                        knobs=tuple(spec["search"]["space"]),

@@ -71,7 +71,8 @@ def test_candidates_are_the_median_then_the_best_estimates_each_once():
     assert out[1].run_id == f"run-{int(out[1].trial_id)}" and out[1].estimate == pytest.approx(estimate.max())
     assert not any(same_point(a.params, b.params) for i, a in enumerate(out) for b in out[i + 1:])
     # top 1: the median alone; a median that a trial ran is that trial
-    assert [c.label for c in confirm_candidates(trials, infos, "max", top=1, space=SPACE)] == [schema.RECIPE_MEDIAN]
+    assert ([c.label for c in confirm_candidates(trials, infos, "max", top=1, space=SPACE)]
+            == [schema.RECIPE_MEDIAN])
     twins = pd.concat([trials.head(1)] * 4, ignore_index=True).assign(
         trial_id=["a", "b", "c", "d"], **{KNOBS[0]: 0.65, KNOBS[1]: 0.15})
     one = confirm_candidates(twins, knob_infos(twins, KNOBS, SPACE), "max", top=3, space=SPACE)

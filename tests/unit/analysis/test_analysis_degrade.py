@@ -69,7 +69,8 @@ def test_constant_objective_cannot_be_ranked(tmp_path):
     _shown(f"**Importance cannot be ranked**: {reason}.", html, md)
     _shown(f"Importance: **cannot rank importance** ({reason}).", html, md)
     _shown(f"**No interaction plot**: importance is not ranked ({reason}).", html, md)
-    assert a.recipe.best.objective == 0.7 and set(figures) == {"history", "effects", "parallel", "curves", "cost"}
+    assert (a.recipe.best.objective == 0.7
+            and set(figures) == {"history", "effects", "parallel", "curves", "cost"})
 
 
 @pytest.mark.parametrize("n", [1, 2])

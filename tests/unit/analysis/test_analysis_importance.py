@@ -23,7 +23,8 @@ def test_optuna_study_rebuilt_with_inferred_distributions(planted):
     assert len(study.trials) == len(scored) == 38  # 40 minus the failed and the running trial
     dists = study.trials[0].distributions
     assert isinstance(dists["finetune.randaug_magnitude"], IntDistribution)
-    assert isinstance(dists["finetune.layer_decay"], FloatDistribution) and not dists["finetune.layer_decay"].log
+    assert (isinstance(dists["finetune.layer_decay"], FloatDistribution)
+            and not dists["finetune.layer_decay"].log)
     assert study.best_value == pytest.approx(scored["objective"].max())
 
 
@@ -52,7 +53,8 @@ def test_importance_not_ranked_when_one_knob_varies(planted):
     scored, infos = planted
     fixed = scored.assign(**{k.name: scored[k.name].iloc[0] for k in infos[1:]})
     imp = compute_importance(fixed, knob_infos(fixed, tuple(i.name for i in infos), {}), "max", n_bootstrap=4)
-    assert not imp.ranked and "1 knob(s) varied across trials, at least 2" in imp.reason and len(imp.constant) == 3
+    assert (not imp.ranked and "1 knob(s) varied across trials, at least 2" in imp.reason
+            and len(imp.constant) == 3)
 
 
 def test_marginal_effects_find_the_planted_optimum(planted):

@@ -45,7 +45,8 @@ def test_trials_without_the_parent_tag_are_found_by_the_study_tag(uri, root):
     for run_id in written.trial_runs.values():
         client.delete_tag(run_id, schema.TAG_PARENT)
     study = load_study("orphans", uri)
-    assert sorted(t.trial_id for t in study.trials) == ["a", "b"] and study.parent_run_id == written.parent_run_id
+    assert (sorted(t.trial_id for t in study.trials) == ["a", "b"]
+            and study.parent_run_id == written.parent_run_id)
 
 
 def test_a_deleted_experiment_names_the_restore_command(uri, root):

@@ -97,7 +97,8 @@ def test_compare_reference_agree_and_differences():
     rows = {x.knob: x for x in compare_reference(r, {"finetune.layer_decay": 0.55, "finetune.blr": 2.5e-4,
                                                      "pretrain.mask_ratio": 0.9})}
     ld = rows["finetune.layer_decay"]
-    assert ld.agrees is False and ld.diff == pytest.approx(-0.03) and ld.rel_diff == pytest.approx(-0.03 / 0.55)
+    assert (ld.agrees is False and ld.diff == pytest.approx(-0.03)
+            and ld.rel_diff == pytest.approx(-0.03 / 0.55))
     assert "outside the top-k range" in ld.verdict
     assert rows["finetune.blr"].agrees is True  # 2.5e-4 inside 1e-4..1e-2
     assert rows["pretrain.mask_ratio"].agrees is True and math.isnan(rows["pretrain.mask_ratio"].diff)

@@ -8,14 +8,16 @@ from thoraxmae.analysis.document import Bullets, Code, FigureRef, Section, Table
 from thoraxmae.analysis.render import render_html, render_markdown
 from thoraxmae.analysis.tables import fmt
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+                       "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 
 
 def _sections(tmp_path):
     png = tmp_path / "effects.png"
     png.write_bytes(PNG)
     return [Section("Recipe & <knobs>", ["`finetune.drop_path` is **free**", Bullets(["a < b"]),
-                                        Table(["knob", "value"], [["`x|y`", fmt(0.123456)]]), Code("a: 1\n")]),
+                                        Table(["knob", "value"], [["`x|y`", fmt(0.123456)]]),
+                                        Code("a: 1\n")]),
             Section("Effects", [FigureRef(png, "Marginal effects", "best around 0.6")])]
 
 

@@ -39,7 +39,8 @@ def test_parse_value_restores_logged_python_types():
 
 
 def test_trial_table_objective_is_best_epoch_and_statuses_survive():
-    trials = [_trial("a", schema.STATUS_COMPLETED, [0.70, 0.78, 0.76], metrics={schema.M_COST_CPU_HOURS: 0.3}),
+    trials = [_trial("a", schema.STATUS_COMPLETED, [0.70, 0.78, 0.76],
+                     metrics={schema.M_COST_CPU_HOURS: 0.3}),
               _trial("b", schema.STATUS_PRUNED, [0.60, 0.65], start=1001),
               _trial("c", schema.STATUS_FAILED, [], start=1002),
               _trial("d", schema.STATUS_RUNNING, [0.72], start=1003)]
@@ -85,7 +86,8 @@ def test_knob_infos_infer_kind_and_log_scale():
     assert infos["finetune.randaug_magnitude"].kind == "int"
     assert infos["pretrain.mask_ratio"].kind == "categorical" and infos["pretrain.mask_ratio"].numeric
     assert infos["pretrain.mask_ratio"].choices == (0.75, 0.9)
-    assert infos["pretrain.norm_pix_loss"].kind == "categorical" and not infos["pretrain.norm_pix_loss"].numeric
+    assert (infos["pretrain.norm_pix_loss"].kind == "categorical"
+            and not infos["pretrain.norm_pix_loss"].numeric)
     assert not infos["finetune.weight_decay"].varied
     x = numeric_matrix(df, [infos["finetune.blr"], infos["pretrain.norm_pix_loss"]])
     np.testing.assert_allclose(x[:, 0], np.log10([1e-5, 3e-4, 1e-3]))
@@ -96,4 +98,5 @@ def test_objective_defaults_follow_the_spec_then_the_stage():
     assert objective_of({"search": {"metric": "val/acc"}}, {}, "finetune") == ("val/acc", "max")
     assert objective_of(None, {}, "finetune") == (schema.M_VAL_MAUC, "max")
     assert objective_of(None, {}, "pretrain") == (schema.M_PRETRAIN_LOSS, "min")
-    assert objective_of({}, {"search.metric": "val/mauc", "search.mode": "min"}, "finetune") == ("val/mauc", "min")
+    assert (objective_of({}, {"search.metric": "val/mauc", "search.mode": "min"}, "finetune")
+            == ("val/mauc", "min"))
