@@ -1,8 +1,8 @@
 """What pre-training reuse saves: the same small pipeline study with reuse on and off, side by side.
 
     .venv/bin/python benchmarks/study_cost.py [--trials 10] [--pretrain-epochs 3] [--n 600]
-    .venv/bin/python benchmarks/study_cost.py --tournament    # last line: tournament: pretrain_epochs=... ratio=...
-    .venv/bin/python benchmarks/study_cost.py --paper [SPEC]  # last line: paper-scale: <x> x one 800-epoch ...
+    .venv/bin/python benchmarks/study_cost.py --tournament    # last: tournament: pretrain_epochs=... ratio=
+    .venv/bin/python benchmarks/study_cost.py --paper [SPEC]  # last: paper-scale: <x> x one 800-epoch ...
 
 Both runs use the demo's recipe space (4 pre-training recipes: mask 0.75/0.9 x crop 0.2/0.5, each covered
 by 2 trials, then TPE), the same seeded sampler and the same phantom store, on one local Ray with 2 CPUs

@@ -64,8 +64,8 @@ def pretrain_once(spec: StudySpec, cfg: Any, trial_id: str,
     (study.registry.entry_id); a missing one continues the longest shorter entry of its key
     (continuation_source).
 
-    run_phase(name, runs_dir, entry id, cfg) runs (or resumes) the pre-training Train run of `cfg` in the registry
-    folder runs_dir and returns its final marker."""
+    run_phase(name, runs_dir, entry id, cfg) runs (or resumes) the pre-training Train run of `cfg` in the
+    registry folder runs_dir and returns its final marker."""
     import ray
 
     registry = Registry(spec.storage_path)
