@@ -15,7 +15,6 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import write_store_manifest
 from thoraxmae.cli import main
 from thoraxmae.study import schema
 from thoraxmae.study.spec.load import parse_spec, with_defaults
@@ -34,23 +33,7 @@ class Pwn:
         return os.system, (f"touch {self.marker}",)
 
 
-@pytest.fixture(autouse=True)
-def no_ray(monkeypatch):
-    """Ray must never start for bad input; MLflow's default URI must not leak in from the environment."""
-    from thoraxmae.study.run import ray_local
-
-    def tripwire(**_):
-        raise AssertionError("Ray started for an input that should have been refused before it")
-
-    monkeypatch.setattr(ray_local, "init_ray", tripwire)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-
-@pytest.fixture()
-def work(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    write_store_manifest(tmp_path / "store")
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("no_ray")  # tests/reliability/conftest.py
 
 
 def spec_dict(tmp: Path, name: str = "bad", **sections) -> dict:

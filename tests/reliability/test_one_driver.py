@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_store_manifest
 from tests.integration.study_helpers import subprocess_env, tiny_spec
 from tests.reliability.test_bad_inputs import spec_dict, write_spec
 from thoraxmae.cli import main
@@ -28,23 +27,7 @@ from thoraxmae.study.storage import StudyStorage
 from thoraxmae.study.tracking.writer import StudyTracker
 from thoraxmae.trainers import faults
 
-
-@pytest.fixture(autouse=True)
-def no_ray(monkeypatch):
-    from thoraxmae.study.run import ray_local
-
-    def tripwire(**_):
-        raise AssertionError("Ray started although a live driver runs the study")
-
-    monkeypatch.setattr(ray_local, "init_ray", tripwire)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-
-@pytest.fixture()
-def work(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    write_store_manifest(tmp_path / "store")
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("no_ray")  # tests/reliability/conftest.py
 
 
 def write_raw(path: Path, raw: dict) -> Path:

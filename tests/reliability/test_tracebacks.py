@@ -17,30 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_store_manifest
 from tests.reliability.test_bad_inputs import spec_dict, write_spec
 from tests.reliability.test_bad_outputs import tmpfs
 from tests.s3_server import BUCKET, moto_server, serve
 from thoraxmae.cli import main
 from thoraxmae.study.run.ray_local import free_ports, restore_env
 
-
-@pytest.fixture(autouse=True)
-def no_ray(monkeypatch):
-    from thoraxmae.study.run import ray_local
-
-    def tripwire(**_):
-        raise AssertionError("Ray started for an invocation that should have been refused before it")
-
-    monkeypatch.setattr(ray_local, "init_ray", tripwire)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-
-@pytest.fixture()
-def work(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    write_store_manifest(tmp_path / "store")
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("no_ray")  # tests/reliability/conftest.py
 
 
 def one_line(capsys) -> str:
