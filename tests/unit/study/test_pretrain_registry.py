@@ -15,14 +15,6 @@ from thoraxmae.study.registry import Registry, _Coordinator, key_payload, pretra
 from thoraxmae.trainers.config import ModelConfig, PretrainConfig
 
 
-@pytest.fixture()
-def store(tmp_path):
-    s = tmp_path / "store"
-    s.mkdir()
-    (s / "manifest.json").write_text(json.dumps({"content_hash": "abc123"}))
-    return s
-
-
 def _key(store, **pretrain) -> str:
     model = ModelConfig(name="vit_tiny_test", img_size=64, patch_size=8)
     return pretrain_key(key_payload(model, DataConfig(store=store),

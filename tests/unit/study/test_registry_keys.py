@@ -2,24 +2,14 @@
 version is, and a constant (horizon-free) pre-training is keyed without its length."""
 from __future__ import annotations
 
-import json
 import sys
 
-import pytest
 import torch
 
 from thoraxmae.datasets.config import DataConfig
 from thoraxmae.study import registry as reg
 from thoraxmae.study.registry import Registry, entry_epochs, entry_id, key_payload, pretrain_key
 from thoraxmae.trainers.config import ModelConfig, PretrainConfig
-
-
-@pytest.fixture()
-def store(tmp_path):
-    s = tmp_path / "store"
-    s.mkdir()
-    (s / "manifest.json").write_text(json.dumps({"content_hash": "abc123"}))
-    return s
 
 
 def _key(store, model=None, data=None, **pretrain) -> str:
