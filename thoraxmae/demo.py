@@ -12,10 +12,10 @@ import json
 import time
 from pathlib import Path
 
-# The specs the wheel ships (thoraxmae/configs/), or a checkout's configs/ (an editable install).
-CONFIGS = next(p for p in (Path(__file__).resolve().parent / "configs",
-                           Path(__file__).resolve().parents[1] / "configs")
-               if p.is_dir())
+# The specs the wheel ships (thoraxmae/configs/), or a checkout's configs/ (an editable install). A copy
+# of the package without either (a `study submit` job's copy) imports fine; only `demo` needs them.
+_CONFIG_DIRS = (Path(__file__).resolve().parent / "configs", Path(__file__).resolve().parents[1] / "configs")
+CONFIGS = next((p for p in _CONFIG_DIRS if p.is_dir()), _CONFIG_DIRS[0])
 DEMO_SPEC = CONFIGS / "demo.yaml"  # the pipeline search: `thoraxmae demo --spec .../demo.yaml`
 TOURNAMENT_SPEC = CONFIGS / "demo-tournament.yaml"  # what `thoraxmae demo` runs: the recipe tournament
 PHANTOM_MARKER = ".thoraxmae-phantom.json"

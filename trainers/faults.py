@@ -5,6 +5,8 @@ carries a fault. Not for users: a held run waits for a file to disappear.
 THORAXMAE_FAULTS holds `;`-separated entries:
 - `fail:<phase>:<epoch>`: that phase's worker raises once in that epoch, only in a run that did not start
   from a checkpoint (so Ray Train's retry, resumed from the checkpoint, passes);
+- `fail:<phase>:<epoch>:<folder>`: the same, but only in the first run to get there (it claims
+  `<folder>/fail-<phase>-<epoch>`): one trial of a study fails, the others go on;
 - `hold:<point>:<phase>:<epoch>:<folder>`: write `<folder>/<point>` there and wait until the file is removed
   (at most HOLD_LIMIT_S), so a test can kill the study at exactly that moment. Points: `worker` (rank 0, an
   epoch done, before its report and checkpoint) and `forward` (study.run.trial: a Train checkpoint recorded,
@@ -41,8 +43,19 @@ def env(*entries: str) -> dict[str, str]:
     return {ENV: ";".join(entries)}
 
 
-def fail_entry(phase: str, epoch: int) -> str:
-    return f"fail:{phase}:{epoch}"
+def fail_entry(phase: str, epoch: int, once_in: Path | str | None = None) -> str:
+    """A `fail` entry; with `once_in` (a folder), only the first run to reach it fails."""
+    return f"fail:{phase}:{epoch}" + (f":{once_in}" if once_in else "")
+
+
+def _claim(folder: str, phase: str, epoch: int) -> bool:
+    """True for the first caller (any process) to claim this failure in `folder`."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(Path(folder) / f"fail-{phase}-{epoch}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def hold_entry(point: str, phase: str, epoch: int, folder: Path | str) -> str:
@@ -55,7 +68,7 @@ def _entries(kind: str, spec: str | None) -> list[list[str]]:
     for entry in filter(None, text.split(";")):
         head, _, rest = entry.partition(":")
         if head == kind:
-            out.append(rest.split(":", 3 if kind == "hold" else 1))
+            out.append(rest.split(":", 3 if kind == "hold" else 2))
     return out
 
 
@@ -67,8 +80,10 @@ def fail(phase: str, epoch: int, restored: bool, spec: str | None = None) -> Non
     """Raise InjectedFailure when a `fail` entry names this phase and epoch of a run not restored."""
     if restored:
         return
-    for want_phase, want_epoch in (e for e in _entries("fail", spec) if len(e) == 2):
-        if _phase_matches(want_phase, phase) and want_epoch.isdigit() and int(want_epoch) == epoch:
+    for want_phase, want_epoch, *once_in in (e for e in _entries("fail", spec) if len(e) in (2, 3)):
+        if not (_phase_matches(want_phase, phase) and want_epoch.isdigit() and int(want_epoch) == epoch):
+            continue
+        if not once_in or _claim(once_in[0], phase, epoch):
             raise InjectedFailure(f"injected failure in {phase} epoch {epoch} ({ENV})")
 
 

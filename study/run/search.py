@@ -45,8 +45,7 @@ def make_scheduler(spec: StudySpec):
     from thoraxmae.study.spec.coverage import covered_knobs
 
     # a study that covers recipes (or encoders): its enqueued points (paper + coverage) are never stopped, so
-    # every
-    # recipe gets its complete fine-tunes before recipes are compared
-    protected = len(spec.points()) if spec.search.coverage and covered_knobs(spec) else 0
+    # every recipe gets its complete fine-tunes before recipes are compared
+    protected = len(study_points(spec)) if spec.search.coverage and covered_knobs(spec) else 0
     return CoverageASHA(protected, time_attr=schema.M_EPOCH, max_t=spec.max_t,
                         grace_period=sched.grace_period, reduction_factor=sched.reduction_factor)

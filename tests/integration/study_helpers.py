@@ -14,6 +14,8 @@ from mlflow import MlflowClient
 from thoraxmae.study import schema
 from thoraxmae.study.run.ray_local import free_ports  # noqa: F401  (the tests pick ports with the study's own helper)
 
+# The CLI as a child process (this interpreter: its venv).
+CLI = [sys.executable, "-m", "thoraxmae"]
 # Fail fast when a trial's worker group cannot be placed, instead of hanging the suite.
 TEST_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
             "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}

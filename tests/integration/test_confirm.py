@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.integration.study_helpers import subprocess_env, tiny_spec, trial_runs, write_spec
+from tests.integration.study_helpers import CLI, subprocess_env, tiny_spec, trial_runs, write_spec
 from thoraxmae.study import schema
 from thoraxmae.study.spec.load import load_spec
 
 pytestmark = pytest.mark.integration
-CLI = [sys.executable, "-m", "thoraxmae"]
 
 
 def _confirm_runs(uri: str, experiment: str) -> list:

@@ -27,6 +27,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.integration.study_helpers import (
+    CLI,
     free_ports,
     history,
     stop_process,
@@ -46,7 +47,6 @@ from thoraxmae.study.storage import REGISTRY_DIR
 from thoraxmae.study.tracking.lookup import SPEC_FILE
 
 pytestmark = pytest.mark.integration
-CLI = [sys.executable, "-m", "thoraxmae"]
 RAY = str(Path(sys.executable).parent / "ray")
 NODE_MEMORY = str(100 * 1024**2)  # object store per node: the study passes no large objects
 NODES = ("head", "worker")

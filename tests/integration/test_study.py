@@ -1,12 +1,23 @@
 """Studies on the real local Ray (2 CPUs) with real MLflow (SQLite) on the phantom store."""
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from mlflow import MlflowClient
 
-from tests.integration.study_helpers import history, study_runs, tiny_spec, trial_runs, write_spec
+from tests.integration.study_helpers import (
+    CLI,
+    history,
+    study_runs,
+    subprocess_env,
+    tiny_spec,
+    trial_runs,
+    write_spec,
+)
 from thoraxmae.study import schema
 from thoraxmae.study.spec.load import load_spec
+from thoraxmae.trainers import faults
 
 pytestmark = pytest.mark.integration
 
@@ -73,45 +84,46 @@ def test_pipeline_study_pretrains_then_finetunes(study_ray, phantom_store, tmp_p
     assert len(done) == 2
 
 
-def test_a_failing_trial_is_recorded_with_its_error_and_the_study_goes_on(study_ray, phantom_store, tmp_path):
-    from thoraxmae.study.run.tune import run_study
+def run_cli_study(spec, tmp_path, *fault_entries: str) -> subprocess.CompletedProcess:
+    """`thoraxmae study run` as a child process with its own local Ray, so the test-only fault entries
+    (trainers.faults) reach the trial workers it starts."""
+    return subprocess.run([*CLI, "study", "run", str(spec)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, check=False, env=subprocess_env(**faults.env(*fault_entries)))
 
-    raw = tiny_spec(phantom_store, tmp_path, "fail-study", num_samples=2, concurrent=2)
+
+def test_a_failing_trial_is_recorded_with_its_error_and_the_study_goes_on(phantom_store, tmp_path):
+    raw = tiny_spec(phantom_store, tmp_path, "fail-study", num_samples=2, concurrent=1)
     raw["finetune"]["epochs"] = 1
-    raw["resources"]["max_failures"] = 1  # Train retries the worker group once; the trial still fails
-    raw["search"]["space"] = {"finetune.batch_size": {"type": "categorical", "choices": [16, 5000]}}
-    raw["search"]["points_to_evaluate"] = [{"finetune.batch_size": 5000}, {"finetune.batch_size": 16}]
-    spec = load_spec(write_spec(raw, tmp_path / "spec.yaml"))
-    grid = run_study(spec)
+    raw["resources"]["max_failures"] = 0
+    spec = write_spec(raw, tmp_path / "spec.yaml")
+    # the first trial's worker raises in its first epoch; the second runs as usual
+    done = run_cli_study(spec, tmp_path, faults.fail_entry("finetune", 1, once_in=tmp_path / "faults"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 of 2 trials failed; first error (trial" in done.stderr
 
-    assert len(grid) == 2 and len(grid.errors) == 1
-    runs = trial_runs(spec.tracking.uri, "fail-study")
-    assert len(runs) == 2
-    by_batch = {}
+    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "fail-study")
+    by_status = {}
     for r in runs:
-        by_batch.setdefault(r.data.params["finetune.batch_size"], []).append(r)
-    failed = [r for r in runs if r.data.tags[schema.TAG_STATUS] == schema.STATUS_FAILED]
-    assert failed and all(r.data.params["finetune.batch_size"] == "5000" for r in failed)
-    assert all("batch_size=5000" in r.data.tags[schema.TAG_ERROR] for r in failed)
-    assert any(r.data.tags[schema.TAG_STATUS] == schema.STATUS_COMPLETED for r in by_batch["16"])
-    assert study_runs(spec.tracking.uri, "fail-study")[0].info.status == "FINISHED"
+        by_status.setdefault(r.data.tags[schema.TAG_STATUS], []).append(r)
+    assert sorted(by_status) == sorted([schema.STATUS_FAILED, schema.STATUS_COMPLETED]), by_status
+    (failed,), (completed,) = by_status[schema.STATUS_FAILED], by_status[schema.STATUS_COMPLETED]
+    assert "injected failure in finetune epoch 1" in failed.data.tags[schema.TAG_ERROR]
+    assert schema.M_VAL_MAUC not in failed.data.metrics and schema.M_TEST_MAUC in completed.data.metrics
+    assert study_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "fail-study")[0].info.status == "FINISHED"
 
 
-def test_a_study_whose_every_trial_failed_exits_1_and_shows_the_first_error(study_ray, phantom_store,
-                                                                            tmp_path,
-                                                                             capsys):
+def test_a_study_whose_every_trial_failed_exits_1_and_shows_the_first_error(phantom_store, tmp_path, capsys):
     from thoraxmae.cli import main
 
     raw = tiny_spec(phantom_store, tmp_path, "all-fail", num_samples=2, concurrent=2)
     raw["finetune"]["epochs"] = 1
-    raw["search"]["space"] = {"finetune.batch_size": {"type": "categorical", "choices": [4000, 5000]}}
     spec = write_spec(raw, tmp_path / "spec.yaml")
-    assert main(["study", "run", str(spec)]) == 1
-    out, err = capsys.readouterr()
-    assert "best val/mauc" not in out  # no failed trial is ever named best
-    lines = err.strip().splitlines()
+    done = run_cli_study(spec, tmp_path, faults.fail_entry("finetune", 1))
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "best val/mauc" not in done.stdout  # no failed trial is ever named best
+    lines = done.stderr.strip().splitlines()
     assert lines[-1] == "error: study all-fail: no trial was scored (val/mauc)"
-    assert lines[-2].startswith("2 of 2 trials failed; first error (trial "
-                                "") and "batch_size=" in lines[-2], lines
+    assert lines[-2].startswith("2 of 2 trials failed; first error (trial ") and \
+        "injected failure in finetune epoch 1" in lines[-2], lines
     st = main(["study", "status", "all-fail", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
     assert st == 0 and "first failed trial" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.study_helpers import (
+    CLI,
     free_ports,
     history,
     stop_process,
@@ -25,7 +26,6 @@ from tests.integration.study_helpers import (
 from thoraxmae.study import schema
 
 pytestmark = pytest.mark.integration
-CLI = [sys.executable, "-m", "thoraxmae"]
 
 
 @pytest.fixture()

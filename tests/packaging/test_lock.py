@@ -4,6 +4,7 @@ dependency table. The venv this suite runs in is the lock: every locked package 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
@@ -32,8 +33,11 @@ def make_venv_in_copy(tmp_path, edit=None) -> subprocess.CompletedProcess:
         shutil.copy2(ROOT / name, tmp_path / name)
     if edit:
         edit(tmp_path)
+    # as a user's own `make venv`, not one nested in `make test` (which would print make[1]'s directory lines)
+    nested = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")
+    env = {k: v for k, v in os.environ.items() if k not in nested}
     return subprocess.run(["make", "venv", f"VENV={tmp_path / 'venv'}"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60, check=False)
+                          text=True, timeout=60, check=False, env=env)
 
 
 def test_the_locks_match_pyproject():

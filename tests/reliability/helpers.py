@@ -15,11 +15,10 @@ from pathlib import Path
 import yaml
 from mlflow import MlflowClient
 
-from tests.integration.study_helpers import trial_runs  # noqa: F401  (one copy, re-exported)
+from tests.integration.study_helpers import CLI, trial_runs  # noqa: F401  (one copy each, re-exported)
 from thoraxmae.study import schema
 from thoraxmae.trainers import faults
 
-CLI = [sys.executable, "-m", "thoraxmae"]
 # Fail fast when a worker group cannot be placed; no drain wait when a trial stops.
 FAIL_FAST = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "60", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 

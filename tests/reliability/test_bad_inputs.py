@@ -8,19 +8,17 @@ import os
 import pickle
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from tests.integration.study_helpers import CLI
 from thoraxmae.cli import main
 from thoraxmae.study import schema
 from thoraxmae.study.spec.load import parse_spec, with_defaults
 from thoraxmae.study.tracking.writer import StudyTracker
-
-CLI = [sys.executable, "-m", "thoraxmae"]
 
 
 class Pwn:
