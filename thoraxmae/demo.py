@@ -1,8 +1,9 @@
 """`thoraxmae demo`: the whole product on the embedded default, on one machine with no data and no GPU.
 
-phantom ChestX-ray14 (real NIH layout) -> prepared store -> `pipeline` study of configs/demo.yaml
-(MAE pre-training + fine-tuning per trial, TPE + ASHA, 2 concurrent trials) on a local Ray, tracked in
-a local MLflow (SQLite) -> recipe report. Everything lives under --out (default ./demo-out). A re-run
+phantom ChestX-ray14 (real NIH layout) -> prepared store -> the recipe tournament of
+configs/demo-tournament.yaml (4 pre-training recipes, rungs of 1 and 2 epochs, paired scoring fine-tunes;
+`--spec configs/demo.yaml`: the pipeline search with TPE + ASHA) on a local Ray, tracked in a local MLflow
+(SQLite) -> recipe report. Everything lives under --out (default ./demo-out). A re-run
 reuses the phantom and the store and runs the study again under the next free name (demo-2, ...).
 """
 from __future__ import annotations
