@@ -8,54 +8,24 @@ Skipped when no Chromium can be had (tests/integration/browser.py). The demo tak
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pytest
-from mlflow import MlflowClient
 
 from tests.integration import browser
+from tests.integration.conftest import Demo
 from tests.integration.study_helpers import free_ports, subprocess_env, trial_runs
 from thoraxmae.study import schema
 
 pytestmark = pytest.mark.integration
-DEMO_TIMEOUT_S = 1200  # the default demo is a 4-recipe tournament: ~5 min on 2 idle CPUs, more when shared
-
-
-@dataclass(frozen=True)
-class Demo:
-    out: Path
-    uri: str
-    report: Path
-    study: str
-    experiment_id: str
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Demo:
-    """`thoraxmae demo --n 300` (the README's `make demo`: the recipe tournament) in a fresh folder, as a user
-    runs it."""
-    browser.chromium()  # skip before spending the demo's minutes
-    out = tmp_path_factory.mktemp("demo")
-    cmd = [str(Path(sys.executable).with_name("thoraxmae")), "demo", "--out", str(out), "--n", "300",
-           "--trials", "2",
-           "--confirm-seeds", "0"]  # the confirmation path: tests/integration/test_confirm.py
-    done = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=DEMO_TIMEOUT_S,
-                          check=False)
-    said = f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
-    assert done.returncode == 0, said
-    printed = re.search(r"^report\s+(\S+)$", done.stdout, re.MULTILINE)
-    assert printed, f"the demo did not print its report path\n{said}"
-    report = Path(printed.group(1))
-    assert report.is_file() and report.is_relative_to(out), report
-    uri = f"sqlite:///{out / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    experiments = [e for e in client.search_experiments() if e.name != "Default"]
-    assert len(experiments) == 1, [e.name for e in experiments]
-    return Demo(out, uri, report, experiments[0].name, experiments[0].experiment_id)
+def demo(demo_run) -> Demo:
+    """The session's default demo (tests/integration/conftest.py), unless no Chromium can be had."""
+    browser.chromium()
+    return demo_run
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ real SQLite MLflow), as MLflow runs of role confirm that the report turns into a
 whose driver was killed resumes without duplicating runs."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -33,26 +34,46 @@ def _finetune_spec(store, tmp, name):
     return raw
 
 
-def test_confirm_reruns_chosen_recipe_and_reference_with_shared_seeds(study_ray, phantom_store, tmp_path):
+def test_confirm_killed_resumes_then_reruns_recipe_and_reference_with_shared_seeds(study_ray, phantom_store,
+                                                                                  tmp_path):
+    """`study confirm --top 1 --seeds 2` (the CLI, its own local Ray) killed once a run is scored, run again:
+    the 4 runs, none twice, the chosen recipe and the paper's with shared seeds; the report's verdict on them;
+    then a larger request runs only what is missing."""
     from thoraxmae.cli.confirm import choose_recipes
     from thoraxmae.study.run.confirm import run_confirm
-    from thoraxmae.study.run.tune import run_study
 
-    spec = load_spec(write_spec(_finetune_spec(phantom_store, tmp_path, "conf"), tmp_path / "spec.yaml"))
-    run_study(spec)
-    trials = trial_runs(spec.tracking.uri, "conf")
-    recipes = choose_recipes(spec, 1)  # top 1: the top-k median recipe (analysis/candidates.py)
-    assert len(recipes) == 1
-    chosen = recipes[0]
+    raw = _finetune_spec(phantom_store, tmp_path, "conf")
+    raw["resources"]["max_concurrent_trials"] = 1
+    spec_path = write_spec(raw, tmp_path / "spec.yaml")
+    spec = load_spec(spec_path)
+    uri = spec.tracking.uri
+    env = subprocess_env()
+    run = subprocess.run([*CLI, "study", "run", str(spec_path)], env=env, cwd=tmp_path, capture_output=True,
+                         check=False, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    trials = trial_runs(uri, "conf")
+    (chosen,) = choose_recipes(spec, 1)  # top 1: the top-k median recipe (analysis/candidates.py)
     values = sorted(float(r.data.params["finetune.layer_decay"]) for r in trials)
     assert values[0] <= chosen.knobs["finetune.layer_decay"] <= values[-1]
-    result = run_confirm(spec, recipes, seeds=2)
 
-    assert len(result.requested) == 4 and result.status(spec) == (4, 0) and result.new == 4
-    runs = _confirm_runs(spec.tracking.uri, "conf")
-    assert len(runs) == 4
-    recipes = Counter(r.data.tags[schema.TAG_RECIPE] for r in runs)
-    assert recipes == {chosen.label: 2, schema.RECIPE_REFERENCE: 2}
+    args = [*CLI, "study", "confirm", "conf", "--tracking-uri", uri, "--top", "1", "--seeds", "2"]
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not any(
+            r.data.metrics.get(schema.M_VAL_MAUC) is not None for r in _confirm_runs(uri, "conf")):
+        assert proc.poll() is None, "confirm ended before it could be killed"
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray
+    proc.wait(timeout=60)
+    done = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    runs = _confirm_runs(uri, "conf")
+    assert len(runs) == 4, [(r.data.tags.get(schema.TAG_RECIPE), r.data.params.get("seed")) for r in runs]
+    assert Counter(r.data.tags[schema.TAG_RECIPE] for r in runs) == {chosen.label: 2,
+                                                                     schema.RECIPE_REFERENCE: 2}
     for r in runs:
         assert r.data.tags[schema.TAG_PARENT] == trials[0].data.tags[schema.TAG_PARENT]
         assert r.data.tags[schema.TAG_STATUS] == schema.STATUS_COMPLETED
@@ -68,54 +89,19 @@ def test_confirm_reruns_chosen_recipe_and_reference_with_shared_seeds(study_ray,
     # the report rests on them: a verdict instead of the exploratory label
     from thoraxmae.analysis.report import build_report
 
-    result = build_report("conf", spec.tracking.uri, tmp_path / "report", n_bootstrap=4, log_artifacts=False)
+    result = build_report("conf", uri, tmp_path / "report", n_bootstrap=4, log_artifacts=False)
     md = result.markdown.read_text()
     assert "**Verdict: " in md and "mean `test/mauc` (95% CI)" in md, md  # judged on the held-out split
 
     # a larger request (issue 23, N4: it used to resume the old one and run nothing): only the missing runs
-    bigger = run_confirm(spec, choose_recipes(spec, 2), seeds=3)
-    finished, failed = bigger.status(spec)
-    assert (finished, failed) == (len(bigger.requested), 0) and 0 < bigger.new < len(bigger.requested)
-    runs = _confirm_runs(spec.tracking.uri, "conf")
-    assert len(runs) == 4 + bigger.new
+    bigger = run_confirm(spec, choose_recipes(spec, 1), seeds=3)
+    assert bigger.status(spec) == (len(bigger.requested), 0) == (6, 0) and bigger.new == 2
+    runs = _confirm_runs(uri, "conf")
+    assert len(runs) == 4 + 2
     pairs = Counter((r.data.tags[schema.TAG_RECIPE], r.data.params[schema.PARAM_SEED]) for r in runs)
     assert max(pairs.values()) == 1, pairs  # no recipe and seed run twice
     assert {s for (label, s) in pairs if label == schema.RECIPE_REFERENCE} == {"1000", "1001", "1002"}
-    assert run_confirm(spec, choose_recipes(spec, 2), seeds=3).new == 0  # the same request again: nothing new
-
-
-def test_confirm_killed_then_run_again_resumes_without_duplicates(phantom_store, tmp_path):
-    raw = _finetune_spec(phantom_store, tmp_path, "confkill")
-    raw["resources"]["max_concurrent_trials"] = 1
-    spec_path = write_spec(raw, tmp_path / "spec.yaml")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = subprocess_env()
-    run = subprocess.run([*CLI, "study", "run", str(spec_path)], env=env, cwd=tmp_path, capture_output=True,
-                         check=False,
-                         text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-
-    args = [*CLI, "study", "confirm", "confkill", "--tracking-uri", uri, "--top", "1", "--seeds", "2"]
-    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and not any(
-            r.data.metrics.get(schema.M_VAL_MAUC) is not None for r in _confirm_runs(uri, "confkill")):
-        assert proc.poll() is None, "confirm ended before it could be killed"
-        time.sleep(1)
-    import os
-
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray
-    proc.wait(timeout=60)
-    done = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    runs = _confirm_runs(uri, "confkill")
-    assert len(runs) == 4, [(r.data.tags.get(schema.TAG_RECIPE), r.data.params.get("seed")) for r in runs]
-    assert Counter((r.data.tags[schema.TAG_RECIPE], r.data.params[schema.PARAM_SEED])
-                   for r in runs).most_common(1)[0][1] == 1
-    assert {r.data.tags[schema.TAG_STATUS] for r in runs} == {schema.STATUS_COMPLETED}
+    assert run_confirm(spec, choose_recipes(spec, 1), seeds=3).new == 0  # the same request again: nothing new
 
 
 def test_pipeline_confirmation_with_two_pretrain_seeds_pretrains_each_recipe_again(study_ray, phantom_store,
