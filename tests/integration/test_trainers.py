@@ -23,9 +23,10 @@ from thoraxmae.trainers.config import FinetuneConfig, ModelConfig, PretrainConfi
 pytestmark = pytest.mark.integration
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the callback below runs on the controller
 TINY = ModelConfig(name="vit_tiny_test", depth=2)  # the preset's 64 px, patch 8, 32-dim 1-block decoder
-# Measured on this 1000-image phantom (seed 1), 10 epochs from scratch: test mAUC 0.655, CI 0.614-0.693;
-# the threshold leaves ~0.05 for run-to-run noise while staying far above chance (0.5).
-LEARNED_TEST_MAUC = 0.60
+# Measured on this 1000-image phantom (seed 1), 10 epochs from scratch, fine-tuning seeds 0, 1, 2 (the
+# test runs seed 0): test mAUC 0.595, 0.668, 0.632 (patient CI lows 0.545, 0.613, 0.592); seeds 0 and 2
+# select epoch 2 on val. The threshold sits below that spread, far above chance (0.5); the CI low is checked.
+LEARNED_TEST_MAUC = 0.57
 
 
 class EpochLog(UserCallback):
