@@ -38,7 +38,7 @@ demo: $(STAMP)
 	$(BIN)/thoraxmae demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra --durations=25 tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
