@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
-from tests.integration.study_helpers import subprocess_env, tiny_spec, trial_runs, write_spec
+from tests.integration.study_helpers import CLI, subprocess_env, tiny_spec, trial_runs, write_spec
 from tests.s3_server import BUCKET, moto_server
 from thoraxmae.datasets.remote import upload_store
 from thoraxmae.datasets.storage import Location
@@ -44,7 +43,7 @@ def test_finetune_study_lives_on_s3(phantom_store, tmp_path):
         spec["finetune"]["epochs"] = 2
         spec_file = write_spec(spec, tmp_path / "spec.yaml")
         env = subprocess_env(**s3, THORAXMAE_CACHE_DIR=str(tmp_path / "cache"))
-        cli = [sys.executable, "-m", "thoraxmae", "study"]
+        cli = [*CLI, "study"]
         done = subprocess.run([*cli, "run", str(spec_file)], check=False, env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]

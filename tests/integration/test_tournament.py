@@ -9,14 +9,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.integration.study_helpers import subprocess_env, tiny_spec, write_spec
+from tests.integration.study_helpers import CLI, subprocess_env, tiny_spec, write_spec
 from thoraxmae.study import schema
 from thoraxmae.study.registry import Registry
 from thoraxmae.study.spec.load import load_spec
@@ -51,7 +50,7 @@ def bracket_of(summary: dict) -> list[tuple[int, list[tuple[str, list[float], bo
 
 
 def _run(spec_path: Path, tmp: Path, *args: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "thoraxmae", "study", *args], cwd=tmp,
+    return subprocess.Popen([*CLI, "study", *args], cwd=tmp,
                             env=subprocess_env(**env), start_new_session=True,
                             stdout=open(tmp / "out.log", "a"), stderr=subprocess.STDOUT)
 

@@ -10,14 +10,13 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from tests.integration.study_helpers import subprocess_env, tiny_spec
+from tests.integration.study_helpers import CLI, subprocess_env, tiny_spec
 from tests.reliability.test_bad_inputs import spec_dict, write_spec
 from thoraxmae.cli import main
 from thoraxmae.study import driver, schema
@@ -55,7 +54,7 @@ def test_a_second_driver_of_a_running_study_is_refused_then_a_dead_one_is_taken_
     spec = write_raw(work / "busy.yaml", tiny_spec(phantom_store, work, "busy", num_samples=1))
     uri = f"sqlite:///{work / 'mlflow.db'}"
     record = StudyStorage(work / "studies").driver("busy")
-    first = subprocess.Popen([sys.executable, "-m", "thoraxmae", "study", "run", str(spec)], cwd=work,
+    first = subprocess.Popen([*CLI, "study", "run", str(spec)], cwd=work,
                              env=subprocess_env(**faults.env(faults.hold_entry("worker", "*", 1,
                                                                                work / "hold"))),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.study_helpers import CLI
 from tests.reliability.test_bad_inputs import spec_dict, write_spec
 from tests.reliability.test_bad_outputs import tmpfs
 from tests.s3_server import BUCKET, moto_server, serve
@@ -184,7 +185,7 @@ def test_a_tracking_database_that_fills_up_is_one_line_and_exit_1(phantom_store,
                 filler.write(b"\0" * 4096)
         spec = write_raw(tiny_spec(phantom_store, tmp_path, "dbfull", num_samples=1, uri=uri),
                          tmp_path / "s.yaml")
-        done = subprocess.run([sys.executable, "-m", "thoraxmae", "study", "run", str(spec)],
+        done = subprocess.run([*CLI, "study", "run", str(spec)],
                               capture_output=True,
                               text=True, cwd=tmp_path, env=subprocess_env(), timeout=600, check=False)
     out = done.stdout + done.stderr

@@ -13,14 +13,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.integration.study_helpers import subprocess_env, tiny_spec, write_spec
+from tests.integration.study_helpers import CLI, subprocess_env, tiny_spec, write_spec
 from tests.reliability.helpers import Driver
 from tests.reliability.test_bad_outputs import tmpfs
 from thoraxmae.cli import main
@@ -48,7 +47,7 @@ def no_ray(monkeypatch):
 
 
 def run_cli(*argv: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "thoraxmae", *argv], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([*CLI, *argv], capture_output=True, text=True, cwd=cwd,
                           env=subprocess_env(**env), timeout=900, check=False)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration import browser
-from tests.integration.study_helpers import subprocess_env
+from tests.integration.study_helpers import CLI, subprocess_env
 from tests.integration.test_security import listening_addresses
 from thoraxmae.cli import ui as cli_ui
 from thoraxmae.study.run.ray_local import free_ports
@@ -27,7 +27,7 @@ def test_kill_9_of_ui_stops_the_mlflow_server_it_started(tmp_path):
     (port,) = free_ports(1)
     log = tmp_path / "ui.log"
     with log.open("w") as out:
-        ui = subprocess.Popen([sys.executable, "-m", "thoraxmae", "ui", "--tracking-uri",
+        ui = subprocess.Popen([*CLI, "ui", "--tracking-uri",
                                f"sqlite:///{tmp_path / 'mlflow.db'}", "--port", str(port)], stdout=out,
                               stderr=subprocess.STDOUT, env=subprocess_env(), start_new_session=True)
     started: list[tuple[int, str]] = []
